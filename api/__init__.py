@@ -1,0 +1,5 @@
+"""The HTTP layer: a thin FastAPI app over the ``cdp`` library."""
+
+from api.app import create_app
+
+__all__ = ["create_app"]

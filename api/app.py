@@ -1,0 +1,70 @@
+"""``create_app()``: the FastAPI application over one :class:`cdp.CDP`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api import errors
+from api.routes import events, health, quality, records, tracking
+from cdp import CDP, Settings, __version__
+from cdp.scheduler import Scheduler
+
+
+class TrackingCORS:
+    """CORS for the tracking paths only (browsers send analytics.js events cross-origin)."""
+
+    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app, allow_origins=origins, allow_methods=["POST", "OPTIONS"], allow_headers=["*"], max_age=86400
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in tracking.TRACKING_PATHS:
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, scheduler: bool | None = None) -> FastAPI:
+    """An app over ``cdp`` (or one it opens from ``settings`` and closes on shutdown)."""
+    settings = cdp.settings if cdp is not None else (settings or Settings())
+    run_scheduler = settings.scheduler_enabled if scheduler is None else scheduler
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = cdp is None
+        instance = cdp if cdp is not None else CDP(settings)
+        app.state.cdp = instance
+        app.state.scheduler = None
+        if run_scheduler:
+            app.state.scheduler = Scheduler(instance)
+            app.state.scheduler.start()
+        try:
+            yield
+        finally:
+            if app.state.scheduler is not None:
+                app.state.scheduler.shutdown()
+            if owned:
+                instance.close()
+
+    app = FastAPI(
+        title="cdp",
+        version=__version__,
+        description=(
+            "An embedded customer data platform. Tracking endpoints speak Segment's HTTP API: "
+            "authenticate with the write key as the HTTP Basic username. Read endpoints take "
+            "`Authorization: Bearer <token>`."
+        ),
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for module in (tracking, records, events, quality, health):
+        app.include_router(module.router)
+    app.add_middleware(TrackingCORS, origins=settings.cors_origins)
+    return app

@@ -1,0 +1,52 @@
+"""Dependencies: the CDP instance and authentication, as typed aliases."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from cdp import CDP
+from cdp.keys import KeyInfo
+
+
+def get_cdp(request: Request) -> CDP:
+    cdp: CDP = request.app.state.cdp
+    return cdp
+
+
+CDPDep = Annotated[CDP, Depends(get_cdp)]
+
+
+def credential(request: Request) -> str | None:
+    """The secret sent as ``Bearer <token>`` or as the HTTP Basic username (Segment style)."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    value = value.strip()
+    if scheme == "bearer":
+        return value or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, _, _password = decoded.partition(":")
+        return user or None
+    return None
+
+
+def require_read(request: Request, cdp: CDPDep) -> KeyInfo:
+    return cdp.keys.verify(credential(request), "read")
+
+
+def require_admin(request: Request, cdp: CDPDep) -> KeyInfo:
+    return cdp.keys.verify(credential(request), "admin")
+
+
+ReadKey = Annotated[KeyInfo, Depends(require_read)]
+AdminKey = Annotated[KeyInfo, Depends(require_admin)]

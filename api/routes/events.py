@@ -1,0 +1,38 @@
+"""``GET /v1/events``: what arrived, newest first (read token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import CDPDep, ReadKey
+from api.schemas import ERRORS, EventsPage
+
+router = APIRouter(tags=["events"])
+
+
+@router.get("/v1/events", response_model=EventsPage, responses=ERRORS, summary="Raw events, newest first")
+def list_events(
+    cdp: CDPDep,
+    _key: ReadKey,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    profile_id: str | None = None,
+    event: str | None = Query(None, description="Event name (track) or page/screen name"),
+    type: str | None = Query(None, description="track, identify, page, screen, group or alias"),
+    since: str | None = Query(None, description="Only events at or after this ISO-8601 time"),
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    page = cdp.events.list(
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        profile_id=profile_id,
+        event=event,
+        type=type,
+        since=since,
+        limit=limit,
+        cursor=cursor,
+    )
+    return page.to_dict()

@@ -1,0 +1,34 @@
+"""``POST /v1/records``: CRM records as a JSON array or NDJSON, upserted by (source, external_id)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CDPDep, credential
+from api.routes.tracking import read_body
+from api.schemas import ERRORS, ImportSummaryOut, RecordIn, body_doc
+
+router = APIRouter(tags=["records"])
+
+
+@router.post(
+    "/v1/records",
+    response_model=ImportSummaryOut,
+    responses=ERRORS,
+    openapi_extra=body_doc(RecordIn, ndjson=True, array=True),
+    summary="Upsert CRM records (idempotent per source and external_id)",
+)
+async def upsert_records(
+    request: Request,
+    cdp: CDPDep,
+    source: str | None = Query(None, description="Source for records that do not name one."),
+) -> dict[str, Any]:
+    cdp.keys.verify(credential(request), "write")
+    body = await read_body(request, cdp.settings.max_records_bytes)
+    summary = await run_in_threadpool(
+        cdp.ingest.records_body, body, content_encoding=request.headers.get("content-encoding"), source=source
+    )
+    return summary.to_dict()

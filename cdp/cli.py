@@ -1,0 +1,400 @@
+"""The ``cdp`` command line: a thin layer over the library (see ``cdp --help``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from cdp.core import CDP
+from cdp.errors import CDPError
+from cdp.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Group(click.Group):
+    """Turns library errors into a one-line reason on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CDPError as exc:
+            raise click.ClickException(exc.message) from exc
+
+
+def db_option(fn: F) -> F:
+    return click.option(
+        "--db",
+        "db",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="SQLite file (default: $CDP_DB, else ./cdp.db).",
+    )(fn)
+
+
+def settings_for(db: Path | None, **overrides: Any) -> Settings:
+    if db is not None:
+        overrides["db"] = db
+    return Settings(**overrides)
+
+
+def open_cdp(db: Path | None) -> CDP:
+    return CDP(settings_for(db))
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cdp")
+def cli() -> None:
+    """cdp: an embedded customer data platform over one SQLite file."""
+
+
+# -- serve / migrate ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+@click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8000).")
+@click.option("--no-scheduler", is_flag=True, help="Do not run scheduled jobs in this process.")
+@click.option("--dev-keys", is_flag=True, help="Print a write and a read key for local use (kept in DB.dev-keys.json).")
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    db: Path | None, host: str | None, port: int | None, no_scheduler: bool, dev_keys: bool, log_level: str
+) -> None:
+    """Run the HTTP API (and the scheduler)."""
+    import uvicorn
+
+    from api import create_app
+    from cdp.sample import dev_keys as make_dev_keys
+
+    overrides: dict[str, Any] = {}
+    if host:
+        overrides["host"] = host
+    if port:
+        overrides["port"] = port
+    if no_scheduler:
+        overrides["scheduler_enabled"] = False
+    settings = settings_for(db, **overrides)
+    cdp = CDP(settings)
+    url = f"http://{settings.host}:{settings.port}"
+    click.echo(f"cdp {url}  (OpenAPI docs: {url}/docs, store: {settings.db})")
+    if dev_keys:
+        keys = make_dev_keys(cdp, Path(f"{settings.db}.dev-keys.json"))
+        click.echo(f"  write key: {keys['write']}   (Segment SDKs: host={url}, write_key=<this>)")
+        click.echo(f"  read key:  {keys['read']}   (curl -H 'Authorization: Bearer <this>' {url}/v1/events)")
+    app = create_app(cdp=cdp, scheduler=settings.scheduler_enabled)
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            http="httptools",
+            loop="uvloop",
+            access_log=False,
+        )
+    finally:
+        cdp.close()
+
+
+@cli.command()
+@db_option
+def migrate(db: Path | None) -> None:
+    """Apply pending schema migrations (also done at every start)."""
+    cdp = CDP(settings_for(db), migrate=False)
+    try:
+        ran = cdp.store.migrate()
+    finally:
+        cdp.close()
+    if ran:
+        for migration in ran:
+            click.echo(f"applied {migration.path.name}")
+    else:
+        click.echo("schema is up to date")
+
+
+# -- keys --------------------------------------------------------------------------------------------
+
+
+@cli.group(cls=Group)
+def keys() -> None:
+    """Write keys (ingest) and API tokens (read, admin)."""
+
+
+@keys.command("create")
+@db_option
+@click.option("--kind", type=click.Choice(["write", "read", "admin"]), required=True)
+@click.option("--name", default=None, help="A label; for write keys, the source name events are filed under.")
+def keys_create(db: Path | None, kind: str, name: str | None) -> None:
+    """Make a key. The key is printed once, alone on the last line."""
+    with open_cdp(db) as cdp:
+        info, secret = cdp.keys.create(kind, name)
+    click.echo(f"created {info.kind} key {info.id} ({info.name}); it is shown only now:", err=False)
+    click.echo(secret)
+
+
+@keys.command("list")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_list(db: Path | None, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    with open_cdp(db) as cdp:
+        found = cdp.keys.list()
+    if as_json:
+        echo_json([info.__dict__ for info in found])
+        return
+    click.echo(f"{'ID':<18} {'KIND':<6} {'NAME':<20} {'PREFIX':<9} {'CREATED':<25} {'LAST USED':<25} STATUS")
+    for info in found:
+        status = "active" if info.active else f"revoked {info.revoked_at}"
+        click.echo(
+            f"{info.id:<18} {info.kind:<6} {info.name[:20]:<20} {info.prefix:<9} {info.created_at:<25} "
+            f"{info.last_used_at or '-':<25} {status}"
+        )
+
+
+@keys.command("revoke")
+@db_option
+@click.argument("key_id")
+def keys_revoke(db: Path | None, key_id: str) -> None:
+    """Revoke a key by its id (see `cdp keys list`)."""
+    with open_cdp(db) as cdp:
+        info = cdp.keys.revoke(key_id)
+    click.echo(f"revoked {info.id} at {info.revoked_at}")
+
+
+# -- import ------------------------------------------------------------------------------------------
+
+
+@cli.group("import", cls=Group)
+def import_() -> None:
+    """Bulk imports."""
+
+
+def _parse_maps(values: tuple[str, ...]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for value in values:
+        src, sep, target = value.rpartition("=")
+        if not sep or not src or not target:
+            raise click.BadParameter(f"{value!r} must look like SOURCE_COLUMN=field", param_hint="--map")
+        mapping[src] = target.strip()
+    return mapping
+
+
+@import_.command("records")
+@db_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", required=True, help="Where the records come from, e.g. salesforce.")
+@click.option("--id-column", required=True, help="Column holding each record's id in that source.")
+@click.option("--map", "maps", multiple=True, metavar="COL=FIELD", help="Map a column to a field (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "ndjson", "parquet"]), default=None)
+@click.option("--encoding", default="utf-8-sig", show_default=True, help="Text encoding of CSV/NDJSON files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def import_records(
+    db: Path | None,
+    file: Path,
+    source: str,
+    id_column: str,
+    maps: tuple[str, ...],
+    fmt: str | None,
+    encoding: str,
+    as_json: bool,
+) -> None:
+    """Import CRM records (CSV, JSON, NDJSON, Parquet); re-importing updates them."""
+    from cdp.ingest import files
+
+    mapping = _parse_maps(maps)
+    with open_cdp(db) as cdp:
+        fmt = files.detect_format(file, fmt)
+        total = files.count_rows(file, fmt)
+        bar: Any
+        with click.progressbar(length=total, label=f"importing {file.name}", file=sys.stderr, show_pos=True) as bar:
+            summary = cdp.ingest.import_file(
+                file,
+                source=source,
+                id_column=id_column,
+                mapping=mapping,
+                fmt=fmt,
+                encoding=encoding,
+                progress=bar.update,
+            )
+    if as_json:
+        echo_json(summary.to_dict())
+    else:
+        for column, target in sorted(summary.auto_mapped.items()):
+            click.echo(f"  column {column!r} read as {target}")
+        for error in summary.errors[:20]:
+            click.echo(f"  row {error['row']}: {error['message']}", err=True)
+        if summary.rejected > 20:
+            click.echo(f"  ... and {summary.rejected - 20} more rejected rows (use --json for all)", err=True)
+        click.echo(
+            f"{summary.received} rows: {summary.inserted} inserted, {summary.updated} updated, "
+            f"{summary.unchanged} unchanged, {summary.rejected} rejected"
+        )
+
+
+# -- events ------------------------------------------------------------------------------------------
+
+
+@cli.group(cls=Group)
+def events() -> None:
+    """Raw events as they arrived."""
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    who = event.get("userId") or f"anon:{event.get('anonymousId')}"
+    what = event.get("event") or event.get("name") or ""
+    flags = f"  flags={','.join(event['qualityFlags'])}" if event.get("qualityFlags") else ""
+    return f"{event['receivedAt']}  {event['type']:<8} {what:<24} {who:<28} {event['source']}{flags}"
+
+
+@events.command("tail")
+@db_option
+@click.option("-n", "--lines", default=20, show_default=True, help="How many recent events to show first.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they arrive (Ctrl-C stops).")
+@click.option("--user-id", default=None)
+@click.option("--anonymous-id", default=None)
+@click.option("--event", "event_name", default=None)
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between polls with --follow.")
+def events_tail(
+    db: Path | None,
+    lines: int,
+    follow: bool,
+    user_id: str | None,
+    anonymous_id: str | None,
+    event_name: str | None,
+    as_json: bool,
+    interval: float,
+) -> None:
+    """Show the latest events, like Segment's source debugger."""
+    filters: dict[str, Any] = {"user_id": user_id, "anonymous_id": anonymous_id, "event": event_name}
+
+    def show(event: dict[str, Any]) -> None:
+        click.echo(json.dumps(event, default=str) if as_json else _event_line(event))
+
+    with open_cdp(db) as cdp:
+        last = 0
+        if lines > 0:
+            page = cdp.events.list(limit=min(lines, 1000), **filters)
+            for event in reversed(page.data):
+                show(event)
+            last = page.data[0]["id"] if page.data else cdp.events.latest_id()
+        else:
+            last = cdp.events.latest_id()
+        while follow:
+            try:
+                time.sleep(interval)
+                page = cdp.events.list(limit=1000, after_id=last, **filters)
+            except KeyboardInterrupt:
+                break
+            for event in page.data:
+                show(event)
+                last = event["id"]
+
+
+# -- quality -----------------------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="The full report as JSON.")
+def quality(db: Path | None, as_json: bool) -> None:
+    """Data quality per source and event name."""
+    with open_cdp(db) as cdp:
+        report = cdp.quality.report()
+    if as_json:
+        echo_json(report)
+        return
+    click.echo("EVENTS")
+    click.echo(
+        f"  {'SOURCE':<16} {'EVENT':<24} {'RECEIVED':>9} {'STORED':>8} {'DUPES':>6} {'REJECTED':>9} "
+        f"{'SKEWED':>7}  PROBLEMS"
+    )
+    for row in report["events"]:
+        problems = ", ".join(
+            [f"missing {k}: {v}" for k, v in row["missing"].items()]
+            + [f"invalid {k}: {v}" for k, v in row["invalid"].items()]
+        )
+        click.echo(
+            f"  {row['source'][:16]:<16} {row['event'][:24]:<24} {row['received']:>9} {row['stored']:>8} "
+            f"{row['duplicates_dropped']:>6} {row['rejected']:>9} {row['clock_skew']['skewed_messages']:>7}  "
+            f"{problems}"
+        )
+    click.echo("RECORDS")
+    for row in report["records"]:
+        completeness = ", ".join(f"{k} {v:.0%}" for k, v in row.get("completeness", {}).items())
+        invalid = ", ".join(f"{k}: {v}" for k, v in row["invalid"].items()) or "none"
+        click.echo(
+            f"  {row['source']}: {row.get('records', 0)} records, {row['rejected']} rejected, invalid {invalid}; "
+            f"sharing an email: {row.get('uniqueness', {}).get('records_sharing_an_email', 0)}"
+        )
+        click.echo(f"    completeness: {completeness}")
+
+
+# -- demo --------------------------------------------------------------------------------------------
+
+
+@cli.group(cls=Group)
+def demo() -> None:
+    """Sample data: generate believable customers, load them."""
+
+
+@demo.command("generate")
+@db_option
+@click.option("--customers", type=click.IntRange(min=1), required=True, help="How many people.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_data"), show_default=True
+)
+def demo_generate(db: Path | None, customers: int, seed: int, output: Path) -> None:
+    """Write CRM exports, Segment events and the ground truth to a folder."""
+    from cdp.demo import generate
+
+    with click.progressbar(length=customers, label="generating", file=sys.stderr) as bar:
+        summary = generate(output, customers=customers, seed=seed, progress=bar.update)
+    click.echo(f"{summary.customers} customers: {summary.records} CRM records and {summary.events} events in {output}")
+
+
+@demo.command("load")
+@db_option
+@click.argument("directory", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--if-empty", is_flag=True, help="Do nothing when the store already holds data.")
+@click.option("--no-shift", is_flag=True, help="Keep event times as generated instead of moving them to now.")
+def demo_load(db: Path | None, directory: Path | None, if_empty: bool, no_shift: bool) -> None:
+    """Load a generated folder (default: the committed sample_data/demo)."""
+    from cdp import sample
+
+    with open_cdp(db) as cdp:
+        if if_empty and not cdp.is_empty():
+            click.echo("store already holds data; sample data not loaded")
+            return
+        summary = sample.load(
+            cdp,
+            directory,
+            shift_to_now=not no_shift,
+            progress=lambda name, n: None,
+        )
+    for source, result in summary.records.items():
+        click.echo(f"{source}: {result['inserted']} records inserted, {result['rejected']} rejected")
+    click.echo(
+        f"events: {summary.events_stored} stored, {summary.events_duplicates} duplicates, "
+        f"{summary.events_rejected} rejected"
+    )
+
+
+def main() -> None:
+    cli(prog_name="cdp")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The library facade: ``CDP(settings)`` with one sub-API per domain."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from cdp.events import Events
+from cdp.ingest import Ingest
+from cdp.keys import Keys
+from cdp.quality import Quality
+from cdp.settings import Settings
+from cdp.store import Store
+
+
+class CDP:
+    """Everything the API and the CLI do goes through here.
+
+    >>> cdp = CDP(Settings(db="cdp.db"))
+    >>> info, secret = cdp.keys.create("write", name="website")
+    >>> cdp.ingest.message("track", {"userId": "u1", "event": "Signed Up"}, write_key=secret)
+    """
+
+    def __init__(self, settings: Settings | None = None, *, migrate: bool = True) -> None:
+        self.settings = settings or Settings()
+        self.store = Store(self.settings)
+        if migrate:
+            self.store.migrate()
+        self.keys = Keys(self.store, cache_seconds=self.settings.key_cache_seconds)
+        self.ingest = Ingest(self.store, self.keys, self.settings)
+        self.events = Events(self.store)
+        self.quality = Quality(self.store)
+
+    def is_empty(self) -> bool:
+        """True when no event or record has been stored yet."""
+        conn = self.store.reader()
+        return not (
+            conn.execute("SELECT 1 FROM events LIMIT 1").fetchone()
+            or conn.execute("SELECT 1 FROM source_records LIMIT 1").fetchone()
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> CDP:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,92 @@
+"""Errors named after the situation, all under one ``CDPError``.
+
+Each carries a snake_case ``code``, a message that says what is wrong and how to fix it, and
+``details``; the API maps ``status`` to HTTP once, in its exception handlers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CDPError(Exception):
+    code = "cdp_error"
+    status = 400
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidInput(CDPError):
+    code = "invalid_input"
+
+
+class InvalidJSON(InvalidInput):
+    code = "invalid_json"
+
+
+class InvalidMessage(InvalidInput):
+    code = "invalid_message"
+
+
+class InvalidBatch(InvalidInput):
+    """Some messages of a batch were refused; the others were stored."""
+
+    code = "invalid_messages"
+
+
+class InvalidRecords(InvalidInput):
+    """Some CRM records were refused; the others were stored."""
+
+    code = "invalid_records"
+
+
+class PayloadTooLarge(CDPError):
+    code = "payload_too_large"
+    status = 413
+
+
+class Unauthorized(CDPError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(CDPError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(CDPError):
+    code = "not_found"
+    status = 404
+
+
+class UnknownKey(NotFound):
+    code = "unknown_key"
+
+
+class InvalidCursor(InvalidInput):
+    code = "invalid_cursor"
+
+
+class MigrationFailed(CDPError):
+    code = "migration_failed"
+    status = 500
+
+
+class StoreClosed(CDPError):
+    code = "store_closed"
+    status = 503
+
+
+class UnsupportedEncoding(CDPError):
+    code = "unsupported_encoding"
+    status = 415

@@ -1,0 +1,107 @@
+"""``CDP.ingest``: the one entry point for tracking messages and CRM records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cdp.errors import InvalidInput, InvalidRecords
+from cdp.ingest import files
+from cdp.ingest.payload import decode_object, decompress, parse_json
+from cdp.ingest.records import BadRow, ImportSummary, Records
+from cdp.ingest.tracking import TYPES, IngestResult, Tracking
+from cdp.keys import Keys
+from cdp.settings import Settings
+from cdp.store import Store
+
+
+class Ingest:
+    def __init__(self, store: Store, keys: Keys, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.tracking = Tracking(store, keys, settings)
+        self.records = Records(store, settings)
+
+    # -- tracking --------------------------------------------------------------------------------
+
+    def message(self, kind: str, msg: dict[str, Any], *, write_key: str | None = None) -> IngestResult:
+        return self.tracking.message(kind, msg, write_key=write_key)
+
+    def batch(self, payload: dict[str, Any], *, write_key: str | None = None) -> IngestResult:
+        return self.tracking.batch(payload, write_key=write_key)
+
+    def http_body(
+        self, kind: str, body: bytes, *, content_encoding: str | None = None, write_key: str | None = None
+    ) -> IngestResult:
+        """A raw request body for ``/v1/<kind>`` or ``/v1/batch`` (gzip and any Content-Type)."""
+        if kind == "batch":
+            return self.batch(decode_object(body, content_encoding, self.settings.max_batch_bytes), write_key=write_key)
+        if kind not in TYPES:
+            raise InvalidInput(f"unknown message type {kind!r}")
+        return self.message(
+            kind, decode_object(body, content_encoding, self.settings.max_message_bytes), write_key=write_key
+        )
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def upsert_records(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        source: str | None = None,
+        id_column: str | None = None,
+        mapping: Mapping[str, str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportSummary:
+        numbered = ((n, r if isinstance(r, Mapping) else BadRow("not an object")) for n, r in enumerate(records, 1))
+        return self.records.upsert(numbered, source=source, id_column=id_column, mapping=mapping, progress=progress)
+
+    def import_file(
+        self,
+        path: Path,
+        *,
+        source: str,
+        id_column: str,
+        mapping: Mapping[str, str] | None = None,
+        fmt: str | None = None,
+        encoding: str = "utf-8-sig",
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportSummary:
+        fmt = files.detect_format(path, fmt)
+        return self.records.upsert(
+            files.read_rows(path, fmt, encoding),
+            source=source,
+            id_column=id_column,
+            mapping=mapping,
+            progress=progress,
+        )
+
+    def records_body(
+        self, body: bytes, *, content_encoding: str | None = None, source: str | None = None
+    ) -> ImportSummary:
+        """``POST /v1/records``: a JSON array (or ``{"records": [...]}``) or NDJSON."""
+        data = decompress(body, content_encoding, self.settings.max_records_bytes)
+        rows: Iterable[tuple[int, Any]]
+        stripped = data.lstrip()
+        if stripped.startswith(b"[") or (stripped.startswith(b"{") and b"\n" not in stripped.strip()):
+            parsed = parse_json(data)
+            if isinstance(parsed, dict):
+                parsed = parsed.get("records", [parsed])
+            if not isinstance(parsed, list):
+                raise InvalidInput('send a JSON array of records, {"records": [...]}, or NDJSON')
+            rows = enumerate(parsed, start=1)
+        else:
+            rows = files.ndjson_lines(data.decode("utf-8", errors="replace").splitlines())
+        summary = self.records.upsert(
+            ((n, r if isinstance(r, Mapping | BadRow) else BadRow("not an object")) for n, r in rows),
+            source=source,
+        )
+        if summary.rejected:
+            first = summary.errors[0]
+            raise InvalidRecords(
+                f"{summary.rejected} of {summary.received} records were rejected and the others stored; "
+                f"first: row {first['row']}: {first['message']}",
+                summary.to_dict(),
+            )
+        return summary

@@ -1,0 +1,400 @@
+"""Segment HTTP Tracking API messages: validate, normalise, correct clocks, deduplicate, store.
+
+Validation and normalisation run on the caller's thread; the rows then go to the store's writer
+as one job, which drops messageIds already stored, inserts the rest and adds the data-quality
+counters in the same transaction. The call returns after COMMIT.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from cdp import normalize
+from cdp.errors import CDPError, InvalidBatch, InvalidMessage
+from cdp.keys import KeyInfo, Keys
+from cdp.quality import Tally
+from cdp.settings import Settings
+from cdp.store import Store
+from cdp.timeutil import format_ts, parse_ts, utcnow
+
+TYPES = ("track", "identify", "page", "screen", "group", "alias")
+_KNOWN = frozenset(
+    {
+        "type",
+        "messageId",
+        "timestamp",
+        "originalTimestamp",
+        "sentAt",
+        "receivedAt",
+        "userId",
+        "anonymousId",
+        "event",
+        "name",
+        "properties",
+        "traits",
+        "context",
+        "integrations",
+        "groupId",
+        "previousId",
+        "writeKey",
+    }
+)
+_LATE = timedelta(hours=24)
+INSERT_EVENT = (
+    "INSERT OR IGNORE INTO events (message_id, type, event, user_id, anonymous_id, group_id, previous_id,"
+    " timestamp, original_timestamp, sent_at, received_at, properties, traits, context, integrations, extra,"
+    " source, write_key_id, quality_flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+Row = tuple[Any, ...]
+# After the rows are inserted, in the same transaction: (connection, rows actually inserted).
+InsertHook = Callable[[sqlite3.Connection, list[Row]], None]
+
+
+class _Reject(Exception):
+    def __init__(self, field: str, message: str, code: str = "invalid_field") -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class IngestResult:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "errors": self.errors,
+        }
+
+
+def _identifier(msg: dict[str, Any], key: str) -> str | None:
+    value = msg.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _Reject(key, f"{key} must be a string, not {type(value).__name__}")
+    text = str(value).strip()
+    if len(text) > 1024:
+        raise _Reject(key, f"{key} is longer than 1024 characters")
+    return text or None
+
+
+def _object(msg: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = msg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Reject(key, f"{key} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _dumps(value: dict[str, Any] | None) -> str | None:
+    return orjson.dumps(value).decode() if value else None
+
+
+class Tracking:
+    def __init__(self, store: Store, keys: Keys, settings: Settings) -> None:
+        self.store = store
+        self.keys = keys
+        self.settings = settings
+        self.insert_hooks: list[InsertHook] = []
+
+    # -- entry points ----------------------------------------------------------------------------
+
+    def message(self, kind: str, msg: dict[str, Any], *, write_key: str | None = None) -> IngestResult:
+        """One message from ``/v1/<kind>``; raises InvalidMessage when it is refused."""
+        if kind not in TYPES:
+            raise InvalidMessage(f"unknown message type {kind!r}; use one of {', '.join(TYPES)}")
+        key = self.keys.verify(write_key or _secret(msg.get("writeKey")), "write")
+        result = self._ingest([{**msg, "type": kind}], key, batch=None)
+        if result.errors:
+            error = result.errors[0]
+            raise InvalidMessage(error["message"], {"field": error["field"], "reason": error["code"]})
+        return result
+
+    def batch(self, payload: dict[str, Any], *, write_key: str | None = None) -> IngestResult:
+        """A ``/v1/batch`` body; raises InvalidBatch (after storing the good ones) if any was refused."""
+        items = payload.get("batch")
+        if not isinstance(items, list):
+            raise InvalidMessage(
+                "a batch body needs a `batch` array of messages",
+                {"field": "batch", "reason": "missing_field"},
+            )
+        if len(items) > self.settings.max_batch_events:
+            raise InvalidMessage(
+                f"a batch holds at most {self.settings.max_batch_events} messages, this one has {len(items)}",
+                {"field": "batch", "reason": "too_many_messages", "limit": self.settings.max_batch_events},
+            )
+        secret = write_key or _secret(payload.get("writeKey"))
+        key = self.keys.verify(secret, "write") if secret else None
+        if key is None and not any(isinstance(m, dict) and m.get("writeKey") for m in items):
+            self.keys.verify(None, "write")  # raises Unauthorized with the hint
+        result = self._ingest(items, key, batch=payload)
+        if result.errors:
+            raise InvalidBatch(
+                f"{result.rejected} of {result.received} messages were rejected and "
+                f"{result.stored + result.duplicates} accepted; first: "
+                f"[{result.errors[0]['index']}] {result.errors[0]['message']}",
+                {"accepted": result.stored + result.duplicates, **result.to_dict()},
+            )
+        return result
+
+    # -- the work --------------------------------------------------------------------------------
+
+    def _ingest(self, items: Sequence[Any], key: KeyInfo | None, batch: dict[str, Any] | None) -> IngestResult:
+        received_dt = utcnow()
+        received_at = format_ts(received_dt)
+        batch_context = batch.get("context") if batch else None
+        batch_integrations = batch.get("integrations") if batch else None
+        batch_sent_at = batch.get("sentAt") if batch else None
+        if not isinstance(batch_context, dict):
+            batch_context = None
+        if not isinstance(batch_integrations, dict):
+            batch_integrations = None
+
+        tally = Tally()
+        result = IngestResult(received=len(items))
+        rows: list[Row] = []
+        names: list[tuple[str, str]] = []
+        for index, msg in enumerate(items):
+            source = key.name if key else "(unknown)"
+            try:
+                if not isinstance(msg, dict):
+                    raise _Reject("", f"each message must be a JSON object, not {type(msg).__name__}")
+                msg_key = self._message_key(msg["writeKey"]) if msg.get("writeKey") else key
+                source = msg_key.name if msg_key else source
+                if msg_key is None:
+                    raise _Reject("writeKey", "no write key for this message", "unauthorized")
+                if batch_context or batch_integrations:
+                    msg = dict(msg)
+                    if batch_context:
+                        msg["context"] = {**batch_context, **(_object(msg, "context") or {})}
+                    if batch_integrations:
+                        msg["integrations"] = {**batch_integrations, **(_object(msg, "integrations") or {})}
+                row = self._row(msg, msg_key, received_dt, received_at, batch_sent_at, tally)
+            except _Reject as reject:
+                name = _name_of(msg)
+                tally.add("events", source, name, "received")
+                tally.add("events", source, name, "rejected")
+                if reject.code == "missing_field":
+                    tally.add("events", source, name, f"missing:{reject.field}")
+                result.errors.append(
+                    {"index": index, "field": reject.field, "code": reject.code, "message": reject.message}
+                )
+                continue
+            rows.append(row)
+            names.append((row[16], row[2] if row[1] == "track" else row[1]))
+
+        def job(conn: sqlite3.Connection) -> tuple[int, int]:
+            existing = _existing_ids(conn, [r[0] for r in rows])
+            fresh: list[Row] = []
+            for row, (source, name) in zip(rows, names, strict=True):
+                tally.add("events", source, name, "received")
+                if row[0] in existing:
+                    tally.add("events", source, name, "duplicates")
+                    continue
+                existing.add(row[0])
+                fresh.append(row)
+                tally.add("events", source, name, "stored")
+            if fresh:
+                conn.executemany(INSERT_EVENT, fresh)
+                for hook in self.insert_hooks:
+                    hook(conn, fresh)
+            tally.write(conn)
+            return len(fresh), len(rows) - len(fresh)
+
+        if rows or tally:
+            result.stored, result.duplicates = self.store.write(job)
+        return result
+
+    def _message_key(self, secret: object) -> KeyInfo:
+        try:
+            return self.keys.verify(_secret(secret), "write")
+        except CDPError as exc:
+            raise _Reject("writeKey", f"writeKey: {exc.message}", "unauthorized") from exc
+
+    def _row(
+        self,
+        msg: dict[str, Any],
+        key: KeyInfo,
+        received_dt: datetime,
+        received_at: str,
+        batch_sent_at: object,
+        tally: Tally,
+    ) -> Row:
+        kind = msg.get("type")
+        if kind not in TYPES:
+            if kind is None:
+                raise _Reject("type", f"type is missing; use one of {', '.join(TYPES)}", "missing_field")
+            raise _Reject("type", f"type {kind!r} is not one of {', '.join(TYPES)}")
+        if len(orjson.dumps(msg)) > self.settings.max_message_bytes:
+            raise _Reject(
+                "",
+                f"message is larger than {self.settings.max_message_bytes // 1024} KB",
+                "message_too_large",
+            )
+        user_id = _identifier(msg, "userId")
+        anonymous_id = _identifier(msg, "anonymousId")
+        if user_id is None and anonymous_id is None:
+            raise _Reject("userId", "userId or anonymousId is required", "missing_field")
+        event = None
+        group_id = previous_id = None
+        if kind == "track":
+            event = msg.get("event")
+            if not isinstance(event, str) or not event.strip():
+                raise _Reject("event", "track needs `event`, the name of the action", "missing_field")
+            event = event.strip()
+        elif kind in ("page", "screen"):
+            name = msg.get("name")
+            event = name.strip() or None if isinstance(name, str) else None
+        elif kind == "alias":
+            previous_id = _identifier(msg, "previousId")
+            if previous_id is None:
+                raise _Reject("previousId", "alias needs `previousId`", "missing_field")
+            if user_id is None:
+                raise _Reject("userId", "alias needs `userId`", "missing_field")
+        elif kind == "group":
+            group_id = _identifier(msg, "groupId")
+            if group_id is None:
+                raise _Reject("groupId", "group needs `groupId`", "missing_field")
+        properties = _object(msg, "properties")
+        traits = _object(msg, "traits")
+        context = _object(msg, "context")
+        integrations = _object(msg, "integrations")
+        message_id = _identifier(msg, "messageId") or str(uuid.uuid4())
+
+        flags: list[str] = []
+        name_for_tally = event if kind == "track" else kind
+        if traits:
+            traits = self._clean_traits(traits, "traits", flags)
+        if context and isinstance(context.get("traits"), dict):
+            context = {**context, "traits": self._clean_traits(context["traits"], "context.traits", flags)}
+        if properties and "revenue" in properties:
+            properties = _clean_revenue(properties, flags)
+
+        # Clocks: timestamp = receivedAt - (sentAt - originalTimestamp)
+        original_raw = msg.get("originalTimestamp", msg.get("timestamp"))
+        sent_raw = msg.get("sentAt", batch_sent_at)
+        original = parse_ts(original_raw)
+        sent = parse_ts(sent_raw)
+        if original is None and original_raw not in (None, ""):
+            flags.append("invalid:timestamp")
+        if sent is None and sent_raw not in (None, ""):
+            flags.append("invalid:sentAt")
+        if original is not None and sent is not None:
+            timestamp = received_dt - (sent - original)
+        else:
+            timestamp = original or received_dt
+        if sent is not None:
+            skew = abs((sent - received_dt).total_seconds())
+            if skew > self.settings.clock_skew_report_seconds:
+                tally.add("events", key.name, name_for_tally or kind, "skewed")
+            tally.maximum("events", key.name, name_for_tally or kind, "max_skew_seconds", skew)
+        if received_dt - timestamp > _LATE:
+            tally.add("events", key.name, name_for_tally or kind, "late")
+        for flag in flags:
+            tally.add("events", key.name, name_for_tally or kind, flag)
+
+        extra = {k: v for k, v in msg.items() if k not in _KNOWN}
+        return (
+            message_id,
+            kind,
+            event,
+            user_id,
+            anonymous_id,
+            group_id,
+            previous_id,
+            format_ts(timestamp),
+            format_ts(original) if original else None,
+            format_ts(sent) if sent else None,
+            received_at,
+            _dumps(properties),
+            _dumps(traits),
+            _dumps(context),
+            _dumps(integrations),
+            _dumps(extra),
+            key.name,
+            key.id,
+            orjson.dumps(flags).decode() if flags else None,
+        )
+
+    def _clean_traits(self, traits: dict[str, Any], where: str, flags: list[str]) -> dict[str, Any]:
+        """Canonical identity traits normalised; an unusable value becomes null and is flagged."""
+        if not ("email" in traits or "phone" in traits or "birthday" in traits):
+            return traits
+        traits = dict(traits)
+        for field_name, fn in (
+            ("email", normalize.email),
+            ("phone", lambda v: normalize.phone(v, self.settings.default_phone_region)),
+            ("birthday", lambda v: normalize.date_iso(v, self.settings.date_order)),
+        ):
+            if field_name in traits and not normalize.is_blank(traits[field_name]):
+                value = fn(traits[field_name])
+                if value is None:
+                    flags.append(f"invalid:{where}.{field_name}")
+                traits[field_name] = value
+        return traits
+
+
+def _clean_revenue(properties: dict[str, Any], flags: list[str]) -> dict[str, Any]:
+    value = properties.get("revenue")
+    if value is None:
+        return properties
+    number: float | None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int | float):
+        number = float(value)
+    else:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            number = None
+    if number is not None and number >= 0 and number == number:  # not NaN
+        return properties if isinstance(value, int | float) else {**properties, "revenue": number}
+    flags.append("invalid:properties.revenue")
+    return {**properties, "revenue": None}
+
+
+def _name_of(msg: object) -> str:
+    if isinstance(msg, dict):
+        if msg.get("type") == "track" and isinstance(msg.get("event"), str):
+            return str(msg["event"])
+        if isinstance(msg.get("type"), str) and msg["type"] in TYPES:
+            return str(msg["type"])
+    return "(invalid)"
+
+
+def _secret(value: object) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), 900):
+        chunk = ids[start : start + 900]
+        placeholders = ",".join("?" * len(chunk))
+        found.update(
+            row[0] for row in conn.execute(f"SELECT message_id FROM events WHERE message_id IN ({placeholders})", chunk)
+        )
+    return found

@@ -1,0 +1,106 @@
+"""Numbered, forward-only schema migrations (``migrations/NNNN_name.sql``).
+
+Each file runs in its own transaction and is recorded in ``schema_migrations``; applying twice
+changes nothing. A file that fails leaves the schema as it was before that file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from cdp.errors import MigrationFailed
+from cdp.timeutil import now_iso
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+
+def migrations_dir() -> Path:
+    """``cdp/migrations`` inside an installed wheel, else the repository's ``migrations/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "migrations", here.parent / "migrations"):
+        if candidate.is_dir():
+            return candidate
+    raise MigrationFailed(f"no migrations folder found next to {here}")
+
+
+def discover(directory: Path | None = None) -> list[Migration]:
+    directory = directory or migrations_dir()
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            raise MigrationFailed(f"migration file {path.name!r} must be named NNNN_snake_name.sql")
+        found.append(Migration(int(match[1]), match[2], path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationFailed(f"two migration files share a number in {directory}")
+    return found
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a script into complete statements (triggers with BEGIN ... END stay whole)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not all(part.strip().startswith("--") or not part.strip() for part in buffer.splitlines()):
+        raise MigrationFailed(f"incomplete SQL statement at the end of a migration: {buffer.strip()[:80]!r}")
+    return statements
+
+
+def applied(conn: sqlite3.Connection) -> dict[int, str]:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    return {row[0]: row[1] for row in conn.execute("SELECT version, name FROM schema_migrations")}
+
+
+def apply(conn: sqlite3.Connection, directory: Path | None = None) -> list[Migration]:
+    """Apply the migrations not yet recorded, in order; returns those applied now."""
+    done = applied(conn)
+    ran: list[Migration] = []
+    for migration in discover(directory):
+        if migration.version in done:
+            continue
+        sql = migration.sql
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have applied it while we waited for the lock.
+            if conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)).fetchone():
+                conn.execute("ROLLBACK")
+                continue
+            for statement in split_statements(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
+                (migration.version, migration.name, hashlib.sha256(sql.encode()).hexdigest(), now_iso()),
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise MigrationFailed(
+                f"migration {migration.path.name} failed and was rolled back: {exc}",
+                {"migration": migration.path.name},
+            ) from exc
+        ran.append(migration)
+    return ran

@@ -1,0 +1,61 @@
+"""One typed settings object for the whole platform.
+
+Built once (``Settings()`` reads ``CDP_*`` environment variables and an optional ``.env``)
+and passed down; library code never reads ``os.environ`` itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CDP_", env_file=".env", extra="ignore", frozen=True)
+
+    db: Path = Field(Path("cdp.db"), description="Path of the SQLite file (the system of record).")
+    host: str = Field("127.0.0.1", description="Interface the API server listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the API server listens on.")
+
+    # Store
+    busy_timeout_ms: int = Field(10_000, ge=0, description="How long a writer waits for the SQLite lock.")
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
+        "NORMAL",
+        description=(
+            "SQLite synchronous level. NORMAL in WAL mode survives a crash of the process (kill -9); "
+            "FULL also survives power loss at some cost in write speed."
+        ),
+    )
+    write_batch_max: int = Field(
+        64, ge=1, description="Most ingest requests committed together in one transaction (group commit)."
+    )
+
+    # Normalisation
+    default_phone_region: str = Field(
+        "US", min_length=2, max_length=2, description="Region for phone numbers written without +country."
+    )
+    date_order: Literal["MDY", "DMY"] = Field(
+        "MDY", description="How to read ambiguous slash dates such as 03/04/1985."
+    )
+
+    # Tracking API limits (Segment's)
+    max_message_bytes: int = Field(32 * 1024, description="Largest single message, in bytes of JSON.")
+    max_batch_bytes: int = Field(500 * 1024, description="Largest batch request body, in bytes (uncompressed).")
+    max_batch_events: int = Field(2_500, description="Most messages in one batch.")
+    max_records_bytes: int = Field(
+        50 * 1024 * 1024, description="Largest POST /v1/records body, in bytes (uncompressed)."
+    )
+    clock_skew_report_seconds: float = Field(
+        60.0, description="Clock skew (sentAt vs receivedAt) above which a message counts as skewed."
+    )
+
+    # API
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"], description="Origins allowed on /v1/*.")
+    key_cache_seconds: float = Field(5.0, ge=0, description="How long a verified key is cached in memory.")
+
+    # Scheduler
+    scheduler_enabled: bool = Field(True, description="Run scheduled jobs inside the server process.")
+    resolve_schedule: str = Field("1h", description="How often the full identity-resolution job runs.")

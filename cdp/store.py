@@ -1,0 +1,191 @@
+"""The SQLite system of record: connections, pragmas, and one writer thread with group commit.
+
+Reads use one connection per thread (WAL lets them run beside the writer). Every write goes
+through :meth:`Store.write` / :meth:`Store.submit`: a job is a function of a connection, run by
+the single writer thread inside a transaction that may hold several jobs (group commit), each
+under its own SAVEPOINT so one failing job rolls back alone. A job's result is only handed
+back after COMMIT, so anything acknowledged to a client is on disk.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+from cdp import migrations
+from cdp.errors import StoreClosed
+from cdp.settings import Settings
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+
+
+class Store:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.path = Path(settings.db)
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all_readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+        self._closed = False
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+        conn.execute(f"PRAGMA busy_timeout={int(self.settings.busy_timeout_ms)}")
+        conn.execute(f"PRAGMA synchronous={self.settings.synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA cache_size=-65536")
+        return conn
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read connection (autocommit: each statement sees the latest commit)."""
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._all_readers.append(conn)
+        return conn
+
+    def db(self) -> sqlite_utils.Database:
+        """sqlite-utils view over this thread's read connection."""
+        return sqlite_utils.Database(self.reader())
+
+    def query(self, sql: str, params: tuple[Any, ...] | list[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        cursor = self.reader().execute(sql, params)
+        columns = [d[0] for d in cursor.description or ()]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    def migrate(self) -> list[migrations.Migration]:
+        with self._connect() as conn:
+            return migrations.apply(conn)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def submit(self, job: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Queue a write job; the future resolves after the transaction holding it committed."""
+        if self._closed:
+            raise StoreClosed("the store is closed; no more writes are accepted")
+        future: Future[T] = Future()
+        if threading.current_thread() is self._writer:
+            raise RuntimeError("a write job cannot submit another write job; call it directly")
+        self._ensure_writer()
+        self._queue.put((job, future))
+        return future
+
+    def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        return self.submit(job).result()
+
+    def _ensure_writer(self) -> None:
+        if self._writer is not None:
+            return
+        with self._writer_lock:
+            if self._writer is None:
+                thread = threading.Thread(target=self._run_writer, name="cdp-writer", daemon=True)
+                thread.start()
+                self._writer = thread
+
+    def _run_writer(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                jobs = [item]
+                stop = False
+                while len(jobs) < self.settings.write_batch_max:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    jobs.append(more)
+                self._run_group(conn, jobs)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _run_group(conn: sqlite3.Connection, jobs: list[tuple[Job, Future[Any]]]) -> None:
+        done: list[tuple[Future[Any], Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for _, future in jobs:
+                future.set_exception(exc)
+            return
+        for job, future in jobs:
+            if not future.set_running_or_notify_cancel():
+                continue
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job(conn)
+            except BaseException as exc:  # the job's own error goes back to its caller
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                future.set_exception(exc)
+                continue
+            conn.execute("RELEASE job")
+            done.append((future, result))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for future, _ in done:
+                future.set_exception(exc)
+            return
+        for future, result in done:
+            future.set_result(result)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A private write connection for long maintenance work (migrations, bulk tools)."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout=30)
+        with self._readers_lock:
+            for conn in self._all_readers:
+                conn.close()
+            self._all_readers.clear()
