@@ -33,11 +33,17 @@ ALIASES = {
     **{a: "first_name" for a in ("firstname", "givenname", "forename", "first")},
     **{a: "last_name" for a in ("lastname", "surname", "familyname", "last")},
     **{a: "birthday" for a in ("birthday", "birthdate", "dateofbirth", "dob")},
-    **{a: "address.street" for a in ("addressstreet", "street", "streetaddress", "address1", "addressline1")},
-    **{a: "address.city" for a in ("addresscity", "city", "town")},
-    **{a: "address.postal_code" for a in ("addresspostalcode", "postalcode", "zip", "zipcode", "postcode")},
-    **{a: "address.country" for a in ("addresscountry", "country", "countryregion")},
-    **{a: "company" for a in ("company", "companyname", "organization", "organisation")},
+    **{
+        a: "address.street"
+        for a in ("addressstreet", "street", "streetaddress", "address1", "addressline1", "mailingstreet")
+    },
+    **{a: "address.city" for a in ("addresscity", "city", "town", "mailingcity")},
+    **{
+        a: "address.postal_code"
+        for a in ("addresspostalcode", "postalcode", "zip", "zipcode", "postcode", "mailingpostalcode")
+    },
+    **{a: "address.country" for a in ("addresscountry", "country", "countryregion", "mailingcountry")},
+    **{a: "company" for a in ("company", "companyname", "accountname", "organization", "organisation")},
     **{a: "title" for a in ("title", "jobtitle")},
 }
 

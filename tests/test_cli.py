@@ -1,0 +1,137 @@
+"""The `cdp` command line over a real store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from cdp import CDP, Settings
+from cdp.cli import cli
+from tests.test_records import HEADER, ROWS, write_csv
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def run(*args: str, stderr: bool = False) -> str:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout + result.stderr if stderr else result.stdout
+
+
+def test_every_command_has_help_and_takes_db() -> None:
+    def walk(group: click.Group, prefix: list[str]) -> list[list[str]]:
+        found = []
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                found += walk(command, [*prefix, name])
+            else:
+                found.append([*prefix, name])
+        return found
+
+    commands = walk(cli, [])
+    assert len(commands) >= 10
+    for path in commands:
+        output = run(*path, "--help")
+        assert "--db" in output, path
+
+
+def test_every_command_is_documented_in_the_readme() -> None:
+    readme = README.read_text()
+    for group, names in {
+        "keys": ["create", "list", "revoke"],
+        "import": ["records"],
+        "events": ["tail"],
+        "demo": ["generate", "load"],
+    }.items():
+        for name in names:
+            assert f"cdp {group} {name}" in readme, f"cdp {group} {name}"
+    for name in ("serve", "migrate", "quality"):
+        assert f"cdp {name}" in readme
+
+
+def test_keys_lifecycle(tmp_path: Path) -> None:
+    db = str(tmp_path / "k.db")
+    output = run("keys", "create", "--kind", "write", "--name", "website", "--db", db)
+    secret = output.strip().splitlines()[-1]
+    assert secret.startswith("wk_") and " " not in secret
+    listed = json.loads(run("keys", "list", "--json", "--db", db))
+    assert [(k["kind"], k["name"], k["revoked_at"]) for k in listed] == [("write", "website", None)]
+    assert secret not in run("keys", "list", "--db", db)
+    run("keys", "revoke", listed[0]["id"], "--db", db)
+    assert json.loads(run("keys", "list", "--json", "--db", db))[0]["revoked_at"]
+    with CDP(Settings(db=tmp_path / "k.db")) as cdp:
+        assert cdp.keys.lookup(secret) is None
+
+
+def test_db_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDP_DB", str(tmp_path / "env.db"))
+    run("migrate")
+    assert (tmp_path / "env.db").exists()
+    assert "up to date" in run("migrate")
+
+
+def test_import_records_reports_and_is_idempotent(tmp_path: Path) -> None:
+    db = str(tmp_path / "c.db")
+    path = write_csv(tmp_path / "sf.csv", HEADER, ROWS)
+    output = run(
+        "import",
+        "records",
+        str(path),
+        "--source",
+        "salesforce",
+        "--id-column",
+        "Id",
+        "--map",
+        "Zip=address.postal_code",
+        "--db",
+        db,
+        stderr=True,
+    )
+    assert "4 rows: 3 inserted, 0 updated, 0 unchanged, 1 rejected" in output
+    assert "row 3:" in output
+    again = json.loads(
+        run("import", "records", str(path), "--source", "salesforce", "--id-column", "Id", "--json", "--db", db)
+    )
+    assert again["unchanged"] == 3 and again["inserted"] == 0
+    bad = CliRunner().invoke(
+        cli, ["import", "records", str(path), "--source", "s", "--id-column", "Id", "--map", "nonsense", "--db", db]
+    )
+    assert bad.exit_code != 0 and "SOURCE_COLUMN=field" in bad.output
+
+
+def test_events_tail_and_quality(tmp_path: Path) -> None:
+    db = tmp_path / "e.db"
+    with CDP(Settings(db=db)) as cdp:
+        _, key = cdp.keys.create("write", "web")
+        batch = [{"type": "track", "userId": f"u{i}", "event": f"E{i}"} for i in range(30)]
+        batch.append({"type": "identify", "userId": "u1", "traits": {"email": "bad@"}})
+        cdp.ingest.batch({"batch": batch}, write_key=key)
+    lines = run("events", "tail", "-n", "5", "--db", str(db)).strip().splitlines()
+    assert len(lines) == 5 and "identify" in lines[-1] and "E29" in lines[-2]
+    as_json = [
+        json.loads(line)
+        for line in run("events", "tail", "-n", "3", "--json", "--user-id", "u1", "--db", str(db)).splitlines()
+    ]
+    assert [e["type"] for e in as_json] == ["track", "identify"]
+    report = run("quality", "--db", str(db))
+    assert "invalid traits.email: 1" in report
+    assert json.loads(run("quality", "--json", "--db", str(db)))["events"]
+
+
+def test_errors_exit_non_zero_with_one_line_on_stderr(tmp_path: Path) -> None:
+    cli_path = Path(sys.executable).with_name("cdp")
+    result = subprocess.run(
+        [str(cli_path), "keys", "revoke", "key_nope", "--db", str(tmp_path / "x.db")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0 and "key_nope" in result.stderr
