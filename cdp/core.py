@@ -5,8 +5,10 @@ from __future__ import annotations
 from types import TracebackType
 
 from cdp.events import Events
+from cdp.identity.graph import IdentityGraph
 from cdp.ingest import Ingest
 from cdp.keys import Keys
+from cdp.profiles import Profiles
 from cdp.quality import Quality
 from cdp.settings import Settings
 from cdp.store import Store
@@ -26,8 +28,10 @@ class CDP:
         if migrate:
             self.store.migrate()
         self.keys = Keys(self.store, cache_seconds=self.settings.key_cache_seconds)
-        self.ingest = Ingest(self.store, self.keys, self.settings)
+        self.graph = IdentityGraph(self.settings)
+        self.ingest = Ingest(self.store, self.keys, self.settings, self.graph)
         self.events = Events(self.store)
+        self.profiles = Profiles(self.store, self.settings)
         self.quality = Quality(self.store)
 
     def is_empty(self) -> bool:

@@ -90,3 +90,17 @@ class StoreClosed(CDPError):
 class UnsupportedEncoding(CDPError):
     code = "unsupported_encoding"
     status = 415
+
+
+class UnknownProfile(NotFound):
+    code = "unknown_profile"
+
+
+class MatchingError(CDPError):
+    code = "matching_failed"
+    status = 422
+
+
+class ResolutionFailed(CDPError):
+    code = "resolution_failed"
+    status = 500

@@ -52,6 +52,65 @@ class Settings(BaseSettings):
         60.0, description="Clock skew (sentAt vs receivedAt) above which a message counts as skewed."
     )
 
+    # Identity resolution
+    identity_limits: dict[str, int] = Field(
+        default_factory=lambda: {"user_id": 1},
+        description="Most identifiers of a type one profile may hold; a merge that would exceed it is refused.",
+    )
+    identity_blocked_values: list[str] = Field(
+        default_factory=lambda: [
+            "",
+            "null",
+            "none",
+            "nil",
+            "undefined",
+            "nan",
+            "0",
+            "-1",
+            "-",
+            "n/a",
+            "na",
+            "unknown",
+            "anonymous",
+            "guest",
+            "test",
+            "user",
+            "default",
+            "[object object]",
+            "test@test.com",
+            "test@example.com",
+            "email@example.com",
+            "user@example.com",
+            "noreply@example.com",
+            "no-reply@example.com",
+            "+10000000000",
+            "+11111111111",
+            "+11234567890",
+        ],
+        description="Identifier values that never link profiles (compared lower-case).",
+    )
+    identity_shared_after: int = Field(
+        3,
+        ge=1,
+        description="Refused links after which an identifier counts as shared (a family iPad) and stops linking.",
+    )
+    identity_attribute_guard: bool = Field(
+        True, description="Refuse identifier links between profiles with different birthdays or first names."
+    )
+    match_threshold: float = Field(
+        0.99, gt=0, lt=1, description="Splink match probability at or above which two records are the same person."
+    )
+    trait_priority: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "Per-trait source priority for unified traits, e.g. {\"first_name\": [\"salesforce\", \"hubspot\"]}: "
+            "listed sources win in that order; otherwise the most recent non-null value wins."
+        ),
+    )
+    retrain_growth: float = Field(
+        0.5, ge=0, description="The scheduled resolution retrains the model when the data grew by this share."
+    )
+
     # API
     cors_origins: list[str] = Field(default_factory=lambda: ["*"], description="Origins allowed on /v1/*.")
     key_cache_seconds: float = Field(5.0, ge=0, description="How long a verified key is cached in memory.")

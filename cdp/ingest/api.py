@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cdp.errors import InvalidInput, InvalidRecords
+from cdp.identity.graph import IdentityGraph
 from cdp.ingest import files
 from cdp.ingest.payload import decode_object, decompress, parse_json
 from cdp.ingest.records import BadRow, ImportSummary, Records
@@ -17,11 +18,11 @@ from cdp.store import Store
 
 
 class Ingest:
-    def __init__(self, store: Store, keys: Keys, settings: Settings) -> None:
+    def __init__(self, store: Store, keys: Keys, settings: Settings, identity: IdentityGraph) -> None:
         self.settings = settings
         self.keys = keys
-        self.tracking = Tracking(store, keys, settings)
-        self.records = Records(store, settings)
+        self.tracking = Tracking(store, keys, settings, identity)
+        self.records = Records(store, settings, identity)
 
     # -- tracking --------------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 
 from cdp import normalize
+from cdp.identity.graph import IdentityGraph
+from cdp.identity.observations import from_record
 from cdp.quality import CANONICAL_COLUMNS, Tally
 from cdp.settings import Settings
 from cdp.store import Store
@@ -61,6 +63,7 @@ UPSERT = (
 
 # After a chunk is upserted, in the same transaction: (connection, ids of inserted or changed rows).
 UpsertHook = Callable[[sqlite3.Connection, list[int]], None]
+SET_PROFILE = "UPDATE source_records SET profile_id = ? WHERE source = ? AND external_id = ?"
 
 
 class BadRow(Exception):
@@ -121,9 +124,10 @@ def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Records:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, identity: IdentityGraph) -> None:
         self.store = store
         self.settings = settings
+        self.identity = identity
         self.upsert_hooks: list[UpsertHook] = []
 
     def upsert(
@@ -274,10 +278,16 @@ class Records:
                     tally.add("records", src, "", flag)
             if rows:
                 conn.executemany(UPSERT, [(*row, now, now) for row in rows])
-            if rows and self.upsert_hooks:
-                changed = _changed_ids(conn, [(r[0], r[1]) for r in rows if hashes.get((r[0], r[1])) != r[-1]])
+            changed = [r for r in rows if hashes.get((r[0], r[1])) != r[-1]]
+            if changed:
+                profiles = self.identity.observe(
+                    conn, [from_record(r[0], r[1], r[2], r[3], r[4], r[6], now) for r in changed]
+                )
+                conn.executemany(SET_PROFILE, [(p, r[0], r[1]) for r, p in zip(changed, profiles, strict=True)])
+            if changed and self.upsert_hooks:
+                ids = _changed_ids(conn, [(r[0], r[1]) for r in changed])
                 for hook in self.upsert_hooks:
-                    hook(conn, changed)
+                    hook(conn, ids)
             tally.write(conn)
             rejects.write(conn)
             return inserted, updated, unchanged

@@ -18,6 +18,8 @@ import orjson
 
 from cdp import normalize
 from cdp.errors import CDPError, InvalidBatch, InvalidMessage
+from cdp.identity.graph import IdentityGraph, Observation
+from cdp.identity.observations import from_message
 from cdp.keys import KeyInfo, Keys
 from cdp.quality import Tally
 from cdp.settings import Settings
@@ -50,12 +52,11 @@ _LATE = timedelta(hours=24)
 INSERT_EVENT = (
     "INSERT OR IGNORE INTO events (message_id, type, event, user_id, anonymous_id, group_id, previous_id,"
     " timestamp, original_timestamp, sent_at, received_at, properties, traits, context, integrations, extra,"
-    " source, write_key_id, quality_flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " source, write_key_id, quality_flags, profile_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 Row = tuple[Any, ...]
-# After the rows are inserted, in the same transaction: (connection, rows actually inserted).
-InsertHook = Callable[[sqlite3.Connection, list[Row]], None]
 
 
 class _Reject(Exception):
@@ -113,11 +114,13 @@ def _dumps(value: dict[str, Any] | None) -> str | None:
 
 
 class Tracking:
-    def __init__(self, store: Store, keys: Keys, settings: Settings) -> None:
+    def __init__(self, store: Store, keys: Keys, settings: Settings, identity: IdentityGraph) -> None:
         self.store = store
         self.keys = keys
         self.settings = settings
-        self.insert_hooks: list[InsertHook] = []
+        self.identity = identity
+        # After events are stored, in the same transaction: (connection, rows with their profile ids).
+        self.insert_hooks: list[Callable[[sqlite3.Connection, list[Row]], None]] = []
 
     # -- entry points ----------------------------------------------------------------------------
 
@@ -175,6 +178,7 @@ class Tracking:
         tally = Tally()
         result = IngestResult(received=len(items))
         rows: list[Row] = []
+        observations: list[Observation] = []
         names: list[tuple[str, str]] = []
         for index, msg in enumerate(items):
             source = key.name if key else "(unknown)"
@@ -191,7 +195,7 @@ class Tracking:
                         msg["context"] = {**batch_context, **(_object(msg, "context") or {})}
                     if batch_integrations:
                         msg["integrations"] = {**batch_integrations, **(_object(msg, "integrations") or {})}
-                row = self._row(msg, msg_key, received_dt, received_at, batch_sent_at, tally)
+                row, observation = self._row(msg, msg_key, received_dt, received_at, batch_sent_at, tally)
             except _Reject as reject:
                 name = _name_of(msg)
                 tally.add("events", source, name, "received")
@@ -203,23 +207,34 @@ class Tracking:
                 )
                 continue
             rows.append(row)
+            observations.append(observation)
             names.append((row[16], row[2] if row[1] == "track" else row[1]))
 
         def job(conn: sqlite3.Connection) -> tuple[int, int]:
             existing = _existing_ids(conn, [r[0] for r in rows])
             fresh: list[Row] = []
-            for row, (source, name) in zip(rows, names, strict=True):
+            seen: list[Observation] = []
+            for row, observation, (source, name) in zip(rows, observations, names, strict=True):
                 tally.add("events", source, name, "received")
                 if row[0] in existing:
                     tally.add("events", source, name, "duplicates")
                     continue
                 existing.add(row[0])
                 fresh.append(row)
+                seen.append(observation)
                 tally.add("events", source, name, "stored")
             if fresh:
-                conn.executemany(INSERT_EVENT, fresh)
+                profiles = self.identity.observe(conn, seen)
+                stored = [(*row, profile) for row, profile in zip(fresh, profiles, strict=True)]
+                conn.executemany(INSERT_EVENT, stored)
+                groups = [(p, r[5], r[10]) for r, p in zip(fresh, profiles, strict=True) if r[5] and p]
+                if groups:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, first_seen) VALUES (?, ?, ?)",
+                        groups,
+                    )
                 for hook in self.insert_hooks:
-                    hook(conn, fresh)
+                    hook(conn, stored)
             tally.write(conn)
             return len(fresh), len(rows) - len(fresh)
 
@@ -241,7 +256,7 @@ class Tracking:
         received_at: str,
         batch_sent_at: object,
         tally: Tally,
-    ) -> Row:
+    ) -> tuple[Row, Observation]:
         kind = msg.get("type")
         if kind not in TYPES:
             if kind is None:
@@ -316,7 +331,15 @@ class Tracking:
             tally.add("events", key.name, name_for_tally or kind, flag)
 
         extra = {k: v for k, v in msg.items() if k not in _KNOWN}
-        return (
+        observation = from_message(
+            {"traits": traits, "context": context},
+            user_id,
+            anonymous_id,
+            previous_id,
+            f"event:{message_id}",
+            received_at,
+        )
+        row = (
             message_id,
             kind,
             event,
@@ -337,6 +360,7 @@ class Tracking:
             key.id,
             orjson.dumps(flags).decode() if flags else None,
         )
+        return row, observation
 
     def _clean_traits(self, traits: dict[str, Any], where: str, flags: list[str]) -> dict[str, Any]:
         """Canonical identity traits normalised; an unusable value becomes null and is flagged."""

@@ -1,0 +1,73 @@
+"""Profiles (read token): one profile, lookups by identifier, timeline, identities, explain, merges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import CDPDep, ReadKey
+from api.schemas import ERRORS
+
+router = APIRouter(tags=["profiles"])
+NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such profile (the message says which id)"}}
+
+
+@router.get("/v1/profiles/lookup", responses=NOT_FOUND, summary="Find a profile by any identifier")
+def lookup(
+    cdp: CDPDep,
+    _key: ReadKey,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    email: str | None = None,
+    phone: str | None = None,
+    source: str | None = Query(None, description="CRM source, with external_id"),
+    external_id: str | None = None,
+) -> dict[str, Any]:
+    pid = cdp.profiles.lookup_id(
+        user_id=user_id, anonymous_id=anonymous_id, email=email, phone=phone, source=source, external_id=external_id
+    )
+    return cdp.profiles.get(pid)
+
+
+@router.get(
+    "/v1/profiles/{profile_id}", responses=NOT_FOUND, summary="A unified profile (merged ids answer with the survivor)"
+)
+def get_profile(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
+    return cdp.profiles.get(profile_id)
+
+
+@router.get("/v1/profiles/{profile_id}/events", responses=NOT_FOUND, summary="The profile's timeline, newest first")
+def profile_events(
+    cdp: CDPDep,
+    _key: ReadKey,
+    profile_id: str,
+    event: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    return cdp.profiles.events(profile_id, event=event, since=since, until=until, limit=limit, cursor=cursor).to_dict()
+
+
+@router.get("/v1/profiles/{profile_id}/identities", responses=NOT_FOUND, summary="Identifiers, CRM records, groups")
+def identities(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
+    return cdp.profiles.identities(profile_id)
+
+
+@router.get("/v1/profiles/{profile_id}/explain", responses=NOT_FOUND, summary="Why these records are one profile")
+def explain(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
+    return cdp.profiles.explain(profile_id)
+
+
+@router.get("/v1/profiles/{profile_id}/merges", responses=NOT_FOUND, summary="Merges and splits, with reasons")
+def merges(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
+    return {"data": cdp.profiles.merges(profile_id)}
+
+
+@router.get("/v1/identity/conflicts", responses=ERRORS, summary="Links refused by merge protection")
+def conflicts(
+    cdp: CDPDep, _key: ReadKey, limit: int = Query(100, ge=1, le=1000), cursor: str | None = None
+) -> dict[str, Any]:
+    return cdp.profiles.conflicts(limit=limit, cursor=cursor).to_dict()

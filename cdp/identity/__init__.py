@@ -1,0 +1,1 @@
+"""Identity resolution: the deterministic graph at ingest, Splink for the fuzzy rest, stable profiles."""

@@ -1,0 +1,349 @@
+"""The deterministic identity graph, linked inside the ingest transaction.
+
+Each message or CRM record is an :class:`Observation`: the identifiers seen together on it. They
+are taken in priority order (user_id first, anonymous_id last); the first one anchors the message,
+and each further identifier's profile is merged into the anchor's, unless a merge-protection rule
+says no (limits per identifier type, blocked values, shared identifiers, conflicting birthdays or
+first names). A refusal is recorded as a conflict and never merges silently. Every pairing is kept
+in ``identity_links`` in the order it was seen, so a full resolution run can replay the same
+decisions with all the evidence.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from cdp.identity import names
+from cdp.settings import Settings
+
+PRIORITY = {"user_id": 0, "external_id": 1, "record": 2, "email": 3, "phone": 4, "anonymous_id": 5}
+TYPES = tuple(PRIORITY)
+ATTRIBUTES = ("birthday", "first_name")
+
+# (connection, survivor, merged-away profile): extra tables that must follow a merge.
+MergeHook = Callable[[sqlite3.Connection, str, str], None]
+
+
+def new_profile_id() -> str:
+    return "prof_" + secrets.token_hex(10)
+
+
+@dataclass
+class Observation:
+    identifiers: list[tuple[str, str]]
+    origin: str
+    when: str
+    attributes: list[tuple[str, str]] = field(default_factory=list)
+    alias: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    ok: bool
+    rule: str = ""
+    message: str = ""
+
+
+class Rules:
+    """Merge protection, shared by the real-time graph and the full resolution run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.limits = dict(settings.identity_limits)
+        self.blocked = {v.strip().lower() for v in settings.identity_blocked_values}
+        self.guard_attributes = settings.identity_attribute_guard
+
+    def usable(self, value: str) -> bool:
+        return value.strip().lower() not in self.blocked
+
+    def check(
+        self,
+        counts_a: Counter[str],
+        counts_b: Counter[str],
+        attrs_a: dict[str, set[str]],
+        attrs_b: dict[str, set[str]],
+        *,
+        alias: bool = False,
+        attributes: bool = True,
+    ) -> Decision:
+        for kind, limit in self.limits.items():
+            if alias and kind == "user_id":
+                continue  # an alias call is the customer's explicit instruction to join two user ids
+            total = counts_a.get(kind, 0) + counts_b.get(kind, 0)
+            if total > limit:
+                return Decision(
+                    False,
+                    f"limit:{kind}",
+                    f"merging would give one profile {total} {kind} identifiers (limit {limit})",
+                )
+        if attributes and self.guard_attributes and not alias:
+            birthdays = attrs_a.get("birthday", set()) | attrs_b.get("birthday", set())
+            if len(birthdays) > 1:
+                return Decision(
+                    False, "attribute:birthday", f"the profiles have different birthdays {sorted(birthdays)}"
+                )
+            for first in attrs_a.get("first_name", ()):
+                for second in attrs_b.get("first_name", ()):
+                    if not names.compatible(first, second):
+                        return Decision(
+                            False,
+                            "attribute:first_name",
+                            f"the profiles have different first names {first!r} and {second!r}",
+                        )
+        return Decision(True)
+
+
+class _Txn:
+    """Per-transaction caches over the identity tables."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.ids: dict[tuple[str, str], list[Any]] = {}  # (type, value) -> [id, profile_id, shared]
+        self.redirect: dict[str, str] = {}
+
+    def identifier(self, kind: str, value: str) -> list[Any] | None:
+        key = (kind, value)
+        if key not in self.ids:
+            row = self.conn.execute(
+                "SELECT id, profile_id, shared FROM identifiers WHERE type = ? AND value = ?", key
+            ).fetchone()
+            if row is None:
+                return None
+            self.ids[key] = list(row)
+        return self.ids[key]
+
+    def live(self, profile_id: str) -> str:
+        while profile_id in self.redirect:
+            profile_id = self.redirect[profile_id]
+        return profile_id
+
+    def counts(self, profile_id: str) -> Counter[str]:
+        return Counter(
+            dict(
+                self.conn.execute(
+                    "SELECT type, count(*) FROM identifiers WHERE profile_id = ? GROUP BY type", (profile_id,)
+                ).fetchall()
+            )
+        )
+
+    def attributes(self, profile_id: str) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for kind, value in self.conn.execute(
+            "SELECT type, value FROM profile_attributes WHERE profile_id = ?", (profile_id,)
+        ):
+            out.setdefault(kind, set()).add(value)
+        return out
+
+
+class IdentityGraph:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.rules = Rules(settings)
+        self.merge_hooks: list[MergeHook] = []
+
+    # -- observations --------------------------------------------------------------------------
+
+    def observe(self, conn: sqlite3.Connection, observations: Iterable[Observation]) -> list[str | None]:
+        """Link each observation's identifiers; returns the profile each one belongs to (in order)."""
+        txn = _Txn(conn)
+        assigned: list[str | None] = [self._observe(txn, obs) for obs in observations]
+        return [txn.live(p) if p is not None else None for p in assigned]
+
+    def _observe(self, txn: _Txn, obs: Observation) -> str | None:
+        idents = sorted(
+            {self._typed(txn, k, v) for k, v in obs.identifiers if v and self.rules.usable(v)},
+            key=lambda kv: PRIORITY[kv[0]],
+        )
+        if not idents:
+            return None
+        rows = [(kind, value, txn.identifier(kind, value)) for kind, value in idents]
+        attrs: dict[str, set[str]] = {}
+        for kind, value in obs.attributes:
+            attrs.setdefault(kind, set()).add(value)
+        refused: set[int] = set()
+
+        # The anchor is the highest-priority identifier. A new anchor joins the profile of the next
+        # known identifier when the rules allow (no throwaway profile), else starts its own.
+        kind0, value0, anchor = rows[0]
+        if anchor is None:
+            group: str | None = None
+            for kind, value, row in rows[1:]:
+                if row is None or row[2]:
+                    continue
+                candidate = txn.live(row[1])
+                decision = self.rules.check(
+                    Counter({kind0: 1}), txn.counts(candidate), attrs, txn.attributes(candidate), alias=obs.alias
+                )
+                if decision.ok:
+                    group = candidate
+                else:
+                    self._refuse(txn, decision, kind, value, row, [candidate], obs)
+                    refused.add(row[0])
+                break
+            group = group or self._create_profile(txn, obs.when)
+            anchor = self._attach(txn, kind0, value0, group, obs.when)
+        else:
+            group = txn.live(anchor[1])
+        self._add_attributes(txn, group, obs.attributes)
+
+        for kind, value, row in rows[1:]:
+            if row is None:
+                limit = self.rules.limits.get(kind)
+                if limit is not None and not obs.alias and txn.counts(group).get(kind, 0) + 1 > limit:
+                    decision = Decision(False, f"limit:{kind}", f"profile {group} already holds {limit} {kind}")
+                    self._refuse(txn, decision, kind, value, None, [group], obs)
+                    own = self._create_profile(txn, obs.when)
+                    row = self._attach(txn, kind, value, own, obs.when)
+                else:
+                    row = self._attach(txn, kind, value, group, obs.when)
+            elif row[0] not in refused and not row[2]:  # a shared identifier no longer links
+                other = txn.live(row[1])
+                if other != group:
+                    decision = self.rules.check(
+                        txn.counts(group),
+                        txn.counts(other),
+                        txn.attributes(group),
+                        txn.attributes(other),
+                        alias=obs.alias,
+                    )
+                    if decision.ok:
+                        group = self.merge(
+                            txn.conn,
+                            group,
+                            other,
+                            "alias" if obs.alias else "identifier",
+                            {"type": kind, "value": value, "origin": obs.origin},
+                            obs.when,
+                            txn,
+                        )
+                    else:
+                        self._refuse(txn, decision, kind, value, row, [group, other], obs)
+            self._link(txn, anchor[0], row[0], obs)
+        return group
+
+    def _refuse(
+        self,
+        txn: _Txn,
+        decision: Decision,
+        kind: str,
+        value: str,
+        row: list[Any] | None,
+        profiles: list[str],
+        obs: Observation,
+    ) -> None:
+        """Record a refused link; an identifier refused too often is marked shared."""
+        self._conflict(txn, decision.rule, decision.message, kind, value, profiles, obs)
+        if row is not None:
+            self._maybe_shared(txn, kind, value, row)
+
+    @staticmethod
+    def _typed(txn: _Txn, kind: str, value: str) -> tuple[str, str]:
+        """An alias's previousId is an earlier user id if one exists, else an anonymous id."""
+        if kind != "previous_id":
+            return kind, value
+        return ("user_id", value) if txn.identifier("user_id", value) is not None else ("anonymous_id", value)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def _create_profile(self, txn: _Txn, when: str) -> str:
+        profile_id = new_profile_id()
+        txn.conn.execute("INSERT INTO profiles (id, created_at, updated_at) VALUES (?, ?, ?)", (profile_id, when, when))
+        return profile_id
+
+    def _attach(self, txn: _Txn, kind: str, value: str, profile_id: str, when: str) -> list[Any]:
+        cursor = txn.conn.execute(
+            "INSERT INTO identifiers (type, value, profile_id, first_seen) VALUES (?, ?, ?, ?)",
+            (kind, value, profile_id, when),
+        )
+        row = [cursor.lastrowid, profile_id, 0]
+        txn.ids[(kind, value)] = row
+        return row
+
+    @staticmethod
+    def _add_attributes(txn: _Txn, profile_id: str, attributes: list[tuple[str, str]]) -> None:
+        if attributes:
+            txn.conn.executemany(
+                "INSERT OR IGNORE INTO profile_attributes (profile_id, type, value) VALUES (?, ?, ?)",
+                [(profile_id, k, v) for k, v in attributes],
+            )
+
+    @staticmethod
+    def _link(txn: _Txn, a: int, b: int, obs: Observation) -> None:
+        txn.conn.execute(
+            "INSERT OR IGNORE INTO identity_links (a, b, kind, origin, created_at) VALUES (?, ?, ?, ?, ?)",
+            (a, b, "alias" if obs.alias else "seen", obs.origin, obs.when),
+        )
+
+    def _conflict(
+        self, txn: _Txn, rule: str, message: str, kind: str, value: str, profiles: list[str], obs: Observation
+    ) -> None:
+        txn.conn.execute(
+            "INSERT INTO identity_conflicts (rule, message, identifier_type, identifier_value, profile_ids, origin,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (rule, message, kind, value, orjson.dumps(profiles).decode(), obs.origin, obs.when),
+        )
+
+    def _maybe_shared(self, txn: _Txn, kind: str, value: str, row: list[Any]) -> None:
+        refused = txn.conn.execute(
+            "SELECT count(*) FROM identity_conflicts WHERE identifier_type = ? AND identifier_value = ?", (kind, value)
+        ).fetchone()[0]
+        if refused >= self.settings.identity_shared_after:
+            txn.conn.execute("UPDATE identifiers SET shared = 1 WHERE id = ?", (row[0],))
+            row[2] = 1
+
+    def merge(
+        self,
+        conn: sqlite3.Connection,
+        a: str,
+        b: str,
+        reason: str,
+        details: dict[str, Any],
+        when: str,
+        txn: _Txn | None = None,
+    ) -> str:
+        """Merge two live profiles; the older survives. Returns the survivor."""
+        age = {
+            pid: (created, rowid)
+            for pid, created, rowid in conn.execute(
+                "SELECT id, created_at, rowid FROM profiles WHERE id IN (?, ?)", (a, b)
+            )
+        }
+        survivor, gone = sorted((a, b), key=lambda p: age.get(p, ("", 0)))
+        conn.execute("UPDATE identifiers SET profile_id = ? WHERE profile_id = ?", (survivor, gone))
+        conn.execute(
+            "INSERT OR IGNORE INTO profile_attributes (profile_id, type, value)"
+            " SELECT ?, type, value FROM profile_attributes WHERE profile_id = ?",
+            (survivor, gone),
+        )
+        conn.execute("DELETE FROM profile_attributes WHERE profile_id = ?", (gone,))
+        conn.execute(
+            "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, first_seen)"
+            " SELECT ?, group_id, first_seen FROM profile_groups WHERE profile_id = ?",
+            (survivor, gone),
+        )
+        conn.execute("DELETE FROM profile_groups WHERE profile_id = ?", (gone,))
+        conn.execute("UPDATE events SET profile_id = ? WHERE profile_id = ?", (survivor, gone))
+        conn.execute("UPDATE source_records SET profile_id = ? WHERE profile_id = ?", (survivor, gone))
+        conn.execute(
+            "UPDATE profiles SET merged_into = ?, updated_at = ? WHERE id = ? OR merged_into = ?",
+            (survivor, when, gone, gone),
+        )
+        conn.execute("UPDATE profiles SET updated_at = ? WHERE id = ?", (when, survivor))
+        conn.execute(
+            "INSERT INTO merges (kind, profile_id, other_id, reason, details, created_at) VALUES ('merge', ?, ?, ?, ?, ?)",
+            (survivor, gone, reason, orjson.dumps(details).decode(), when),
+        )
+        for hook in self.merge_hooks:
+            hook(conn, survivor, gone)
+        if txn is not None:
+            txn.redirect[gone] = survivor
+            for row in txn.ids.values():
+                if row[1] == gone:
+                    row[1] = survivor
+        return survivor

@@ -1,0 +1,151 @@
+"""Unified traits (survivorship) and computed traits of a profile.
+
+Survivorship: for each trait, the most recent non-null value wins, unless ``trait_priority`` lists
+sources for it, in which case a listed source beats an unlisted one and an earlier-listed one beats a
+later one. Sources are CRM sources (``salesforce``) and write-key names (``web``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from cdp.quality import CANONICAL_COLUMNS
+from cdp.timeutil import parse_ts
+
+# Segment's reserved trait names -> our canonical ones.
+_SEGMENT_TRAITS = {
+    "firstName": "first_name",
+    "lastName": "last_name",
+    "birthday": "birthday",
+    "email": "email",
+    "phone": "phone",
+    "title": "title",
+}
+_SEGMENT_ADDRESS = {"street": "street", "city": "city", "postalCode": "postal_code", "postal_code": "postal_code",
+                    "country": "country"}  # fmt: skip
+ORDER_EVENT = "Order Completed"
+
+
+@dataclass(frozen=True)
+class TraitSource:
+    source: str
+    at: str
+    values: Mapping[str, Any]  # flat, dotted keys (address.city)
+
+
+def flatten_event_traits(traits: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in traits.items():
+        if key == "address" and isinstance(value, Mapping):
+            for sub, sub_value in value.items():
+                out[f"address.{_SEGMENT_ADDRESS.get(sub, sub)}"] = sub_value
+        elif key == "company" and isinstance(value, Mapping):
+            if value.get("name") is not None:
+                out["company"] = value["name"]
+        else:
+            out[_SEGMENT_TRAITS.get(key, key)] = value
+    return out
+
+
+def unify(sources: Iterable[TraitSource], priority: Mapping[str, list[str]]) -> dict[str, Any]:
+    """Merged traits, nested (``{"address": {"city": ...}}``)."""
+    best: dict[str, tuple[tuple[int, str], Any]] = {}
+    for src in sources:
+        for key, value in src.values.items():
+            if value is None or value == "":
+                continue
+            order = priority.get(key)
+            rank = order.index(src.source) if order and src.source in order else len(order or ())
+            score = (-rank, src.at)
+            if key not in best or score > best[key][0]:
+                best[key] = (score, value)
+    out: dict[str, Any] = {}
+    for key, (_, value) in sorted(best.items()):
+        if key.startswith("address."):
+            out.setdefault("address", {})[key.removeprefix("address.")] = value
+        else:
+            out[key] = value
+    return out
+
+
+def record_source(row: Mapping[str, Any]) -> TraitSource:
+    values: dict[str, Any] = dict(orjson.loads(row["traits"] or "{}"))
+    for field, column in CANONICAL_COLUMNS.items():
+        if row.get(column) is not None:
+            values[field] = row[column]
+    return TraitSource(row["source"], row["updated_at"], values)
+
+
+def profile_sources(conn: sqlite3.Connection, profile_id: str) -> list[TraitSource]:
+    out: list[TraitSource] = []
+    cursor = conn.execute("SELECT * FROM source_records WHERE profile_id = ?", (profile_id,))
+    columns = [d[0] for d in cursor.description]
+    for row in cursor:
+        out.append(record_source(dict(zip(columns, row, strict=True))))
+    for source, at, traits, context in conn.execute(
+        "SELECT source, timestamp, traits, context FROM events WHERE profile_id = ? AND type = 'identify'",
+        (profile_id,),
+    ):
+        values: dict[str, Any] = {}
+        ctx = orjson.loads(context) if context else {}
+        if isinstance(ctx.get("traits"), dict):
+            values.update(flatten_event_traits(ctx["traits"]))
+        if traits:
+            values.update(flatten_event_traits(orjson.loads(traits)))
+        out.append(TraitSource(source, at, values))
+    return out
+
+
+COMPUTED_SQL = """
+SELECT profile_id,
+       min(timestamp) AS first_seen,
+       max(timestamp) AS last_seen,
+       count(*) AS event_count,
+       sum(type = 'track' AND event = :order) AS order_count,
+       sum(CASE WHEN type = 'track' AND event = :order
+                THEN coalesce(json_extract(properties, '$.revenue'), 0) ELSE 0 END) AS total_revenue,
+       max(CASE WHEN type = 'track' AND event = :order THEN timestamp END) AS last_order_at
+FROM events WHERE profile_id {where} GROUP BY profile_id
+"""
+COUNTS_SQL = """
+SELECT profile_id, event, count(*) FROM events
+WHERE profile_id {where} AND type = 'track' GROUP BY profile_id, event
+"""
+
+
+def _days(now: datetime, iso: str | None) -> float | None:
+    when = parse_ts(iso)
+    return None if when is None else round((now - when).total_seconds() / 86400, 2)
+
+
+def computed_rows(conn: sqlite3.Connection, now: datetime, profile_id: str | None = None) -> dict[str, dict[str, Any]]:
+    """Computed traits per profile (one profile, or all with events)."""
+    where, params = ("= :profile", {"profile": profile_id}) if profile_id else ("IS NOT NULL", {})
+    out: dict[str, dict[str, Any]] = {}
+    for pid, first, last, events, orders, revenue, last_order in conn.execute(
+        COMPUTED_SQL.format(where=where), {"order": ORDER_EVENT, **params}
+    ):
+        orders = int(orders or 0)
+        revenue = round(float(revenue or 0.0), 2)
+        out[pid] = {
+            "first_seen": first,
+            "last_seen": last,
+            "event_count": events,
+            "event_counts": {},
+            "order_count": orders,
+            "total_revenue": revenue,
+            "average_order_value": round(revenue / orders, 2) if orders else None,
+            "last_order_at": last_order,
+            "days_since_last_order": _days(now, last_order),
+            "rfm": {"recency_days": _days(now, last_order or last), "frequency": orders, "monetary": revenue},
+        }
+    for pid, event, n in conn.execute(COUNTS_SQL.format(where=where), params):
+        if pid in out:
+            out[pid]["event_counts"][event] = n
+    return out

@@ -1,0 +1,252 @@
+"""``CDP.profiles``: unified profiles, lookups by any identifier, timelines, identities, explanations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from cdp import normalize
+from cdp.errors import InvalidInput, UnknownProfile
+from cdp.events import _COLUMNS as EVENT_COLUMNS
+from cdp.events import event_dict
+from cdp.identity.traits import computed_rows, profile_sources, unify
+from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
+from cdp.settings import Settings
+from cdp.store import Store
+from cdp.timeutil import format_ts, parse_ts, utcnow
+
+LOOKUP_TYPES = ("user_id", "anonymous_id", "email", "phone")
+
+
+class Profiles:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    # -- ids -------------------------------------------------------------------------------------
+
+    def live_id(self, profile_id: str) -> str:
+        """The profile's id, or its survivor's if it was merged away; UnknownProfile if never seen."""
+        row = self.store.reader().execute("SELECT merged_into FROM profiles WHERE id = ?", (profile_id,)).fetchone()
+        if row is None:
+            raise UnknownProfile(f"no profile with id {profile_id!r}", {"profile_id": profile_id})
+        return str(row[0]) if row[0] else profile_id
+
+    def lookup_id(
+        self,
+        *,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+        source: str | None = None,
+        external_id: str | None = None,
+    ) -> str:
+        given = {"user_id": user_id, "anonymous_id": anonymous_id, "email": email, "phone": phone}
+        chosen = [(k, v) for k, v in given.items() if v is not None]
+        if source is not None or external_id is not None:
+            if not (source and external_id):
+                raise InvalidInput("look up a CRM record with both source and external_id", {"field": "external_id"})
+            chosen.append(("record", f"{source}:{external_id}"))
+        if len(chosen) != 1:
+            raise InvalidInput(
+                "give exactly one of user_id, anonymous_id, email, phone, or source with external_id",
+                {"given": [k for k, _ in chosen]},
+            )
+        kind, value = chosen[0]
+        if kind == "email":
+            value = normalize.email(value) or value.strip().lower()
+        elif kind == "phone":
+            value = normalize.phone(value, self.settings.default_phone_region) or value
+        row = (
+            self.store.reader()
+            .execute("SELECT profile_id FROM identifiers WHERE type = ? AND value = ?", (kind, value))
+            .fetchone()
+        )
+        if row is None:
+            raise UnknownProfile(f"no profile has {kind} {value!r}", {"type": kind, "value": value})
+        return self.live_id(row[0])
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get(self, profile_id: str) -> dict[str, Any]:
+        pid = self.live_id(profile_id)
+        conn = self.store.reader()
+        created, updated = conn.execute("SELECT created_at, updated_at FROM profiles WHERE id = ?", (pid,)).fetchone()
+        computed = computed_rows(conn, utcnow(), pid).get(pid, {})
+        return {
+            "id": pid,
+            "traits": unify(profile_sources(conn, pid), self.settings.trait_priority),
+            "computed": computed,
+            "identifiers": [
+                {"type": kind, "value": value}
+                for kind, value in conn.execute(
+                    "SELECT type, value FROM identifiers WHERE profile_id = ? ORDER BY type, value", (pid,)
+                )
+            ],
+            "merged_ids": self.get_merged_ids(pid),
+            "created_at": created,
+            "updated_at": updated,
+        }
+
+    def identities(self, profile_id: str) -> dict[str, Any]:
+        pid = self.live_id(profile_id)
+        conn = self.store.reader()
+        identifiers = [
+            {"type": kind, "value": value, "first_seen": first, "shared": bool(shared)}
+            for kind, value, first, shared in conn.execute(
+                "SELECT type, value, first_seen, shared FROM identifiers WHERE profile_id = ? ORDER BY first_seen, id",
+                (pid,),
+            )
+        ]
+        records = [
+            {"source": source, "external_id": ext, "updated_at": updated}
+            for source, ext, updated in conn.execute(
+                "SELECT source, external_id, updated_at FROM source_records WHERE profile_id = ? ORDER BY id", (pid,)
+            )
+        ]
+        groups = [r[0] for r in conn.execute("SELECT group_id FROM profile_groups WHERE profile_id = ?", (pid,))]
+        return {"profile_id": pid, "identifiers": identifiers, "records": records, "groups": groups}
+
+    def events(
+        self,
+        profile_id: str,
+        *,
+        event: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[dict[str, Any]]:
+        """The profile's timeline, newest first."""
+        pid = self.live_id(profile_id)
+        limit = check_limit(limit)
+        where, params = ["profile_id = ?"], [pid]
+        if event is not None:
+            where.append("event = ?")
+            params.append(event)
+        for name, value, op in (("since", since, ">="), ("until", until, "<")):
+            if value is not None:
+                when = parse_ts(value)
+                if when is None:
+                    raise InvalidInput(f"{name} must be an ISO-8601 time, not {value!r}", {"field": name})
+                where.append(f"timestamp {op} ?")
+                params.append(format_ts(when))
+        position = decode_cursor(cursor)
+        if position is not None:
+            if not isinstance(position.get("ts"), str) or not isinstance(position.get("id"), int):
+                raise InvalidInput("the cursor is not one this API returned", {"field": "cursor"})
+            where.append("(timestamp < ? OR (timestamp = ? AND id < ?))")
+            params += [position["ts"], position["ts"], position["id"]]
+        rows = self.store.query(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY timestamp DESC, id DESC LIMIT ?",
+            [*params, limit + 1],
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        data = [{"id": r["id"], **event_dict(r)} for r in rows]
+        nxt = encode_cursor({"ts": rows[-1]["timestamp"], "id": rows[-1]["id"]}) if more and rows else None
+        return Page(data, nxt)
+
+    def merges(self, profile_id: str) -> list[dict[str, Any]]:
+        """Every merge and split this profile took part in, oldest first."""
+        pid = self.live_id(profile_id)
+        ids = [pid, *self.get_merged_ids(pid)]
+        marks = ",".join("?" * len(ids))
+        rows = self.store.query(
+            f"SELECT id, kind, profile_id, other_id, reason, details, created_at FROM merges"
+            f" WHERE profile_id IN ({marks}) OR other_id IN ({marks}) ORDER BY id",
+            [*ids, *ids],
+        )
+        return [
+            {
+                "id": r["id"],
+                "kind": r["kind"],
+                "survivor_id" if r["kind"] == "merge" else "profile_id": r["profile_id"],
+                "merged_id" if r["kind"] == "merge" else "new_profile_id": r["other_id"],
+                "reason": r["reason"],
+                "details": orjson.loads(r["details"]),
+                "at": r["created_at"],
+            }
+            for r in rows
+        ]
+
+    def get_merged_ids(self, profile_id: str) -> list[str]:
+        return [
+            r[0] for r in self.store.reader().execute("SELECT id FROM profiles WHERE merged_into = ?", (profile_id,))
+        ]
+
+    def explain(self, profile_id: str) -> dict[str, Any]:
+        """The edges holding the profile together: shared identifiers and Splink matches."""
+        pid = self.live_id(profile_id)
+        conn = self.store.reader()
+        links = [
+            {
+                "kind": "identifier",
+                "from": {"type": ta, "value": va},
+                "to": {"type": tb, "value": vb},
+                "rule": kind,
+                "origin": origin,
+                "at": at,
+            }
+            for ta, va, tb, vb, kind, origin, at in conn.execute(
+                "SELECT ia.type, ia.value, ib.type, ib.value, l.kind, l.origin, l.created_at"
+                " FROM identity_links l JOIN identifiers ia ON ia.id = l.a JOIN identifiers ib ON ib.id = l.b"
+                " WHERE ia.profile_id = ? AND ib.profile_id = ? ORDER BY l.id",
+                (pid, pid),
+            )
+        ]
+        nodes = [
+            f"{kind}:{value}"
+            for kind, value in conn.execute(
+                "SELECT type, value FROM identifiers WHERE profile_id = ? AND type IN ('record', 'user_id')", (pid,)
+            )
+        ]
+        matches: list[dict[str, Any]] = []
+        if len(nodes) > 1:
+            marks = ",".join("?" * len(nodes))
+            for left, right, weight, prob, version, contributions in conn.execute(
+                "SELECT node_l, node_r, match_weight, match_probability, model_version, contributions FROM match_edges"
+                f" WHERE node_l IN ({marks}) AND node_r IN ({marks}) ORDER BY match_weight DESC",
+                [*nodes, *nodes],
+            ):
+                matches.append(
+                    {
+                        "kind": "probabilistic",
+                        "left": left,
+                        "right": right,
+                        "match_weight": weight,
+                        "match_probability": prob,
+                        "model_version": version,
+                        "comparisons": orjson.loads(contributions),
+                    }
+                )
+        return {"profile_id": pid, "edges": links + matches, "merges": self.merges(pid)}
+
+    def conflicts(self, *, limit: int | None = None, cursor: str | None = None) -> Page[dict[str, Any]]:
+        limit = check_limit(limit)
+        position = decode_cursor(cursor)
+        where, params = "", []
+        if position is not None:
+            if not isinstance(position.get("id"), int):
+                raise InvalidInput("the cursor is not one this API returned", {"field": "cursor"})
+            where, params = "WHERE id < ?", [position["id"]]
+        rows = self.store.query(
+            f"SELECT * FROM identity_conflicts {where} ORDER BY id DESC LIMIT ?", [*params, limit + 1]
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        data = [
+            {
+                "id": r["id"],
+                "rule": r["rule"],
+                "message": r["message"],
+                "identifier": {"type": r["identifier_type"], "value": r["identifier_value"]},
+                "profile_ids": orjson.loads(r["profile_ids"]),
+                "origin": r["origin"],
+                "at": r["created_at"],
+            }
+            for r in rows
+        ]
+        return Page(data, encode_cursor({"id": rows[-1]["id"]}) if more and rows else None)
