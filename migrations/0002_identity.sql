@@ -23,12 +23,13 @@ CREATE TABLE identifiers (
 );
 CREATE INDEX identifiers_profile ON identifiers (profile_id);
 
--- Attributes that tell people apart (birthday, first name): never link, only guard merges.
-CREATE TABLE profile_attributes (
-    profile_id  TEXT NOT NULL REFERENCES profiles (id),
-    type        TEXT NOT NULL,
-    value       TEXT NOT NULL,
-    PRIMARY KEY (profile_id, type, value)
+-- Attributes that tell people apart (birthday, first name), held by the identifier they came with
+-- (a CRM record, a user id): they never link, they only guard merges.
+CREATE TABLE identifier_attributes (
+    identifier_id  INTEGER NOT NULL REFERENCES identifiers (id),
+    type           TEXT NOT NULL,
+    value          TEXT NOT NULL,
+    PRIMARY KEY (identifier_id, type, value)
 ) WITHOUT ROWID;
 
 -- Deterministic evidence: identifier b was seen with identifier a (the message's anchor), in order.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ class Observation:
     when: str
     attributes: list[tuple[str, str]] = field(default_factory=list)
     alias: bool = False
+    touch: bool = False  # carries traits: the profile's unified traits need a refresh
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class _Txn:
         self.conn = conn
         self.ids: dict[tuple[str, str], list[Any]] = {}  # (type, value) -> [id, profile_id, shared]
         self.redirect: dict[str, str] = {}
+        self.touched: set[str] = set()
 
     def identifier(self, kind: str, value: str) -> list[Any] | None:
         key = (kind, value)
@@ -135,7 +137,9 @@ class _Txn:
     def attributes(self, profile_id: str) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
         for kind, value in self.conn.execute(
-            "SELECT type, value FROM profile_attributes WHERE profile_id = ?", (profile_id,)
+            "SELECT a.type, a.value FROM identifier_attributes a JOIN identifiers i ON i.id = a.identifier_id"
+            " WHERE i.profile_id = ?",
+            (profile_id,),
         ):
             out.setdefault(kind, set()).add(value)
         return out
@@ -149,10 +153,15 @@ class IdentityGraph:
 
     # -- observations --------------------------------------------------------------------------
 
-    def observe(self, conn: sqlite3.Connection, observations: Iterable[Observation]) -> list[str | None]:
+    def observe(self, conn: sqlite3.Connection, observations: list[Observation]) -> list[str | None]:
         """Link each observation's identifiers; returns the profile each one belongs to (in order)."""
         txn = _Txn(conn)
         assigned: list[str | None] = [self._observe(txn, obs) for obs in observations]
+        if txn.touched:
+            when = max(obs.when for obs in observations) if observations else ""
+            conn.executemany(
+                "UPDATE profiles SET updated_at = ? WHERE id = ?", [(when, txn.live(p)) for p in txn.touched]
+            )
         return [txn.live(p) if p is not None else None for p in assigned]
 
     def _observe(self, txn: _Txn, obs: Observation) -> str | None:
@@ -190,7 +199,9 @@ class IdentityGraph:
             anchor = self._attach(txn, kind0, value0, group, obs.when)
         else:
             group = txn.live(anchor[1])
-        self._add_attributes(txn, group, obs.attributes)
+        self._add_attributes(txn, anchor[0], obs.attributes)
+        if obs.touch:
+            txn.touched.add(group)
 
         for kind, value, row in rows[1:]:
             if row is None:
@@ -266,11 +277,11 @@ class IdentityGraph:
         return row
 
     @staticmethod
-    def _add_attributes(txn: _Txn, profile_id: str, attributes: list[tuple[str, str]]) -> None:
+    def _add_attributes(txn: _Txn, identifier_id: int, attributes: list[tuple[str, str]]) -> None:
         if attributes:
             txn.conn.executemany(
-                "INSERT OR IGNORE INTO profile_attributes (profile_id, type, value) VALUES (?, ?, ?)",
-                [(profile_id, k, v) for k, v in attributes],
+                "INSERT OR IGNORE INTO identifier_attributes (identifier_id, type, value) VALUES (?, ?, ?)",
+                [(identifier_id, k, v) for k, v in attributes],
             )
 
     @staticmethod
@@ -317,12 +328,6 @@ class IdentityGraph:
         survivor, gone = sorted((a, b), key=lambda p: age.get(p, ("", 0)))
         conn.execute("UPDATE identifiers SET profile_id = ? WHERE profile_id = ?", (survivor, gone))
         conn.execute(
-            "INSERT OR IGNORE INTO profile_attributes (profile_id, type, value)"
-            " SELECT ?, type, value FROM profile_attributes WHERE profile_id = ?",
-            (survivor, gone),
-        )
-        conn.execute("DELETE FROM profile_attributes WHERE profile_id = ?", (gone,))
-        conn.execute(
             "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, first_seen)"
             " SELECT ?, group_id, first_seen FROM profile_groups WHERE profile_id = ?",
             (survivor, gone),
@@ -336,7 +341,8 @@ class IdentityGraph:
         )
         conn.execute("UPDATE profiles SET updated_at = ? WHERE id = ?", (when, survivor))
         conn.execute(
-            "INSERT INTO merges (kind, profile_id, other_id, reason, details, created_at) VALUES ('merge', ?, ?, ?, ?, ?)",
+            "INSERT INTO merges (kind, profile_id, other_id, reason, details, created_at)"
+            " VALUES ('merge', ?, ?, ?, ?, ?)",
             (survivor, gone, reason, orjson.dumps(details).decode(), when),
         )
         for hook in self.merge_hooks:

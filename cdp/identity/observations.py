@@ -54,11 +54,12 @@ def from_message(
             if isinstance(ext, dict) and normalize.text(ext.get("id")) and normalize.text(ext.get("type")):
                 identifiers.append(("external_id", f"{normalize.text(ext['type'])}:{normalize.text(ext['id'])}"))
     alias = False
+    touch = bool(_traits(msg))
     if previous_id:
         # previousId is an earlier anonymous id or user id; an alias joins it with userId.
         identifiers.append(("previous_id", previous_id))
         alias = True
-    return Observation(identifiers, origin, when, attributes, alias)
+    return Observation(identifiers, origin, when, attributes, alias, touch)
 
 
 def from_record(
@@ -81,4 +82,4 @@ def from_record(
     first = names.clean(first_name)
     if first:
         attributes.append(("first_name", first))
-    return Observation(identifiers, f"record:{source}:{external_id}", when, attributes)
+    return Observation(identifiers, f"record:{source}:{external_id}", when, attributes, touch=True)
