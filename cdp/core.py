@@ -6,6 +6,7 @@ from types import TracebackType
 
 from cdp.events import Events
 from cdp.identity.graph import IdentityGraph
+from cdp.identity.resolve import Resolution
 from cdp.ingest import Ingest
 from cdp.keys import Keys
 from cdp.profiles import Profiles
@@ -32,6 +33,7 @@ class CDP:
         self.ingest = Ingest(self.store, self.keys, self.settings, self.graph)
         self.events = Events(self.store)
         self.profiles = Profiles(self.store, self.settings)
+        self.identity = Resolution(self.store, self.settings, self.graph)
         self.quality = Quality(self.store)
 
     def is_empty(self) -> bool:

@@ -96,11 +96,6 @@ class UnknownProfile(NotFound):
     code = "unknown_profile"
 
 
-class MatchingError(CDPError):
-    code = "matching_failed"
-    status = 422
-
-
 class ResolutionFailed(CDPError):
     code = "resolution_failed"
     status = 500

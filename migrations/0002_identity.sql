@@ -42,6 +42,7 @@ CREATE TABLE identity_links (
     created_at  TEXT NOT NULL
 );
 CREATE UNIQUE INDEX identity_links_pair ON identity_links (a, b);
+CREATE INDEX identity_links_origin ON identity_links (origin);
 
 CREATE TABLE merges (
     id           INTEGER PRIMARY KEY,
@@ -94,6 +95,11 @@ CREATE TABLE resolution_runs (
     status       TEXT NOT NULL,                 -- running | succeeded | failed
     summary      TEXT NOT NULL DEFAULT '{}',
     error        TEXT
+);
+
+CREATE TABLE resolution_state (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
 );
 
 CREATE TABLE profile_groups (

@@ -279,6 +279,12 @@ class Records:
             if rows:
                 conn.executemany(UPSERT, [(*row, now, now) for row in rows])
             changed = [r for r in rows if hashes.get((r[0], r[1])) != r[-1]]
+            updated_rows = [r for r in changed if (r[0], r[1]) in hashes]
+            if updated_rows:
+                # A changed record's old pairings are no longer evidence; the next full run re-clusters.
+                conn.executemany(
+                    "DELETE FROM identity_links WHERE origin = ?", [(f"record:{r[0]}:{r[1]}",) for r in updated_rows]
+                )
             if changed:
                 profiles = self.identity.observe(
                     conn, [from_record(r[0], r[1], r[2], r[3], r[4], r[6], now) for r in changed]

@@ -1,0 +1,474 @@
+"""The full identity-resolution run (``cdp resolve``, and on a schedule).
+
+1. Snapshot the identity graph, the deterministic links and the rows to match (one per CRM record,
+   one per identified user's latest traits).
+2. Train the Splink model if there is none or the data grew enough, else use the stored one.
+3. Score all pairs, cluster deterministic links and strong matches under merge protection.
+4. Map clusters onto existing profiles (stable ids) and apply the plan in ONE transaction: a run that
+   fails or is killed leaves profiles, redirects and memberships exactly as they were.
+5. Refresh unified and computed traits of the profiles that changed, in small transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from cdp.errors import ResolutionFailed
+from cdp.identity import matching
+from cdp.identity.cluster import Edge, Link, Node, Plan, cluster, plan, summary
+from cdp.identity.graph import IdentityGraph, new_profile_id
+from cdp.identity.traits import TraitSource, computed_rows, flatten_event_traits, record_source, unify
+from cdp.settings import Settings
+from cdp.store import Store
+from cdp.timeutil import now_iso, utcnow
+
+log = logging.getLogger("cdp.identity")
+Progress = Callable[[str], None]
+_RECORD_FIELDS = {
+    "email": "email",
+    "phone": "phone",
+    "first_name": "first_name",
+    "last_name": "last_name",
+    "birthday": "birthday",
+    "address_street": "address_street",
+    "address_city": "address_city",
+    "address_postal_code": "address_postal_code",
+    "address_country": "address_country",
+}
+_USER_FIELDS = {
+    "email": "email",
+    "phone": "phone",
+    "first_name": "first_name",
+    "last_name": "last_name",
+    "birthday": "birthday",
+    "address.street": "address_street",
+    "address.city": "address_city",
+    "address.postal_code": "address_postal_code",
+    "address.country": "address_country",
+}
+
+
+class _Dirty(Exception):
+    """The graph changed under the run; snapshot again."""
+
+
+@dataclass
+class Snapshot:
+    nodes: list[Node]
+    links: list[Link]
+    age: dict[str, tuple[str, int]]
+    records: dict[str, int]  # record identifier value -> source_records.id
+
+
+class Resolution:
+    def __init__(self, store: Store, settings: Settings, graph: IdentityGraph) -> None:
+        self.store = store
+        self.settings = settings
+        self.graph = graph
+
+    # -- model -----------------------------------------------------------------------------------
+
+    def latest_model(self) -> tuple[int, matching.MatchModel] | None:
+        row = (
+            self.store.reader()
+            .execute("SELECT version, model FROM identity_models ORDER BY version DESC LIMIT 1")
+            .fetchone()
+        )
+        return None if row is None else (int(row[0]), matching.MatchModel.from_json(row[1]))
+
+    def train(self, rows: pd.DataFrame | None = None) -> tuple[int, matching.MatchModel]:
+        """Train a new model version on the current rows and store it."""
+        rows = self.match_rows() if rows is None else rows
+        started = time.perf_counter()
+        model = matching.train(rows, threshold=self.settings.match_threshold)
+        seconds = round(time.perf_counter() - started, 2)
+
+        def store(conn: sqlite3.Connection) -> int:
+            version = conn.execute("SELECT coalesce(max(version), 0) + 1 FROM identity_models").fetchone()[0]
+            conn.execute(
+                "INSERT INTO identity_models (version, created_at, model, trained_rows, threshold, metrics)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    version,
+                    now_iso(),
+                    model.to_json(),
+                    model.trained_rows,
+                    model.threshold,
+                    orjson.dumps({**model.metrics, "training_seconds": seconds}).decode(),
+                ),
+            )
+            return int(version)
+
+        return self.store.write(store), model
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def match_rows(self, conn: sqlite3.Connection | None = None) -> pd.DataFrame:
+        """One row per CRM record and one per identified user's latest traits."""
+        conn = conn or self.store.reader()
+        columns = ", ".join(_RECORD_FIELDS)
+        records = pd.read_sql_query(
+            f"SELECT 'record:' || source || ':' || external_id AS unique_id, source, {columns} FROM source_records",
+            conn,
+        )
+        users: dict[str, dict[str, Any]] = {}
+        for user_id, traits, context in conn.execute(
+            "SELECT user_id, traits, context FROM events WHERE type = 'identify' AND user_id IS NOT NULL"
+            " ORDER BY timestamp, id"
+        ):
+            values: dict[str, Any] = {}
+            ctx = orjson.loads(context) if context else {}
+            if isinstance(ctx.get("traits"), dict):
+                values.update(flatten_event_traits(ctx["traits"]))
+            if traits:
+                values.update(flatten_event_traits(orjson.loads(traits)))
+            row = users.setdefault(user_id, {"unique_id": f"user_id:{user_id}", "source": "events"})
+            for key, column in _USER_FIELDS.items():
+                value = values.get(key)
+                if isinstance(value, str) and value.strip():
+                    row[column] = value
+        frames = [records]
+        if users:
+            frames.append(pd.DataFrame(list(users.values())))
+        rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else records
+        for column in _RECORD_FIELDS.values():
+            if column not in rows.columns:
+                rows[column] = None
+        return rows
+
+    def _snapshot(self, conn: sqlite3.Connection) -> Snapshot:
+        attributes: dict[int, dict[str, set[str]]] = {}
+        for identifier_id, kind, value in conn.execute("SELECT identifier_id, type, value FROM identifier_attributes"):
+            attributes.setdefault(identifier_id, {}).setdefault(kind, set()).add(value)
+        nodes = [
+            Node(i, kind, value, profile, bool(shared), attributes.get(i, {}))
+            for i, kind, value, profile, shared in conn.execute(
+                "SELECT id, type, value, profile_id, shared FROM identifiers ORDER BY id"
+            )
+        ]
+        links = [
+            Link(a, b, kind == "alias")
+            for a, b, kind in conn.execute("SELECT a, b, kind FROM identity_links ORDER BY id")
+        ]
+        age = {pid: (created, rowid) for pid, created, rowid in conn.execute(
+            "SELECT id, created_at, rowid FROM profiles WHERE merged_into IS NULL"
+        )}  # fmt: skip
+        records = {
+            f"{source}:{ext}": rid
+            for rid, source, ext in conn.execute("SELECT id, source, external_id FROM source_records")
+        }
+        return Snapshot(nodes, links, age, records)
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self, *, retrain: bool | None = None, progress: Progress | None = None) -> dict[str, Any]:
+        say = progress or (lambda message: log.info(message))
+        started = time.perf_counter()
+        run_id = self.store.write(
+            lambda conn: (
+                conn.execute(
+                    "INSERT INTO resolution_runs (started_at, status) VALUES (?, 'running')", (now_iso(),)
+                ).lastrowid
+            )
+        )
+        try:
+            result = self._run(retrain, say)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            self.store.write(
+                lambda conn: conn.execute(
+                    "UPDATE resolution_runs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+                    (now_iso(), message, run_id),
+                )
+            )
+            if isinstance(exc, ResolutionFailed | matching.MatchingError):
+                raise
+            raise ResolutionFailed(f"the resolution run failed and changed nothing: {message}") from exc
+        result["seconds"] = round(time.perf_counter() - started, 2)
+        self.store.write(
+            lambda conn: conn.execute(
+                "UPDATE resolution_runs SET status = 'succeeded', finished_at = ?, summary = ? WHERE id = ?",
+                (now_iso(), orjson.dumps(result).decode(), run_id),
+            )
+        )
+        return result
+
+    def _run(self, retrain: bool | None, say: Progress) -> dict[str, Any]:
+        rows = self.match_rows()
+        say(f"{len(rows)} rows to match")
+        model_info = self._model_for(rows, retrain, say)
+        edges = pd.DataFrame()
+        if model_info is not None:
+            version, model = model_info
+            t0 = time.perf_counter()
+            edges = matching.predict(model, rows)
+            say(f"scored pairs with model v{version}: {len(edges)} matches in {time.perf_counter() - t0:.1f}s")
+        for attempt in range(3):
+            try:
+                return self._cluster_and_apply(edges, model_info, say)
+            except _Dirty:
+                say(f"the graph changed during the run; snapshotting again ({attempt + 1}/3)")
+        raise ResolutionFailed("the identity graph kept changing during the run; try again when ingest is quieter")
+
+    def _model_for(
+        self, rows: pd.DataFrame, retrain: bool | None, say: Progress
+    ) -> tuple[int, matching.MatchModel] | None:
+        current = self.latest_model()
+        if retrain is False:
+            return current
+        grown = current is not None and len(rows) >= current[1].trained_rows * (1 + self.settings.retrain_growth)
+        if retrain or current is None or grown:
+            if len(rows) < matching.MIN_TRAINING_ROWS:
+                if retrain:
+                    raise matching.MatchingError(
+                        f"{len(rows)} rows is too few to train a match model; at least "
+                        f"{matching.MIN_TRAINING_ROWS} are needed"
+                    )
+                say(f"{len(rows)} rows: too few to train a match model yet; deterministic links only")
+                return current
+            say("training the match model")
+            return self.train(rows)
+        return current
+
+    def _cluster_and_apply(
+        self, edges: pd.DataFrame, model_info: tuple[int, matching.MatchModel] | None, say: Progress
+    ) -> dict[str, Any]:
+        conn = self.store.reader()
+        conn.execute("BEGIN")
+        try:
+            snap = self._snapshot(conn)
+        finally:
+            conn.execute("COMMIT")
+        key_to_id = {n.key: n.id for n in snap.nodes}
+        edge_list: list[Edge] = []
+        if len(edges):
+            for left, right, weight, prob in edges[
+                ["unique_id_l", "unique_id_r", "match_weight", "match_probability"]
+            ].itertuples(index=False):
+                a, b = key_to_id.get(left), key_to_id.get(right)
+                if a is not None and b is not None:
+                    edge_list.append(Edge(a, b, float(weight), float(prob)))
+        root_of, refused = cluster(snap.nodes, snap.links, edge_list, self.graph.rules)
+        result = plan(snap.nodes, root_of, snap.age, new_profile_id)
+        stats = summary(result, refused)
+        say(f"plan: {stats}")
+        by_id = {n.id: n for n in snap.nodes}
+        weights = {(e.a, e.b): e for e in edge_list}
+        self.store.write(lambda c: self._apply(c, snap, by_id, result, edges, model_info, weights))
+        stats["profiles"] = int(
+            self.store.reader().execute("SELECT count(*) FROM profiles WHERE merged_into IS NULL").fetchone()[0]
+        )
+        stats["match_edges"] = len(edge_list)
+        stats["model_version"] = model_info[0] if model_info else None
+        stats["traits_refreshed"] = self.refresh_traits()
+        return stats
+
+    def _apply(
+        self,
+        conn: sqlite3.Connection,
+        snap: Snapshot,
+        by_id: dict[int, Node],
+        result: Plan,
+        edges: pd.DataFrame,
+        model_info: tuple[int, matching.MatchModel] | None,
+        weights: dict[tuple[int, int], Edge],
+    ) -> None:
+        now = now_iso()
+        # Nothing may have moved since the snapshot for the identifiers this plan touches.
+        touched = set(result.moves)
+        if touched:
+            ids = list(touched)
+            for start in range(0, len(ids), 900):
+                part = ids[start : start + 900]
+                current = conn.execute(
+                    f"SELECT id, profile_id FROM identifiers WHERE id IN ({','.join('?' * len(part))})", part
+                ).fetchall()
+                if any(by_id[i].profile_id != p for i, p in current):
+                    raise _Dirty
+        for pid in result.new_profiles:
+            conn.execute("INSERT INTO profiles (id, created_at, updated_at) VALUES (?, ?, ?)", (pid, now, now))
+        conn.executemany(
+            "UPDATE identifiers SET profile_id = ? WHERE id = ?", [(pid, i) for i, pid in result.moves.items()]
+        )
+        for survivor, gone in result.merges:
+            conn.execute(
+                "UPDATE profiles SET merged_into = ?, updated_at = ? WHERE id = ? OR merged_into = ?",
+                (survivor, now, gone, gone),
+            )
+            conn.execute(
+                "INSERT INTO merges (kind, profile_id, other_id, reason, details, created_at)"
+                " VALUES ('merge', ?, ?, 'resolution', ?, ?)",
+                (
+                    survivor,
+                    gone,
+                    orjson.dumps(self._why(snap, by_id, result, survivor, gone, weights, model_info)).decode(),
+                    now,
+                ),
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, first_seen)"
+                " SELECT ?, group_id, first_seen FROM profile_groups WHERE profile_id = ?",
+                (survivor, gone),
+            )
+            conn.execute("DELETE FROM profile_groups WHERE profile_id = ?", (gone,))
+            for hook in self.graph.merge_hooks:
+                hook(conn, survivor, gone)
+        for source, target in result.splits:
+            moved = sorted(n.key for i, n in by_id.items() if n.profile_id == source and result.moves.get(i) == target)
+            conn.execute(
+                "INSERT INTO merges (kind, profile_id, other_id, reason, details, created_at)"
+                " VALUES ('split', ?, ?, 'resolution', ?, ?)",
+                (source, target, orjson.dumps({"identifiers": moved[:50], "moved": len(moved)}).decode(), now),
+            )
+        # Events and records follow the identifier that anchors them.
+        event_moves = [(pid, by_id[i].value) for i, pid in result.moves.items() if by_id[i].type == "user_id"]
+        anon_moves = [(pid, by_id[i].value) for i, pid in result.moves.items() if by_id[i].type == "anonymous_id"]
+        record_moves = [
+            (pid, snap.records[by_id[i].value])
+            for i, pid in result.moves.items()
+            if by_id[i].type == "record" and by_id[i].value in snap.records
+        ]
+        conn.executemany("UPDATE events SET profile_id = ? WHERE user_id = ?", event_moves)
+        conn.executemany("UPDATE events SET profile_id = ? WHERE user_id IS NULL AND anonymous_id = ?", anon_moves)
+        conn.executemany("UPDATE source_records SET profile_id = ? WHERE id = ?", record_moves)
+        changed = {pid for pid in result.moves.values()} | {s for s, _ in result.merges}
+        conn.executemany("UPDATE profiles SET updated_at = ? WHERE id = ?", [(now, p) for p in changed])
+        # This run's matches replace the last run's.
+        if model_info is not None:
+            conn.execute("DELETE FROM match_edges")
+            if len(edges):
+                contribution_columns = [c for c in edges.columns if c.startswith("mw_")]
+                conn.executemany(
+                    "INSERT OR REPLACE INTO match_edges (node_l, node_r, match_weight, match_probability,"
+                    " model_version, contributions, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        (
+                            row.unique_id_l,
+                            row.unique_id_r,
+                            float(row.match_weight),
+                            float(row.match_probability),
+                            model_info[0],
+                            orjson.dumps(
+                                {c[3:]: round(float(getattr(row, c)), 3) for c in contribution_columns}
+                            ).decode(),
+                            now,
+                        )
+                        for row in edges.itertuples(index=False)
+                    ),
+                )
+
+    @staticmethod
+    def _why(
+        by_id: dict[int, Node],
+        survivor: str,
+        gone: str,
+        weights: dict[tuple[int, int], Edge],
+        model_info: tuple[int, matching.MatchModel] | None,
+    ) -> dict[str, Any]:
+        """The strongest match edge between the two profiles' identifiers, if any (else shared identifiers)."""
+        left = {i for i, n in by_id.items() if n.profile_id == survivor}
+        right = {i for i, n in by_id.items() if n.profile_id == gone}
+        best = max(
+            (e for (a, b), e in weights.items() if (a in left and b in right) or (a in right and b in left)),
+            key=lambda e: e.weight,
+            default=None,
+        )
+        if best is None:
+            return {"evidence": "identifier", "identifiers": sorted(by_id[i].key for i in right)[:20]}
+        return {
+            "evidence": "probabilistic",
+            "model_version": model_info[0] if model_info else None,
+            "match_weight": round(best.weight, 3),
+            "match_probability": round(best.probability, 6),
+            "pair": [by_id[best.a].key, by_id[best.b].key],
+        }
+
+    # -- traits ----------------------------------------------------------------------------------
+
+    def refresh_traits(self, chunk: int = 2000) -> int:
+        """Recompute unified and computed traits of profiles with new records, traits or events."""
+        conn = self.store.reader()
+        watermark = conn.execute("SELECT value FROM resolution_state WHERE key = 'traits_event_id'").fetchone()
+        last_event = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        stale = sorted(
+            {
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM profiles WHERE merged_into IS NULL"
+                    " AND (refreshed_at IS NULL OR updated_at > refreshed_at)"
+                )
+            }
+            | {
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT e.profile_id FROM events e JOIN profiles p ON p.id = e.profile_id"
+                    " WHERE e.id > ? AND e.id <= ? AND p.merged_into IS NULL",
+                    (int(watermark[0]) if watermark else 0, last_event),
+                )
+            }
+        )
+        now = utcnow()
+        for start in range(0, len(stale), chunk):
+            part = stale[start : start + chunk]
+            rows = self._traits_for(conn, part, now)
+            self.store.write(
+                lambda c, rows=rows: c.executemany(
+                    "UPDATE profiles SET traits = ?, computed = ?, refreshed_at = ? WHERE id = ?", rows
+                )
+            )
+        self.store.write(
+            lambda c: c.execute(
+                "INSERT INTO resolution_state (key, value) VALUES ('traits_event_id', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(last_event),),
+            )
+        )
+        return len(stale)
+
+    def _traits_for(
+        self, conn: sqlite3.Connection, profile_ids: list[str], now: Any
+    ) -> list[tuple[str, str, str, str]]:
+        marks = ",".join("?" * len(profile_ids))
+        sources: dict[str, list[TraitSource]] = {p: [] for p in profile_ids}
+        cursor = conn.execute(f"SELECT * FROM source_records WHERE profile_id IN ({marks})", profile_ids)
+        columns = [d[0] for d in cursor.description]
+        for values in cursor:
+            row = dict(zip(columns, values, strict=True))
+            sources[row["profile_id"]].append(record_source(row))
+        for pid, source, at, traits, context in conn.execute(
+            f"SELECT profile_id, source, timestamp, traits, context FROM events"
+            f" WHERE profile_id IN ({marks}) AND type = 'identify'",
+            profile_ids,
+        ):
+            values: dict[str, Any] = {}
+            ctx = orjson.loads(context) if context else {}
+            if isinstance(ctx.get("traits"), dict):
+                values.update(flatten_event_traits(ctx["traits"]))
+            if traits:
+                values.update(flatten_event_traits(orjson.loads(traits)))
+            sources[pid].append(TraitSource(source, at, values))
+        computed: dict[str, dict[str, Any]] = {}
+        for pid in profile_ids:
+            computed.update(computed_rows(conn, now, pid))
+        stamp = now_iso()
+        return [
+            (
+                orjson.dumps(unify(sources[p], self.settings.trait_priority)).decode(),
+                orjson.dumps(computed.get(p, {})).decode(),
+                stamp,
+                p,
+            )
+            for p in profile_ids
+        ]
+
+
+def _contributions(row: Any, columns: list[str]) -> str:
+    return orjson.dumps({c[3:]: round(float(getattr(row, c)), 3) for c in columns}).decode()
