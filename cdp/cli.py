@@ -341,6 +341,93 @@ def quality(db: Path | None, as_json: bool) -> None:
         click.echo(f"    completeness: {completeness}")
 
 
+# -- identity ----------------------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+@click.option("--retrain/--no-retrain", default=None, help="Force or forbid retraining the match model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def resolve(db: Path | None, retrain: bool | None, as_json: bool) -> None:
+    """Run full identity resolution: score all records, re-cluster, keep profile ids stable."""
+    with open_cdp(db) as cdp:
+        result = cdp.identity.run(retrain=retrain, progress=lambda m: click.echo(m, err=True))
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(
+            f"{result['profiles']} profiles; {result['merges']} merges, {result['splits']} splits, "
+            f"{result['new_profiles']} new, {result['match_edges']} match edges, "
+            f"model v{result['model_version']}; {result['seconds']}s"
+        )
+
+
+@cli.group(cls=Group)
+def identity() -> None:
+    """The probabilistic match model and its evaluation."""
+
+
+@identity.command("train")
+@db_option
+def identity_train(db: Path | None) -> None:
+    """Retrain the match model on the current records and store it as a new version."""
+    with open_cdp(db) as cdp:
+        version, model = cdp.identity.train()
+    click.echo(f"model v{version}: trained on {model.trained_rows} rows, threshold {model.threshold}")
+    echo_json(model.metrics)
+
+
+@identity.command("evaluate")
+@db_option
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="CSV with columns source, external_id, entity.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def identity_evaluate(db: Path | None, truth: Path, as_json: bool) -> None:
+    """Score the current profiles against ground truth."""
+    with open_cdp(db) as cdp:
+        result = cdp.identity.evaluate(truth)
+    if as_json:
+        echo_json(result)
+        return
+    pw, b3 = result["pairwise"], result["b_cubed"]
+    click.echo(f"records scored: {result['records']} (missing from the store: {result['records_missing']})")
+    click.echo(f"pairwise  precision {pw['precision']:.4f}  recall {pw['recall']:.4f}  F1 {pw['f1']:.4f}")
+    click.echo(f"B-cubed   precision {b3['precision']:.4f}  recall {b3['recall']:.4f}  F1 {b3['f1']:.4f}")
+    click.echo(
+        f"adjusted Rand {result['adjusted_rand']:.4f}; clusters {result['clusters']['predicted']} "
+        f"(true {result['clusters']['true']})"
+    )
+
+
+# -- export ------------------------------------------------------------------------------------------
+
+
+@cli.command("export")
+@db_option
+@click.argument("what", type=click.Choice(["records", "profiles"]))
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write (CSV goes to stdout without it).",
+)
+def export_cmd(db: Path | None, what: str, fmt: str, output: Path | None) -> None:
+    """Every record with its profile id, or every profile with its traits, for write-back to a CRM."""
+    from cdp.export import export
+
+    with open_cdp(db) as cdp:
+        if what == "profiles":
+            cdp.identity.refresh_traits()
+        written = export(cdp.store, what, fmt, output)
+    if output is not None:
+        click.echo(f"wrote {written} {what} to {output}")
+
+
 # -- demo --------------------------------------------------------------------------------------------
 
 

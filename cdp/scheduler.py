@@ -37,6 +37,7 @@ class Scheduler:
             timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
         )
         self.add("store.checkpoint", {"every": "15m"}, self._checkpoint)
+        self.add("identity.resolve", {"every": cdp.settings.resolve_schedule}, cdp.identity.run)
 
     @property
     def running(self) -> bool:

@@ -16,16 +16,18 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pandas as pd
 
 from cdp.errors import ResolutionFailed
-from cdp.identity import matching
+from cdp.identity import evaluate, matching
 from cdp.identity.cluster import Edge, Link, Node, Plan, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
-from cdp.identity.traits import TraitSource, computed_rows, flatten_event_traits, record_source, unify
+from cdp.identity.traits import TraitSource, computed_rows, identify_values, record_source, unify
 from cdp.settings import Settings
 from cdp.store import Store
 from cdp.timeutil import now_iso, utcnow
@@ -124,12 +126,7 @@ class Resolution:
             "SELECT user_id, traits, context FROM events WHERE type = 'identify' AND user_id IS NOT NULL"
             " ORDER BY timestamp, id"
         ):
-            values: dict[str, Any] = {}
-            ctx = orjson.loads(context) if context else {}
-            if isinstance(ctx.get("traits"), dict):
-                values.update(flatten_event_traits(ctx["traits"]))
-            if traits:
-                values.update(flatten_event_traits(orjson.loads(traits)))
+            values = identify_values(traits, context)
             row = users.setdefault(user_id, {"unique_id": f"user_id:{user_id}", "source": "events"})
             for key, column in _USER_FIELDS.items():
                 value = values.get(key)
@@ -309,7 +306,7 @@ class Resolution:
                 (
                     survivor,
                     gone,
-                    orjson.dumps(self._why(snap, by_id, result, survivor, gone, weights, model_info)).decode(),
+                    orjson.dumps(self._why(by_id, survivor, gone, weights, model_info)).decode(),
                     now,
                 ),
             )
@@ -391,6 +388,18 @@ class Resolution:
             "pair": [by_id[best.a].key, by_id[best.b].key],
         }
 
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def evaluate(self, truth: Path) -> dict[str, Any]:
+        """Pairwise precision/recall/F1, adjusted Rand and B-cubed of the current profiles."""
+        predicted = evaluate.clusters_of(
+            self.store.reader().execute(
+                "SELECT r.source, r.external_id, coalesce(p.merged_into, r.profile_id) FROM source_records r"
+                " JOIN profiles p ON p.id = r.profile_id"
+            )
+        )
+        return evaluate.score(predicted, evaluate.read_truth(truth))
+
     # -- traits ----------------------------------------------------------------------------------
 
     def refresh_traits(self, chunk: int = 2000) -> int:
@@ -417,13 +426,8 @@ class Resolution:
         )
         now = utcnow()
         for start in range(0, len(stale), chunk):
-            part = stale[start : start + chunk]
-            rows = self._traits_for(conn, part, now)
-            self.store.write(
-                lambda c, rows=rows: c.executemany(
-                    "UPDATE profiles SET traits = ?, computed = ?, refreshed_at = ? WHERE id = ?", rows
-                )
-            )
+            rows = self._traits_for(conn, stale[start : start + chunk], now)
+            self.store.write(partial(_save_traits, rows=rows))
         self.store.write(
             lambda c: c.execute(
                 "INSERT INTO resolution_state (key, value) VALUES ('traits_event_id', ?)"
@@ -448,13 +452,7 @@ class Resolution:
             f" WHERE profile_id IN ({marks}) AND type = 'identify'",
             profile_ids,
         ):
-            values: dict[str, Any] = {}
-            ctx = orjson.loads(context) if context else {}
-            if isinstance(ctx.get("traits"), dict):
-                values.update(flatten_event_traits(ctx["traits"]))
-            if traits:
-                values.update(flatten_event_traits(orjson.loads(traits)))
-            sources[pid].append(TraitSource(source, at, values))
+            sources[pid].append(TraitSource(source, at, identify_values(traits, context)))
         computed: dict[str, dict[str, Any]] = {}
         for pid in profile_ids:
             computed.update(computed_rows(conn, now, pid))
@@ -468,6 +466,10 @@ class Resolution:
             )
             for p in profile_ids
         ]
+
+
+def _save_traits(conn: sqlite3.Connection, rows: list[tuple[str, str, str, str]]) -> None:
+    conn.executemany("UPDATE profiles SET traits = ?, computed = ?, refreshed_at = ? WHERE id = ?", rows)
 
 
 def _contributions(row: Any, columns: list[str]) -> str:

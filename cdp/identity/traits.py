@@ -53,6 +53,17 @@ def flatten_event_traits(traits: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def identify_values(traits: str | None, context: str | None) -> dict[str, Any]:
+    """Flat canonical traits of a stored identify event (``context.traits`` first, ``traits`` win)."""
+    values: dict[str, Any] = {}
+    ctx = orjson.loads(context) if context else {}
+    if isinstance(ctx.get("traits"), dict):
+        values.update(flatten_event_traits(ctx["traits"]))
+    if traits:
+        values.update(flatten_event_traits(orjson.loads(traits)))
+    return values
+
+
 def unify(sources: Iterable[TraitSource], priority: Mapping[str, list[str]]) -> dict[str, Any]:
     """Merged traits, nested (``{"address": {"city": ...}}``)."""
     best: dict[str, tuple[tuple[int, str], Any]] = {}
@@ -92,13 +103,7 @@ def profile_sources(conn: sqlite3.Connection, profile_id: str) -> list[TraitSour
         "SELECT source, timestamp, traits, context FROM events WHERE profile_id = ? AND type = 'identify'",
         (profile_id,),
     ):
-        values: dict[str, Any] = {}
-        ctx = orjson.loads(context) if context else {}
-        if isinstance(ctx.get("traits"), dict):
-            values.update(flatten_event_traits(ctx["traits"]))
-        if traits:
-            values.update(flatten_event_traits(orjson.loads(traits)))
-        out.append(TraitSource(source, at, values))
+        out.append(TraitSource(source, at, identify_values(traits, context)))
     return out
 
 
