@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
         if run_scheduler:
             app.state.scheduler = Scheduler(instance)
             app.state.scheduler.start()
+            instance.realtime.start()
         try:
             yield
         finally:

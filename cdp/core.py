@@ -6,6 +6,7 @@ from types import TracebackType
 
 from cdp.events import Events
 from cdp.identity.graph import IdentityGraph
+from cdp.identity.realtime import RealtimeMatcher
 from cdp.identity.resolve import Resolution
 from cdp.ingest import Ingest
 from cdp.keys import Keys
@@ -34,6 +35,9 @@ class CDP:
         self.events = Events(self.store)
         self.profiles = Profiles(self.store, self.settings)
         self.identity = Resolution(self.store, self.settings, self.graph)
+        self.realtime = RealtimeMatcher(self.store, self.graph, self.identity)
+        self.ingest.records.upsert_hooks.append(self.realtime.on_records)
+        self.ingest.tracking.insert_hooks.append(self.realtime.on_events)
         self.quality = Quality(self.store)
 
     def is_empty(self) -> bool:
@@ -45,6 +49,7 @@ class CDP:
         )
 
     def close(self) -> None:
+        self.realtime.stop()
         self.store.close()
 
     def __enter__(self) -> CDP:

@@ -113,30 +113,50 @@ class Resolution:
 
     # -- inputs ----------------------------------------------------------------------------------
 
-    def match_rows(self, conn: sqlite3.Connection | None = None) -> pd.DataFrame:
-        """One row per CRM record and one per identified user's latest traits."""
+    def match_rows(
+        self,
+        conn: sqlite3.Connection | None = None,
+        *,
+        records: list[tuple[str, str]] | None = None,
+        users: list[str] | None = None,
+    ) -> pd.DataFrame:
+        """One row per CRM record and one per identified user's latest traits (all, or the ones named)."""
         conn = conn or self.store.reader()
-        columns = ", ".join(_RECORD_FIELDS)
-        records = pd.read_sql_query(
-            f"SELECT 'record:' || source || ':' || external_id AS unique_id, source, {columns} FROM source_records",
-            conn,
+        select = (
+            f"SELECT 'record:' || source || ':' || external_id AS unique_id, source, {', '.join(_RECORD_FIELDS)}"
+            " FROM source_records"
         )
-        users: dict[str, dict[str, Any]] = {}
-        for user_id, traits, context in conn.execute(
-            "SELECT user_id, traits, context FROM events WHERE type = 'identify' AND user_id IS NOT NULL"
-            " ORDER BY timestamp, id"
-        ):
+        if records is None and users is None:
+            record_frame = pd.read_sql_query(select, conn)
+            identifies = conn.execute(
+                "SELECT user_id, traits, context FROM events WHERE type = 'identify' AND user_id IS NOT NULL"
+                " ORDER BY timestamp, id"
+            ).fetchall()
+        else:
+            found = [
+                conn.execute(select + " WHERE source = ? AND external_id = ?", key).fetchone() for key in records or []
+            ]
+            record_frame = pd.DataFrame([r for r in found if r], columns=["unique_id", "source", *_RECORD_FIELDS])
+            identifies = []
+            for user in users or []:
+                identifies += conn.execute(
+                    "SELECT user_id, traits, context FROM events WHERE type = 'identify' AND user_id = ?"
+                    " ORDER BY timestamp, id",
+                    (user,),
+                ).fetchall()
+        latest: dict[str, dict[str, Any]] = {}
+        for user_id, traits, context in identifies:
             values = identify_values(traits, context)
-            row = users.setdefault(user_id, {"unique_id": f"user_id:{user_id}", "source": "events"})
+            row = latest.setdefault(user_id, {"unique_id": f"user_id:{user_id}", "source": "events"})
             for key, column in _USER_FIELDS.items():
                 value = values.get(key)
                 if isinstance(value, str) and value.strip():
                     row[column] = value
-        frames = [records]
-        if users:
-            frames.append(pd.DataFrame(list(users.values())))
-        rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else records
-        for column in _RECORD_FIELDS.values():
+        frames = [record_frame]
+        if latest:
+            frames.append(pd.DataFrame(list(latest.values())))
+        rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else record_frame
+        for column in ("unique_id", "source", *_RECORD_FIELDS.values()):
             if column not in rows.columns:
                 rows[column] = None
         return rows
