@@ -48,10 +48,12 @@ def test_every_command_is_documented_in_the_readme() -> None:
         "import": ["records"],
         "events": ["tail"],
         "demo": ["generate", "load"],
+        "identity": ["train", "evaluate"],
+        "export": ["records", "profiles"],
     }.items():
         for name in names:
             assert f"cdp {group} {name}" in readme, f"cdp {group} {name}"
-    for name in ("serve", "migrate", "quality"):
+    for name in ("serve", "migrate", "quality", "resolve"):
         assert f"cdp {name}" in readme
 
 

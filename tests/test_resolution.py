@@ -122,3 +122,47 @@ def test_traits_are_refreshed(fresh_db: CDP, write_key: str) -> None:
     row = fresh_db.store.query("SELECT traits, computed, refreshed_at FROM profiles WHERE id = ?", (pid,))[0]
     assert '"email":"ann@x.com"' in row["traits"] and row["refreshed_at"]
     assert '"event_count":2' in row["computed"]
+
+
+def test_export_and_evaluate(fresh_db: CDP, write_key: str, tmp_path: Any) -> None:
+    import csv
+    import json
+
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from cdp.cli import cli
+
+    seed(fresh_db, write_key)
+    db = str(fresh_db.settings.db)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["export", "records", "--db", db])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert [(r["source"], r["external_id"]) for r in rows] == [("hs", "7"), ("sf", "1"), ("sf", "2")]
+    ann = fresh_db.profiles.lookup_id(user_id="u1")
+    assert next(r for r in rows if r["external_id"] == "1")["profile_id"] == ann
+
+    out = tmp_path / "profiles.parquet"
+    result = runner.invoke(cli, ["export", "profiles", "--format", "parquet", "--output", str(out), "--db", db])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out).to_pylist()
+    row = next(r for r in table if r["profile_id"] == ann)
+    assert row["email"] == "ann@x.com" and row["first_name"] == "Ann"
+    assert json.loads(row["computed"])["event_count"] == 2
+    assert len(table) == count(fresh_db, "profiles", "merged_into IS NULL")
+
+    truth = tmp_path / "truth.csv"
+    truth.write_text("source,external_id,entity\nsf,1,ann\nsf,2,bo\nhs,7,bob\nzz,9,nobody\n")
+    result = runner.invoke(cli, ["identity", "evaluate", "--truth", str(truth), "--json", "--db", db])
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)
+    assert scored["records"] == 3 and scored["records_missing"] == 1
+    assert scored["pairwise"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    truth.write_text("source,external_id,entity\nsf,1,x\nsf,2,x\nhs,7,x\n")
+    scored = json.loads(
+        runner.invoke(cli, ["identity", "evaluate", "--truth", str(truth), "--json", "--db", db]).stdout
+    )
+    assert scored["pairwise"]["recall"] == 0.0 and scored["b_cubed"]["recall"] < 0.5
+    bad = runner.invoke(cli, ["identity", "evaluate", "--truth", str(tmp_path / "profiles.parquet"), "--db", db])
+    assert bad.exit_code != 0

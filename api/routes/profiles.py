@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import CDPDep, ReadKey
 from api.schemas import ERRORS
+from cdp.pagination import Page
 
 router = APIRouter(tags=["profiles"])
 NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such profile (the message says which id)"}}
@@ -63,7 +64,7 @@ def explain(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
 
 @router.get("/v1/profiles/{profile_id}/merges", responses=NOT_FOUND, summary="Merges and splits, with reasons")
 def merges(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
-    return {"data": cdp.profiles.merges(profile_id)}
+    return Page(cdp.profiles.merges(profile_id)).to_dict()
 
 
 @router.get("/v1/identity/conflicts", responses=ERRORS, summary="Links refused by merge protection")
