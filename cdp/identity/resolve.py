@@ -75,6 +75,7 @@ class Resolution:
         self.store = store
         self.settings = settings
         self.graph = graph
+        self.after_run: list[Callable[[dict[str, Any]], None]] = []
 
     # -- model -----------------------------------------------------------------------------------
 
@@ -140,9 +141,11 @@ class Resolution:
             identifies = []
             for user in users or []:
                 identifies += conn.execute(
-                    "SELECT user_id, traits, context FROM events WHERE type = 'identify' AND user_id = ?"
-                    " ORDER BY timestamp, id",
-                    (user,),
+                    "SELECT e.user_id, e.traits, e.context FROM identifiers i"
+                    " JOIN events e ON e.profile_id = i.profile_id"
+                    " WHERE i.type = 'user_id' AND i.value = ? AND e.user_id = ? AND e.type = 'identify'"
+                    " ORDER BY e.timestamp, e.id",
+                    (user, user),
                 ).fetchall()
         latest: dict[str, dict[str, Any]] = {}
         for user_id, traits, context in identifies:
@@ -216,6 +219,8 @@ class Resolution:
                 (now_iso(), orjson.dumps(result).decode(), run_id),
             )
         )
+        for hook in self.after_run:
+            hook(result)
         return result
 
     def _run(self, retrain: bool | None, say: Progress) -> dict[str, Any]:
@@ -346,15 +351,24 @@ class Resolution:
                 (source, target, orjson.dumps({"identifiers": moved[:50], "moved": len(moved)}).decode(), now),
             )
         # Events and records follow the identifier that anchors them.
-        event_moves = [(pid, by_id[i].value) for i, pid in result.moves.items() if by_id[i].type == "user_id"]
-        anon_moves = [(pid, by_id[i].value) for i, pid in result.moves.items() if by_id[i].type == "anonymous_id"]
+        event_moves = [
+            (pid, by_id[i].profile_id, by_id[i].value) for i, pid in result.moves.items() if by_id[i].type == "user_id"
+        ]
+        anon_moves = [
+            (pid, by_id[i].profile_id, by_id[i].value)
+            for i, pid in result.moves.items()
+            if by_id[i].type == "anonymous_id"
+        ]
         record_moves = [
             (pid, snap.records[by_id[i].value])
             for i, pid in result.moves.items()
             if by_id[i].type == "record" and by_id[i].value in snap.records
         ]
-        conn.executemany("UPDATE events SET profile_id = ? WHERE user_id = ?", event_moves)
-        conn.executemany("UPDATE events SET profile_id = ? WHERE user_id IS NULL AND anonymous_id = ?", anon_moves)
+        # (events are indexed by profile, so each move looks only at the profile it leaves)
+        conn.executemany("UPDATE events SET profile_id = ? WHERE profile_id = ? AND user_id = ?", event_moves)
+        conn.executemany(
+            "UPDATE events SET profile_id = ? WHERE profile_id = ? AND user_id IS NULL AND anonymous_id = ?", anon_moves
+        )
         conn.executemany("UPDATE source_records SET profile_id = ? WHERE id = ?", record_moves)
         changed = {pid for pid in result.moves.values()} | {s for s, _ in result.merges}
         conn.executemany("UPDATE profiles SET updated_at = ? WHERE id = ?", [(now, p) for p in changed])
