@@ -403,6 +403,124 @@ def identity_evaluate(db: Path | None, truth: Path, as_json: bool) -> None:
     )
 
 
+# -- segments --------------------------------------------------------------------------------------
+
+
+@cli.group(cls=Group)
+def segments() -> None:
+    """Rule-based segments: define, compute, list members."""
+
+
+@segments.command("create")
+@db_option
+@click.argument("file", type=click.File("rb"))
+@click.option("--replace", is_flag=True, help="Replace the segment if the key exists.")
+def segments_create(db: Path | None, file: Any, replace: bool) -> None:
+    """Create a segment from a JSON definition file (- for stdin)."""
+    import orjson
+
+    from cdp.errors import InvalidJSON, SegmentExists
+
+    try:
+        definition = orjson.loads(file.read())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"{file.name} is not valid JSON: {exc}") from exc
+    with open_cdp(db) as cdp:
+        try:
+            segment = cdp.segments.create(definition)
+        except SegmentExists:
+            if not replace:
+                raise
+            segment = cdp.segments.update(definition["key"], definition)
+    click.echo(f"segment {segment['key']} saved ({segment['name']})")
+
+
+@segments.command("list")
+@db_option
+@click.option("--json", "as_json", is_flag=True)
+def segments_list(db: Path | None, as_json: bool) -> None:
+    """List segments with their sizes."""
+    with open_cdp(db) as cdp:
+        found = []
+        cursor = None
+        while True:
+            page = cdp.segments.list(limit=1000, cursor=cursor)
+            found += page.data
+            if not page.next:
+                break
+            cursor = page.next
+    if as_json:
+        echo_json(found)
+        return
+    click.echo(f"{'KEY':<28} {'SIZE':>9}  {'SCHEDULE':<18} NAME")
+    for seg in found:
+        schedule = seg["schedule"]
+        when = (schedule.get("every") or schedule.get("cron")) if schedule else "on demand"
+        click.echo(f"{seg['key'][:28]:<28} {seg['size']:>9}  {when:<18} {seg['name']}")
+
+
+@segments.command("show")
+@db_option
+@click.argument("key")
+def segments_show(db: Path | None, key: str) -> None:
+    """A segment's definition, size and recent runs."""
+    with open_cdp(db) as cdp:
+        segment = cdp.segments.get(key)
+        segment["history"] = cdp.segments.history(key, limit=10).data
+    echo_json(segment)
+
+
+@segments.command("compute")
+@db_option
+@click.argument("key", required=False)
+@click.option("--all", "all_", is_flag=True, help="Compute every rule segment, dependencies first.")
+def segments_compute(db: Path | None, key: str | None, all_: bool) -> None:
+    """Recompute one segment (or --all) now."""
+    if bool(key) == all_:
+        raise click.UsageError("give a segment KEY or --all")
+    with open_cdp(db) as cdp:
+        keys = None if all_ else [key or ""]
+        bar: Any
+        count = len(cdp.segments.list(limit=1000).data) if all_ else 1
+        with click.progressbar(length=count, label="computing", file=sys.stderr) as bar:
+            results = cdp.segments.compute_many(keys, progress=lambda r: bar.update(1))
+    failed = 0
+    for result in results:
+        if result.status == "failed":
+            failed += 1
+            click.echo(f"{result.segment_key}: FAILED: {result.error}", err=True)
+        else:
+            click.echo(
+                f"{result.segment_key}: {result.size} members (+{result.entered} -{result.exited}) "
+                f"in {result.duration_ms} ms"
+            )
+    if failed:
+        raise click.ClickException(f"{failed} segment run(s) failed; previous members were kept")
+
+
+@segments.command("members")
+@db_option
+@click.argument("key")
+@click.option("--limit", default=100, show_default=True, help="How many (0 for all).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON member per line.")
+def segments_members(db: Path | None, key: str, limit: int, as_json: bool) -> None:
+    """List a segment's members with their identifiers."""
+    with open_cdp(db) as cdp:
+        shown, cursor = 0, None
+        while True:
+            page = cdp.segments.members(key, limit=1000 if limit == 0 else min(limit - shown, 1000), cursor=cursor)
+            for member in page.data:
+                if as_json:
+                    click.echo(json.dumps(member))
+                else:
+                    ids = ", ".join(f"{i['type']}={i['value']}" for i in member["identifiers"][:4])
+                    click.echo(f"{member['profile_id']}  entered {member['entered_at']}  {ids}")
+            shown += len(page.data)
+            if not page.next or (limit and shown >= limit):
+                break
+            cursor = page.next
+
+
 # -- export ------------------------------------------------------------------------------------------
 
 

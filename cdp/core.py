@@ -12,6 +12,9 @@ from cdp.ingest import Ingest
 from cdp.keys import Keys
 from cdp.profiles import Profiles
 from cdp.quality import Quality
+from cdp.segments.api import Segments
+from cdp.segments.engine import follow_merge
+from cdp.segments.realtime import RealtimeSegments
 from cdp.settings import Settings
 from cdp.store import Store
 
@@ -38,6 +41,11 @@ class CDP:
         self.realtime = RealtimeMatcher(self.store, self.graph, self.identity)
         self.ingest.records.upsert_hooks.append(self.realtime.on_records)
         self.ingest.tracking.insert_hooks.append(self.realtime.on_events)
+        self.segments = Segments(self.store, refresh_traits=self.identity.refresh_traits)
+        self.segments_realtime = RealtimeSegments(self.segments)
+        self.ingest.tracking.insert_hooks.append(self.segments_realtime.on_events)
+        self.ingest.records.upsert_hooks.append(self.segments_realtime.on_records)
+        self.graph.merge_hooks.append(follow_merge)
         self.identity.after_run.append(self._after_resolution)
         self.quality = Quality(self.store)
 
@@ -51,14 +59,17 @@ class CDP:
 
     def _after_resolution(self, summary: dict[str, object]) -> None:
         """Segments depend on profiles: a run that changed any is followed by the segment runs."""
-        return
+        if summary.get("moved_identifiers"):
+            self.segments.compute_many(trigger="resolution")
 
     def start_background(self) -> None:
         """Real-time fuzzy linking and segment re-evaluation threads (the server runs them)."""
         self.realtime.start()
+        self.segments_realtime.start()
 
     def close(self) -> None:
         self.realtime.stop()
+        self.segments_realtime.stop()
         self.store.close()
 
     def __enter__(self) -> CDP:

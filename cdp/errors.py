@@ -99,3 +99,17 @@ class UnknownProfile(NotFound):
 class ResolutionFailed(CDPError):
     code = "resolution_failed"
     status = 500
+
+
+class UnknownSegment(NotFound):
+    code = "unknown_segment"
+
+
+class SegmentExists(CDPError):
+    code = "segment_exists"
+    status = 409
+
+
+class SegmentInUse(CDPError):
+    code = "segment_in_use"
+    status = 409

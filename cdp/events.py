@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 import orjson
@@ -69,8 +70,8 @@ class Events:
     ) -> Page[dict[str, Any]]:
         """Newest first; ``after_id`` instead lists oldest-first from there (for tailing)."""
         limit = check_limit(limit)
-        where: list[str] = []
-        params: list[Any] = []
+        where: builtins.list[str] = []
+        params: builtins.list[Any] = []
         # Events are indexed by profile only (cheap ingest): an id filter goes through the profiles holding it.
         if profile_id is None and (user_id is not None or anonymous_id is not None):
             kind, value = ("user_id", user_id) if user_id is not None else ("anonymous_id", anonymous_id)
@@ -119,11 +120,13 @@ class Events:
         data = [{"id": r["id"], **event_dict(r)} for r in rows]
         return Page(data, encode_cursor({"id": rows[-1]["id"]}) if more and rows else None)
 
-    def _profiles_for(self, kind: str, value: str) -> list[str]:
+    def _profiles_for(self, kind: str, value: str) -> builtins.list[str]:
         """The profiles that can hold events carrying this id: its own, and those of ids seen with it."""
-        rows = self.store.reader().execute(
-            "SELECT id, profile_id FROM identifiers WHERE type = ? AND value = ?", (kind, value)
-        ).fetchone()
+        rows = (
+            self.store.reader()
+            .execute("SELECT id, profile_id FROM identifiers WHERE type = ? AND value = ?", (kind, value))
+            .fetchone()
+        )
         if rows is None:
             return []
         identifier_id, profile = rows

@@ -25,7 +25,7 @@ def trigger(spec: dict[str, str] | str) -> IntervalTrigger | CronTrigger:
     """``"15m"`` / ``{"every": "15m"}`` or ``{"cron": "0 * * * *"}`` as an APScheduler trigger."""
     if isinstance(spec, str):
         spec = {"every": spec}
-    if "cron" in spec:
+    if spec.get("cron"):
         return CronTrigger.from_crontab(spec["cron"], timezone="UTC")
     return IntervalTrigger(seconds=parse_duration(spec["every"]).total_seconds(), timezone="UTC")
 
@@ -38,6 +38,17 @@ class Scheduler:
         )
         self.add("store.checkpoint", {"every": "15m"}, self._checkpoint)
         self.add("identity.resolve", {"every": cdp.settings.resolve_schedule}, cdp.identity.run)
+        for key, spec in cdp.segments.schedules().items():
+            self.schedule_segment(key, spec)
+        cdp.segments.schedule_listeners.append(self.schedule_segment)
+
+    def schedule_segment(self, key: str, spec: dict[str, str] | None) -> None:
+        """(Re)register a segment's own job; None removes it. Schedules live in the store, so they survive restarts."""
+        job_id = f"segment:{key}"
+        if spec is None:
+            self.remove(job_id)
+            return
+        self.add(job_id, spec, lambda: self.cdp.segments.compute(key, trigger="schedule"))
 
     @property
     def running(self) -> bool:
@@ -57,10 +68,11 @@ class Scheduler:
             self._scheduler.remove_job(job_id)
 
     def jobs(self) -> list[dict[str, Any]]:
-        return [
-            {"id": job.id, "next_run": job.next_run_time.isoformat() if job.next_run_time else None}
-            for job in self._scheduler.get_jobs()
-        ]
+        out = []
+        for job in self._scheduler.get_jobs():
+            next_run = getattr(job, "next_run_time", None)  # unset until the scheduler starts
+            out.append({"id": job.id, "next_run": next_run.isoformat() if next_run else None})
+        return out
 
     def start(self) -> None:
         if not self._scheduler.running:

@@ -1,0 +1,102 @@
+"""Segments: admin token to write, read token to read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import AdminKey, CDPDep, ReadKey
+from api.schemas import ERRORS
+from cdp.errors import InvalidJSON
+from cdp.segments import rules
+
+router = APIRouter(tags=["segments"])
+NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such segment or profile (the message says which)"}}
+DEFINITION = Body(..., description="A segment definition (see GET /v1/segments/schema)", examples=[{
+    "key": "high_value", "name": "High-value customers", "schedule": {"every": "15m"},
+    "rule": {"all": [{"event": "Order Completed", "within": "30d", "count": {"op": "gte", "value": 2},
+                      "sum": {"property": "revenue", "op": "gte", "value": 500}}]},
+}])  # fmt: skip
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    import orjson
+
+    try:
+        value = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidJSON("the body must be a JSON object (a segment definition)")
+    return value
+
+
+@router.get("/v1/segments/schema", summary="The JSON Schema of segment definitions")
+def schema() -> dict[str, Any]:
+    return rules.SCHEMA
+
+
+@router.post("/v1/segments", status_code=201, responses=ERRORS, summary="Create a segment")
+def create(cdp: CDPDep, _key: AdminKey, definition: dict[str, Any] = DEFINITION) -> dict[str, Any]:
+    return cdp.segments.create(definition)
+
+
+@router.post("/v1/segments/preview", responses=ERRORS, summary="Size, sample members and SQL, without saving")
+async def preview(request: Request, cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
+    definition = await _json(request)
+    return await run_in_threadpool(cdp.segments.preview, definition)
+
+
+@router.get("/v1/segments", responses=ERRORS, summary="List segments (children of a cluster segment with ?parent=)")
+def list_segments(
+    cdp: CDPDep,
+    _key: ReadKey,
+    parent: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    return cdp.segments.list(parent=parent, limit=limit, cursor=cursor).to_dict()
+
+
+@router.get("/v1/segments/{key}", responses=NOT_FOUND, summary="One segment, with its size and last run")
+def get(cdp: CDPDep, _key: ReadKey, key: str) -> dict[str, Any]:
+    return cdp.segments.get(key)
+
+
+@router.put("/v1/segments/{key}", responses=NOT_FOUND, summary="Replace a segment's definition")
+def update(cdp: CDPDep, _key: AdminKey, key: str, definition: dict[str, Any] = DEFINITION) -> dict[str, Any]:
+    return cdp.segments.update(key, definition)
+
+
+@router.delete("/v1/segments/{key}", status_code=204, responses=NOT_FOUND, summary="Delete a segment")
+def delete(cdp: CDPDep, _key: AdminKey, key: str) -> Response:
+    cdp.segments.delete(key)
+    return Response(status_code=204)
+
+
+@router.get("/v1/segments/{key}/members", responses=NOT_FOUND, summary="Current members, cursor-paginated")
+def members(
+    cdp: CDPDep, _key: ReadKey, key: str, limit: int = Query(100, ge=1, le=1000), cursor: str | None = None
+) -> dict[str, Any]:
+    return cdp.segments.members(key, limit=limit, cursor=cursor).to_dict()
+
+
+@router.post("/v1/segments/{key}/compute", responses=NOT_FOUND, summary="Recompute now; returns the run")
+async def compute(cdp: CDPDep, _key: AdminKey, key: str) -> dict[str, Any]:
+    result = await run_in_threadpool(cdp.segments.compute, key)
+    return result.to_dict()
+
+
+@router.get("/v1/segments/{key}/history", responses=NOT_FOUND, summary="Runs: time, duration, size, entered, exited")
+def history(
+    cdp: CDPDep, _key: ReadKey, key: str, limit: int = Query(100, ge=1, le=1000), cursor: str | None = None
+) -> dict[str, Any]:
+    return cdp.segments.history(key, limit=limit, cursor=cursor).to_dict()
+
+
+@router.get("/v1/profiles/{profile_id}/segments", responses=NOT_FOUND, summary="Segments the profile is in")
+def profile_segments(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
+    pid = cdp.profiles.live_id(profile_id)
+    return {"data": cdp.segments.of_profile(pid), "cursor": {"next": None, "has_more": False}}

@@ -1,0 +1,1 @@
+"""Segments: the rule language (``cdp.segments.rules``) and the machinery that computes memberships."""

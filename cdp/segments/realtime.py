@@ -1,0 +1,159 @@
+"""Real-time re-evaluation: after events or traits are stored for a profile, the segments whose rules
+mention that event name or a trait are re-evaluated for that profile only, debounced and off the
+request path. Window expiries (someone ageing out of "last 30 days") are left to scheduled runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from cdp.segments import rules
+from cdp.segments.api import Segments
+from cdp.timeutil import format_ts, utcnow
+
+log = logging.getLogger("cdp.segments")
+TRAITS = "\0traits"  # marker: the profile's traits changed
+
+
+class RealtimeSegments:
+    def __init__(self, segments: Segments, delay: float = 0.5, max_wait: float = 2.0) -> None:
+        self.segments = segments
+        self._debouncer = _Debouncer(self._flush, delay, max_wait)
+        self._reasons: dict[str, set[str]] = defaultdict(set)
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._debouncer.start()
+
+    def stop(self) -> None:
+        self._debouncer.stop()
+
+    # Hooks, called inside ingest transactions: only queue work here.
+    def on_events(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        # Row layout from cdp.ingest.tracking: type at 1, event at 2, traits at 12, profile id last.
+        with self._lock:
+            for row in rows:
+                profile = row[-1]
+                if profile is None:
+                    continue
+                if row[2]:
+                    self._reasons[profile].add(row[2])
+                if row[1] == "identify" or row[12]:
+                    self._reasons[profile].add(TRAITS)
+        self._debouncer.add(set())
+
+    def on_records(self, conn: sqlite3.Connection, record_ids: list[int]) -> None:
+        marks = ",".join("?" * len(record_ids))
+        found = conn.execute(f"SELECT DISTINCT profile_id FROM source_records WHERE id IN ({marks})", record_ids)
+        with self._lock:
+            for (profile,) in found:
+                if profile:
+                    self._reasons[profile].add(TRAITS)
+        self._debouncer.add(set())
+
+    def drain(self) -> list[Any]:
+        """Evaluate what is queued now (tests and shutdown)."""
+        return self._flush(set())
+
+    def _flush(self, _: set[str]) -> list[Any]:
+        with self._lock:
+            reasons, self._reasons = self._reasons, defaultdict(set)
+        if not reasons:
+            return []
+        all_rules = self.segments._rules()
+        refresh = self.segments.refresh_traits
+        if refresh is not None:
+            refresh()
+        results = []
+        changed: dict[str, set[str]] = defaultdict(set)  # segment -> profiles whose membership was re-checked
+        for key in rules.evaluation_order(all_rules):
+            rule = all_rules.get(key)
+            if rule is None:
+                continue
+            mention = rules.mentions(rule)
+            profiles = {
+                pid
+                for pid, why in reasons.items()
+                if (why & mention.events)
+                or (TRAITS in why and mention.traits)
+                or any(pid in changed[s] for s in mention.segments)
+            }
+            if not profiles:
+                continue
+            segment = self.segments._require(key)
+            scope = sorted(profiles)
+            with self.segments.engine._exclusive(key):
+                started, started_at = time.perf_counter(), format_ts(utcnow())
+                try:
+                    members: set[str] | None = self.segments.engine.members_python(rule, scope, utcnow())
+                    error = None
+                except Exception as exc:
+                    log.exception("real-time evaluation of %s failed", key)
+                    members, error = None, f"{type(exc).__name__}: {exc}"
+                result = self.segments.engine.record(
+                    segment, members, trigger="realtime", started=started, started_at=started_at, scope=scope,
+                    error=error,
+                )  # fmt: skip
+            if result.entered or result.exited:
+                changed[key] |= profiles
+            results.append(result)
+        return results
+
+
+class _Debouncer:
+    """Collects profile ids and flushes them after ``delay`` seconds of quiet (or ``max_wait``)."""
+
+    def __init__(self, flush: Callable[[set[str]], Any], delay: float = 0.5, max_wait: float = 2.0) -> None:
+        self.flush = flush
+        self.delay = delay
+        self.max_wait = max_wait
+        self._pending: set[str] = set()
+        self._dirty = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, ids: set[str]) -> None:
+        with self._lock:
+            self._pending |= ids
+            self._dirty = True
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="cdp-segments-realtime", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def drain(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, set()
+            dirty, self._dirty = self._dirty, False
+        if dirty:
+            self.flush(batch)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            first = time.monotonic()
+            while not self._stop.is_set():
+                self._wake.clear()
+                if not self._wake.wait(self.delay) or time.monotonic() - first > self.max_wait:
+                    break
+            try:
+                self.drain()
+            except Exception:  # logged; the scheduled run catches up
+                log.exception("real-time segment evaluation failed")
