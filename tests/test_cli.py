@@ -50,6 +50,7 @@ def test_every_command_is_documented_in_the_readme() -> None:
         "demo": ["generate", "load"],
         "identity": ["train", "evaluate"],
         "export": ["records", "profiles"],
+        "segments": ["create", "list", "show", "members", "compute"],
     }.items():
         for name in names:
             assert f"cdp {group} {name}" in readme, f"cdp {group} {name}"
