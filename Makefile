@@ -19,7 +19,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/cdp migrate
 	$(BIN)/cdp demo load --if-empty
-	$(BIN)/cdp serve
+	$(BIN)/cdp serve --dev-keys
 
 ## The whole test suite (what CI runs).
 test: $(STAMP)

@@ -583,18 +583,15 @@ def demo_load(db: Path | None, directory: Path | None, if_empty: bool, no_shift:
         if if_empty and not cdp.is_empty():
             click.echo("store already holds data; sample data not loaded")
             return
-        summary = sample.load(
-            cdp,
-            directory,
-            shift_to_now=not no_shift,
-            progress=lambda name, n: None,
-        )
+        summary = sample.load(cdp, directory, shift_to_now=not no_shift)
+        resolution = cdp.identity.run(progress=lambda m: click.echo(m, err=True))
     for source, result in summary.records.items():
         click.echo(f"{source}: {result['inserted']} records inserted, {result['rejected']} rejected")
     click.echo(
         f"events: {summary.events_stored} stored, {summary.events_duplicates} duplicates, "
         f"{summary.events_rejected} rejected"
     )
+    click.echo(f"{resolution['profiles']} profiles after identity resolution")
 
 
 def main() -> None:
