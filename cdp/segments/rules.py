@@ -70,7 +70,13 @@ last week"); express it with fixed thresholds over two windows, e.g. potential c
 
 Data (what ``compile_rule`` runs over): ``events(profile_id, type, event, timestamp, properties)`` with
 timestamps as fixed-width UTC text ``YYYY-MM-DDTHH:MM:SS.mmmZ``, ``profiles(id, traits, computed)`` with JSON
-text (live profiles only; valid JSON or NULL), ``memberships(segment_key, profile_id)``.
+text (live profiles only, unique ids; valid JSON or NULL: DuckDB raises on malformed JSON), and
+``memberships(segment_key, profile_id)``.
+
+SQL shape (details in ``rules_sql``): per event condition one filtered scan of events (type, name, window
+first) and one GROUP BY profile_id; one scan of profiles parsing each JSON column once for all its paths;
+event conditions and in_segment joined as hash semi-joins (IN / NOT IN), never correlated subqueries; every
+value, name, path, bound and key is a ``$n`` parameter.
 """
 
 from __future__ import annotations

@@ -42,7 +42,11 @@ _DURATION = {"type": "string", "pattern": r"^[1-9][0-9]{0,8}[mhdw]$", "descripti
 _ISO = {"type": "string", "pattern": "^" + DATE_PATTERN + "$", "description": "ISO-8601 date or date-time"}
 _SCALAR = {"type": ["string", "number", "boolean"]}
 _ORDERED = {"type": ["string", "number"]}
-_PATH = {"type": "string", "minLength": 1, "description": r"dotted path; '\.' is a literal dot inside a key"}
+_PATH = {
+    "type": "string",
+    "pattern": r"^(?:[^.\\]|\\[.\\])+(?:\.(?:[^.\\]|\\[.\\])+)*$",
+    "description": r"dotted path; '\.' is a literal dot inside a key, '\\' a backslash",
+}
 
 
 def _op_variants(subject: str) -> list[dict[str, Any]]:
@@ -77,12 +81,10 @@ def _op_variants(subject: str) -> list[dict[str, Any]]:
 
 
 def _threshold(with_property: bool) -> dict[str, Any]:
+    item = {"type": "number"} if with_property else {"type": "integer", "minimum": 0}
     number_value = {
-        "oneOf": [
-            {"type": "number"},
-            {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
-        ],
-        "description": "a number, or [low, high] for between",
+        "oneOf": [item, {"type": "array", "items": item, "minItems": 2, "maxItems": 2}],
+        "description": "a number (count: a whole number), or [low, high] for between",
     }
     props: dict[str, Any] = {"op": {"enum": list(THRESHOLD_OPS)}, "value": number_value}
     required = ["op", "value"]

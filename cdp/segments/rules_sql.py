@@ -1,16 +1,16 @@
 """Compile a rule to one parameterised DuckDB query returning the matching ``profile_id`` values.
 
-Shape of the SQL (the same hand-written shape an analyst would write; layers are left out when not needed)::
+Shape of the SQL (the same shape an analyst would write by hand; layers are left out when not needed)::
 
     WITH e0_json AS (   -- per event condition: filter events by type, name and window FIRST, then parse the
-      SELECT profile_id, json_type(properties, $ptrs) AS p_types,          -- properties once per row (two
-             json_extract_string(properties, $ptrs) AS p_strs               -- list reads for all pointers)
+      SELECT profile_id, properties,                       -- properties once per row, all pointers in one call
+             json_extract_string(properties, $ptrs) AS p_strs
       FROM events WHERE type IN ('track','page','screen') AND event = $name AND timestamp >= $lo AND ...),
-    e0_vals AS (SELECT profile_id, <typed readings: p0_s string, p0_n number, ...> FROM e0_json),
-    e0 AS (SELECT profile_id, <finite number> AS nv0 FROM e0_vals WHERE <where>),
+    e0_vals AS (SELECT profile_id, properties, p_strs[1] AS p0_x, p_strs[2] AS p1_x FROM e0_json),
+    e0 AS (SELECT profile_id, <number of p1_x> AS nv1 FROM e0_vals WHERE <where conditions on p0_x ...>),
     pr_json AS (        -- ONE scan of profiles; traits and computed each parsed once for all their pointers
-      SELECT id, json_type(traits, $ptrs) AS t_types, json_extract_string(traits, $ptrs) AS t_strs, ...),
-    pr AS (SELECT id, <typed readings t0_s, t0_n, c0_s, ...> FROM pr_json)
+      SELECT id, traits, computed, json_extract_string(traits, $ptrs) AS t_strs, ... FROM profiles),
+    pr AS (SELECT id, traits, computed, t_strs[1] AS t0_x, ... FROM pr_json)
     SELECT DISTINCT pr.id AS profile_id FROM pr
     WHERE <the rule as a two-valued boolean expression over pr.* and semi-joins:
            at least once:          pr.id IN (SELECT profile_id FROM e0)
@@ -18,6 +18,12 @@ Shape of the SQL (the same hand-written shape an analyst would write; layers are
            thresholds, 0 passes:   pr.id NOT IN (... HAVING NOT <thresholds>)    -- "count lt 3" keeps profiles
                                                                                  -- with no events at all
            in_segment:             pr.id IN (SELECT profile_id FROM memberships WHERE segment_key = $k)>
+
+Value tests read the text of the stored value first (a string's value, or the JSON text of a number,
+boolean, array or object) and confirm the rest only for rows that passed, inside CASE: the JSON type with a
+second ``json_type`` call (a string "42" and a number 42 have the same text), the exact number grammar after
+DuckDB's cheap cast, calendar validity after a text comparison of canonical timestamps
+(``YYYY-MM-DDTHH:MM:SS.mmmZ`` orders as text, bounds rounded to milliseconds exactly).
 
 Each event condition is aggregated once per profile (GROUP BY over its own filtered rows), joined by hash
 semi-joins; no correlated subqueries. Whether "no matching events" satisfies the thresholds (count 0, sum 0,
@@ -31,7 +37,7 @@ parameter; only validated table names are interpolated (quoted).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,11 +56,13 @@ from cdp.segments.rules_model import (
     Threshold,
     TraitCondition,
     as_instant,
+    ceil_ms,
     duration_us,
     epoch_us,
     holds_without_events,
     is_computed,
     json_pointer,
+    ts_text,
     window_of,
 )
 
@@ -83,51 +91,91 @@ def _literal(text: str) -> str:
 
 _NUM_RE_SQL = _literal(NUMBER_PATTERN)
 _DATE_RE_SQL = _literal("^" + DATE_PATTERN + "$")
-_NUMBER_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"
 _DATE_GROUPS = "['d', 't', 'z', 'sg', 'oh', 'om']"
 
 
-def _reading(kind: str, types: str, strings: str) -> str:
-    """A typed reading of one pointer from its JSON type (``types``) and string value (``strings``)."""
-    string = f"CASE WHEN {types} = 'VARCHAR' THEN {strings} END"
-    if kind == "t":
-        return types
-    if kind == "s":
-        return string
-    if kind == "n":  # may be infinite; uses check isfinite
-        return (
-            f"TRY_CAST(CASE WHEN {types} IN {_NUMBER_TYPES} OR ({types} = 'VARCHAR' AND "
-            f"regexp_full_match({strings}, {_NUM_RE_SQL})) THEN {strings} END AS DOUBLE)"
-        )
-    if kind == "b":
-        return f"CASE WHEN {types} = 'BOOLEAN' THEN {strings} = 'true' END"
-    if kind == "r":  # the parts of an ISO date/date-time string, for _instant
-        return f"regexp_extract({string}, {_DATE_RE_SQL}, {_DATE_GROUPS})"
-    if kind == "a":  # the elements of an array, as JSON
-        return f"CASE WHEN {types} = 'ARRAY' THEN json_extract({strings}, '$[*]') END"
-    raise ValueError(kind)
+def _number(text: str) -> str:
+    """DuckDB's (lenient) reading of a text as a number: a cheap prefilter, exact only with ``_is_number``."""
+    return f"TRY_CAST({text} AS DOUBLE)"
 
 
-def _instant(parts: str) -> str:
-    """Microseconds since the epoch from the parts of a date string (same grammar and result as ``as_instant``)."""
+def _is_number(text: str) -> str:
+    """Whether a stored value's text is a finite number in the language's sense (a JSON number's text and a
+    numeric string both match NUMBER_PATTERN; nothing else does), in which case ``_number`` is its value."""
+    return f"(regexp_full_match({text}, {_NUM_RE_SQL}) AND isfinite({_number(text)}))"
+
+
+def _numeric(text: str, condition: str) -> str:
+    """``condition`` (with ``{n}`` for the number) on the numeric reading: prefiltered by DuckDB's cast, then
+    confirmed exactly, only for the rows that passed."""
+    return f"coalesce(CASE WHEN {condition.format(n=_number(text))} THEN {_is_number(text)} END, false)"
+
+
+def _number_value(text: str) -> str:
+    """The numeric reading itself (NULL when not a number), for aggregates."""
+    return f"CASE WHEN {_is_number(text)} THEN {_number(text)} END"
+
+
+@dataclass(frozen=True)
+class _Value:
+    """How SQL reads one stored value: its text (NULL when missing or null) and a test of its JSON type.
+
+    The text of a string is the string; of a number, boolean, array or object, its JSON text. The type test
+    parses the document again, so it is only ever evaluated (inside CASE) for rows whose text already matched.
+    """
+
+    text: str
+    type_is: Callable[[str], str]
+
+
+def _element(e: str) -> _Value:
+    """An array element ``e`` (JSON), inside a lambda."""
+    return _Value(f"json_extract_string({e}, '$')", lambda kind: f"json_type({e}) = '{kind}'")
+
+
+def _instant(value: _Value) -> str:
+    """Microseconds since the epoch of a stored ISO date/date-time string (same grammar/result as ``as_instant``).
+
+    Without an offset, DuckDB's cast reads it directly; an explicit offset is split off with the grammar's
+    groups and subtracted.
+    """
+    x = value.text
 
     def part(name: str) -> str:
-        return f"struct_extract({parts}, '{name}')"
+        return f"struct_extract(regexp_extract({x}, {_DATE_RE_SQL}, {_DATE_GROUPS}), '{name}')"
 
-    local = f"{part('d')} || ' ' || CASE WHEN {part('t')} = '' THEN '00:00:00' ELSE {part('t')} END"
+    local = f"{part('d')} || ' ' || {part('t')}"
     offset = (
-        f"(CASE {part('sg')} WHEN '+' THEN 1 WHEN '-' THEN -1 ELSE 0 END) * "
-        f"(coalesce(TRY_CAST({part('oh')} AS BIGINT), 0) * 3600 + coalesce(TRY_CAST({part('om')} AS BIGINT), 0) * 60)"
+        f"(CASE {part('sg')} WHEN '-' THEN -1 ELSE 1 END) * "
+        f"(CAST({part('oh')} AS BIGINT) * 3600 + coalesce(TRY_CAST({part('om')} AS BIGINT), 0) * 60) * 1000000"
     )
     return (
-        f"(CASE WHEN {part('d')} <> '' AND NOT starts_with({part('d')}, '0000') THEN "
-        f"epoch_us(TRY_CAST({local} AS TIMESTAMP)) - {offset} * 1000000 END)"
+        f"(CASE WHEN {_is_instant(value)} "
+        f"THEN CASE WHEN contains(substr({x}, 11), '+') OR contains(substr({x}, 11), '-') "
+        f"THEN epoch_us(TRY_CAST({local} AS TIMESTAMP)) - {offset} "
+        f"ELSE epoch_us(TRY_CAST(rtrim({x}, 'Z') AS TIMESTAMP)) END END)"
     )
 
 
-def _element(kind: str, e: str) -> str:
-    """A typed reading of an array element ``e`` (JSON), inside a lambda."""
-    return _reading(kind, f"json_type({e})", f"json_extract_string({e}, '$')")
+def _is_instant(value: _Value) -> str:
+    x = value.text
+    return f"regexp_full_match({x}, {_DATE_RE_SQL}) AND NOT starts_with({x}, '0000') AND {value.type_is('VARCHAR')}"
+
+
+# A stored timestamp in the canonical form (YYYY-MM-DDTHH:MM:SS.mmmZ) orders as text like the instants it
+# denotes, so it is compared as text with bounds rounded to milliseconds, then checked (only if it passed).
+_CANONICAL = "(length({x}) = 24 AND {x}[11] = 'T' AND {x}[24] = 'Z')"
+_MIN_US = -62135596800000000  # 0001-01-01T00:00:00Z
+_MAX_US = 253402300799999000  # 9999-12-31T23:59:59.999Z
+
+
+def _bound_text(us: int, *, up: bool) -> str:
+    """The canonical text of an instant rounded to milliseconds (up or down), clamped to years 1-9999."""
+    if us < _MIN_US:
+        return "0000"  # below every canonical timestamp
+    if us > _MAX_US:
+        return "9999-99"  # above every canonical timestamp
+    return ts_text(ceil_ms(us) if up else us // 1000)
 
 
 class _Params:
@@ -142,47 +190,45 @@ class _Params:
             self._index[key] = len(self.values)
         return f"CAST(${self._index[key]} AS {sql_type})"
 
-    def scalar(self, value: Any) -> str:
-        if isinstance(value, bool):
-            return self.add(value, "BOOLEAN")
-        if isinstance(value, str):
-            return self.add(value, "VARCHAR")
+    def number(self, value: Any) -> str:
         return self.add(float(value) + 0.0, "DOUBLE")
 
 
 class _Source:
-    """One JSON column: the pointers a rule reads from it and the typed readings it needs of each."""
+    """One JSON column: the pointers a rule reads from it, extracted together (one parse per row)."""
 
-    def __init__(self, prefix: str, alias: str) -> None:
+    def __init__(self, prefix: str, alias: str, doc: str, params: _Params) -> None:
         self.prefix = prefix
         self.alias = alias
+        self.doc = doc
+        self.params = params
         self.pointers: list[str] = []
-        self.needs: dict[int, set[str]] = {}
 
-    def ref(self, path: tuple[str, ...], kind: str) -> str:
+    def value(self, path: tuple[str, ...]) -> _Value:
         pointer = json_pointer(path)
         if pointer not in self.pointers:
             self.pointers.append(pointer)
-        k = self.pointers.index(pointer)
-        self.needs.setdefault(k, set()).add(kind)
-        return f"{self.alias}{self.prefix}{k}_{kind}"
+        column = f"{self.alias}{self.prefix}{self.pointers.index(pointer)}_x"
 
-    def list_columns(self, doc: str, params: _Params, guard: str | None = None) -> list[str]:
-        pointers = params.add(self.pointers, "VARCHAR[]")
-        reads = [(f"json_type({doc}, {pointers})", "types"), (f"json_extract_string({doc}, {pointers})", "strs")]
-        if guard is None:
-            return [f"{expr} AS {self.prefix}_{name}" for expr, name in reads]
-        return [f"CASE WHEN {guard} THEN {expr} END AS {self.prefix}_{name}" for expr, name in reads]
+        def type_is(kind: str) -> str:
+            return f"json_type({self.alias}{self.doc}, {self.params.add(pointer, 'VARCHAR')}) = '{kind}'"
+
+        return _Value(column, type_is)
+
+    def list_column(self) -> str:
+        return f"json_extract_string({self.doc}, {self.params.add(self.pointers, 'VARCHAR[]')}) AS {self.prefix}_strs"
 
     def reading_columns(self) -> list[str]:
-        out: list[str] = []
-        for k, kinds in sorted(self.needs.items()):
-            types, strings = f"{self.prefix}_types[{k + 1}]", f"{self.prefix}_strs[{k + 1}]"
-            out.extend(f"{_reading(kind, types, strings)} AS {self.prefix}{k}_{kind}" for kind in sorted(kinds))
-        return out
+        return [f"{self.prefix}_strs[{k + 1}] AS {self.prefix}{k}_x" for k in range(len(self.pointers))]
 
 
 _SIGNS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_BOOL_TEXT = {True: "true", False: "false"}
+
+
+def _typed(value: _Value, kind: str, condition: str) -> str:
+    """``condition`` on the text holds and the stored value is of JSON type ``kind`` (checked only then)."""
+    return f"coalesce(CASE WHEN {condition} THEN {value.type_is(kind)} END, false)"
 
 
 class _Compiler:
@@ -191,84 +237,107 @@ class _Compiler:
         self.now_us = epoch_us(now)
         self.computed = computed
         self.params = _Params()
-        self.traits = _Source("t", "pr.")
-        self.computed_traits = _Source("c", "pr.")
+        self.traits = _Source("t", "pr.", "traits", self.params)
+        self.computed_traits = _Source("c", "pr.", "computed", self.params)
         self.events: list[tuple[EventCondition, list[str], _Source]] = []  # condition, its CTEs, its properties
         self.memberships = ""
         self.events_table = ""
         self.ids: str | None = None
 
-    # -- conditions on one JSON value --------------------------------------------------------------------
+    # -- conditions on one stored value ------------------------------------------------------------------
 
-    def _eq(self, read: Any, value: Any) -> str:
-        """``read(kind)`` gives the SQL of a typed reading of the stored value."""
-        if isinstance(value, bool):
-            return f"coalesce({read('b')} = {self.params.scalar(value)}, false)"
-        if isinstance(value, str):
-            return f"coalesce({read('s')} = {self.params.scalar(value)}, false)"
-        number = read("n")
-        return f"coalesce(isfinite({number}) AND {number} = {self.params.scalar(value)}, false)"
+    def _eq(self, value: _Value, expected: Any) -> str:
+        if isinstance(expected, bool):
+            return _typed(value, "BOOLEAN", f"{value.text} = {self.params.add(_BOOL_TEXT[expected], 'VARCHAR')}")
+        if isinstance(expected, str):
+            return _typed(value, "VARCHAR", f"{value.text} = {self.params.add(expected, 'VARCHAR')}")
+        return _numeric(value.text, f"{{n}} = {self.params.number(expected)}")
 
-    def _in(self, read: Any, values: Sequence[Any]) -> str:
-        strings = sorted({v for v in values if isinstance(v, str)})
-        bools = sorted({v for v in values if isinstance(v, bool)})
-        numbers = sorted({float(v) + 0.0 for v in values if not isinstance(v, str | bool)})
+    def _in(self, value: _Value, items: Sequence[Any]) -> str:
+        strings = sorted({v for v in items if isinstance(v, str)})
+        bools = sorted({_BOOL_TEXT[v] for v in items if isinstance(v, bool)})
+        numbers = sorted({float(v) + 0.0 for v in items if not isinstance(v, str | bool)})
         terms = []
         if strings:
-            terms.append(f"coalesce(list_contains({self.params.add(strings, 'VARCHAR[]')}, {read('s')}), false)")
+            strs = self.params.add(strings, "VARCHAR[]")
+            terms.append(_typed(value, "VARCHAR", f"list_contains({strs}, {value.text})"))
         if numbers:
-            n = read("n")
-            terms.append(
-                f"coalesce(isfinite({n}) AND list_contains({self.params.add(numbers, 'DOUBLE[]')}, {n}), false)"
-            )
+            terms.append(_numeric(value.text, f"list_contains({self.params.add(numbers, 'DOUBLE[]')}, {{n}})"))
         if bools:
-            terms.append(f"coalesce(list_contains({self.params.add(bools, 'BOOLEAN[]')}, {read('b')}), false)")
+            terms.append(
+                _typed(value, "BOOLEAN", f"list_contains({self.params.add(bools, 'VARCHAR[]')}, {value.text})")
+            )
         return "(" + " OR ".join(terms) + ")"
 
-    def _compare(self, read: Any, sign: str, value: Any) -> str:
-        if isinstance(value, str):
-            return f"coalesce({read('s')} {sign} {self.params.scalar(value)}, false)"
-        n = read("n")
-        return f"coalesce(isfinite({n}) AND {n} {sign} {self.params.scalar(value)}, false)"
+    def _compare(self, value: _Value, sign: str, expected: Any) -> str:
+        if isinstance(expected, str):
+            return _typed(value, "VARCHAR", f"{value.text} {sign} {self.params.add(expected, 'VARCHAR')}")
+        return _numeric(value.text, f"{{n}} {sign} {self.params.number(expected)}")
 
-    def test(self, source: _Source, path: tuple[str, ...], op: str, value: Any) -> str:
-        """A two-valued SQL boolean: does the value at ``path`` in ``source`` satisfy ``op value``?"""
+    def _instant_test(self, value: _Value, op: str, low: int, high: int) -> str:
+        """before (< low), after (> high) or within_last (low <= instant <= high) on a stored date string."""
+        x = value.text
 
-        def read(kind: str) -> str:
-            return source.ref(path, kind)
+        def text(us: int, *, up: bool) -> str:
+            return self.params.add(_bound_text(us, up=up), "VARCHAR")
 
+        def instant(us: int) -> str:
+            return self.params.add(us, "BIGINT")
+
+        if op == "before":
+            as_text, general = f"{x} < {text(low, up=True)}", f"{_instant(value)} < {instant(low)}"
+        elif op == "after":
+            as_text, general = f"{x} > {text(high, up=False)}", f"{_instant(value)} > {instant(high)}"
+        else:
+            as_text = f"{x} BETWEEN {text(low, up=True)} AND {text(high, up=False)}"
+            general = f"{_instant(value)} BETWEEN {instant(low)} AND {instant(high)}"
+        check = f"{_is_instant(value)} AND TRY_CAST(rtrim({x}, 'Z') AS TIMESTAMP) IS NOT NULL"
+        return (
+            f"coalesce(CASE WHEN {_CANONICAL.format(x=x)} THEN CASE WHEN {as_text} THEN {check} END "
+            f"ELSE {general} END, false)"
+        )
+
+    def test(self, value: _Value, op: str, expected: Any) -> str:
+        """A two-valued SQL boolean: does the stored value satisfy ``op expected``?"""
         if op == "exists":
-            return f"coalesce({read('t')} <> 'NULL', false)"
+            return f"({value.text} IS NOT NULL)"
         if op == "not_exists":
-            return f"(NOT coalesce({read('t')} <> 'NULL', false))"
+            return f"({value.text} IS NULL)"
         if op == "eq":
-            return self._eq(read, value)
+            return self._eq(value, expected)
         if op == "neq":
-            return f"(NOT {self._eq(read, value)})"
+            return f"(NOT {self._eq(value, expected)})"
         if op == "in":
-            return self._in(read, value)
+            return self._in(value, expected)
         if op == "not_in":
-            return f"(NOT {self._in(read, value)})"
-        if op in ("gt", "gte", "lt", "lte"):
-            return self._compare(read, _SIGNS[op], value)
+            return f"(NOT {self._in(value, expected)})"
+        if op in _SIGNS:
+            return self._compare(value, _SIGNS[op], expected)
         if op == "between":
-            low, high = value
-            return f"({self._compare(read, '>=', low)} AND {self._compare(read, '<=', high)})"
+            low, high = expected
+            if isinstance(low, str):
+                low_p, high_p = self.params.add(low, "VARCHAR"), self.params.add(high, "VARCHAR")
+                return _typed(value, "VARCHAR", f"{value.text} BETWEEN {low_p} AND {high_p}")
+            return _numeric(value.text, f"{{n}} BETWEEN {self.params.number(low)} AND {self.params.number(high)}")
         if op == "contains":
-            element = self._eq(lambda kind: _element(kind, "x_e"), value)
-            in_array = f"coalesce(list_bool_or(list_transform({read('a')}, lambda x_e: {element})), false)"
-            if isinstance(value, str):
-                return f"(coalesce(contains({read('s')}, {self.params.scalar(value)}), false) OR {in_array})"
+            element = self._eq(_element("x_e"), expected)
+            elements = f"json_extract({value.text}, '$[*]')"
+            in_array = (
+                f"coalesce(CASE WHEN starts_with({value.text}, '[') THEN CASE WHEN {value.type_is('ARRAY')} THEN "
+                f"list_bool_or(list_transform({elements}, lambda x_e: {element})) END END, false)"
+            )
+            if isinstance(expected, str):
+                substring = f"contains({value.text}, {self.params.add(expected, 'VARCHAR')})"
+                return f"({_typed(value, 'VARCHAR', substring)} OR {in_array})"
             return in_array
         if op == "starts_with":
-            return f"coalesce(starts_with({read('s')}, {self.params.scalar(value)}), false)"
-        instant = _instant(read("r"))
+            return _typed(value, "VARCHAR", f"starts_with({value.text}, {self.params.add(expected, 'VARCHAR')})")
         if op in ("before", "after"):
-            sign = "<" if op == "before" else ">"
-            return f"coalesce({instant} {sign} {self.params.add(as_instant(value), 'BIGINT')}, false)"
+            bound = as_instant(expected)
+            assert bound is not None
+            return self._instant_test(value, op, bound, bound)
         if op == "within_last":
-            low = self.params.add(self.now_us - duration_us(value), "BIGINT")
-            return f"coalesce({instant} BETWEEN {low} AND {self.params.add(self.now_us, 'BIGINT')}, false)"
+            return self._instant_test(value, op, self.now_us - duration_us(expected), self.now_us)
         raise ValueError(f"unknown op {op!r}")
 
     # -- nodes -------------------------------------------------------------------------------------------
@@ -288,7 +357,7 @@ class _Compiler:
             )
         if isinstance(rule, TraitCondition):
             source = self.computed_traits if is_computed(rule.path, self.computed) else self.traits
-            return self.test(source, rule.path, rule.op, rule.value)
+            return self.test(source.value(rule.path), rule.op, rule.value)
         return self.event(rule)
 
     def event(self, rule: EventCondition) -> str:
@@ -318,22 +387,20 @@ class _Compiler:
         if self.ids is not None:
             filters.append(f"profile_id IN (SELECT unnest({self.ids}))")
         scan = f"FROM {self.events_table}\n  WHERE {' AND '.join(filters)}"
-        props = _Source("p", "")
-        where = [self.test(props, w.path, w.op, w.value) for w in rule.where]
+        props = _Source("p", "", "properties", self.params)
+        where = [self.test(props.value(w.path), w.op, w.value) for w in rule.where]
         numbers: dict[str, str] = {}
         for threshold in rule.thresholds:
             if threshold.property is not None:
-                reading = props.ref(threshold.path, "n")
-                nv = _number_column(threshold, props)
-                numbers[reading] = f"CASE WHEN isfinite({reading}) THEN {reading} END AS {nv}"
+                reading = props.value(threshold.path).text
+                numbers[reading] = f"{_number_value(reading)} AS {_number_column(threshold, props)}"
         if not props.pointers:
             ctes = [f"e{i} AS (\n  SELECT profile_id\n  {scan}\n)"]
         else:
-            lists = props.list_columns("properties", self.params)
             readings = props.reading_columns()
             ctes = [
-                f"e{i}_json AS (\n  SELECT profile_id, {', '.join(lists)}\n  {scan}\n)",
-                f"e{i}_vals AS (\n  SELECT profile_id, {', '.join(readings)}\n  FROM e{i}_json\n)",
+                f"e{i}_json AS (\n  SELECT profile_id, properties, {props.list_column()}\n  {scan}\n)",
+                f"e{i}_vals AS (\n  SELECT profile_id, properties, {', '.join(readings)}\n  FROM e{i}_json\n)",
                 f"e{i} AS (\n  SELECT {', '.join(['profile_id', *numbers.values()])}\n  FROM e{i}_vals"
                 + (f"\n  WHERE {' AND '.join(where)}" if where else "")
                 + "\n)",
@@ -353,8 +420,8 @@ class _Compiler:
         }[threshold.measure]
         if isinstance(threshold.value, tuple):
             low, high = threshold.value
-            return f"coalesce({measured} BETWEEN {self.params.scalar(low)} AND {self.params.scalar(high)}, false)"
-        return f"coalesce({measured} {_SIGNS[threshold.op]} {self.params.scalar(threshold.value)}, false)"
+            return f"coalesce({measured} BETWEEN {self.params.number(low)} AND {self.params.number(high)}, false)"
+        return f"coalesce({measured} {_SIGNS[threshold.op]} {self.params.number(threshold.value)}, false)"
 
     # -- the query ---------------------------------------------------------------------------------------
 
@@ -367,14 +434,15 @@ class _Compiler:
         where = self.node(rule)
         ctes = [cte for _, event_ctes, _ in self.events for cte in event_ctes]
         restrict = "" if self.ids is None else f" AND id IN (SELECT unnest({self.ids}))"
-        sources = [(s, doc) for s, doc in ((self.traits, "traits"), (self.computed_traits, "computed")) if s.pointers]
+        sources = [s for s in (self.traits, self.computed_traits) if s.pointers]
         if sources:
-            lists = [col for source, doc in sources for col in source.list_columns(doc, self.params)]
-            readings = [col for source, _ in sources for col in source.reading_columns()]
+            docs = ", ".join(["id", *(s.doc for s in sources)])
+            lists = ", ".join(s.list_column() for s in sources)
+            readings = ", ".join(col for s in sources for col in s.reading_columns())
             ctes.append(
-                f"pr_json AS (\n  SELECT id, {', '.join(lists)}\n  FROM {profiles}\n  WHERE id IS NOT NULL{restrict}\n)"
+                f"pr_json AS (\n  SELECT {docs}, {lists}\n  FROM {profiles}\n  WHERE id IS NOT NULL{restrict}\n)"
             )
-            ctes.append(f"pr AS (\n  SELECT id, {', '.join(readings)}\n  FROM pr_json\n)")
+            ctes.append(f"pr AS (\n  SELECT {docs}, {readings}\n  FROM pr_json\n)")
         else:
             ctes.append(f"pr AS (\n  SELECT id\n  FROM {profiles}\n  WHERE id IS NOT NULL{restrict}\n)")
         sql = "WITH " + ",\n".join(ctes) + f"\nSELECT DISTINCT pr.id AS profile_id\nFROM pr\nWHERE {where}"
