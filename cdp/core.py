@@ -33,7 +33,8 @@ class CDP:
         if migrate:
             self.store.migrate()
         self.keys = Keys(self.store, cache_seconds=self.settings.key_cache_seconds)
-        self.graph = IdentityGraph(self.settings)
+        self.graph = IdentityGraph(self.settings, after_commit=self.store.after_commit)
+        self.store.external_change_listeners.append(self.graph.invalidate)
         self.ingest = Ingest(self.store, self.keys, self.settings, self.graph)
         self.events = Events(self.store)
         self.profiles = Profiles(self.store, self.settings)

@@ -46,6 +46,9 @@ class Store:
         self._writer_lock = threading.Lock()
         self._closed = False
         self._stop = threading.Event()
+        self._job_state = threading.local()
+        # Called (in the writer thread) when another connection or process changed the database.
+        self.external_change_listeners: list[Callable[[], None]] = []
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
 
@@ -102,6 +105,17 @@ class Store:
     def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
         return self.submit(job).result()
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """From inside a write job: run ``callback`` once the transaction holding the job committed.
+
+        Use it to publish in-memory caches only when the rows behind them are durable; a job that
+        fails, or a group whose COMMIT fails, drops its callbacks.
+        """
+        callbacks: list[Callable[[], None]] | None = getattr(self._job_state, "callbacks", None)
+        if callbacks is None:
+            raise RuntimeError("after_commit can only be called from inside a write job")
+        callbacks.append(callback)
+
     def _ensure_writer(self) -> None:
         if self._writer is not None:
             return
@@ -134,6 +148,7 @@ class Store:
         conn = self._connect()
         # The checkpointer thread does this work; this only bounds the log if it falls behind.
         conn.execute(f"PRAGMA wal_autocheckpoint={self.AUTOCHECKPOINT_PAGES}")
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
         try:
             while True:
                 item = self._queue.get()
@@ -156,28 +171,46 @@ class Store:
         finally:
             conn.close()
 
-    @staticmethod
-    def _run_group(conn: sqlite3.Connection, jobs: list[tuple[Job, Future[Any]]]) -> None:
+    def _run_group(self, conn: sqlite3.Connection, jobs: list[tuple[Job, Future[Any]]]) -> None:
         done: list[tuple[Future[Any], Any]] = []
+        callbacks: list[Callable[[], None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for _, future in jobs:
                 future.set_exception(exc)
             return
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            for listener in self.external_change_listeners:
+                listener()
+        # A lone job needs no savepoint: rolling back the transaction is the same thing.
+        savepoints = len(jobs) > 1
         for job, future in jobs:
             if not future.set_running_or_notify_cancel():
                 continue
-            conn.execute("SAVEPOINT job")
+            if savepoints:
+                conn.execute("SAVEPOINT job")
+            self._job_state.callbacks = []
             try:
                 result = job(conn)
             except BaseException as exc:  # the job's own error goes back to its caller
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
+                if savepoints:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                elif conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 future.set_exception(exc)
                 continue
-            conn.execute("RELEASE job")
+            finally:
+                job_callbacks, self._job_state.callbacks = self._job_state.callbacks, None
+            if savepoints:
+                conn.execute("RELEASE job")
             done.append((future, result))
+            callbacks += job_callbacks
+        if not conn.in_transaction:
+            return
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -186,6 +219,8 @@ class Store:
             for future, _ in done:
                 future.set_exception(exc)
             return
+        for callback in callbacks:
+            callback()
         for future, result in done:
             future.set_result(result)
 

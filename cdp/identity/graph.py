@@ -100,18 +100,59 @@ class Rules:
         return Decision(True)
 
 
-class _Txn:
-    """Per-transaction caches over the identity tables."""
+class Cache:
+    """What the identity tables said at the last commit, so returning visitors cost no SQL.
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    Only the writer thread reads or changes it, and only with committed facts (see
+    ``Store.after_commit``); it is dropped whenever another connection changes the database and
+    after every resolution run.
+    """
+
+    MAX_ENTRIES = 2_000_000
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[str, str], tuple[int, str, int]] = {}
+        self.redirect: dict[str, str] = {}
+        self.pairs: set[tuple[int, int]] = set()
+
+    def clear(self) -> None:
+        self.ids.clear()
+        self.redirect.clear()
+        self.pairs.clear()
+
+    def live(self, profile_id: str) -> str:
+        while profile_id in self.redirect:
+            profile_id = self.redirect[profile_id]
+        return profile_id
+
+    def publish(self, txn: _Txn) -> None:
+        if len(self.ids) + len(txn.ids) > self.MAX_ENTRIES or len(self.pairs) > self.MAX_ENTRIES:
+            self.clear()
+        self.redirect.update(txn.redirect)
+        for key, row in txn.ids.items():
+            self.ids[key] = (row[0], txn.live(row[1]), row[2])
+        self.pairs |= txn.pairs
+
+
+class _Txn:
+    """Per-transaction view of the identity tables (over the committed cache, if any)."""
+
+    def __init__(self, conn: sqlite3.Connection, cache: Cache | None = None) -> None:
         self.conn = conn
+        self.cache = cache
         self.ids: dict[tuple[str, str], list[Any]] = {}  # (type, value) -> [id, profile_id, shared]
         self.redirect: dict[str, str] = {}
         self.touched: set[str] = set()
+        self.pairs: set[tuple[int, int]] = set()
 
     def identifier(self, kind: str, value: str) -> list[Any] | None:
         key = (kind, value)
         if key not in self.ids:
+            cached = self.cache.ids.get(key) if self.cache is not None else None
+            if cached is not None:
+                assert self.cache is not None
+                self.ids[key] = [cached[0], self.cache.live(cached[1]), cached[2]]
+                return self.ids[key]
             row = self.conn.execute(
                 "SELECT id, profile_id, shared FROM identifiers WHERE type = ? AND value = ?", key
             ).fetchone()
@@ -119,6 +160,9 @@ class _Txn:
                 return None
             self.ids[key] = list(row)
         return self.ids[key]
+
+    def linked(self, a: int, b: int) -> bool:
+        return (a, b) in self.pairs or (self.cache is not None and (a, b) in self.cache.pairs)
 
     def live(self, profile_id: str) -> str:
         while profile_id in self.redirect:
@@ -146,17 +190,26 @@ class _Txn:
 
 
 class IdentityGraph:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, after_commit: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.settings = settings
         self.rules = Rules(settings)
         self.merge_hooks: list[MergeHook] = []
+        # With a store's after_commit, committed identity facts are cached for the next requests.
+        self.after_commit = after_commit
+        self.cache = Cache()
+
+    def invalidate(self) -> None:
+        """Forget cached identity facts (another process, or a resolution run, changed them)."""
+        self.cache.clear()
 
     # -- observations --------------------------------------------------------------------------
 
     def observe(self, conn: sqlite3.Connection, observations: list[Observation]) -> list[str | None]:
         """Link each observation's identifiers; returns the profile each one belongs to (in order)."""
-        txn = _Txn(conn)
+        txn = _Txn(conn, self.cache if self.after_commit is not None else None)
         assigned: list[str | None] = [self._observe(txn, obs) for obs in observations]
+        if self.after_commit is not None:
+            self.after_commit(lambda: self.cache.publish(txn))
         if txn.touched:
             when = max(obs.when for obs in observations) if observations else ""
             conn.executemany(
@@ -286,10 +339,14 @@ class IdentityGraph:
 
     @staticmethod
     def _link(txn: _Txn, a: int, b: int, obs: Observation) -> None:
+        if txn.linked(a, b):
+            return
         txn.conn.execute(
             "INSERT OR IGNORE INTO identity_links (a, b, kind, origin, created_at) VALUES (?, ?, ?, ?, ?)",
             (a, b, "alias" if obs.alias else "seen", obs.origin, obs.when),
         )
+        if not obs.origin.startswith("record:"):  # record links can be withdrawn; never cache them
+            txn.pairs.add((a, b))
 
     def _conflict(
         self, txn: _Txn, rule: str, message: str, kind: str, value: str, profiles: list[str], obs: Observation

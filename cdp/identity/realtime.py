@@ -147,6 +147,8 @@ class RealtimeMatcher:
                     now, txn,
                 )  # fmt: skip
                 merged += 1
+        if merged:
+            self.store.after_commit(self.graph.invalidate)
         return merged
 
     @staticmethod

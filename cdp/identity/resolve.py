@@ -304,6 +304,7 @@ class Resolution:
         weights: dict[tuple[int, int], Edge],
     ) -> None:
         now = now_iso()
+        self.store.after_commit(self.graph.invalidate)
         # Nothing may have moved since the snapshot for the identifiers this plan touches.
         touched = set(result.moves)
         if touched:
