@@ -169,7 +169,8 @@ class Tracking:
         received_at = format_ts(received_dt)
         batch_context = batch.get("context") if batch else None
         batch_integrations = batch.get("integrations") if batch else None
-        batch_sent_at = batch.get("sentAt") if batch else None
+        batch_sent_raw = batch.get("sentAt") if batch else None
+        batch_sent = (parse_ts(batch_sent_raw), batch_sent_raw)  # parsed once for every message
         if not isinstance(batch_context, dict):
             batch_context = None
         if not isinstance(batch_integrations, dict):
@@ -195,7 +196,7 @@ class Tracking:
                         msg["context"] = {**batch_context, **(_object(msg, "context") or {})}
                     if batch_integrations:
                         msg["integrations"] = {**batch_integrations, **(_object(msg, "integrations") or {})}
-                row, observation = self._row(msg, msg_key, received_dt, received_at, batch_sent_at, tally)
+                row, observation = self._row(msg, msg_key, received_dt, received_at, batch_sent, tally)
             except _Reject as reject:
                 name = _name_of(msg)
                 tally.add("events", source, name, "received")
@@ -254,7 +255,7 @@ class Tracking:
         key: KeyInfo,
         received_dt: datetime,
         received_at: str,
-        batch_sent_at: object,
+        batch_sent: tuple[datetime | None, object],
         tally: Tally,
     ) -> tuple[Row, Observation]:
         kind = msg.get("type")
@@ -309,9 +310,12 @@ class Tracking:
 
         # Clocks: timestamp = receivedAt - (sentAt - originalTimestamp)
         original_raw = msg.get("originalTimestamp", msg.get("timestamp"))
-        sent_raw = msg.get("sentAt", batch_sent_at)
+        sent_raw = msg.get("sentAt")
+        if sent_raw is None:
+            sent, sent_raw = batch_sent
+        else:
+            sent = parse_ts(sent_raw)
         original = parse_ts(original_raw)
-        sent = parse_ts(sent_raw)
         if original is None and original_raw not in (None, ""):
             flags.append("invalid:timestamp")
         if sent is None and sent_raw not in (None, ""):
