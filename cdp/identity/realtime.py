@@ -34,7 +34,7 @@ class RealtimeMatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._existing: pd.DataFrame | None = None
+        self._index: matching.MatchIndex | None = None
         self._model_version: int | None = None
         self._model: matching.MatchModel | None = None
 
@@ -69,6 +69,9 @@ class RealtimeMatcher:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        if self._index is not None:
+            self._index.close()
+            self._index = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -90,18 +93,18 @@ class RealtimeMatcher:
         latest = self.resolution.latest_model()
         if latest is None:
             return {"scored": 0, "matches": 0, "merged": 0}
-        if latest[0] != self._model_version:
+        if latest[0] != self._model_version or self._index is None:
+            if self._index is not None:
+                self._index.close()
             self._model_version, self._model = latest
-            self._existing = None
-        assert self._model is not None
-        if self._existing is None:
-            self._existing = self.resolution.match_rows()
+            # Everyone else, loaded once: later micro-batches only add their own rows.
+            self._index = matching.MatchIndex(self._model, self.resolution.match_rows())
         new = self._rows_for(keys)
         if new.empty:
             return {"scored": 0, "matches": 0, "merged": 0}
-        others = self._existing[~self._existing["unique_id"].isin(set(new["unique_id"]))]
-        edges = matching.predict_between(self._model, new, others)
-        self._existing = pd.concat([others, new], ignore_index=True)
+        edges = self._index.predict(new)
+        edges = edges[edges["unique_id_l"] != edges["unique_id_r"]]  # an updated row against its old self
+        self._index.upsert(new)
         merged = self.store.write(lambda conn: self._apply(conn, edges)) if len(edges) else 0
         return {"scored": len(new), "matches": len(edges), "merged": merged}
 

@@ -1,0 +1,321 @@
+"""Cleaning match rows for probabilistic matching (see `cdp.identity.matching`).
+
+Everything is vectorised with pandas' Arrow-backed strings (``pyarrow.compute`` kernels) and runs
+once per distinct value, so a million rows take a few seconds.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cdp.errors import CDPError
+
+FIELDS: tuple[str, ...] = (
+    "unique_id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "birthday",
+    "address_street",
+    "address_city",
+    "address_postal_code",
+    "address_country",
+)
+"""The canonical match-row columns (``unique_id`` first). Any but ``unique_id`` may be null or absent."""
+
+DERIVED: tuple[str, ...] = ("email_user", "email_domain", "address_number", "first_name_root")
+"""Columns `prepare` adds: the email local part (``+tag`` removed, dots removed for Gmail) and domain,
+the first number of the street address (the house number; used for blocking only), and the formal
+form of a first name that is a common nickname (bob -> robert; otherwise the first name itself)."""
+
+STRING = pd.StringDtype("pyarrow")
+"""The dtype of every prepared column (nulls are ``pd.NA``)."""
+
+
+class MatchingError(CDPError):
+    """Matching cannot proceed; the message says what to change."""
+
+    code = "matching_failed"
+
+
+_JUNK_NAMES = [
+    "unknown", "none", "null", "nil", "n a", "test", "xxx", "noname", "no name", "not known", "not provided",
+    "tbd", "tba", "anonymous", "customer", "user", "firstname", "lastname", "first name", "last name",
+]  # fmt: skip
+_TITLES = "mr|mrs|ms|miss|mx|dr|prof|sir|dame|rev|fr"
+_STREET_WORDS = {
+    "street": "st str", "road": "rd", "avenue": "ave av", "drive": "dr drv", "lane": "ln", "court": "ct crt",
+    "place": "pl", "crescent": "cres cr crs", "boulevard": "blvd bvd", "highway": "hwy", "parade": "pde",
+    "terrace": "tce terr", "circuit": "cct", "close": "cl", "square": "sq", "parkway": "pkwy pky",
+    "circle": "cir", "esplanade": "esp", "grove": "gr", "gardens": "gdns", "mount": "mt",
+    "apartment": "apt", "suite": "ste", "floor": "fl", "heights": "hts", "way": "wy", "north": "n",
+    "south": "s", "east": "e", "west": "w", "northeast": "ne", "northwest": "nw", "southeast": "se",
+    "southwest": "sw",
+}  # fmt: skip
+_ABBREVIATIONS = {abbr: word for word, abbrs in _STREET_WORDS.items() for abbr in abbrs.split()}
+_ABBR_KEYS = pa.array(list(_ABBREVIATIONS))
+_ABBR_VALUES = pa.array(list(_ABBREVIATIONS.values()))
+_JUNK_EMAIL_USERS = [
+    "noreply", "no-reply", "donotreply", "do-not-reply", "test", "none", "noemail", "nomail", "null",
+    "unknown", "na", "n/a", "example", "email", "abc", "asdf",
+]  # fmt: skip
+_JUNK_EMAIL_DOMAINS = ["example.com", "example.org", "test.com", "none.com", "noemail.com", "invalid"]
+_GMAIL = ["gmail.com", "googlemail.com"]
+_PLACEHOLDER_BIRTHDAYS = ["1900-01-01", "1901-01-01", "1970-01-01"]
+_COUNTRY_ALIASES = {"UK": "GB", "EL": "GR"}
+_NICKNAMES = """
+robert: bob bobby rob robbie bert | william: bill billy will willy liam | richard: dick rick ricky rich richie
+elizabeth: liz lizzie beth betty bess eliza libby lisa elsie | margaret: maggie meg peggy marge madge
+katherine: kate katie kathy cathy kat kit catherine kathryn | michael: mike mikey mick mickey
+john: jack johnny jon | jonathan: jon jonny | james: jim jimmy jamie | joseph: joe joey jo
+thomas: tom tommy | charles: charlie chuck chas | edward: ed eddie ted teddy ned | anthony: tony
+christopher: chris kit topher | christine: chris christina tina chrissy | daniel: dan danny
+david: dave davey | matthew: matt matty | nicholas: nick nicky | alexander: alex al sandy
+alexandra: alex sandra sandy lexi | benjamin: ben benny | samuel: sam sammy | samantha: sam sammy
+andrew: andy drew | stephen: steve stevie steven | patrick: pat paddy | patricia: pat patty trish tricia
+susan: sue susie suzy | deborah: deb debbie | rebecca: becky becca | jennifer: jen jenny
+jessica: jess jessie | victoria: vicky vicki tori | timothy: tim timmy | gregory: greg
+jeffrey: jeff | kenneth: ken kenny | ronald: ron ronnie | donald: don donnie | douglas: doug
+raymond: ray | lawrence: larry laurie | gerald: gerry jerry | frederick: fred freddie fritz
+henry: harry hank | harold: harry hal | francis: frank fran | frances: fran frannie
+albert: al bert bertie | alfred: alf alfie | arthur: art artie | walter: walt wally | eugene: gene
+theodore: theo ted teddy | leonard: leo len lenny | nathaniel: nate nat | nathan: nate
+zachary: zach zack | joshua: josh | jacob: jake | abigail: abby abbie | amanda: mandy
+barbara: barb babs | dorothy: dot dottie dolly | eleanor: ellie nell nellie | helen: nell nellie
+josephine: jo josie | judith: judy | kimberly: kim | madeline: maddie | mary: molly polly mae
+melissa: mel missy | pamela: pam | sarah: sally sadie | teresa: terri tess tessa theresa
+valerie: val | virginia: ginny | cynthia: cindy | jacqueline: jackie | angela: angie
+""".replace("\n", " | ")
+_NICK_KEYS: list[str] = []
+_NICK_ROOTS: list[str] = []
+for _group in filter(None, (g.strip() for g in _NICKNAMES.split("|"))):
+    _root, _, _names = _group.partition(":")
+    for _name in _names.split():
+        if _name not in _NICK_KEYS:
+            _NICK_KEYS.append(_name)
+            _NICK_ROOTS.append(_root.strip())
+_TRANSLITERATE = str.maketrans(
+    {
+        "ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe", "Œ": "OE", "ł": "l", "Ł": "L",
+        "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "TH", "\u0131": "i",
+        "\u2019": "'", "\u2018": "'", "`": "'",
+    }
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _null_if(array: pa.Array, mask: pa.Array) -> pa.Array:
+    """``array`` with nulls where ``mask`` is true (a null mask counts as false)."""
+    return pc.if_else(pc.fill_null(mask, False), pa.scalar(None, array.type), array)
+
+
+def _empty_to_null(array: pa.Array) -> pa.Array:
+    return _null_if(array, pc.equal(array, ""))
+
+
+def to_arrow_strings(series: pd.Series) -> pa.Array:
+    """Any input column -> Arrow strings, stripped; whole-number floats lose their ``.0``."""
+    if pd.api.types.is_float_dtype(series.dtype):
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        finite = np.isfinite(values)
+        if finite.any() and np.all(np.mod(values[finite], 1) == 0):
+            series = pd.Series(pd.array(values, dtype="Float64").astype("Int64"))
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        series = series.dt.strftime("%Y-%m-%d")
+    try:
+        array = pa.array(series, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        array = pa.array(series.map(lambda v: None if pd.isna(v) else str(v)), type=pa.string(), from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return _empty_to_null(pc.utf8_trim_whitespace(array))
+
+
+def _fold(array: pa.Array) -> pa.Array:
+    """Lower-case ASCII: transliterate (ß -> ss ...) and strip accents; only non-ASCII values go through Python."""
+    lower = pc.utf8_lower(array)
+    non_ascii = pc.fill_null(pc.match_substring_regex(lower, r"[^\x00-\x7f]"), False)
+    if not pc.any(non_ascii).as_py():
+        return lower
+    folded = [
+        unicodedata.normalize("NFKD", v.translate(_TRANSLITERATE)).encode("ascii", "ignore").decode("ascii").lower()
+        for v in pc.filter(lower, non_ascii).to_pylist()
+    ]
+    return pc.replace_with_mask(lower, non_ascii, pa.array(folded, pa.string()))
+
+
+def _squash(array: pa.Array) -> pa.Array:
+    """Collapse runs of spaces and trim; empty -> null."""
+    return _empty_to_null(pc.utf8_trim_whitespace(pc.replace_substring_regex(array, r"\s+", " ")))
+
+
+def _words(array: pa.Array) -> pa.Array:
+    """Fold, drop apostrophes, other punctuation -> space."""
+    array = pc.replace_substring(_fold(array), "'", "")
+    return pc.replace_substring_regex(array, r"[^a-z0-9]+", " ")
+
+
+def _map_tokens(array: pa.Array, keys: pa.Array, values: pa.Array) -> pa.Array:
+    """Replace whole space-separated tokens found in ``keys`` by the matching ``values``."""
+    tokens = pc.split_pattern(pc.fill_null(array, ""), " ")
+    flat = pc.list_flatten(tokens)
+    index = pc.index_in(flat, value_set=keys)
+    mapped = pc.if_else(pc.is_null(index), flat, pc.take(values, index))
+    rebuilt = pa.ListArray.from_arrays(tokens.offsets, mapped)
+    return _null_if(pc.binary_join(rebuilt, " "), pc.is_null(array))
+
+
+# ------------------------------------------------------------------------------------------ cleaners
+def _clean_name(array: pa.Array, *, titles: bool) -> pa.Array:
+    array = pc.replace_substring_regex(_words(array), r"[0-9]+", " ")
+    array = pc.utf8_trim_whitespace(pc.replace_substring_regex(array, r"\s+", " "))
+    if titles:
+        array = pc.replace_substring_regex(array, rf"^(?:{_TITLES}) (\S)", r"\1")
+    array = _empty_to_null(array)
+    return _null_if(array, pc.is_in(array, value_set=pa.array(_JUNK_NAMES)))
+
+
+def _clean_street(array: pa.Array) -> pa.Array:
+    array = _squash(_map_tokens(_squash(_words(array)), _ABBR_KEYS, _ABBR_VALUES))
+    return _null_if(array, pc.invert(pc.match_substring_regex(array, "[a-z]{2}")))
+
+
+def _clean_phone(array: pa.Array) -> pa.Array:
+    digits = pc.replace_substring_regex(array, r"[^0-9]", "")
+    repeated = pc.match_substring_regex(digits, "^(" + "|".join(f"{d}+" for d in range(10)) + ")$")
+    bad = pc.or_(pc.or_(pc.less(pc.utf8_length(digits), 7), repeated), pc.match_substring(digits, "1234567"))
+    return _null_if(digits, bad)
+
+
+def _clean_postcode(array: pa.Array) -> pa.Array:
+    array = pc.replace_substring_regex(pc.utf8_upper(_fold(array)), r"[^A-Z0-9]", "")
+    return _null_if(_empty_to_null(array), pc.match_substring_regex(array, "^0+$"))
+
+
+def _clean_country(array: pa.Array) -> pa.Array:
+    array = pc.replace_substring_regex(pc.utf8_upper(_fold(array)), r"[^A-Z]", "")
+    array = _map_tokens(array, pa.array(list(_COUNTRY_ALIASES)), pa.array(list(_COUNTRY_ALIASES.values())))
+    return _null_if(array, pc.not_equal(pc.utf8_length(array), 2))
+
+
+def _clean_birthday(array: pa.Array) -> pa.Array:
+    text = pc.utf8_slice_codeunits(array, 0, 10)
+    text = pc.replace_substring_regex(text, r"^(\d{4})(\d{2})(\d{2})$", r"\1-\2-\3")
+    parsed = pc.strptime(text, format="%Y-%m-%d", unit="s", error_is_null=True)
+    iso = pc.strftime(parsed, format="%Y-%m-%d")
+    this_year = pd.Timestamp.now(tz="UTC").year
+    year = pc.year(parsed)
+    bad = pc.or_(pc.or_(pc.not_equal(iso, text), pc.less(year, 1900)), pc.greater(year, this_year))
+    bad = pc.or_(bad, pc.is_in(iso, value_set=pa.array(_PLACEHOLDER_BIRTHDAYS)))
+    return _null_if(iso, bad)
+
+
+def _split_email(array: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """Emails -> (canonical email, user, domain); nulls where not a usable address."""
+    text = pc.utf8_lower(array)
+    valid = pc.match_substring_regex(text, r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    parts = pc.extract_regex(_null_if(text, pc.invert(valid)), r"^(?P<user>[^@+]*)[^@]*@(?P<domain>[^@]+)$")
+    user, domain = pc.struct_field(parts, "user"), pc.struct_field(parts, "domain")
+    gmail = pc.is_in(domain, value_set=pa.array(_GMAIL))
+    domain = pc.if_else(gmail, "gmail.com", domain)
+    user = pc.if_else(gmail, pc.replace_substring(user, ".", ""), user)
+    junk = pc.or_(
+        pc.or_(pc.equal(user, ""), pc.is_in(user, value_set=pa.array(_JUNK_EMAIL_USERS))),
+        pc.is_in(domain, value_set=pa.array(_JUNK_EMAIL_DOMAINS)),
+    )
+    user, domain = _null_if(user, junk), _null_if(domain, junk)
+    return pc.binary_join_element_wise(user, domain, "@"), user, domain
+
+
+# ------------------------------------------------------------------------------------------ prepare
+def _series(array: pa.Array) -> pd.Series:
+    return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([array], pa.string())), dtype=STRING)
+
+
+def _distinct(array: pa.Array) -> tuple[pa.Array, pa.Array]:
+    encoded = pc.dictionary_encode(array)
+    return encoded.indices, encoded.dictionary
+
+
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """Clean match rows for matching; returns a new frame with `FIELDS` + `DERIVED` (+ ``source``).
+
+    All columns have the Arrow-backed `STRING` dtype (nulls are ``pd.NA``).
+
+    - names and city: ASCII lower case (accents stripped, ``ß`` -> ``ss`` ...), apostrophes dropped,
+      other punctuation -> space, spaces collapsed, digits dropped; leading titles (Mr, Dr ...) dropped
+      from first names (suffixes such as Jr are kept: they tell father and son apart); placeholders
+      ("unknown") -> null;
+    - email: lower case, ``+tag`` removed, dots removed for Gmail, placeholder addresses -> null;
+      ``email_user`` / ``email_domain`` hold the two halves;
+    - phone: digits only (E.164 without ``+``); fewer than 7 digits or ``0000000``-like -> null;
+    - birthday: ISO ``YYYY-MM-DD`` (``YYYYMMDD`` accepted); invalid, before 1900, in the future or a
+      known placeholder (1900-01-01, 1901-01-01, 1970-01-01) -> null;
+    - street: like names (digits kept), common abbreviations unified (st -> street, rd -> road,
+      ave -> avenue, ...); without two letters in a row (just a house number) -> null;
+      ``address_number`` is its first number;
+    - postal code: upper case, letters and digits only; country: ISO-2 upper case (UK -> GB).
+
+    Missing columns are added as null. Work is done once per distinct value.
+    Raises `MatchingError` if ``unique_id`` is missing, null or duplicated.
+    """
+    if "unique_id" not in df.columns:
+        raise MatchingError("Match rows need a 'unique_id' column (one unique string per row).")
+    n = len(df)
+    ids = to_arrow_strings(df["unique_id"].reset_index(drop=True))
+    if ids.null_count:
+        raise MatchingError("Match rows have a null or empty unique_id; every row needs one.")
+    if pc.count_distinct(ids).as_py() != n:
+        counts = pc.value_counts(ids)
+        dupes = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))[:3].to_pylist()
+        raise MatchingError(f"unique_id must be unique; repeated values include {dupes}.")
+
+    def raw(name: str) -> pa.Array:
+        if name in df.columns:
+            return to_arrow_strings(df[name].reset_index(drop=True))
+        return pa.nulls(n, pa.string())
+
+    def clean(name: str, cleaner: object) -> pa.Array:
+        indices, values = _distinct(raw(name))
+        return pc.take(cleaner(values), indices)  # type: ignore[operator]
+
+    out: dict[str, pa.Array] = {"unique_id": ids}
+    out["first_name"] = clean("first_name", lambda a: _clean_name(a, titles=True))
+    out["last_name"] = clean("last_name", lambda a: _clean_name(a, titles=False))
+    indices, values = _distinct(raw("email"))
+    email, user, domain = _split_email(values)
+    out["email"] = pc.take(email, indices)
+    out["phone"] = clean("phone", _clean_phone)
+    out["birthday"] = clean("birthday", _clean_birthday)
+    out["address_street"] = clean("address_street", _clean_street)
+    out["address_city"] = clean("address_city", lambda a: _clean_name(a, titles=False))
+    out["address_postal_code"] = clean("address_postal_code", _clean_postcode)
+    out["address_country"] = clean("address_country", _clean_country)
+    out["email_user"] = pc.take(user, indices)
+    out["email_domain"] = pc.take(domain, indices)
+    street_number = pc.struct_field(pc.extract_regex(out["address_street"], r"(?P<n>\d+)"), "n")
+    out["address_number"] = street_number
+    first = out["first_name"]
+    nick = pc.index_in(first, value_set=pa.array(_NICK_KEYS))
+    out["first_name_root"] = pc.if_else(pc.is_null(nick), first, pc.take(pa.array(_NICK_ROOTS), nick))
+    if "source" in df.columns:
+        out["source"] = raw("source")
+    frame = pd.DataFrame({name: _series(array) for name, array in out.items()})
+    frame.attrs["cdp_prepared"] = True
+    return frame
+
+
+def is_prepared(df: pd.DataFrame) -> bool:
+    """True for the output of `prepare` (so it need not be cleaned again)."""
+    return bool(df.attrs.get("cdp_prepared")) and all(c in df.columns for c in (*FIELDS, *DERIVED))
+
+
+def ensure_prepared(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` if it is already prepared, else ``prepare(df)``."""
+    return df if is_prepared(df) else prepare(df)

@@ -1,0 +1,395 @@
+"""Which comparisons and blocking rules a matching model uses (see `cdp.identity.matching`).
+
+Chosen from the fields that are filled in, never tuned per dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import pandas as pd
+import splink
+import splink.comparison_level_library as cll
+import splink.comparison_library as cl
+from splink.blocking_rule_library import CustomRule, block_on
+from splink.internals.blocking_rule_creator import BlockingRuleCreator
+from splink.internals.comparison_creator import ComparisonCreator
+from splink.internals.comparison_level_creator import ComparisonLevelCreator
+from splink.internals.dialects import SplinkDialect
+
+from cdp.identity.matching_prepare import DERIVED, FIELDS, MatchingError, ensure_prepared
+
+MIN_FILL = 0.05
+"""A field is used only when at least this share of rows has a value (and it has >= 2 distinct values)."""
+
+COMPARISON_COLUMNS: dict[str, tuple[str, ...]] = {
+    "first_name": ("first_name",),
+    "last_name": ("last_name",),
+    "email": ("email",),
+    "phone": ("phone",),
+    "birthday": ("birthday",),
+    "address_postal_code": ("address_postal_code",),
+    "address_city": ("address_city",),
+    "address_street": ("address_street",),
+    "address_country": ("address_country",),
+    "first_name_conflict": ("first_name",),
+}
+"""Comparison (output column) name -> the prepared field it compares. Output weights are ``mw_<name>``."""
+
+TF_COLUMNS = ("first_name", "last_name", "email", "phone", "birthday", "address_postal_code", "address_city")
+"""Columns whose exact-match levels are term-frequency adjusted."""
+
+
+def usable_fields(df: pd.DataFrame) -> frozenset[str]:
+    """Prepared columns with at least `MIN_FILL` non-null values and at least two distinct values."""
+    out = set()
+    for column in (*FIELDS[1:], *DERIVED):
+        if column not in df.columns or len(df) == 0:
+            continue
+        values = df[column].dropna()
+        if len(values) >= MIN_FILL * len(df) and len(values) and bool((values != values.iloc[0]).any()):
+            out.add(column)
+    return frozenset(out)
+
+
+READS = {
+    "first_name": ("first_name", "last_name", "first_name_root"),
+    "first_name_conflict": ("first_name", "last_name", "first_name_root", "birthday"),
+}
+"""Columns a comparison's SQL reads, where more than its own field (the swapped-names level)."""
+
+
+class _SqlLevel(ComparisonLevelCreator):
+    """A level from a SQL template: ``{jw}``, ``{lev}`` and ``{dl}`` become the dialect's Jaro-Winkler,
+    Levenshtein and Damerau-Levenshtein functions."""
+
+    def __init__(self, template: str, label: str) -> None:
+        self.template = template
+        self.label = label
+
+    def create_sql(self, sql_dialect: SplinkDialect) -> str:
+        return self.template.format(
+            jw=sql_dialect.jaro_winkler_function_name,
+            lev=sql_dialect.levenshtein_function_name,
+            dl=sql_dialect.damerau_levenshtein_function_name,
+        )
+
+    def create_label_for_charts(self) -> str:
+        return self.label
+
+
+def _one_edit(column: str) -> str:
+    """Damerau-Levenshtein <= 1, written so that the slow Damerau-Levenshtein (6x Levenshtein in DuckDB)
+    only runs on same-length pairs at Levenshtein distance 2 (a possible transposition)."""
+    left, right = f"{column}_l", f"{column}_r"
+    return (
+        f"({{lev}}({left}, {right}) <= 1 OR (length({left}) = length({right})"
+        f" AND {{lev}}({left}, {right}) = 2 AND {{dl}}({left}, {right}) <= 1))"
+    )
+
+
+_SWAPPED = (
+    "(first_name_l = last_name_r AND {jw}(last_name_l, first_name_r) >= 0.88)"
+    " OR (last_name_l = first_name_r AND {jw}(first_name_l, last_name_r) >= 0.88)"
+)
+_SAME_ROOT = "first_name_root_l = first_name_root_r"
+_PREFIX = (
+    "substr(first_name_l, 1, length(first_name_r)) = first_name_r"
+    " OR substr(first_name_r, 1, length(first_name_l)) = first_name_l"
+)
+_RELATED_FIRST_NAMES = (
+    f"{_SAME_ROOT} OR {_PREFIX} OR {{jw}}(first_name_l, first_name_r) >= 0.88"
+    f" OR {_one_edit('first_name')} OR {_SWAPPED}"
+)
+
+
+def _name_comparison(column: str) -> ComparisonCreator:
+    """Exact (TF), Jaro-Winkler >= 0.92, >= 0.88, then for first names: nickname of the same name
+    (bob / robert), swapped with the last name (counted here only, not twice), initial or short form
+    (j / jon / jonathan); then Jaro-Winkler >= 0.7, else."""
+    levels: list[ComparisonLevelCreator | dict[str, Any]] = [
+        cll.NullLevel(column),
+        cll.ExactMatchLevel(column, term_frequency_adjustments=True),
+        cll.JaroWinklerLevel(column, 0.92),
+        cll.JaroWinklerLevel(column, 0.88),
+    ]
+    extra = ""
+    if column == "first_name":
+        levels += [
+            _SqlLevel(_SAME_ROOT, "Nickname of the same name"),
+            _SqlLevel(_SWAPPED, "First and last name swapped"),
+            _SqlLevel(_PREFIX, "Initial or short form"),
+        ]
+        extra = ", nickname, swapped with last name, initial or short form"
+    levels += [cll.JaroWinklerLevel(column, 0.7), cll.ElseLevel()]
+    return cl.CustomComparison(
+        output_column_name=column,
+        comparison_description=f"{column}: exact, Jaro-Winkler >= 0.92, >= 0.88{extra}, >= 0.7, else",
+        comparison_levels=levels,
+    )
+
+
+def _email_comparison() -> ComparisonCreator:
+    """Exact (TF) or not. Fuzzy email levels (same user at another domain, Jaro-Winkler) are left out on
+    purpose: most addresses are built from the name, so they repeat the name evidence -- two different
+    David Smiths at different providers would count their name twice."""
+    return cl.CustomComparison(
+        output_column_name="email",
+        comparison_description="email: exact, else",
+        comparison_levels=[
+            cll.NullLevel("email"),
+            cll.ExactMatchLevel("email", term_frequency_adjustments=True),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+def _phone_comparison() -> ComparisonCreator:
+    phone = "phone"
+    return cl.CustomComparison(
+        output_column_name=phone,
+        comparison_description="phone: exact, same last 8 digits, one edit, else",
+        comparison_levels=[
+            cll.NullLevel(phone),
+            cll.ExactMatchLevel(phone, term_frequency_adjustments=True),
+            cll.ExactMatchLevel(splink.ColumnExpression(phone).regex_extract("[0-9]{8}$")).configure(
+                label_for_charts="Same last 8 digits"
+            ),
+            _SqlLevel(_one_edit(phone), "One edit (Damerau-Levenshtein <= 1)"),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+def _postcode_comparison() -> ComparisonCreator:
+    pc = "address_postal_code"
+    return cl.CustomComparison(
+        output_column_name=pc,
+        comparison_description="postal code: exact, one edit, same first 3 characters, else",
+        comparison_levels=[
+            cll.NullLevel(pc),
+            cll.ExactMatchLevel(pc, term_frequency_adjustments=True),
+            _SqlLevel(_one_edit(pc), "One edit (Damerau-Levenshtein <= 1)"),
+            cll.ExactMatchLevel(splink.ColumnExpression(pc).substr(1, 3)).configure(
+                label_for_charts="Same first 3 characters"
+            ),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+def _city_comparison() -> ComparisonCreator:
+    city = "address_city"
+    return cl.CustomComparison(
+        output_column_name=city,
+        comparison_description="city: exact, Jaro-Winkler >= 0.92, >= 0.8, else",
+        comparison_levels=[
+            cll.NullLevel(city),
+            cll.ExactMatchLevel(city, term_frequency_adjustments=True),
+            cll.JaroWinklerLevel(city, 0.92),
+            cll.JaroWinklerLevel(city, 0.8),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+def _street_comparison() -> ComparisonCreator:
+    street = "address_street"
+    return cl.CustomComparison(
+        output_column_name=street,
+        comparison_description="street: exact, Jaro-Winkler >= 0.94, >= 0.9, >= 0.8, else",
+        comparison_levels=[
+            cll.NullLevel(street),
+            cll.ExactMatchLevel(street),
+            cll.JaroWinklerLevel(street, 0.94),
+            cll.JaroWinklerLevel(street, 0.9),
+            cll.JaroWinklerLevel(street, 0.8),
+            cll.ElseLevel(),
+        ],
+    )
+
+
+GUARD = "first_name_conflict"
+"""The veto comparison: first names both known and unrelated, birthdays not equal -> a huge negative weight."""
+_CONFLICT = (
+    "first_name_l IS NOT NULL AND first_name_r IS NOT NULL AND NOT coalesce(birthday_l = birthday_r, false)"
+    f" AND NOT coalesce({_RELATED_FIRST_NAMES}, false)"
+)
+
+
+def _guard_comparison() -> ComparisonCreator:
+    """Different people share last names, addresses, landlines and family emails; they rarely share a
+    first name. Fellegi-Sunter adds those correlated agreements up as if independent, so a household
+    member would outscore the first-name disagreement. This fixed (untrained) comparison vetoes pairs
+    whose first names are both present and unrelated -- not within Jaro-Winkler 0.88 or one edit, not
+    nicknames of one name, not an initial or short form, not swapped with the last name -- unless their
+    birthdays are equal; its weight is set after training to outweigh all other weights together.
+    """
+    return cl.CustomComparison(
+        output_column_name=GUARD,
+        comparison_description="veto: unrelated first names without an equal birthday",
+        comparison_levels=[
+            _SqlLevel(_CONFLICT, "First names unrelated, birthdays not equal").configure(
+                m_probability=2.0**-60, u_probability=1.0, fix_m_probability=True, fix_u_probability=True
+            ),
+            cll.ElseLevel().configure(
+                m_probability=1.0, u_probability=1.0, fix_m_probability=True, fix_u_probability=True
+            ),
+        ],
+    )
+
+
+def _comparisons(fields: Collection[str]) -> list[tuple[str, ComparisonCreator]]:
+    return comparisons_named([n for n, cols in COMPARISON_COLUMNS.items() if set(cols) <= set(fields)])
+
+
+def comparisons_named(names: Collection[str]) -> list[tuple[str, ComparisonCreator]]:
+    """Fresh comparison creators for the given comparison names, in model order."""
+    makers = {
+        "first_name": lambda: _name_comparison("first_name"),
+        "last_name": lambda: _name_comparison("last_name"),
+        "email": _email_comparison,
+        "phone": _phone_comparison,
+        "birthday": lambda: cl.DateOfBirthComparison("birthday", input_is_string=False).configure(
+            term_frequency_adjustments=True
+        ),
+        "address_postal_code": _postcode_comparison,
+        "address_city": _city_comparison,
+        "address_street": _street_comparison,
+        "address_country": lambda: cl.ExactMatch("address_country"),
+        GUARD: _guard_comparison,
+    }
+    return [(name, make()) for name, make in makers.items() if name in names]
+
+
+def choose_comparisons(df: pd.DataFrame) -> list[ComparisonCreator]:
+    """Splink comparisons for the fields that are usable in ``df`` (raw or prepared match rows).
+
+    A field is usable when at least `MIN_FILL` of rows have a value and it has two or more distinct
+    values. No per-dataset tuning: the same levels everywhere, EM learns their weights.
+
+    ========================  ==========================================================================
+    comparison (``mw_`` name)  levels, most similar first (TF: term-frequency adjusted, penalties only)
+    ========================  ==========================================================================
+    first_name                exact (TF), Jaro-Winkler >= 0.92, >= 0.88, nickname of the same name
+                              (bob / robert), swapped with the last name, initial or short form
+                              (j / jon / jonathan), Jaro-Winkler >= 0.7, else
+    last_name                 exact (TF), Jaro-Winkler >= 0.92, >= 0.88, >= 0.7, else
+    email                     exact (TF), else
+    phone                     exact (TF), same last 8 digits, one edit (Damerau-Levenshtein), else
+    birthday                  DateOfBirthComparison on a DATE: exact (TF), one character, <= 1 month,
+                              <= 1 year, <= 10 years, else
+    address_postal_code       exact (TF), one edit, same first 3 characters, else
+    address_city              exact (TF), Jaro-Winkler >= 0.92, >= 0.8, else
+    address_street            exact, Jaro-Winkler >= 0.94, >= 0.9, >= 0.8, else
+    address_country           exact, else
+    first_name_conflict       fixed veto (not trained): first names both known and unrelated and
+                              birthdays not equal; else 0
+    ========================  ==========================================================================
+
+    Every comparison also has a null level (weight 0) for a missing value on either side.
+    """
+    return [comparison for _, comparison in _comparisons(usable_fields(ensure_prepared(df)))]
+
+
+def named_comparisons(fields: Collection[str]) -> list[tuple[str, ComparisonCreator]]:
+    """(name, comparison) for the usable ``fields``, in model order."""
+    return _comparisons(fields)
+
+
+_PREDICTION_RULES: tuple[tuple[str, ...], ...] = (
+    ("email",),
+    ("phone",),
+    ("first_name", "birthday"),
+    ("last_name", "birthday"),
+    ("address_postal_code", "last_name"),
+    ("address_postal_code", "first_name"),
+    ("address_postal_code", "birthday"),
+    ("first_name", "last_name"),
+    ("swapped_names",),
+    ("address_street", "address_postal_code"),
+    ("address_number", "address_postal_code"),
+    ("birthday", "address_number"),
+    ("birthday", "address_city"),
+    ("birthday", "last_name_2"),
+    ("address_number", "first_name_2", "last_name_2"),
+)
+"""Blocking keys per rule; a pair is a candidate when it agrees on every key of at least one rule."""
+
+_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "first_name_2": ("substr(first_name, 1, 2)", ("first_name",)),
+    "last_name_2": ("substr(last_name, 1, 2)", ("last_name",)),
+    "swapped_names": ("", ("first_name", "last_name")),
+}
+"""Blocking keys that are not plain columns: SQL expression and the columns it needs."""
+_SWAPPED_NAMES = "l.first_name = r.last_name and l.last_name = r.first_name"
+
+
+def rule_keys(fields: Collection[str]) -> list[tuple[str, ...]]:
+    """The prediction rules (as key tuples) whose columns are all usable."""
+
+    def usable(key: str) -> bool:
+        return all(c in fields for c in _KEYS.get(key, ("", (key,)))[1])
+
+    return [keys for keys in _PREDICTION_RULES if all(usable(k) for k in keys)]
+
+
+def rule(keys: Sequence[str]) -> BlockingRuleCreator:
+    """A Splink blocking rule from a key tuple."""
+    if tuple(keys) == ("swapped_names",):
+        return CustomRule(_SWAPPED_NAMES)
+    return block_on(*(_KEYS[k][0] if k in _KEYS else k for k in keys))
+
+
+def blocking_rules(df: pd.DataFrame) -> list[BlockingRuleCreator]:
+    """Blocking rules for prediction: candidate pairs must agree exactly on one of these key sets.
+
+    Several rules, so that a duplicate with a typo in any one field is still compared: email; phone;
+    first name + birthday; last name + birthday; postal code + last name; postal code + first name;
+    postal code + birthday; first + last name; first and last name swapped; street + postal code;
+    house number + postal code; birthday + house number; birthday + city; birthday + first two
+    letters of the last name; house number + first two letters of both names -- those whose columns
+    are usable. Every rule is an equi-join, so candidate pairs grow with block sizes, not n^2.
+    """
+    return [rule(keys) for keys in rule_keys(usable_fields(ensure_prepared(df)))]
+
+
+def training_rules(fields: Collection[str], comparison_names: Sequence[str]) -> list[tuple[str, ...]]:
+    """EM blocking rules: at least two, so that every comparison is estimated by at least one."""
+    candidates: list[tuple[str, ...]] = [
+        ("birthday",),
+        ("first_name", "last_name"),
+        ("email",),
+        ("phone",),
+        ("address_postal_code", "last_name"),
+        ("address_street",),
+        ("address_postal_code",),
+    ]
+    chosen: list[tuple[str, ...]] = []
+    uncovered = set(comparison_names) - {GUARD}
+    for cols in (c for c in candidates if set(c) <= set(fields)):
+        trains = {name for name in uncovered if not set(READS.get(name, COMPARISON_COLUMNS[name])) & set(cols)}
+        if trains or len(chosen) < 2:
+            chosen.append(cols)
+            uncovered -= trains
+        if not uncovered and len(chosen) >= 2:
+            break
+    if uncovered or len(chosen) < 2:
+        raise MatchingError(
+            "Cannot train: the rows need at least two well-filled identifying fields (e.g. birthday and "
+            f"names); comparisons left untrained: {sorted(uncovered)}."
+        )
+    return chosen
+
+
+def deterministic_rules(fields: Collection[str]) -> list[str]:
+    """Rules for the prior: pairs they find are taken as (almost all) true matches."""
+    rules: list[str] = []
+    if "email" in fields:
+        rules.append("l.email = r.email")
+    if "phone" in fields:
+        rules.append("l.phone = r.phone")
+    if {"first_name", "last_name", "birthday"} <= set(fields):
+        rules.append("l.first_name = r.first_name and l.last_name = r.last_name and l.birthday = r.birthday")
+    return rules
