@@ -210,3 +210,17 @@ def test_cli_segments(fresh_db: CDP, write_key: str, tmp_path: Any) -> None:
     assert json.loads(runner.invoke(cli, ["segments", "show", "high_value", "--db", db]).stdout)["size"] == 1
     assert "user_id=big" in runner.invoke(cli, ["segments", "members", "high_value", "--db", db]).stdout
     assert runner.invoke(cli, ["segments", "compute", "--db", db]).exit_code != 0
+
+
+def test_realtime_in_the_background(fresh_db: CDP, write_key: str) -> None:
+    import time
+
+    fresh_db.segments.create(PRO)
+    fresh_db.start_background()
+    fresh_db.ingest.batch({"batch": [{"type": "identify", "userId": "bg", "traits": {"plan": "pro"}}]},
+                          write_key=write_key)  # fmt: skip
+    pid = fresh_db.profiles.lookup_id(user_id="bg")
+    deadline = time.monotonic() + 10
+    while not fresh_db.segments.of_profile(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [s["key"] for s in fresh_db.segments.of_profile(pid)] == ["pro"]

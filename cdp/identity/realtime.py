@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from cdp.debounce import Debouncer
 from cdp.identity import matching
 from cdp.identity.graph import IdentityGraph, _Txn
 from cdp.identity.resolve import Resolution
@@ -31,9 +32,7 @@ class RealtimeMatcher:
         self.interval = interval
         self._pending: set[tuple[str, ...]] = set()  # ("record", source, external_id) or ("user_id", id)
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._debouncer = Debouncer("cdp-realtime-matcher", self.link_pending, interval, interval * 5)
         self._index: matching.MatchIndex | None = None
         self._model_version: int | None = None
         self._model: matching.MatchModel | None = None
@@ -43,7 +42,7 @@ class RealtimeMatcher:
     def enqueue(self, nodes: Iterable[tuple[str, ...]]) -> None:
         with self._lock:
             self._pending.update(nodes)
-        self._wake.set()
+        self._debouncer.poke()
 
     def on_records(self, conn: sqlite3.Connection, record_ids: list[int]) -> None:
         marks = ",".join("?" * len(record_ids))
@@ -59,30 +58,13 @@ class RealtimeMatcher:
     # -- worker ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="cdp-realtime-matcher", daemon=True)
-            self._thread.start()
+        self._debouncer.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self._debouncer.stop()
         if self._index is not None:
             self._index.close()
             self._index = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(timeout=self.interval * 5)
-            self._wake.clear()
-            if self._stop.wait(self.interval):  # debounce: gather a micro-batch
-                return
-            try:
-                self.link_pending()
-            except Exception:  # logged; the pending keys are retried by the next full run
-                log.exception("real-time linking failed")
 
     def link_pending(self) -> dict[str, int]:
         """Score the queued nodes now; returns how many were scored, matched and merged."""

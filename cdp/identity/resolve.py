@@ -28,34 +28,16 @@ from cdp.identity import evaluate, matching
 from cdp.identity.cluster import Edge, Link, Node, Plan, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
 from cdp.identity.traits import TraitSource, computed_rows, identify_values, record_source, unify
+from cdp.quality import CANONICAL_COLUMNS
 from cdp.settings import Settings
 from cdp.store import Store
 from cdp.timeutil import now_iso, utcnow
 
 log = logging.getLogger("cdp.identity")
 Progress = Callable[[str], None]
-_RECORD_FIELDS = {
-    "email": "email",
-    "phone": "phone",
-    "first_name": "first_name",
-    "last_name": "last_name",
-    "birthday": "birthday",
-    "address_street": "address_street",
-    "address_city": "address_city",
-    "address_postal_code": "address_postal_code",
-    "address_country": "address_country",
-}
-_USER_FIELDS = {
-    "email": "email",
-    "phone": "phone",
-    "first_name": "first_name",
-    "last_name": "last_name",
-    "birthday": "birthday",
-    "address.street": "address_street",
-    "address.city": "address_city",
-    "address.postal_code": "address_postal_code",
-    "address.country": "address_country",
-}
+# Canonical fields the matcher compares: trait name -> source_records column (= match row column).
+_USER_FIELDS = {field: column for field, column in CANONICAL_COLUMNS.items() if field not in ("company", "title")}
+_RECORD_FIELDS = {column: column for column in _USER_FIELDS.values()}
 
 
 class _Dirty(Exception):

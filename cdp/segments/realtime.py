@@ -10,9 +10,9 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
+from cdp.debounce import Debouncer
 from cdp.segments import rules
 from cdp.segments.api import Segments
 from cdp.timeutil import format_ts, utcnow
@@ -24,7 +24,7 @@ TRAITS = "\0traits"  # marker: the profile's traits changed
 class RealtimeSegments:
     def __init__(self, segments: Segments, delay: float = 0.5, max_wait: float = 2.0) -> None:
         self.segments = segments
-        self._debouncer = _Debouncer(self._flush, delay, max_wait)
+        self._debouncer = Debouncer("cdp-segments-realtime", self._flush, delay, max_wait)
         self._reasons: dict[str, set[str]] = defaultdict(set)
         self._lock = threading.Lock()
 
@@ -46,7 +46,7 @@ class RealtimeSegments:
                     self._reasons[profile].add(row[2])
                 if row[1] == "identify" or row[12]:
                     self._reasons[profile].add(TRAITS)
-        self._debouncer.add(set())
+        self._debouncer.poke()
 
     def on_records(self, conn: sqlite3.Connection, record_ids: list[int]) -> None:
         marks = ",".join("?" * len(record_ids))
@@ -55,13 +55,13 @@ class RealtimeSegments:
             for (profile,) in found:
                 if profile:
                     self._reasons[profile].add(TRAITS)
-        self._debouncer.add(set())
+        self._debouncer.poke()
 
     def drain(self) -> list[Any]:
         """Evaluate what is queued now (tests and shutdown)."""
-        return self._flush(set())
+        return self._flush()
 
-    def _flush(self, _: set[str]) -> list[Any]:
+    def _flush(self) -> list[Any]:
         with self._lock:
             reasons, self._reasons = self._reasons, defaultdict(set)
         if not reasons:
@@ -104,56 +104,3 @@ class RealtimeSegments:
                 changed[key] |= profiles
             results.append(result)
         return results
-
-
-class _Debouncer:
-    """Collects profile ids and flushes them after ``delay`` seconds of quiet (or ``max_wait``)."""
-
-    def __init__(self, flush: Callable[[set[str]], Any], delay: float = 0.5, max_wait: float = 2.0) -> None:
-        self.flush = flush
-        self.delay = delay
-        self.max_wait = max_wait
-        self._pending: set[str] = set()
-        self._dirty = False
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, ids: set[str]) -> None:
-        with self._lock:
-            self._pending |= ids
-            self._dirty = True
-        self._wake.set()
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="cdp-segments-realtime", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def drain(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, set()
-            dirty, self._dirty = self._dirty, False
-        if dirty:
-            self.flush(batch)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait()
-            first = time.monotonic()
-            while not self._stop.is_set():
-                self._wake.clear()
-                if not self._wake.wait(self.delay) or time.monotonic() - first > self.max_wait:
-                    break
-            try:
-                self.drain()
-            except Exception:  # logged; the scheduled run catches up
-                log.exception("real-time segment evaluation failed")
