@@ -521,6 +521,178 @@ def segments_members(db: Path | None, key: str, limit: int, as_json: bool) -> No
             cursor = page.next
 
 
+# -- webhooks --------------------------------------------------------------------------------------
+
+
+@cli.group(cls=Group)
+def webhooks() -> None:
+    """Webhook subscriptions: signed notifications of segment entries, exits and profile merges."""
+
+
+def _webhook_line(hook: dict[str, Any]) -> str:
+    state = "enabled" if hook["enabled"] else f"disabled ({hook['disabled_reason']})"
+    segments = ",".join(hook["segments"]) if hook["segments"] else "all segments"
+    return f"{hook['id']}  {state:<20} {','.join(hook['events'])}  [{segments}]  {hook['url']}"
+
+
+@webhooks.command("create")
+@db_option
+@click.argument("url")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    type=click.Choice(["segment.entered", "segment.exited", "profile.merged"]),
+    help="Event type to receive (repeatable; default: all).",
+)
+@click.option("--segment", "segments", multiple=True, help="Segment key to receive (repeatable; default: all).")
+@click.option("--description", default=None)
+def webhooks_create(
+    db: Path | None, url: str, events: tuple[str, ...], segments: tuple[str, ...], description: str | None
+) -> None:
+    """Subscribe URL. The signing secret is printed once, alone on the last line."""
+    with open_cdp(db) as cdp:
+        hook = cdp.webhooks.create(url, list(events) or None, list(segments) or None, description)
+    click.echo(f"created webhook {hook['id']} -> {hook['url']}; its signing secret is shown only now:")
+    click.echo(hook["secret"])
+
+
+@webhooks.command("list")
+@db_option
+@click.option("--json", "as_json", is_flag=True)
+def webhooks_list(db: Path | None, as_json: bool) -> None:
+    """List webhooks (never their secrets)."""
+    with open_cdp(db) as cdp:
+        found, cursor = [], None
+        while True:
+            page = cdp.webhooks.list(limit=1000, cursor=cursor)
+            found += page.data
+            if not page.next:
+                break
+            cursor = page.next
+    if as_json:
+        echo_json(found)
+        return
+    for hook in found:
+        click.echo(_webhook_line(hook))
+
+
+@webhooks.command("update")
+@db_option
+@click.argument("webhook_id")
+@click.option("--url", default=None)
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    type=click.Choice(["segment.entered", "segment.exited", "profile.merged"]),
+    help="Replace the event types (repeatable).",
+)
+@click.option("--segment", "segments", multiple=True, help="Replace the segment keys (repeatable).")
+@click.option("--all-segments", is_flag=True, help="Receive every segment's notifications.")
+@click.option("--description", default=None)
+@click.option("--enable/--disable", "enabled", default=None, help="Resume or pause deliveries.")
+def webhooks_update(
+    db: Path | None,
+    webhook_id: str,
+    url: str | None,
+    events: tuple[str, ...],
+    segments: tuple[str, ...],
+    all_segments: bool,
+    description: str | None,
+    enabled: bool | None,
+) -> None:
+    """Change a webhook's URL or filters, or enable / disable it."""
+    if segments and all_segments:
+        raise click.UsageError("give --segment or --all-segments, not both")
+    changes: dict[str, Any] = {}
+    if url is not None:
+        changes["url"] = url
+    if events:
+        changes["events"] = list(events)
+    if segments or all_segments:
+        changes["segments"] = list(segments) if segments else None
+    if description is not None:
+        changes["description"] = description
+    if enabled is not None:
+        changes["enabled"] = enabled
+    with open_cdp(db) as cdp:
+        hook = cdp.webhooks.update(webhook_id, changes)
+    click.echo(_webhook_line(hook))
+
+
+@webhooks.command("delete")
+@db_option
+@click.argument("webhook_id")
+def webhooks_delete(db: Path | None, webhook_id: str) -> None:
+    """Delete a webhook and its delivery history."""
+    with open_cdp(db) as cdp:
+        cdp.webhooks.delete(webhook_id)
+    click.echo(f"deleted {webhook_id}")
+
+
+@webhooks.command("rotate-secret")
+@db_option
+@click.argument("webhook_id")
+@click.option("--overlap", type=float, default=None, help="Seconds the previous secret keeps signing (default 1 day).")
+def webhooks_rotate_secret(db: Path | None, webhook_id: str, overlap: float | None) -> None:
+    """New signing secret, printed once on the last line; the previous one signs too during the overlap."""
+    with open_cdp(db) as cdp:
+        hook = cdp.webhooks.rotate_secret(webhook_id, overlap)
+    until = hook["previous_secret_expires_at"]
+    click.echo(f"rotated; the previous secret signs too until {until}" if until else "rotated")
+    click.echo(hook["secret"])
+
+
+@webhooks.command("test")
+@db_option
+@click.argument("webhook_id")
+def webhooks_test(db: Path | None, webhook_id: str) -> None:
+    """Send a ping now and show the answer."""
+    with open_cdp(db) as cdp:
+        delivery = cdp.webhooks.test(webhook_id)
+    attempt = delivery["attempts"][-1]
+    answer = attempt["status_code"] or attempt["error"]
+    click.echo(f"ping {delivery['message_id']}: {answer} in {attempt['latency_ms']} ms")
+    if delivery["status"] != "succeeded":
+        raise click.ClickException(f"the ping was not accepted ({answer}); the dispatcher will retry it")
+
+
+@webhooks.command("deliveries")
+@db_option
+@click.argument("webhook_id")
+@click.option("--status", type=click.Choice(["pending", "succeeded", "failed"]), default=None)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON delivery (with its attempts) per line.")
+def webhooks_deliveries(db: Path | None, webhook_id: str, status: str | None, limit: int, as_json: bool) -> None:
+    """Recent messages to a webhook, newest first, with each attempt."""
+    with open_cdp(db) as cdp:
+        page = cdp.webhooks.deliveries(webhook_id, status=status, limit=max(1, min(limit, 1000)))
+    for delivery in page.data:
+        if as_json:
+            click.echo(json.dumps(delivery))
+            continue
+        nxt = f"  next {delivery['next_attempt_at']}" if delivery["status"] == "pending" else ""
+        click.echo(
+            f"{delivery['created_at']}  {delivery['message_id']}  {delivery['type']:<16} {delivery['status']}{nxt}"
+        )
+        for attempt in delivery["attempts"]:
+            answer = attempt["status_code"] or attempt["error"]
+            click.echo(f"    #{attempt['attempt']} {attempt['at']}  {answer}  {attempt['latency_ms']} ms")
+
+
+@webhooks.command("replay")
+@db_option
+@click.argument("webhook_id")
+@click.option("--message-id", default=None, help="Send this message again.")
+@click.option("--since", default=None, help="Send every failed message since this ISO-8601 time again.")
+def webhooks_replay(db: Path | None, webhook_id: str, message_id: str | None, since: str | None) -> None:
+    """Queue messages again; the server's dispatcher sends them."""
+    with open_cdp(db) as cdp:
+        result = cdp.webhooks.replay(webhook_id, message_id=message_id, since=since)
+    click.echo(f"{result['replayed']} message(s) queued again" + ("" if result["enabled"] else " (webhook disabled)"))
+
+
 # -- export ------------------------------------------------------------------------------------------
 
 

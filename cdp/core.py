@@ -17,6 +17,7 @@ from cdp.segments.engine import follow_merge
 from cdp.segments.realtime import RealtimeSegments
 from cdp.settings import Settings
 from cdp.store import Store
+from cdp.webhooks import Webhooks
 
 
 class CDP:
@@ -43,6 +44,7 @@ class CDP:
         self.ingest.records.upsert_hooks.append(self.realtime.on_records)
         self.ingest.tracking.insert_hooks.append(self.realtime.on_events)
         self.segments = Segments(self.store, refresh_traits=self.identity.refresh_traits)
+        self.webhooks = Webhooks(self.store, self.settings)
         self.segments_realtime = RealtimeSegments(self.segments)
         self.ingest.tracking.insert_hooks.append(self.segments_realtime.on_events)
         self.ingest.records.upsert_hooks.append(self.segments_realtime.on_records)
@@ -67,10 +69,12 @@ class CDP:
         """Real-time fuzzy linking and segment re-evaluation threads (the server runs them)."""
         self.realtime.start()
         self.segments_realtime.start()
+        self.webhooks.start()
 
     def close(self) -> None:
         self.realtime.stop()
         self.segments_realtime.stop()
+        self.webhooks.stop()
         self.store.close()
 
     def __enter__(self) -> CDP:

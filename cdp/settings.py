@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, NonNegativeFloat, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -118,3 +118,36 @@ class Settings(BaseSettings):
     # Scheduler
     scheduler_enabled: bool = Field(True, description="Run scheduled jobs inside the server process.")
     resolve_schedule: str = Field("1h", description="How often the full identity-resolution job runs.")
+
+    # Webhooks
+    webhooks_allow_private_urls: bool = Field(
+        False, description="Allow webhook URLs on private, loopback and link-local addresses (tests, local use)."
+    )
+    webhooks_timeout_seconds: float = Field(15.0, gt=0, description="Whole-request timeout of one delivery attempt.")
+    webhooks_concurrency_per_endpoint: int = Field(
+        10, ge=1, description="Most requests in flight to one webhook endpoint at once."
+    )
+    webhooks_retry_schedule: list[NonNegativeFloat] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=1,
+        description=(
+            "Seconds to wait before each attempt (the first is the delay before attempt 1, usually 0); after the "
+            "last one fails the message is marked failed."
+        ),
+    )
+    webhooks_retry_jitter: float = Field(0.1, ge=0, le=1, description="Random share added to each retry delay.")
+    webhooks_disable_after_seconds: float = Field(
+        5 * 86400, gt=0, description="An endpoint failing without a single success for this long is disabled."
+    )
+    webhooks_secret_overlap_seconds: float = Field(
+        86400, ge=0, description="After a secret rotation, how long the previous secret keeps signing too."
+    )
+    webhooks_poll_seconds: float = Field(
+        0.1, gt=0, description="How often the dispatcher looks for new outbox rows and due retries."
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="Key that encrypts stored webhook secrets; without it, a key file is used (secret_key_file)."
+    )
+    secret_key_file: Path | None = Field(
+        None, description="Key file for stored webhook secrets (default: the database path + '.secret-key', made 0600)."
+    )
