@@ -14,7 +14,7 @@ import orjson
 from cdp.errors import InvalidInput, SegmentExists, SegmentInUse, UnknownSegment
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
 from cdp.segments import rules
-from cdp.segments.engine import Engine, RunResult, identifiers_of
+from cdp.segments.engine import Engine, MemberList, RunResult, identifiers_of
 from cdp.store import Store
 from cdp.timeutil import format_ts, utcnow
 
@@ -199,7 +199,7 @@ class Segments:
             raise InvalidInput("only rule segments can be previewed", {"path": "/rule"})
         rules.check_cycles({**self._rules(), parsed.key: parsed.rule})
         now = utcnow()
-        with self.engine.session() as con:
+        with self.engine.session(memberships=rules.mentions(parsed.rule).segments) as con:
             members = self.engine.members_sql(con, parsed.rule, now)
         compiled = rules.compile_rule(parsed.rule, now=now)
         chosen = sorted(members)[:sample]
@@ -231,7 +231,10 @@ class Segments:
         if self.refresh_traits is not None and order:
             self.refresh_traits()  # rules read stored traits; bring the changed profiles up to date first
         now = utcnow()
-        with self.engine.session(materialize=len(order) > 3) as con:
+        # Segments that in_segment reads (their stored members are copied into the session, and again after
+        # each of their runs here, so dependants see this run's members).
+        used = {k for key in order if (r := all_rules[key]) is not None for k in rules.mentions(r).segments}
+        with self.engine.session(materialize=len(order) > 3, memberships=used) as con:
             for key in order:
                 segment = self._require(key)
                 rule = all_rules[key]
@@ -239,7 +242,7 @@ class Segments:
                 with self.engine._exclusive(key):
                     started, started_at = time.perf_counter(), format_ts(utcnow())
                     try:
-                        members: set[str] | None = self.engine.members_sql(con, rule, now)
+                        members: MemberList | set[str] | None = self.engine.members_sorted(con, rule, now)
                         error = None
                     except Exception as exc:  # recorded in the history; previous members stay
                         log.exception("segment %s failed", key)
@@ -247,6 +250,8 @@ class Segments:
                     result = self.engine.record(
                         segment, members, trigger=trigger, started=started, started_at=started_at, error=error
                     )
+                    if key in used:
+                        self.engine.load_memberships(con, key)
                 results.append(result)
                 if progress:
                     progress(result)

@@ -5,16 +5,26 @@ read-only. Single-profile (real-time) runs use the reference evaluator over that
 which property tests keep identical to the SQL. Either way the diff against the stored members, the
 new memberships, the enter/exit rows, the run's history row and one outbox row per change are
 written in ONE SQLite transaction: a crash never leaves membership and notifications out of step.
+
+DuckDB runs in a child process (``DuckDBWorker``), never in this one. DuckDB's SQLite scanner carries
+its own copy of SQLite, and two copies of SQLite in one process break each other's POSIX locks: the
+scanner's copy does not see this process's connections, takes itself for the only one and truncates
+the WAL index (``-shm``) that the store's writer and checkpointer have mapped, which kills the process
+with SIGBUS or corrupts the index. In another process, the usual cross-process locking applies.
 """
 
 from __future__ import annotations
 
+import pickle
 import secrets
 import sqlite3
+import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,7 +41,11 @@ _EXTENSION_READY = False
 
 
 def duckdb_over(store: Store) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the store attached read-only as ``db``."""
+    """A DuckDB connection with the store attached read-only as ``db``.
+
+    Only for a process that has no SQLite connection of its own to the store (see the module docstring);
+    segment runs use ``DuckDBWorker``.
+    """
     global _EXTENSION_READY
     with _EXTENSION_LOCK:
         if not _EXTENSION_READY:
@@ -44,6 +58,151 @@ def duckdb_over(store: Store) -> duckdb.DuckDBPyConnection:
     path = str(store.path).replace("'", "''")  # ATTACH takes no parameters: quote the literal
     con.execute(f"ATTACH '{path}' AS db (TYPE sqlite, READ_ONLY)")
     return con
+
+
+def _attach_sql(store: Store) -> str:
+    path = str(store.path).replace("'", "''")  # ATTACH takes no parameters: quote the literal
+    return f"ATTACH '{path}' AS db (TYPE sqlite, READ_ONLY)"
+
+
+# The child process: runs the setup statements, then answers queries with their first column (a list) or all
+# rows, until stdin closes. Frames both ways are an 8-byte little-endian length and a pickle. It imports
+# nothing of cdp (quick to start) and opens the store only through DuckDB's scanner.
+_WORKER_SOURCE = """
+import os, pickle, struct, sys
+
+def main():
+    # The pipe carries frames only: anything else writing to stdout (Python or C) goes to stderr.
+    inp, out = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def send(obj):
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(struct.pack("<Q", len(data)))
+        out.write(data)
+        out.flush()
+
+    def recv():
+        head = inp.read(8)
+        if len(head) < 8:
+            return None
+        return pickle.loads(inp.read(struct.unpack("<Q", head)[0]))
+
+    def failure(exc):
+        return ("error", type(exc).__module__, type(exc).__name__, str(exc))
+
+    setup = recv()
+    if setup is None:
+        return
+    try:
+        import duckdb
+        from duckdb_extensions import import_extension
+
+        import_extension("sqlite_scanner")
+        con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
+        con.execute("LOAD sqlite_scanner")
+        for statement in setup:
+            con.execute(statement)
+    except Exception as exc:
+        send(failure(exc))
+        return
+    send(("ready",))
+    while True:
+        request = recv()
+        if request is None:
+            return
+        shape, sql, params = request
+        try:
+            cursor = con.execute(sql, params)
+            if shape == "exec":
+                send(("ok", None))
+                continue
+            rows = cursor.fetchall()
+            send(("ok", [row[0] for row in rows] if shape == "column" else rows))
+        except Exception as exc:
+            send(failure(exc))
+
+main()
+"""
+
+
+class DuckDBWorker:
+    """A DuckDB connection in a child process, with ``execute(sql, params).fetchall()`` like DuckDB's own.
+
+    ``setup`` statements run first (ATTACH, views, temp tables). Errors of a query are raised here with
+    DuckDB's exception type and message; the session stays usable. If the child dies, every later call
+    raises RuntimeError.
+    """
+
+    def __init__(self, setup: list[str]) -> None:
+        self._lock = threading.Lock()
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_SOURCE], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        try:
+            self._call(setup)
+        except BaseException:
+            self.close()
+            raise
+
+    def _call(self, request: object) -> Any:
+        cause: Exception | None = None
+        with self._lock:
+            stdin, stdout = self._process.stdin, self._process.stdout
+            assert stdin is not None and stdout is not None
+            try:
+                data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+                stdin.write(struct.pack("<Q", len(data)))
+                stdin.write(data)
+                stdin.flush()
+                head = stdout.read(8)
+                reply = pickle.loads(stdout.read(struct.unpack("<Q", head)[0])) if len(head) == 8 else None
+            except (OSError, ValueError) as exc:
+                reply, cause = None, exc
+        if reply is None:
+            code = self._process.poll()
+            raise RuntimeError(f"the DuckDB worker process exited unexpectedly (exit code {code})") from cause
+        if reply[0] == "error":
+            _, module, name, message = reply
+            kind = getattr(duckdb, name, None) if module.lstrip("_").startswith("duckdb") else None
+            if isinstance(kind, type) and issubclass(kind, Exception):
+                raise kind(message)
+            raise RuntimeError(f"{name}: {message}")
+        return reply[1] if len(reply) > 1 else None
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> _Rows:
+        return _Rows(self._call(("rows", sql, params or [])))
+
+    def column(self, sql: str, params: list[Any] | None = None) -> list[Any]:
+        """The first column of the answer (cheaper to hand over than rows)."""
+        result: list[Any] = self._call(("column", sql, params or []))
+        return result
+
+    def run(self, sql: str, params: list[Any] | None = None) -> None:
+        """A statement whose answer is not needed."""
+        self._call(("exec", sql, params or []))
+
+    def close(self) -> None:
+        process = self._process
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                with suppress(OSError):
+                    stream.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class _Rows:
+    rows: list[tuple[Any, ...]]
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
 
 
 @dataclass
@@ -65,6 +224,39 @@ def new_message_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
 
+def new_message_ids(n: int) -> list[str]:
+    """``n`` ids like ``new_message_id``'s, from one call to the system's random source."""
+    raw = secrets.token_bytes(12 * n).hex()
+    return ["msg_" + raw[i : i + 24] for i in range(0, 24 * n, 24)]
+
+
+_SEP = "\n"  # joins sorted profile ids (ids are checked not to contain it)
+
+
+@dataclass(frozen=True)
+class MemberList:
+    """A segment's members as their ids, sorted and joined by newlines: cheap to hand over between processes
+    and to compare with the stored members as one string (``group_concat`` in SQLite)."""
+
+    count: int
+    text: str
+
+    def ids(self) -> list[str]:
+        return self.text.split(_SEP) if self.count else []
+
+
+def _stored_members(conn: sqlite3.Connection, key: str) -> tuple[int, str | None]:
+    """How many members the segment has stored and, when no id contains a newline, their ids joined by newlines
+    in the primary key's (profile id) order."""
+    count, text = conn.execute(
+        "SELECT count(*), group_concat(profile_id, char(10)) FROM memberships WHERE segment_key = ?", (key,)
+    ).fetchone()
+    text = text or ""
+    if count and text.count(_SEP) != count - 1:
+        return count, None
+    return count, text
+
+
 class Engine:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -82,29 +274,68 @@ class Engine:
     # -- evaluation ------------------------------------------------------------------------------
 
     @contextmanager
-    def session(self, *, materialize: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """DuckDB views (or, for many segments at once, temp tables) over the live store."""
-        con = duckdb_over(self.store)
+    def session(self, *, materialize: bool = False, memberships: Iterable[str] = ()) -> Iterator[DuckDBWorker]:
+        """DuckDB views (or, for many segments at once, temp tables) over the live store, in a child process.
+
+        ``memberships`` holds the stored members of the given segment keys (what ``in_segment`` reads), copied
+        in from the store; ``load_memberships`` refreshes one key after its run. The SQLite scanner cannot
+        read one segment's rows by the primary key (it scans the whole table), so this is much cheaper than a
+        view over ``db.memberships`` once memberships run into the millions.
+        """
         kind = "TABLE" if materialize else "VIEW"
         temp = "TEMP " if materialize else ""
-        try:
-            con.execute(
+        con = DuckDBWorker(
+            [
+                _attach_sql(self.store),
                 f"CREATE {temp}{kind} events AS SELECT profile_id, type, event, timestamp, properties"
-                " FROM db.events WHERE profile_id IS NOT NULL"
-            )
-            con.execute(
+                " FROM db.events WHERE profile_id IS NOT NULL",
                 f"CREATE {temp}{kind} profiles AS SELECT id, traits, computed FROM db.profiles"
-                " WHERE merged_into IS NULL"
-            )
-            con.execute("CREATE VIEW memberships AS SELECT segment_key, profile_id FROM db.memberships")
+                " WHERE merged_into IS NULL",
+                "CREATE TEMP TABLE memberships (segment_key VARCHAR, profile_id VARCHAR)",
+            ]
+        )
+        try:
+            for key in sorted(set(memberships)):
+                self.load_memberships(con, key)
             yield con
         finally:
             con.close()
 
+    def load_memberships(self, con: DuckDBWorker, key: str) -> None:
+        """Copy the segment's stored members into the session's ``memberships`` table (replacing its rows)."""
+        count, text = _stored_members(self.store.reader(), key)
+        con.run("DELETE FROM memberships WHERE segment_key = $1", [key])
+        if not count:
+            return
+        if text is None:  # an id with a newline: hand the ids over as a list
+            ids = [
+                r[0]
+                for r in self.store.reader().execute("SELECT profile_id FROM memberships WHERE segment_key = ?", (key,))
+            ]
+            con.run("INSERT INTO memberships SELECT $1, unnest($2::VARCHAR[])", [key, ids])
+        else:
+            con.run("INSERT INTO memberships SELECT $1, unnest(string_split($2, chr(10)))", [key, text])
+
     @staticmethod
-    def members_sql(con: duckdb.DuckDBPyConnection, rule: rules.Rule, now: datetime) -> set[str]:
+    def members_sql(con: DuckDBWorker | duckdb.DuckDBPyConnection, rule: rules.Rule, now: datetime) -> set[str]:
         compiled = rules.compile_rule(rule, now=now)
+        if isinstance(con, DuckDBWorker):
+            return set(con.column(compiled.sql, compiled.params))
         return {row[0] for row in con.execute(compiled.sql, compiled.params).fetchall()}
+
+    @staticmethod
+    def members_sorted(con: DuckDBWorker, rule: rules.Rule, now: datetime) -> MemberList | set[str]:
+        """Like ``members_sql``, as a ``MemberList`` built by DuckDB (one string crosses the process boundary);
+        a set if some id contains a newline."""
+        compiled = rules.compile_rule(rule, now=now)
+        (count, text, has_sep), *_ = con.execute(
+            "SELECT count(*), coalesce(string_agg(profile_id, chr(10) ORDER BY profile_id), ''),"
+            f" coalesce(bool_or(contains(profile_id, chr(10))), false) FROM ({compiled.sql}) AS q(profile_id)",
+            compiled.params,
+        ).fetchall()
+        if has_sep:
+            return set(con.column(compiled.sql, compiled.params))
+        return MemberList(int(count), text)
 
     def members_python(self, rule: rules.Rule, profile_ids: list[str], now: datetime) -> set[str]:
         """The reference evaluator over just these profiles' rows (real-time re-evaluation)."""
@@ -136,7 +367,7 @@ class Engine:
     def record(
         self,
         segment: dict[str, Any],
-        members: set[str] | None,
+        members: set[str] | MemberList | None,
         *,
         trigger: str,
         started: float,
@@ -153,10 +384,20 @@ class Engine:
             if members is None:
                 run_id = _insert_run(conn, key, trigger, started_at, now, duration, "failed", None, 0, 0, error)
                 return RunResult(key, run_id, "failed", None, 0, 0, duration, error)
-            current = _current(conn, key, scope)
+            if isinstance(members, MemberList) and scope is None:
+                # The stored members as one string: when it equals the new one nothing changed, and no id needs to
+                # become a Python object (the usual scheduled run).
+                count, text = _stored_members(conn, key)
+                if (count, text) == (members.count, members.text):
+                    run_id = _insert_run(conn, key, trigger, started_at, now, duration, "succeeded", count, 0, 0, None)
+                    return RunResult(key, run_id, "succeeded", count, 0, 0, duration)
+                current = _current(conn, key, None) if text is None else set(text.split(_SEP) if count else ())
+            else:
+                current = _current(conn, key, scope)
+            wanted = set(members.ids()) if isinstance(members, MemberList) else members
             # Only live profiles can be members (a profile merged away meanwhile is not).
-            entering = _live(conn, sorted(members - current))
-            leaving = sorted(current - members)
+            entering = _live(conn, sorted(wanted - current))
+            leaving = sorted(current - wanted)
             conn.executemany(
                 "INSERT OR IGNORE INTO memberships (segment_key, profile_id, entered_at) VALUES (?, ?, ?)",
                 [(key, pid, now) for pid in entering],
@@ -237,6 +478,7 @@ def _insert_run(
 
 
 def identifiers_of(conn: sqlite3.Connection, profile_ids: Iterable[str]) -> dict[str, list[dict[str, str]]]:
+    """Each profile's identifiers, ordered by type and value."""
     ids = list(profile_ids)
     out: dict[str, list[dict[str, str]]] = {pid: [] for pid in ids}
     for start in range(0, len(ids), 900):
@@ -269,10 +511,10 @@ def write_outbox(
                 "run_id": run_id,
                 "entered_at" if change == "segment.entered" else "exited_at": now,
             }
-            rows.append((new_message_id(), change, segment["key"], pid, orjson.dumps(data).decode(), now))
+            rows.append((change, segment["key"], pid, orjson.dumps(data).decode(), now))
     conn.executemany(
         "INSERT INTO outbox (message_id, type, segment_key, profile_id, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
+        [(message_id, *row) for message_id, row in zip(new_message_ids(len(rows)), rows, strict=True)],
     )
 
 
