@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     trait_priority: dict[str, list[str]] = Field(
         default_factory=dict,
         description=(
-            "Per-trait source priority for unified traits, e.g. {\"first_name\": [\"salesforce\", \"hubspot\"]}: "
+            'Per-trait source priority for unified traits, e.g. {"first_name": ["salesforce", "hubspot"]}: '
             "listed sources win in that order; otherwise the most recent non-null value wins."
         ),
     )

@@ -84,8 +84,10 @@ def test_shared_device_does_not_merge_users(fresh_db: CDP, write_key: str) -> No
     for user in ("carol", "dave"):
         send(fresh_db, write_key, {"type": "identify", "anonymousId": "ipad", "userId": user})
     shared = fresh_db.profiles.identities(alice)["identifiers"]
-    assert {"type": "anonymous_id", "value": "ipad", "shared": True} == {
-        k: v for k, v in next(i for i in shared if i["value"] == "ipad").items() if k != "first_seen"
+    assert {k: v for k, v in next(i for i in shared if i["value"] == "ipad").items() if k != "first_seen"} == {
+        "type": "anonymous_id",
+        "value": "ipad",
+        "shared": True,
     }
     assert len({profile_of(fresh_db, user_id=u) for u in ("alice", "bob", "carol", "dave")}) == 4
 

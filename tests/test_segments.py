@@ -165,8 +165,8 @@ def test_segments_api(server: LiveServer, write_key: str, read_key: str, admin_k
         created = client.post("/v1/segments", json=HIGH_VALUE, headers=admin)
         assert created.status_code == 201, created.text
         assert client.post("/v1/segments", json=HIGH_VALUE, headers=admin).status_code == 409
-        bad = client.post("/v1/segments", json={**HIGH_VALUE, "key": "x", "rule": {"all": [{"event": "E", "wihtin": "3d"}]}},
-                          headers=admin)  # fmt: skip
+        typo = {**HIGH_VALUE, "key": "x", "rule": {"all": [{"event": "E", "wihtin": "3d"}]}}
+        bad = client.post("/v1/segments", json=typo, headers=admin)
         assert bad.status_code == 400 and "/rule/all/0" in bad.json()["details"]["path"]
         assert client.get("/v1/segments/schema", headers=reader).json()["$schema"]
         preview = client.post("/v1/segments/preview", json={"rule": HIGH_VALUE["rule"]}, headers=reader).json()

@@ -38,7 +38,7 @@ def test_failing_migration_rolls_back_and_keeps_earlier_ones(tmp_path: Path) -> 
     (folder / "0001_one.sql").write_text("CREATE TABLE a (x INTEGER);\nINSERT INTO a VALUES (1);\n")
     (folder / "0002_two.sql").write_text("CREATE TABLE b (y INTEGER);\nINSERT INTO nope VALUES (1);\n")
     conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
-    with pytest.raises(MigrationFailed, match="0002_two.sql"):
+    with pytest.raises(MigrationFailed, match=r"0002_two\.sql"):
         mig.apply(conn, folder)
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "a" in names and "b" not in names
