@@ -69,7 +69,7 @@ def _attach_sql(store: Store) -> str:
 # rows, until stdin closes. Frames both ways are an 8-byte little-endian length and a pickle. It imports
 # nothing of cdp (quick to start) and opens the store only through DuckDB's scanner.
 _WORKER_SOURCE = """
-import os, pickle, struct, sys
+import os, pickle, struct, sys, threading
 
 def main():
     # The pipe carries frames only: anything else writing to stdout (Python or C) goes to stderr.
@@ -95,8 +95,23 @@ def main():
     setup = recv()
     if setup is None:
         return
+    import duckdb
+
+    def warm():  # DuckDB's first statement with parameters imports pandas (~0.4 s): do it during the setup
+        try:
+            duckdb.connect().execute("SELECT $1", [0]).fetchall()
+        except Exception:
+            pass
+
+    warmer = threading.Thread(target=warm)
+    warmer.start()
     try:
-        import duckdb
+        serve(duckdb, setup, send, recv, failure)
+    finally:
+        warmer.join()
+
+def serve(duckdb, setup, send, recv, failure):
+    try:
         from duckdb_extensions import import_extension
 
         import_extension("sqlite_scanner")
