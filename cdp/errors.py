@@ -113,3 +113,20 @@ class SegmentExists(CDPError):
 class SegmentInUse(CDPError):
     code = "segment_in_use"
     status = 409
+
+
+class InvalidModel(InvalidInput):
+    """A machine-learned segment's ``model`` or ``select`` that cannot be used (``details.path`` says where)."""
+
+    code = "invalid_model"
+
+
+class NotEnoughData(CDPError):
+    """The store does not (yet) hold what a model needs: too few profiles, a target event that never occurs."""
+
+    code = "not_enough_data"
+    status = 422
+
+
+class ModelNotTrained(NotFound):
+    code = "model_not_trained"

@@ -134,6 +134,9 @@ def serve(duckdb, setup, send, recv, failure):
             if shape == "exec":
                 send(("ok", None))
                 continue
+            if shape == "numpy":
+                send(("ok", cursor.fetchnumpy()))
+                continue
             rows = cursor.fetchall()
             send(("ok", [row[0] for row in rows] if shape == "column" else rows))
         except Exception as exc:
@@ -193,6 +196,11 @@ class DuckDBWorker:
     def column(self, sql: str, params: list[Any] | None = None) -> list[Any]:
         """The first column of the answer (cheaper to hand over than rows)."""
         result: list[Any] = self._call(("column", sql, params or []))
+        return result
+
+    def numpy(self, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
+        """The answer as DuckDB's ``fetchnumpy``: a dict of column name -> numpy array (masked where NULL)."""
+        result: dict[str, Any] = self._call(("numpy", sql, params or []))
         return result
 
     def run(self, sql: str, params: list[Any] | None = None) -> None:
