@@ -73,6 +73,30 @@ def test_full_run_finds_the_duplicates(resolved: Any) -> None:
     assert match["match_weight"] > 0 and set(match["comparisons"]) >= {"first_name", "last_name", "birthday"}
 
 
+def test_merge_reasons_name_a_scored_pair_of_the_two_profiles(resolved: Any) -> None:
+    import orjson
+
+    cdp, _, _ = resolved
+    conn = cdp.store.reader()
+    weights = {(a, b): w for a, b, w in conn.execute("SELECT node_l, node_r, match_weight FROM match_edges")}
+    live = {
+        f"record:{s}:{e}": p
+        for s, e, p in conn.execute(
+            "SELECT r.source, r.external_id, coalesce(p.merged_into, r.profile_id) FROM source_records r"
+            " JOIN profiles p ON p.id = r.profile_id"
+        )
+    }
+    merges = conn.execute("SELECT profile_id, details FROM merges WHERE kind = 'merge' AND reason = 'resolution'")
+    reasons = [(survivor, orjson.loads(details)) for survivor, details in merges]
+    scored = [(survivor, d) for survivor, d in reasons if d["evidence"] == "probabilistic"]
+    assert len(scored) >= 0.9 * len(reasons) > 1000  # FEBRL has no shared identifiers: almost all are direct
+    for survivor, details in scored:
+        left, right = details["pair"]
+        weight = weights.get((left, right), weights.get((right, left)))
+        assert weight is not None and round(weight, 3) == details["match_weight"]
+        assert live[left] == live[right] == survivor
+
+
 def test_second_run_is_stable(resolved: Any) -> None:
     cdp, _, _ = resolved
     before = predicted(cdp)

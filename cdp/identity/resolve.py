@@ -287,6 +287,14 @@ class Resolution:
     ) -> None:
         now = now_iso()
         self.store.after_commit(self.graph.invalidate)
+        # Indexes for the per-merge and per-split lookups below (linear, not merges x identifiers).
+        members: dict[str, list[int]] = {}
+        for i, node in by_id.items():
+            members.setdefault(node.profile_id, []).append(i)
+        incident: dict[int, list[tuple[int, Edge]]] = {}
+        for order, edge in enumerate(weights.values()):
+            incident.setdefault(edge.a, []).append((order, edge))
+            incident.setdefault(edge.b, []).append((order, edge))
         # Nothing may have moved since the snapshot for the identifiers this plan touches.
         touched = set(result.moves)
         if touched:
@@ -314,7 +322,7 @@ class Resolution:
                 (
                     survivor,
                     gone,
-                    orjson.dumps(self._why(by_id, survivor, gone, weights, model_info)).decode(),
+                    orjson.dumps(_why(by_id, members, incident, survivor, gone, model_info)).decode(),
                     now,
                 ),
             )
@@ -327,7 +335,7 @@ class Resolution:
             for hook in self.graph.merge_hooks:
                 hook(conn, survivor, gone)
         for source, target in result.splits:
-            moved = sorted(n.key for i, n in by_id.items() if n.profile_id == source and result.moves.get(i) == target)
+            moved = sorted(by_id[i].key for i in members.get(source, ()) if result.moves.get(i) == target)
             conn.execute(
                 "INSERT INTO merges (kind, profile_id, other_id, reason, details, created_at)"
                 " VALUES ('split', ?, ?, 'resolution', ?, ?)",
@@ -378,32 +386,6 @@ class Resolution:
                         for row in edges.itertuples(index=False)
                     ),
                 )
-
-    @staticmethod
-    def _why(
-        by_id: dict[int, Node],
-        survivor: str,
-        gone: str,
-        weights: dict[tuple[int, int], Edge],
-        model_info: tuple[int, matching.MatchModel] | None,
-    ) -> dict[str, Any]:
-        """The strongest match edge between the two profiles' identifiers, if any (else shared identifiers)."""
-        left = {i for i, n in by_id.items() if n.profile_id == survivor}
-        right = {i for i, n in by_id.items() if n.profile_id == gone}
-        best = max(
-            (e for (a, b), e in weights.items() if (a in left and b in right) or (a in right and b in left)),
-            key=lambda e: e.weight,
-            default=None,
-        )
-        if best is None:
-            return {"evidence": "identifier", "identifiers": sorted(by_id[i].key for i in right)[:20]}
-        return {
-            "evidence": "probabilistic",
-            "model_version": model_info[0] if model_info else None,
-            "match_weight": round(best.weight, 3),
-            "match_probability": round(best.probability, 6),
-            "pair": [by_id[best.a].key, by_id[best.b].key],
-        }
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -489,5 +471,34 @@ def _save_traits(conn: sqlite3.Connection, rows: list[tuple[str, str, str, str]]
     conn.executemany("UPDATE profiles SET traits = ?, computed = ?, refreshed_at = ? WHERE id = ?", rows)
 
 
-def _contributions(row: Any, columns: list[str]) -> str:
-    return orjson.dumps({c[3:]: round(float(getattr(row, c)), 3) for c in columns}).decode()
+def _why(
+    by_id: dict[int, Node],
+    members: dict[str, list[int]],
+    incident: dict[int, list[tuple[int, Edge]]],
+    survivor: str,
+    gone: str,
+    model_info: tuple[int, matching.MatchModel] | None,
+) -> dict[str, Any]:
+    """The strongest match edge between the two profiles' identifiers, if any (else shared identifiers).
+
+    ``members``: identifier ids by the profile they had before the run; ``incident``: each identifier's
+    match edges with their order (the first of equally strong edges wins).
+    """
+    left = set(members.get(survivor, ()))
+    right = members.get(gone, [])
+    best: tuple[float, int, Edge] | None = None
+    for i in right:
+        for order, edge in incident.get(i, ()):
+            other = edge.b if edge.a == i else edge.a
+            if other in left and (best is None or (edge.weight, -order) > (best[0], -best[1])):
+                best = (edge.weight, order, edge)
+    if best is None:
+        return {"evidence": "identifier", "identifiers": sorted(by_id[i].key for i in right)[:20]}
+    edge = best[2]
+    return {
+        "evidence": "probabilistic",
+        "model_version": model_info[0] if model_info else None,
+        "match_weight": round(edge.weight, 3),
+        "match_probability": round(edge.probability, 6),
+        "pair": [by_id[edge.a].key, by_id[edge.b].key],
+    }
