@@ -10,7 +10,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import errors
-from api.routes import events, health, profiles, quality, records, segments, tracking, webhooks
+from api.routes import events, health, ml, profiles, quality, records, segments, tracking, webhooks
 from cdp import CDP, Settings, __version__
 from cdp.scheduler import Scheduler
 
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (tracking, records, events, profiles, segments, webhooks, quality, health):
+    for module in (tracking, records, events, profiles, segments, ml, webhooks, quality, health):
         app.include_router(module.router)
     app.add_middleware(TrackingCORS, origins=settings.cors_origins)
     return app

@@ -408,7 +408,7 @@ def identity_evaluate(db: Path | None, truth: Path, as_json: bool) -> None:
 
 @cli.group(cls=Group)
 def segments() -> None:
-    """Rule-based segments: define, compute, list members."""
+    """Segments (rules, clusters, propensity scores): define, compute, list members."""
 
 
 @segments.command("create")
@@ -481,7 +481,7 @@ def segments_compute(db: Path | None, key: str | None, all_: bool) -> None:
     with open_cdp(db) as cdp:
         keys = None if all_ else [key or ""]
         bar: Any
-        count = len(cdp.segments.list(limit=1000).data) if all_ else 1
+        count = len([s for s in cdp.segments.list(limit=1000).data if not s["parent"]]) if all_ else 1
         with click.progressbar(length=count, label="computing", file=sys.stderr) as bar:
             results = cdp.segments.compute_many(keys, progress=lambda r: bar.update(1))
     failed = 0
@@ -519,6 +519,108 @@ def segments_members(db: Path | None, key: str, limit: int, as_json: bool) -> No
             if not page.next or (limit and shown >= limit):
                 break
             cursor = page.next
+
+
+@segments.command("plot")
+@db_option
+@click.argument("key")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="PNG file (default KEY.png).")
+def segments_plot(db: Path | None, key: str, output: Path | None) -> None:
+    """Draw a cluster segment's last run: 2-D PCA scatter by cluster, centroids marked (PNG)."""
+    with open_cdp(db) as cdp:
+        png = cdp.segments.plot(key)
+    target = output or Path(f"{key}.png")
+    target.write_bytes(png)
+    click.echo(f"wrote {target} ({len(png)} bytes)")
+
+
+@segments.command("model")
+@db_option
+@click.argument("key")
+def segments_model(db: Path | None, key: str) -> None:
+    """A machine-learned segment's model: settings, features, quality metrics, top features or clusters."""
+    with open_cdp(db) as cdp:
+        echo_json(cdp.segments.model(key))
+
+
+# -- personas --------------------------------------------------------------------------------------
+
+
+@cli.group(cls=Group)
+def personas() -> None:
+    """Job-title personas: label titles, and a classifier labels the rest (traits persona, persona_confidence)."""
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    model = status.get("model") or {}
+    accuracy = model.get("cv_accuracy")
+    shown = "n/a (label at least two titles of every persona)" if accuracy is None else f"{accuracy:.3f}"
+    click.echo(f"{status['labels']} labels; personas: {status['personas']}; cross-validated accuracy {shown}")
+
+
+@personas.command("label")
+@db_option
+@click.option("--title", help="A job title to label (with --persona).")
+@click.option("--persona", help="Its persona.")
+@click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV with columns title,persona.")  # fmt: skip
+@click.option("-n", "count", default=20, show_default=True, help="Titles to offer in the interactive loop.")
+def personas_label(db: Path | None, title: str | None, persona: str | None, file: Path | None, count: int) -> None:
+    """Label titles: one (--title/--persona), a CSV (--file), or interactively: the titles the model is least
+    sure of are offered one by one; type a persona, Enter to skip, q to stop. The model retrains after each."""
+    import csv
+
+    from cdp.ml.personas import Label, check_labels
+
+    with open_cdp(db) as cdp:
+        if title or persona:
+            if not (title and persona):
+                raise click.UsageError("give --title and --persona together")
+            _print_status(cdp.personas.label(check_labels({"title": title, "persona": persona})))
+            return
+        if file:
+            with file.open(newline="", encoding="utf-8") as handle:
+                rows = [{"title": r.get("title"), "persona": r.get("persona")} for r in csv.DictReader(handle)]
+            _print_status(cdp.personas.label(check_labels(rows)))
+            return
+        known = sorted(cdp.personas.status()["personas"])
+        click.echo(f"personas so far: {', '.join(known) if known else '(none yet: type new ones)'}")
+        for entry in cdp.personas.uncertain(count):
+            guess = f" [model: {entry['persona']} {entry['confidence']:.2f}]" if entry.get("persona") else ""
+            answer = click.prompt(
+                f"{entry['title']!r} ({entry['profiles']} profiles){guess}", default="", show_default=False
+            ).strip()
+            if answer.lower() == "q":
+                break
+            if not answer:
+                continue
+            _print_status(cdp.personas.label([Label(entry["title"], answer)]))
+
+
+@personas.command("uncertain")
+@db_option
+@click.option("-n", "count", default=20, show_default=True)
+def personas_uncertain(db: Path | None, count: int) -> None:
+    """The titles the model is least sure of (label these next)."""
+    with open_cdp(db) as cdp:
+        for entry in cdp.personas.uncertain(count):
+            guess = f"{entry['persona']} ({entry['confidence']:.2f})" if entry.get("persona") else "-"
+            click.echo(f"{entry['profiles']:>7}  {guess:<24} {entry['title']}")
+
+
+@personas.command("status")
+@db_option
+@click.option("--json", "as_json", is_flag=True)
+def personas_status(db: Path | None, as_json: bool) -> None:
+    """Labels per persona and the model's accuracy as labels grew."""
+    with open_cdp(db) as cdp:
+        status = cdp.personas.status()
+    if as_json:
+        echo_json(status)
+        return
+    _print_status(status)
+    for point in status["accuracy_history"]:
+        click.echo(f"  {point['trained_at']}  {point['labels']:>5} labels  accuracy {point['cv_accuracy']}")
 
 
 # -- webhooks --------------------------------------------------------------------------------------

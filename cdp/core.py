@@ -10,6 +10,7 @@ from cdp.identity.realtime import RealtimeMatcher
 from cdp.identity.resolve import Resolution
 from cdp.ingest import Ingest
 from cdp.keys import Keys
+from cdp.ml.personas import Personas
 from cdp.profiles import Profiles
 from cdp.quality import Quality
 from cdp.segments.api import Segments
@@ -51,6 +52,7 @@ class CDP:
         self.graph.merge_hooks.append(follow_merge)
         self.identity.after_run.append(self._after_resolution)
         self.quality = Quality(self.store)
+        self.personas = Personas(self.store)
 
     def is_empty(self) -> bool:
         """True when no event or record has been stored yet."""

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cdp.errors import InvalidInput
+from cdp.ml.personas import merge_scores
 from cdp.store import Store
 
 FORMATS = ("csv", "parquet")
@@ -20,7 +21,7 @@ RECORD_COLUMNS = ["source", "external_id", "profile_id"]
 TRAIT_COLUMNS = ["email", "phone", "first_name", "last_name", "birthday", "address.street", "address.city",
                  "address.postal_code", "address.country", "company", "title"]  # fmt: skip
 COMPUTED_COLUMNS = ["first_seen", "last_seen", "event_count", "order_count", "total_revenue", "average_order_value",
-                    "last_order_at", "days_since_last_order"]  # fmt: skip
+                    "last_order_at", "days_since_last_order", "persona", "persona_confidence"]  # fmt: skip
 
 
 def _records(store: Store) -> Iterator[dict[str, Any]]:
@@ -41,11 +42,15 @@ def _dig(traits: dict[str, Any], dotted: str) -> Any:
 
 def _profiles(store: Store) -> Iterator[dict[str, Any]]:
     cursor = store.reader().execute(
-        "SELECT id, created_at, updated_at, traits, computed FROM profiles WHERE merged_into IS NULL ORDER BY id"
+        "SELECT p.id, p.created_at, p.updated_at, p.traits, p.computed, p.scores,"
+        " (SELECT group_concat(m.segment_key, ';') FROM (SELECT segment_key FROM memberships"
+        "  WHERE profile_id = p.id ORDER BY segment_key) AS m)"
+        " FROM profiles p WHERE p.merged_into IS NULL ORDER BY p.id"
     )
-    for pid, created, updated, traits_json, computed_json in cursor:
+    for pid, created, updated, traits_json, computed_json, scores_json, segments in cursor:
         traits = orjson.loads(traits_json)
-        computed = orjson.loads(computed_json)
+        computed = merge_scores(orjson.loads(computed_json), scores_json)
+        computed_json = orjson.dumps(computed).decode()
         row: dict[str, Any] = {"profile_id": pid, "created_at": created, "updated_at": updated}
         for column in TRAIT_COLUMNS:
             value = _dig(traits, column)
@@ -54,6 +59,7 @@ def _profiles(store: Store) -> Iterator[dict[str, Any]]:
             row[column] = computed.get(column)
         row["traits"] = traits_json
         row["computed"] = computed_json
+        row["segments"] = segments or ""
         yield row
 
 
@@ -65,7 +71,16 @@ def export(store: Store, what: str, fmt: str = "csv", output: Path | None = None
         rows, columns = _records(store), RECORD_COLUMNS
     elif what == "profiles":
         rows = _profiles(store)
-        columns = ["profile_id", "created_at", "updated_at", *TRAIT_COLUMNS, *COMPUTED_COLUMNS, "traits", "computed"]
+        columns = [
+            "profile_id",
+            "created_at",
+            "updated_at",
+            *TRAIT_COLUMNS,
+            *COMPUTED_COLUMNS,
+            "traits",
+            "computed",
+            "segments",
+        ]
     else:
         raise InvalidInput(f"export records or profiles, not {what!r}")
     if fmt == "parquet":

@@ -11,6 +11,7 @@ from cdp.errors import InvalidInput, UnknownProfile
 from cdp.events import _COLUMNS as EVENT_COLUMNS
 from cdp.events import event_dict
 from cdp.identity.traits import computed_rows, profile_sources, unify
+from cdp.ml.personas import merge_scores
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
 from cdp.settings import Settings
 from cdp.store import Store
@@ -73,8 +74,10 @@ class Profiles:
     def get(self, profile_id: str) -> dict[str, Any]:
         pid = self.live_id(profile_id)
         conn = self.store.reader()
-        created, updated = conn.execute("SELECT created_at, updated_at FROM profiles WHERE id = ?", (pid,)).fetchone()
-        computed = computed_rows(conn, utcnow(), pid).get(pid, {})
+        created, updated, scores = conn.execute(
+            "SELECT created_at, updated_at, scores FROM profiles WHERE id = ?", (pid,)
+        ).fetchone()
+        computed = merge_scores(computed_rows(conn, utcnow(), pid).get(pid, {}), scores)
         return {
             "id": pid,
             "traits": unify(profile_sources(conn, pid), self.settings.trait_priority),

@@ -21,13 +21,17 @@ DEFINITION = Body(..., description="A segment definition (see GET /v1/segments/s
 }])  # fmt: skip
 
 
-async def _json(request: Request) -> dict[str, Any]:
+async def _json_any(request: Request) -> Any:
     import orjson
 
     try:
-        value = orjson.loads(await request.body())
+        return orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    value = await _json_any(request)
     if not isinstance(value, dict):
         raise InvalidJSON("the body must be a JSON object (a segment definition)")
     return value

@@ -279,7 +279,7 @@ def _sample_algorithm(algorithm: str) -> str:
 def _fit_rows(Z: np.ndarray[Any, Any], params: ClusterParams) -> np.ndarray[Any, Any]:
     if params.algorithm == "agglomerative" and len(Z) > AGGLOMERATIVE_SAMPLE:
         rows = _sample(np.random.default_rng(params.seed + 1), len(Z), AGGLOMERATIVE_SAMPLE)
-        return Z[rows]
+        return np.asarray(Z[rows])
     return Z
 
 

@@ -143,7 +143,7 @@ class Personas:
                 _pipeline(), titles, personas, cv=StratifiedKFold(folds, shuffle=True, random_state=0)
             )
             accuracy = round(float(np.mean(scores)), 4)
-        metrics = {
+        metrics: dict[str, Any] = {
             "cv_accuracy": accuracy,
             "cv_folds": folds if folds >= 2 else None,
             "labels": len(titles),

@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from cdp.errors import InvalidInput, SegmentExists, SegmentInUse, UnknownSegment
+from cdp.errors import CDPError, InvalidInput, SegmentExists, SegmentInUse, UnknownSegment
+from cdp.ml.api import ML_TYPES, MLSegments, forget
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
 from cdp.segments import rules
 from cdp.segments.engine import Engine, MemberList, RunResult, identifiers_of
@@ -48,6 +49,7 @@ class Segments:
     def __init__(self, store: Store, refresh_traits: Callable[[], int] | None = None) -> None:
         self.store = store
         self.engine = Engine(store)
+        self.ml = MLSegments(store, self.engine)
         self.refresh_traits = refresh_traits
         self.schedule_listeners: builtins.list[ScheduleListener] = []
 
@@ -56,12 +58,25 @@ class Segments:
     def _rules(self, conn: sqlite3.Connection | None = None) -> dict[str, rules.Rule | None]:
         conn = conn or self.store.reader()
         out: dict[str, rules.Rule | None] = {}
-        for key, definition in conn.execute("SELECT key, definition FROM segments"):
-            out[key] = rules.validate(orjson.loads(definition)).rule
+        for key, kind, definition in conn.execute("SELECT key, type, definition FROM segments"):
+            out[key] = rules.validate(orjson.loads(definition)).rule if kind == "rule" else None
         return out
+
+    def _check(self, parsed: rules.Definition, conn: sqlite3.Connection | None = None) -> None:
+        """What the schema cannot say: ML models, keys that a cluster segment's children would take."""
+        conn = conn or self.store.reader()
+        for (parent,) in conn.execute("SELECT key FROM segments WHERE type = 'cluster' AND parent_key IS NULL"):
+            if parsed.key.startswith(parent + ".") and parent != parsed.key:
+                raise InvalidInput(
+                    f"keys {parent}.<n> belong to the clusters of segment {parent!r}; choose another key",
+                    {"path": "/key"},
+                )
+        if parsed.type in ML_TYPES:
+            self.ml.check(parsed.type, parsed.model, parsed.select)
 
     def create(self, definition: Mapping[str, Any]) -> dict[str, Any]:
         parsed = rules.validate(definition)
+        self._check(parsed)
         now = format_ts(utcnow())
 
         def job(conn: sqlite3.Connection) -> None:
@@ -92,13 +107,20 @@ class Segments:
         return self.get(parsed.key)
 
     def update(self, key: str, definition: Mapping[str, Any]) -> dict[str, Any]:
-        self._require(key)
+        existing = self._require(key)
+        self._not_a_child(existing)
         if definition.get("key", key) != key:
             raise InvalidInput(
                 f"the key cannot change ({key!r} -> {definition.get('key')!r}); create a new segment instead",
                 {"path": "/key"},
             )
         parsed = rules.validate({**definition, "key": key})
+        if parsed.type != existing["type"]:
+            raise InvalidInput(
+                f"the type cannot change ({existing['type']} -> {parsed.type}); create a new segment instead",
+                {"path": "/type"},
+            )
+        self._check(parsed)
         now = format_ts(utcnow())
 
         def job(conn: sqlite3.Connection) -> None:
@@ -122,8 +144,16 @@ class Segments:
         return self.get(key)
 
     def delete(self, key: str) -> None:
-        self._require(key)
-        users = [k for k, rule in self._rules().items() if rule is not None and key in rules.mentions(rule).segments]
+        existing = self._require(key)
+        self._not_a_child(existing)
+        family = {key} | {
+            r[0] for r in self.store.reader().execute("SELECT key FROM segments WHERE parent_key = ?", (key,))
+        }
+        users = [
+            k
+            for k, rule in self._rules().items()
+            if rule is not None and k not in family and family & rules.mentions(rule).segments
+        ]
         if users:
             raise SegmentInUse(
                 f"segments {', '.join(sorted(users))} use {key!r} through in_segment; change them first",
@@ -131,12 +161,27 @@ class Segments:
             )
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM memberships WHERE segment_key = ?", (key,))
+            conn.execute(
+                "DELETE FROM memberships WHERE segment_key = ? OR segment_key IN"
+                " (SELECT key FROM segments WHERE parent_key = ?)",
+                (key, key),
+            )
             conn.execute("DELETE FROM segments WHERE parent_key = ?", (key,))
             conn.execute("DELETE FROM segments WHERE key = ?", (key,))
+            if existing["type"] in ML_TYPES:
+                forget(conn, key)
 
         self.store.write(job)
         self._notify(key, None)
+
+    @staticmethod
+    def _not_a_child(segment: Mapping[str, Any]) -> None:
+        if segment["parent_key"]:
+            raise InvalidInput(
+                f"segment {segment['key']!r} is a cluster of {segment['parent_key']!r}, made by its runs;"
+                f" change or delete {segment['parent_key']!r} instead",
+                {"key": segment["key"], "parent": segment["parent_key"]},
+            )
 
     def _notify(self, key: str, schedule: dict[str, str] | None) -> None:
         for listener in self.schedule_listeners:
@@ -212,6 +257,16 @@ class Segments:
         }
 
     def compute(self, key: str, *, trigger: str = "manual") -> RunResult:
+        """Run one segment now. A machine-learned segment whose training fails for a reason the user can fix
+        (not enough data, a bad model) raises it after recording the failed run in the history."""
+        segment = self._require(key)
+        if segment["type"] in ML_TYPES:
+            owner = self._require(segment["parent_key"]) if segment["parent_key"] else segment
+            with self.engine._exclusive(owner["key"]):
+                results, error = self.ml.run(owner, trigger=trigger)
+            if isinstance(error, CDPError):
+                raise error
+            return results[0]
         return self.compute_many([key], trigger=trigger)[0]
 
     def compute_many(
@@ -221,19 +276,34 @@ class Segments:
         trigger: str = "manual",
         progress: Callable[[RunResult], None] | None = None,
     ) -> builtins.list[RunResult]:
-        """Run segments (all rule segments by default) in dependency order over one DuckDB session."""
+        """Run segments (all by default) over one DuckDB session: machine-learned ones first (rules may use their
+        clusters through in_segment), then rules in dependency order. Runs after an identity resolution leave
+        the ML segments to their own schedules (memberships follow merges anyway)."""
         all_rules = self._rules()
         wanted = set(all_rules) if keys is None else set(keys)
-        for key in wanted:
-            self._require(key)
-        order = [k for k in rules.evaluation_order(all_rules) if k in wanted and all_rules.get(k) is not None]
+        ml_keys: builtins.list[str] = []
+        for key in sorted(wanted):
+            segment = self._require(key)
+            if segment["type"] in ML_TYPES:
+                owner = segment["parent_key"] or key
+                if owner not in ml_keys and not (keys is None and trigger == "resolution"):
+                    ml_keys.append(owner)
         results: builtins.list[RunResult] = []
+        for key in ml_keys:
+            with self.engine._exclusive(key):
+                ml_results, _ = self.ml.run(self._require(key), trigger=trigger)
+            results += ml_results
+            if progress:
+                progress(ml_results[0])
+        order = [k for k in rules.evaluation_order(all_rules) if k in wanted and all_rules.get(k) is not None]
         if self.refresh_traits is not None and order:
             self.refresh_traits()  # rules read stored traits; bring the changed profiles up to date first
         now = utcnow()
         # Segments that in_segment reads (their stored members are copied into the session, and again after
         # each of their runs here, so dependants see this run's members).
         used = {k for key in order if (r := all_rules[key]) is not None for k in rules.mentions(r).segments}
+        if not order:
+            return results
         with self.engine.session(materialize=len(order) > 3, memberships=used) as con:
             for key in order:
                 segment = self._require(key)
@@ -256,6 +326,12 @@ class Segments:
                 if progress:
                     progress(result)
         return results
+
+    def model(self, key: str) -> dict[str, Any]:
+        return self.ml.model(key, self._require(key))
+
+    def plot(self, key: str) -> bytes:
+        return self.ml.plot(key, self._require(key))
 
     # -- reads -----------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -312,7 +312,9 @@ class Engine:
                 _attach_sql(self.store),
                 f"CREATE {temp}{kind} events AS SELECT profile_id, type, event, timestamp, properties"
                 " FROM db.events WHERE profile_id IS NOT NULL",
-                f"CREATE {temp}{kind} profiles AS SELECT id, traits, computed FROM db.profiles"
+                # What models wrote (``scores``: propensity_<key>, persona) reads as computed traits.
+                f"CREATE {temp}{kind} profiles AS SELECT id, traits, CASE WHEN scores IS NULL OR scores = '{{}}'"
+                " THEN computed ELSE json_merge_patch(computed, scores) END AS computed FROM db.profiles"
                 " WHERE merged_into IS NULL",
                 "CREATE TEMP TABLE memberships (segment_key VARCHAR, profile_id VARCHAR)",
             ]
@@ -365,9 +367,10 @@ class Engine:
         conn = self.store.reader()
         marks = ",".join("?" * len(profile_ids))
         profiles = {
-            pid: {"traits": orjson.loads(traits), "computed": orjson.loads(computed)}
-            for pid, traits, computed in conn.execute(
-                f"SELECT id, traits, computed FROM profiles WHERE id IN ({marks}) AND merged_into IS NULL", profile_ids
+            pid: {"traits": orjson.loads(traits), "computed": {**orjson.loads(computed), **orjson.loads(scores)}}
+            for pid, traits, computed, scores in conn.execute(
+                f"SELECT id, traits, computed, scores FROM profiles WHERE id IN ({marks}) AND merged_into IS NULL",
+                profile_ids,
             )
         }
         events = [
@@ -399,57 +402,101 @@ class Engine:
         error: str | None = None,
     ) -> RunResult:
         """Diff ``members`` against the stored ones (all, or only the ``scope`` profiles) and commit."""
+        if members is None:
+            return self.record_failure(segment, trigger=trigger, started=started, started_at=started_at, error=error)
+        return self.apply([(segment, members)], trigger=trigger, started=started, started_at=started_at, scope=scope)[0]
+
+    def apply(
+        self,
+        changes: list[tuple[dict[str, Any], set[str] | MemberList]],
+        *,
+        trigger: str,
+        started: float,
+        started_at: str,
+        scope: list[str] | None = None,
+        before: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> list[RunResult]:
+        """Several segments' new members (and ``before``'s writes) in ONE transaction; on failure nothing changes
+        and each segment's history says why."""
+
+        def job(conn: sqlite3.Connection) -> list[RunResult]:
+            if before is not None:
+                before(conn)
+            return [
+                _write_run(conn, segment, members, trigger, started, started_at, scope) for segment, members in changes
+            ]
+
+        try:
+            return self.store.write(job)
+        except Exception as exc:  # the transaction rolled back: previous members stay; say so in the history
+            error = f"{type(exc).__name__}: {exc}"
+            return [
+                self.record_failure(segment, trigger=trigger, started=started, started_at=started_at, error=error)
+                for segment, _ in changes
+            ]
+
+    def record_failure(
+        self, segment: dict[str, Any], *, trigger: str, started: float, started_at: str, error: str | None
+    ) -> RunResult:
+        """A failed run in the segment's history; its members stay as they were."""
         key = segment["key"]
 
         def job(conn: sqlite3.Connection) -> RunResult:
             now = format_ts(utcnow())
             duration = int((time.perf_counter() - started) * 1000)
-            if members is None:
-                run_id = _insert_run(conn, key, trigger, started_at, now, duration, "failed", None, 0, 0, error)
-                return RunResult(key, run_id, "failed", None, 0, 0, duration, error)
-            if isinstance(members, MemberList) and scope is None:
-                # The stored members as one string: when it equals the new one nothing changed, and no id needs to
-                # become a Python object (the usual scheduled run).
-                count, text = _stored_members(conn, key)
-                if (count, text) == (members.count, members.text):
-                    run_id = _insert_run(conn, key, trigger, started_at, now, duration, "succeeded", count, 0, 0, None)
-                    return RunResult(key, run_id, "succeeded", count, 0, 0, duration)
-                current = _current(conn, key, None) if text is None else set(text.split(_SEP) if count else ())
-            else:
-                current = _current(conn, key, scope)
-            wanted = set(members.ids()) if isinstance(members, MemberList) else members
-            # Only live profiles can be members (a profile merged away meanwhile is not).
-            entering = _live(conn, sorted(wanted - current))
-            leaving = sorted(current - wanted)
-            conn.executemany(
-                "INSERT OR IGNORE INTO memberships (segment_key, profile_id, entered_at) VALUES (?, ?, ?)",
-                [(key, pid, now) for pid in entering],
-            )
-            conn.executemany(
-                "DELETE FROM memberships WHERE segment_key = ? AND profile_id = ?", [(key, pid) for pid in leaving]
-            )
-            size = conn.execute("SELECT count(*) FROM memberships WHERE segment_key = ?", (key,)).fetchone()[0]
-            run_id = _insert_run(
-                conn, key, trigger, started_at, now, duration, "succeeded", size, len(entering), len(leaving), None
-            )
-            changes = [(run_id, key, pid, "entered", now) for pid in entering]
-            changes += [(run_id, key, pid, "exited", now) for pid in leaving]
-            conn.executemany(
-                "INSERT INTO membership_changes (run_id, segment_key, profile_id, change, at) VALUES (?, ?, ?, ?, ?)",
-                changes,
-            )
-            write_outbox(conn, segment, run_id, entering, leaving, now)
-            return RunResult(key, run_id, "succeeded", size, len(entering), len(leaving), duration)
+            run_id = _insert_run(conn, key, trigger, started_at, now, duration, "failed", None, 0, 0, error)
+            return RunResult(key, run_id, "failed", None, 0, 0, duration, error)
 
-        try:
-            return self.store.write(job)
-        except Exception as exc:  # the transaction rolled back: previous members stay; say so in the history
-            if members is None:
-                raise
-            return self.record(
-                segment, None, trigger=trigger, started=started, started_at=started_at,
-                error=f"{type(exc).__name__}: {exc}",
-            )  # fmt: skip
+        return self.store.write(job)
+
+
+def _write_run(
+    conn: sqlite3.Connection,
+    segment: dict[str, Any],
+    members: set[str] | MemberList,
+    trigger: str,
+    started: float,
+    started_at: str,
+    scope: list[str] | None,
+) -> RunResult:
+    key = segment["key"]
+    now = format_ts(utcnow())
+    duration = int((time.perf_counter() - started) * 1000)
+    if isinstance(members, MemberList) and scope is None:
+        # The stored members as one string: when it equals the new one nothing changed, and no id needs to
+        # become a Python object (the usual scheduled run).
+        count, text = _stored_members(conn, key)
+        if (count, text) == (members.count, members.text):
+            run_id = _insert_run(conn, key, trigger, started_at, now, duration, "succeeded", count, 0, 0, None)
+            return RunResult(key, run_id, "succeeded", count, 0, 0, duration)
+        current = _current(conn, key, None) if text is None else set(text.split(_SEP) if count else ())
+    else:
+        current = _current(conn, key, scope)
+    wanted = set(members.ids()) if isinstance(members, MemberList) else members
+    if scope is not None:
+        wanted &= set(scope)
+    # Only live profiles can be members (a profile merged away meanwhile is not).
+    entering = _live(conn, sorted(wanted - current))
+    leaving = sorted(current - wanted)
+    conn.executemany(
+        "INSERT OR IGNORE INTO memberships (segment_key, profile_id, entered_at) VALUES (?, ?, ?)",
+        [(key, pid, now) for pid in entering],
+    )
+    conn.executemany(
+        "DELETE FROM memberships WHERE segment_key = ? AND profile_id = ?", [(key, pid) for pid in leaving]
+    )
+    size = conn.execute("SELECT count(*) FROM memberships WHERE segment_key = ?", (key,)).fetchone()[0]
+    run_id = _insert_run(
+        conn, key, trigger, started_at, now, duration, "succeeded", size, len(entering), len(leaving), None
+    )
+    changes = [(run_id, key, pid, "entered", now) for pid in entering]
+    changes += [(run_id, key, pid, "exited", now) for pid in leaving]
+    conn.executemany(
+        "INSERT INTO membership_changes (run_id, segment_key, profile_id, change, at) VALUES (?, ?, ?, ?, ?)",
+        changes,
+    )
+    write_outbox(conn, segment, run_id, entering, leaving, now)
+    return RunResult(key, run_id, "succeeded", size, len(entering), len(leaving), duration)
 
 
 def _current(conn: sqlite3.Connection, key: str, scope: list[str] | None) -> set[str]:

@@ -72,6 +72,11 @@ class RealtimeSegments:
             refresh()
         results = []
         changed: dict[str, set[str]] = defaultdict(set)  # segment -> profiles whose membership was re-checked
+        try:  # clusters and propensity scores first: rules may use them (in_segment, propensity_<key>)
+            for key, profiles in self.segments.ml.realtime(sorted(reasons)).items():
+                changed[key] |= profiles
+        except Exception:
+            log.exception("real-time assignment to machine-learned segments failed")
         for key in rules.evaluation_order(all_rules):
             rule = all_rules.get(key)
             if rule is None:
@@ -82,6 +87,7 @@ class RealtimeSegments:
                 for pid, why in reasons.items()
                 if (why & mention.events)
                 or (TRAITS in why and mention.traits)
+                or (why and any(t.startswith("propensity_") for t in mention.trait_keys()))
                 or any(pid in changed[s] for s in mention.segments)
             }
             if not profiles:

@@ -66,6 +66,8 @@ COMPUTED_TRAITS: frozenset[str] = frozenset(
         "event_count",
         "event_counts",
         "rfm",
+        "persona",
+        "persona_confidence",
     }
 )
 COMPUTED_PREFIXES = ("propensity_",)

@@ -1,0 +1,69 @@
+"""Machine-learned segments' models and pictures, and job-title personas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import AdminKey, CDPDep, ReadKey
+from api.routes.segments import NOT_FOUND, _json_any
+from api.schemas import ERRORS
+from cdp.ml.personas import check_labels
+
+router = APIRouter(tags=["machine learning"])
+PNG = {200: {"content": {"image/png": {}}, "description": "A PNG picture"}}
+
+
+@router.get("/v1/segments/{key}/model", responses=NOT_FOUND, summary="An ML segment's model: metrics, top features")
+def model(cdp: CDPDep, _key: ReadKey, key: str) -> dict[str, Any]:
+    return cdp.segments.model(key)
+
+
+@router.get(
+    "/v1/segments/{key}/plot.png",
+    responses={**NOT_FOUND, **PNG},
+    response_class=Response,
+    summary="A cluster segment's last run: 2-D PCA scatter coloured by cluster, centroids marked",
+)
+async def plot(cdp: CDPDep, _key: ReadKey, key: str) -> Response:
+    png = await run_in_threadpool(cdp.segments.plot, key)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/v1/personas", responses=ERRORS, summary="Persona labels per persona, the model and its accuracy history")
+def personas(cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
+    return cdp.personas.status()
+
+
+@router.get("/v1/personas/labels", responses=ERRORS, summary="Every title -> persona label given so far")
+def labels(cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
+    return {"data": cdp.personas.labels(), "cursor": {"next": None, "has_more": False}}
+
+
+@router.post(
+    "/v1/personas/labels",
+    responses=ERRORS,
+    summary="Label job titles with personas; retrains and refreshes every profile's persona",
+)
+async def add_labels(request: Request, cdp: CDPDep, _key: AdminKey) -> dict[str, Any]:
+    body = await _json_any(request)
+    return await run_in_threadpool(cdp.personas.label, check_labels(body))
+
+
+@router.get("/v1/personas/uncertain", responses=ERRORS, summary="Titles the model is least sure of (label these next)")
+async def uncertain(cdp: CDPDep, _key: ReadKey, n: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:
+    data = await run_in_threadpool(cdp.personas.uncertain, n)
+    return {"data": data, "cursor": {"next": None, "has_more": False}}
+
+
+@router.post("/v1/personas/predict", responses=ERRORS, summary="The persona the model gives some titles")
+async def predict(request: Request, cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
+    body = await _json_any(request)
+    titles = body.get("titles") if isinstance(body, dict) else None
+    if not isinstance(titles, list) or not all(isinstance(t, str) for t in titles) or not 1 <= len(titles) <= 1000:
+        from cdp.errors import InvalidInput
+
+        raise InvalidInput('send {"titles": ["...", ...]} with 1 to 1000 titles', {"path": "/titles"})
+    return {"data": await run_in_threadpool(cdp.personas.predict, titles)}

@@ -1,0 +1,560 @@
+"""Machine-learned segments (``type`` ``cluster`` or ``propensity``): train, score, write memberships.
+
+A run reads features in a DuckDB worker process (see ``cdp.segments.engine``), trains in this process, and
+writes everything it changes (the model, child segments, memberships, enter/exit rows, history, outbox
+rows and scores) in ONE SQLite transaction: a run that fails or is interrupted leaves the previous model,
+scores and memberships as they were, and its error is in the segment's history.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import sqlite3
+import time
+from collections.abc import Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import orjson
+
+from cdp.errors import CDPError, InvalidModel, ModelNotTrained, NotEnoughData
+from cdp.ml import cluster, propensity
+from cdp.ml.features import FeatureSpec, LocalQuery, build, events_sql, label_sql, resolve
+from cdp.segments import rules
+from cdp.segments.engine import DuckDBWorker, Engine, MemberList, RunResult, _attach_sql
+from cdp.store import Store
+from cdp.timeutil import format_ts, parse_ts, utcnow
+
+log = logging.getLogger("cdp.ml")
+ML_TYPES = ("cluster", "propensity")
+
+
+def score_trait(key: str) -> str:
+    return f"propensity_{key}"
+
+
+def _score_path(key: str) -> str:
+    return f'$."{score_trait(key)}"'
+
+
+class MLSegments:
+    def __init__(self, store: Store, engine: Engine) -> None:
+        self.store = store
+        self.engine = engine
+
+    # -- definitions -----------------------------------------------------------------------------
+
+    def check(self, kind: str, model: Mapping[str, Any] | None, select: Mapping[str, Any] | None) -> None:
+        """Validate a definition's ``model``/``select`` and that the store can train it (4xx otherwise)."""
+        if model is None:
+            raise InvalidModel(f"a {kind} segment needs a model", {"path": "/model"})
+        conn = self.store.reader()
+        profiles = conn.execute("SELECT count(*) FROM profiles WHERE merged_into IS NULL").fetchone()[0]
+        if kind == "cluster":
+            if select is not None:
+                raise InvalidModel("select is for propensity segments; a cluster segment has none", {"path": "/select"})
+            params = cluster.check_params(model)
+            needed = cluster.min_profiles(params)
+            if profiles < needed:
+                raise NotEnoughData(
+                    f"the store has {profiles} profiles; this cluster model needs at least {needed}."
+                    " Load data first (or lower k)",
+                    {"path": "/model", "profiles": profiles, "needed": needed},
+                )
+            return
+        p = propensity.check_params(model)
+        propensity.check_select(select)
+        if p.filter is not None:
+            _filter_rule(p.filter)
+        found = conn.execute(
+            "SELECT 1 FROM events WHERE type = 'track' AND event = ? LIMIT 1", (p.target_event,)
+        ).fetchone()
+        if not found:
+            raise NotEnoughData(
+                f"no {p.target_event!r} event has been stored, so there is nothing to learn when it happens."
+                " Check the event name (it is case-sensitive) or send such events first",
+                {"path": "/model/target_event", "target_event": p.target_event},
+            )
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _query(self, with_traits: bool) -> Any:
+        traits = "traits" if with_traits else "'{}' AS traits"
+        worker = DuckDBWorker(
+            [
+                _attach_sql(self.store),
+                "CREATE TEMP TABLE events AS " + events_sql("db.events"),
+                f"CREATE TEMP TABLE profiles AS SELECT id, {traits} FROM db.profiles WHERE merged_into IS NULL",
+            ]
+        )
+        try:
+            yield worker
+        finally:
+            worker.close()
+
+    def run(self, segment: dict[str, Any], *, trigger: str) -> tuple[list[RunResult], Exception | None]:
+        """Train and apply one ML segment; a failure is recorded in its history and returned."""
+        started, started_at = time.perf_counter(), format_ts(utcnow())
+        definition = orjson.loads(segment["definition"])
+        try:
+            if segment["type"] == "cluster":
+                results = self._run_cluster(segment, definition, trigger, started, started_at)
+            else:
+                results = self._run_propensity(segment, definition, trigger, started, started_at)
+            failed = [r for r in results if r.status == "failed"]
+            return results, (RuntimeError(failed[0].error) if failed else None)
+        except Exception as exc:
+            if not isinstance(exc, CDPError):
+                log.exception("ML segment %s failed", segment["key"])
+            message = exc.message if isinstance(exc, CDPError) else f"{type(exc).__name__}: {exc}"
+            result = self.engine.record_failure(
+                segment, trigger=trigger, started=started, started_at=started_at, error=message
+            )
+            return [result], exc
+
+    def _run_cluster(
+        self, segment: dict[str, Any], definition: dict[str, Any], trigger: str, started: float, started_at: str
+    ) -> list[RunResult]:
+        key = segment["key"]
+        params = cluster.check_params(definition.get("model") or {})
+        now = utcnow()
+        with self._query(_wants_traits(params.features)) as query:
+            spec = resolve(params.features, query, now)
+            matrix = build(query, spec, now)
+        result = cluster.fit(matrix.X, params)
+        fitted = result.fitted
+        children = self._children(key)
+        old = {c["cluster"]["number"]: c["cluster"]["centroid"] for c in children if "cluster" in c}
+        raw = fitted.raw_centroids()
+        numbers = cluster.match(raw, spec.names, old, fitted.scaler)
+        sizes = np.bincount(result.labels, minlength=len(raw))
+        names = cluster.describe(fitted.centroids, sizes.tolist(), spec.features)
+        n = len(matrix.ids)
+        now_text = format_ts(utcnow())
+        child_rows: list[dict[str, Any]] = []
+        changes: list[tuple[dict[str, Any], set[str]]] = []
+        active = set()
+        for index in range(len(raw)):
+            number = numbers[index]
+            active.add(number)
+            child_key = f"{key}.{number}"
+            info = {
+                "number": number,
+                "parent": key,
+                "centroid": {name: round(float(v), 6) for name, v in zip(spec.names, raw[index], strict=True)},
+                "size": int(sizes[index]),
+                "share": round(float(sizes[index]) / n, 4) if n else 0.0,
+                "retired": False,
+            }
+            child = {"key": child_key, "name": names[index], "type": "cluster", "cluster": info}
+            child_rows.append(child)
+            changes.append((child, set(matrix.ids[result.labels == index].tolist())))
+        for c in children:  # clusters that did not come back: their members exit; the key is kept for reuse
+            if c["cluster"]["number"] not in active:
+                info = {**c["cluster"], "size": 0, "share": 0.0, "retired": True}
+                child = {"key": c["key"], "name": c["name"], "type": "cluster", "cluster": info}
+                child_rows.append(child)
+                changes.append((child, set()))
+        metrics = {
+            **result.metrics,
+            "clusters": [
+                {"key": c["key"], "name": c["name"], "size": c["cluster"]["size"], "share": c["cluster"]["share"]}
+                for c in child_rows
+                if not c["cluster"]["retired"]
+            ],
+        }
+        artifact = {"fitted": fitted, "numbers": [numbers[i] for i in range(len(raw))], "plot": result.plot}
+
+        def before(conn: sqlite3.Connection) -> None:
+            for child in child_rows:
+                conn.execute(
+                    "INSERT INTO segments (key, name, description, type, parent_key, definition, schedule, created_at,"
+                    " updated_at) VALUES (?, ?, ?, 'cluster', ?, ?, NULL, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET name = excluded.name, definition = excluded.definition,"
+                    " updated_at = excluded.updated_at",
+                    (
+                        child["key"],
+                        child["name"],
+                        f"Cluster {child['cluster']['number']} of {key}",
+                        key,
+                        orjson.dumps(child).decode(),
+                        now_text,
+                        now_text,
+                    ),
+                )
+            _save_model(conn, key, "cluster", spec, params.to_json(), metrics, artifact, now_text)
+
+        results = self.engine.apply(
+            [({"key": c["key"], "name": c["name"]}, m) for c, m in changes],
+            trigger=trigger,
+            started=started,
+            started_at=started_at,
+            before=before,
+        )
+        if any(r.status == "failed" for r in results):
+            raise RuntimeError(next(r.error for r in results if r.status == "failed"))
+        parent = self._parent_run(segment, results, trigger, started, started_at, size=n)
+        return [parent, *results]
+
+    def _run_propensity(
+        self, segment: dict[str, Any], definition: dict[str, Any], trigger: str, started: float, started_at: str
+    ) -> list[RunResult]:
+        key = segment["key"]
+        params = propensity.check_params(definition.get("model") or {})
+        select = propensity.check_select(definition.get("select"))
+        now = utcnow()
+        with self._query(_wants_traits(params.features)) as query:
+            first = query.numpy("SELECT min(timestamp) AS t FROM events", [])["t"]
+            first_event = parse_ts(first[0]) if len(first) and not np.ma.is_masked(first[0]) else None
+            cuts = propensity.cutoffs(now, params, first_event)
+            if not cuts:
+                raise NotEnoughData(
+                    f"the stored events span less than horizon_days ({params.horizon_days}) days, so no past outcome"
+                    " can be learnt from yet; wait for more history or shorten the horizon",
+                    {"path": "/model/horizon_days"},
+                )
+            spec = resolve(params.features, query, now)
+            parts_X, parts_y, parts_ids = [], [], []
+            for at in cuts:
+                snapshot = build(query, spec, at, population="seen")
+                sql, args = label_sql(params.target_event, at, at + timedelta(days=params.horizon_days))
+                positive = set(query.numpy(sql, args)["id"].tolist())
+                parts_X.append(snapshot.X)
+                parts_y.append(
+                    np.fromiter((i in positive for i in snapshot.ids), dtype=np.int64, count=len(snapshot.ids))
+                )
+                parts_ids.append(snapshot.ids)
+            current = build(query, spec, now)
+        X, y, ids = np.vstack(parts_X), np.concatenate(parts_y), np.concatenate(parts_ids)
+        trained = propensity.train(X, y, ids, spec.features, params, select)
+        keep = np.ones(len(current.ids), dtype=bool)
+        if params.filter is not None:
+            rule = _filter_rule(params.filter)
+            with self.engine.session(memberships=rules.mentions(rule).segments) as con:
+                allowed = self.engine.members_sql(con, rule, now)
+            keep = np.fromiter((i in allowed for i in current.ids), dtype=bool, count=len(current.ids))
+        scored_ids = current.ids[keep]
+        scores = trained.score(current.X[keep])
+        cutoff = select.cutoff(scores)
+        members = set(scored_ids[scores >= cutoff].tolist())
+        metrics = {
+            **trained.metrics,
+            "cutoffs": [format_ts(c) for c in cuts],
+            "scored": len(scored_ids),
+            "member_cutoff": round(cutoff, 6),
+            "select": select.to_json(),
+        }
+        artifact = {"model": trained.model, "cutoff": cutoff}
+        now_text = format_ts(utcnow())
+        path = _score_path(key)
+        rounded = np.round(scores, 4).tolist()
+
+        def before(conn: sqlite3.Connection) -> None:
+            had = {
+                r[0] for r in conn.execute("SELECT id FROM profiles WHERE scores LIKE ?", (f'%"{score_trait(key)}"%',))
+            }
+            gone = had - set(scored_ids.tolist())
+            conn.executemany(
+                f"UPDATE profiles SET scores = json_remove(scores, '{path}') WHERE id = ?", [(p,) for p in gone]
+            )
+            conn.executemany(
+                f"UPDATE profiles SET scores = json_set(scores, '{path}', ?) WHERE id = ?",
+                zip(rounded, scored_ids.tolist(), strict=True),
+            )
+            _save_model(conn, key, "propensity", spec, params.to_json(), metrics, artifact, now_text)
+
+        results = self.engine.apply(
+            [(segment, members)], trigger=trigger, started=started, started_at=started_at, before=before
+        )
+        return results
+
+    def _parent_run(
+        self,
+        segment: dict[str, Any],
+        children: list[RunResult],
+        trigger: str,
+        started: float,
+        started_at: str,
+        *,
+        size: int,
+    ) -> RunResult:
+        """The cluster segment's own history row: how many profiles were clustered, moves between clusters."""
+        from cdp.segments.engine import _insert_run
+
+        key = segment["key"]
+
+        def job(conn: sqlite3.Connection) -> RunResult:
+            now = format_ts(utcnow())
+            duration = int((time.perf_counter() - started) * 1000)
+            entered = sum(r.entered for r in children)
+            exited = sum(r.exited for r in children)
+            run_id = _insert_run(
+                conn, key, trigger, started_at, now, duration, "succeeded", size, entered, exited, None
+            )
+            return RunResult(key, run_id, "succeeded", size, entered, exited, duration)
+
+        return self.store.write(job)
+
+    def _children(self, key: str) -> list[dict[str, Any]]:
+        return [
+            orjson.loads(d)
+            for (d,) in self.store.reader().execute(
+                "SELECT definition FROM segments WHERE parent_key = ? ORDER BY key", (key,)
+            )
+        ]
+
+    # -- real time ---------------------------------------------------------------------------------
+
+    def realtime(self, profile_ids: list[str], trigger: str = "realtime") -> dict[str, set[str]]:
+        """Assign these profiles to the nearest cluster of each trained cluster segment and rescore them for each
+        propensity segment, with the stored models (no retraining). Returns segment key -> profiles re-checked,
+        for the segments whose membership changed."""
+        conn = self.store.reader()
+        segments = conn.execute(
+            "SELECT s.key, s.name, s.type, s.definition, m.id FROM segments s"
+            " JOIN ml_models m ON m.id = (SELECT max(id) FROM ml_models WHERE owner = s.key)"
+            " WHERE s.type IN ('cluster', 'propensity') AND s.parent_key IS NULL ORDER BY s.key"
+        ).fetchall()
+        if not segments or not profile_ids:
+            return {}
+        changed: dict[str, set[str]] = {}
+        query = LocalQuery(conn, profile_ids)
+        try:
+            now = utcnow()
+            for key, name, kind, definition, model_id in segments:
+                model = self._load_model(model_id)
+                spec = FeatureSpec.from_json(model["features"])
+                matrix = build(query, spec, now)
+                started, started_at = time.perf_counter(), format_ts(utcnow())
+                scope = sorted(profile_ids)
+                if kind == "cluster":
+                    artifact = model["artifact"]
+                    labels = artifact["fitted"].assign(matrix.X)
+                    changes: list[tuple[dict[str, Any], set[str] | MemberList]] = []
+                    for index, number in enumerate(artifact["numbers"]):
+                        child_key = f"{key}.{number}"
+                        row = conn.execute("SELECT name FROM segments WHERE key = ?", (child_key,)).fetchone()
+                        if row is None:
+                            continue
+                        changes.append(({"key": child_key, "name": row[0]}, set(matrix.ids[labels == index].tolist())))
+                    results = self.engine.apply(
+                        changes, trigger=trigger, started=started, started_at=started_at, scope=scope
+                    )
+                else:
+                    results = self._rescore(
+                        key, name, definition, model, matrix, scope, now, trigger, started, started_at
+                    )
+                for r in results:
+                    if r.entered or r.exited:
+                        changed[r.segment_key] = set(scope)
+        finally:
+            query.close()
+        return changed
+
+    def _rescore(
+        self,
+        key: str,
+        name: str,
+        definition: str,
+        model: dict[str, Any],
+        matrix: Any,
+        scope: list[str],
+        now: datetime,
+        trigger: str,
+        started: float,
+        started_at: str,
+    ) -> list[RunResult]:
+        params = propensity.check_params(orjson.loads(definition).get("model") or {})
+        ids, X = matrix.ids, matrix.X
+        if params.filter is not None:
+            allowed = self.engine.members_python(_filter_rule(params.filter), list(ids.tolist()), now)
+            keep = np.fromiter((i in allowed for i in ids), dtype=bool, count=len(ids))
+            ids, X = ids[keep], X[keep]
+        artifact = model["artifact"]
+        scores = propensity.Trained(artifact["model"], {}).score(X)
+        members = set(ids[scores >= artifact["cutoff"]].tolist())
+        path = _score_path(key)
+        rounded = np.round(scores, 4).tolist()
+        out_of_filter = sorted(set(scope) - set(ids.tolist()))
+
+        def before(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                f"UPDATE profiles SET scores = json_set(scores, '{path}', ?) WHERE id = ?",
+                zip(rounded, ids.tolist(), strict=True),
+            )
+            conn.executemany(
+                f"UPDATE profiles SET scores = json_remove(scores, '{path}') WHERE id = ?",
+                [(p,) for p in out_of_filter],
+            )
+
+        return self.engine.apply(
+            [({"key": key, "name": name}, members)],
+            trigger=trigger,
+            started=started,
+            started_at=started_at,
+            scope=scope,
+            before=before,
+        )
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def _latest(self, key: str) -> tuple[int, str, str, str, str, str] | None:
+        row = (
+            self.store.reader()
+            .execute(
+                "SELECT id, kind, created_at, features, params, metrics FROM ml_models WHERE owner = ?"
+                " ORDER BY id DESC LIMIT 1",
+                (key,),
+            )
+            .fetchone()
+        )
+        return (row[0], row[1], row[2], row[3], row[4], row[5]) if row else None
+
+    def _load_model(self, model_id: int) -> dict[str, Any]:
+        row = (
+            self.store.reader()
+            .execute("SELECT features, params, metrics, artifact FROM ml_models WHERE id = ?", (model_id,))
+            .fetchone()
+        )
+        return {
+            "features": orjson.loads(row[0]),
+            "params": orjson.loads(row[1]),
+            "metrics": orjson.loads(row[2]),
+            "artifact": pickle.loads(row[3]),
+        }
+
+    def model(self, key: str, segment: Mapping[str, Any]) -> dict[str, Any]:
+        """The latest trained model of a segment: settings, features, quality metrics, top features/clusters."""
+        if segment["type"] not in ML_TYPES:
+            raise InvalidModel(f"segment {key!r} is a {segment['type']} segment; only ML segments have a model")
+        owner = segment["parent_key"] or key
+        latest = self._latest(owner)
+        if latest is None:
+            raise ModelNotTrained(
+                f"segment {owner!r} has no trained model yet; POST /v1/segments/{owner}/compute trains one",
+                {"key": owner},
+            )
+        model_id, kind, created, features, params, metrics = latest
+        spec = FeatureSpec.from_json(orjson.loads(features))
+        out: dict[str, Any] = {
+            "segment": owner,
+            "type": kind,
+            "model_id": model_id,
+            "trained_at": created,
+            "params": orjson.loads(params),
+            "features": [{"name": f.name, "description": f.describe()} for f in spec.features],
+            "metrics": orjson.loads(metrics),
+        }
+        if kind == "propensity":
+            out["score_trait"] = score_trait(owner)
+        return out
+
+    def plot(self, key: str, segment: Mapping[str, Any]) -> bytes:
+        """A PNG: the profiles of the last run in the first two principal components, coloured by cluster, with
+        the centroids marked."""
+        if segment["type"] != "cluster":
+            raise InvalidModel(f"segment {key!r} is not a cluster segment; only those have a plot")
+        owner = segment["parent_key"] or key
+        latest = self._latest(owner)
+        if latest is None:
+            raise ModelNotTrained(
+                f"segment {owner!r} has no trained model yet; POST /v1/segments/{owner}/compute trains one",
+                {"key": owner},
+            )
+        model = self._load_model(latest[0])
+        return draw(owner, model["artifact"], model["metrics"])
+
+
+def draw(key: str, artifact: Mapping[str, Any], metrics: Mapping[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    plot = artifact["plot"]
+    numbers = artifact["numbers"]
+    names = {c["key"]: c["name"] for c in metrics.get("clusters", [])}
+    points = np.asarray(plot["points"], dtype=np.float64).reshape(-1, 2)
+    labels = np.asarray(plot["labels"], dtype=np.int64)
+    centres = np.asarray(plot["centroids"], dtype=np.float64).reshape(-1, 2)
+    figure = Figure(figsize=(11, 6), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    colours = matplotlib.colormaps["tab10"]
+    for index, number in enumerate(numbers):
+        mask = labels == index
+        label = f"{key}.{number}: {names.get(f'{key}.{number}', '')}"
+        axes.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.5, color=colours(index % 10), label=label)
+        axes.scatter(
+            centres[index, 0], centres[index, 1], s=180, marker="X", color=colours(index % 10), edgecolors="black"
+        )
+    variance = plot.get("explained_variance", [])
+    axes.set_xlabel(f"PC1 ({variance[0]:.0%} of variance)" if variance else "PC1")
+    axes.set_ylabel(f"PC2 ({variance[1]:.0%} of variance)" if len(variance) > 1 else "PC2")
+    silhouette = metrics.get("silhouette")
+    axes.set_title(f"{key}: {len(numbers)} clusters" + (f", silhouette {silhouette:.2f}" if silhouette else ""))
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, markerscale=2, frameon=False)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _wants_traits(features: list[str]) -> bool:
+    return any(f == "traits" or f.startswith("trait:") for f in features)
+
+
+def _filter_rule(node: Mapping[str, Any]) -> rules.Rule:
+    """A propensity model's ``filter`` (a rule node) as a Rule; errors point inside /model/filter."""
+    try:
+        parsed = rules.validate({"key": "filter", "name": "filter", "rule": dict(node)})
+    except CDPError as exc:
+        details = dict(exc.details)
+        path = str(details.get("path", ""))
+        details["path"] = "/model/filter" + path.removeprefix("/rule")
+        raise InvalidModel(exc.message.replace("/rule", "/model/filter"), details) from exc
+    assert parsed.rule is not None
+    return parsed.rule
+
+
+def _save_model(
+    conn: sqlite3.Connection,
+    owner: str,
+    kind: str,
+    spec: FeatureSpec,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    artifact: Mapping[str, Any],
+    now: str,
+) -> None:
+    conn.execute(
+        "INSERT INTO ml_models (owner, kind, created_at, features, params, metrics, artifact)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            owner,
+            kind,
+            now,
+            orjson.dumps(spec.to_json()).decode(),
+            orjson.dumps(dict(params)).decode(),
+            orjson.dumps(dict(metrics)).decode(),
+            pickle.dumps(dict(artifact), protocol=pickle.HIGHEST_PROTOCOL),
+        ),
+    )
+    # Keep the last few trainings of each owner (their metrics are the model's history).
+    conn.execute(
+        "DELETE FROM ml_models WHERE owner = ? AND id NOT IN (SELECT id FROM ml_models WHERE owner = ?"
+        " ORDER BY id DESC LIMIT 10)",
+        (owner, owner),
+    )
+
+
+def forget(conn: sqlite3.Connection, key: str) -> None:
+    """Remove an ML segment's models and scores (when the segment is deleted)."""
+    conn.execute("DELETE FROM ml_models WHERE owner = ?", (key,))
+    conn.execute(
+        f"UPDATE profiles SET scores = json_remove(scores, '{_score_path(key)}') WHERE scores LIKE ?",
+        (f'%"{score_trait(key)}"%',),
+    )
