@@ -20,7 +20,7 @@ from cdp.identity.graph import PRIORITY, Rules
 MATCHABLE = ("record", "user_id")
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     id: int
     type: str
@@ -58,38 +58,57 @@ class Refusal:
 
 
 class Components:
-    """Union-find that keeps, per cluster, identifier counts by type, attributes and matchable nodes."""
+    """Union-find that keeps, per cluster, identifier counts by type, attributes and matchable nodes.
 
-    def __init__(self, nodes: Iterable[Node]) -> None:
-        self.parent: dict[int, int] = {}
-        self.counts: dict[int, Counter[str]] = {}
-        self.attrs: dict[int, dict[str, set[str]]] = {}
-        self.members: dict[int, list[int]] = {}
-        for node in nodes:
-            self.parent[node.id] = node.id
-            self.counts[node.id] = Counter({node.type: 1})
-            self.attrs[node.id] = {k: set(v) for k, v in node.attributes.items()}
-            self.members[node.id] = [node.id]
+    State is kept only for roots of clusters with more than one node; a lone node's is derived from the
+    node itself when asked for (most nodes never join anything, and a run may hold millions of them).
+    """
+
+    def __init__(self, nodes: dict[int, Node]) -> None:
+        self.nodes = nodes  # by id
+        self.parent: dict[int, int] = {}  # non-roots only
+        self._counts: dict[int, Counter[str]] = {}
+        self._attrs: dict[int, dict[str, set[str]]] = {}
+        self._members: dict[int, list[int]] = {}
 
     def find(self, x: int) -> int:
         root = x
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[x] != root:
-            self.parent[x], x = root, self.parent[x]
+        while (up := self.parent.get(root)) is not None:
+            root = up
+        while (up := self.parent.get(x)) is not None and up != root:
+            self.parent[x], x = root, up
         return root
+
+    def counts(self, root: int) -> Counter[str]:
+        found = self._counts.get(root)
+        return found if found is not None else Counter({self.nodes[root].type: 1})
+
+    def attrs(self, root: int) -> dict[str, set[str]]:
+        """A root's attributes (read only: a lone node's are the node's own)."""
+        found = self._attrs.get(root)
+        return found if found is not None else self.nodes[root].attributes
+
+    def members(self, root: int) -> list[int]:
+        found = self._members.get(root)
+        return found if found is not None else [root]
 
     def union(self, a: int, b: int) -> int:
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return ra
-        if len(self.members[ra]) < len(self.members[rb]):
+        if len(self.members(ra)) < len(self.members(rb)):
             ra, rb = rb, ra
         self.parent[rb] = ra
-        self.counts[ra] += self.counts.pop(rb)
-        for kind, values in self.attrs.pop(rb).items():
-            self.attrs[ra].setdefault(kind, set()).update(values)
-        self.members[ra] += self.members.pop(rb)
+        self._counts.setdefault(ra, self.counts(ra)).update(self.counts(rb))
+        self._counts.pop(rb, None)
+        if ra not in self._attrs:
+            self._attrs[ra] = {k: set(v) for k, v in self.nodes[ra].attributes.items()}
+        attrs = self._attrs[ra]
+        for kind, values in self.attrs(rb).items():
+            attrs.setdefault(kind, set()).update(values)
+        self._attrs.pop(rb, None)
+        self._members.setdefault(ra, [ra]).extend(self.members(rb))
+        self._members.pop(rb, None)
         return ra
 
 
@@ -103,7 +122,7 @@ def cluster(
 ) -> tuple[dict[int, int], list[Refusal]]:
     """Node id -> cluster root, and the links/edges merge protection refused."""
     by_id = {n.id: n for n in nodes}
-    comps = Components(nodes)
+    comps = Components(by_id)
     refused: list[Refusal] = []
     for link in links:
         if link.a not in by_id or link.b not in by_id or by_id[link.a].shared or by_id[link.b].shared:
@@ -111,7 +130,7 @@ def cluster(
         ra, rb = comps.find(link.a), comps.find(link.b)
         if ra == rb:
             continue
-        decision = rules.check(comps.counts[ra], comps.counts[rb], comps.attrs[ra], comps.attrs[rb], alias=link.alias)
+        decision = rules.check(comps.counts(ra), comps.counts(rb), comps.attrs(ra), comps.attrs(rb), alias=link.alias)
         if decision.ok:
             comps.union(ra, rb)
         else:
@@ -127,12 +146,12 @@ def cluster(
         ra, rb = comps.find(edge.a), comps.find(edge.b)
         if ra == rb:
             continue
-        decision = rules.check(comps.counts[ra], comps.counts[rb], comps.attrs[ra], comps.attrs[rb], attributes=False)
+        decision = rules.check(comps.counts(ra), comps.counts(rb), comps.attrs(ra), comps.attrs(rb), attributes=False)
         if not decision.ok:
             refused.append(Refusal(decision.rule, decision.message, edge.a, edge.b))
             continue
-        left = [m for m in comps.members[ra] if m in matchable]
-        right = [m for m in comps.members[rb] if m in matchable]
+        left = [m for m in comps.members(ra) if m in matchable]
+        right = [m for m in comps.members(rb) if m in matchable]
         if len(left) > 1 and len(right) > 1:
             right_set = set(right)
             support = sum(len(neighbours[m] & right_set) for m in left)

@@ -150,8 +150,12 @@ class Resolution:
         attributes: dict[int, dict[str, set[str]]] = {}
         for identifier_id, kind, value in conn.execute("SELECT identifier_id, type, value FROM identifier_attributes"):
             attributes.setdefault(identifier_id, {}).setdefault(kind, set()).add(value)
+        no_attributes: dict[str, set[str]] = {}  # shared by the nodes without any (nothing writes to it)
+        profile_ids: dict[str, str] = {}  # one string per profile, not one per identifier
         nodes = [
-            Node(i, kind, value, profile, bool(shared), attributes.get(i, {}))
+            Node(
+                i, kind, value, profile_ids.setdefault(profile, profile), bool(shared), attributes.get(i, no_attributes)
+            )
             for i, kind, value, profile, shared in conn.execute(
                 "SELECT id, type, value, profile_id, shared FROM identifiers ORDER BY id"
             )
@@ -215,6 +219,7 @@ class Resolution:
             t0 = time.perf_counter()
             edges = matching.predict(model, rows)
             say(f"scored pairs with model v{version}: {len(edges)} matches in {time.perf_counter() - t0:.1f}s")
+        del rows  # not needed any more: free it before clustering (a million rows hold about a gigabyte)
         for attempt in range(3):
             try:
                 return self._cluster_and_apply(edges, model_info, say)
