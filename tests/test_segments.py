@@ -179,6 +179,9 @@ def test_segments_api(server: LiveServer, write_key: str, read_key: str, admin_k
         assert {"type": "user_id", "value": "big"} in members["data"][0]["identifiers"]
         segs = client.get(f"/v1/profiles/{pid}/segments", headers=reader).json()["data"]
         assert [s["key"] for s in segs] == ["high_value"] and segs[0]["entered_at"]
+        assert client.get(f"/v1/profiles/{pid}/segments").status_code == 401
+        writer = {"Authorization": f"Bearer {write_key}"}
+        assert client.get(f"/v1/profiles/{pid}/segments", headers=writer).status_code == 403
         assert client.get("/v1/segments/high_value/history", headers=reader).json()["data"][0]["entered"] == 1
         listed = client.get("/v1/segments", headers=reader).json()["data"]
         assert [(s["key"], s["size"]) for s in listed] == [("high_value", 1)]
