@@ -242,6 +242,12 @@ def test_unified_and_computed_traits(fresh_db: CDP, write_key: str) -> None:
     assert computed["last_order_at"] == "2026-01-03T00:00:00.000Z"
     assert computed["rfm"]["frequency"] == 2 and computed["rfm"]["monetary"] == 150.5
     assert {"type": "record", "value": "salesforce:1"} in profile["identifiers"]
+    # The batched form (what a resolution run uses) gives the same rows; profiles without events: none.
+    from cdp.identity.traits import computed_rows
+    from cdp.timeutil import utcnow
+
+    now, conn = utcnow(), fresh_db.store.reader()
+    assert computed_rows(conn, now, [profile["id"], "no-such-profile"]) == computed_rows(conn, now, profile["id"])
 
     settings = fresh_db.settings.model_copy(update={"trait_priority": {"first_name": ["web"]}})
     from cdp.profiles import Profiles

@@ -457,9 +457,7 @@ class Resolution:
             profile_ids,
         ):
             sources[pid].append(TraitSource(source, at, identify_values(traits, context)))
-        computed: dict[str, dict[str, Any]] = {}
-        for pid in profile_ids:
-            computed.update(computed_rows(conn, now, pid))
+        computed = computed_rows(conn, now, profile_ids)
         stamp = now_iso()
         return [
             (

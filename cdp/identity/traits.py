@@ -8,7 +8,7 @@ later one. Sources are CRM sources (``salesforce``) and write-key names (``web``
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -129,9 +129,19 @@ def _days(now: datetime, iso: str | None) -> float | None:
     return None if when is None else round((now - when).total_seconds() / 86400, 2)
 
 
-def computed_rows(conn: sqlite3.Connection, now: datetime, profile_id: str | None = None) -> dict[str, dict[str, Any]]:
-    """Computed traits per profile (one profile, or all with events)."""
-    where, params = ("= :profile", {"profile": profile_id}) if profile_id else ("IS NOT NULL", {})
+def computed_rows(
+    conn: sqlite3.Connection, now: datetime, profile_id: str | Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Computed traits per profile (one profile, the ones listed, or all with events)."""
+    where: str
+    params: dict[str, Any]
+    if profile_id is None:
+        where, params = "IS NOT NULL", {}
+    elif isinstance(profile_id, str):
+        where, params = "= :profile", {"profile": profile_id}
+    else:  # a few thousand at most per call (one index lookup each, two queries in all)
+        params = {f"p{k}": pid for k, pid in enumerate(profile_id)}
+        where = f"IN ({', '.join(':' + name for name in params)})"
     out: dict[str, dict[str, Any]] = {}
     for pid, first, last, events, orders, revenue, last_order in conn.execute(
         COMPUTED_SQL.format(where=where), {"order": ORDER_EVENT, **params}
