@@ -223,7 +223,7 @@ class Personas:
         keys = [title_key(t) for t in titles]
         out: list[dict[str, Any]] = []
         proba = model.predict_proba(keys) if model is not None and keys else None
-        classes = list(model.classes_) if model is not None else []
+        classes = [str(c) for c in model.classes_] if model is not None else []
         for i, (title, key) in enumerate(zip(titles, keys, strict=True)):
             entry: dict[str, Any] = {"title": title, "persona": None, "confidence": None, "labelled": key in labelled}
             if proba is not None:
