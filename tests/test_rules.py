@@ -977,12 +977,12 @@ def test_compiled_sql_matches_the_evaluator(data: Data, rule_list: list[dict[str
 
 def test_computed_names_and_override() -> None:
     assert {"order_count", "total_revenue", "last_seen", "rfm", "event_counts"} <= COMPUTED_TRAITS
-    data = Data().profile("a", {"persona": "x"}, persona="y")
-    rule = validate_rule({"trait": "persona", "op": "eq", "value": "y"})
+    data = Data().profile("a", {"tier": "x"}, tier="y")
+    rule = validate_rule({"trait": "tier", "op": "eq", "value": "y"})
     con = shared_connection()
     load(con, data)
     assert run_sql(con, rule) == run_eval(rule, data) == set()  # a trait, unless named computed
-    extra = COMPUTED_TRAITS | {"persona"}
+    extra = COMPUTED_TRAITS | {"tier"}
     compiled = compile_rule(rule, now=NOW, computed=extra)
     assert {r[0] for r in con.execute(compiled.sql, compiled.params).fetchall()} == {"a"}
     assert evaluate(rule, profiles=data.profiles, events=[], memberships={}, now=NOW, computed=extra) == {"a"}
