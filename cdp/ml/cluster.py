@@ -33,8 +33,8 @@ SCALERS = ("standard", "robust")
 K_RANGE = (2, 10)  # what k=auto tries
 K_MAX = 30
 DEFAULT_FEATURES = ["rfm", "engagement"]
-FIT_SAMPLE = 20_000  # rows to choose k on (and to fit the sample-based algorithms on)
-EVAL_SAMPLE = 5_000  # rows silhouette and the other scores are computed on
+FIT_SAMPLE = 10_000  # rows to choose k on (and to fit the sample-based algorithms on)
+EVAL_SAMPLE = 3_000  # rows silhouette and the other scores are computed on
 AGGLOMERATIVE_SAMPLE = 5_000
 PLOT_POINTS = 2_000
 MODEL_KEYS = ("algorithm", "k", "features", "min_cluster_share", "scaler", "seed")

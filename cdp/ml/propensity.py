@@ -33,7 +33,7 @@ MODEL_KEYS = ("target_event", "horizon_days", "algorithm", "features", "snapshot
 MIN_CLASS = 10  # fewest positives (and negatives) to train on
 MAX_TRAINING_ROWS = 300_000
 HOLDOUT_SHARE = 0.25
-SHUFFLE_ROWS = 50_000
+SHUFFLE_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -245,7 +245,7 @@ def _shuffled_auc(
     test_rows: np.ndarray[Any, Any],
     params: PropensityParams,
     rng: np.random.Generator,
-    repeats: int = 5,
+    repeats: int = 3,
 ) -> float | None:
     """The control: the same model trained on shuffled labels must not beat chance on the holdout (the mean
     over a few shuffles, since one model fitted to noise can land well off 0.5 by luck)."""
