@@ -791,6 +791,35 @@ def test_instants_agree_with_duckdb(values: list[str], bound: str, pick: int, wi
     both({"trait": "d", "op": "within_last", "value": window}, data)
 
 
+@pytest.mark.parametrize("days_ago", [0, 1, 2, 7])
+def test_instants_with_extreme_offsets_at_the_window_edges(days_ago: int) -> None:
+    """Non-canonical dates are first compared by their local day, with bounds widened by two days: offsets of
+    almost a day either way, at the edges of the bounds, must still count exactly."""
+    base = NOW - timedelta(days=days_ago)
+    values = []
+    for shift in range(-3, 4):
+        d = (base + timedelta(days=shift)).strftime("%Y-%m-%d")
+        values += [d, f"{d}T23:59:59.999999999", f"{d}T00:00+23:59", f"{d}T23:59-23:59", f"{d} 12:00:00-2359"]
+    bounds = [base.strftime("%Y-%m-%d"), base.strftime("%Y-%m-%dT00:00-23:59"), base.strftime("%Y-%m-%dT23:59+23:59")]
+    for start in range(0, len(values), 20):
+        part = values[start : start + 20]
+        data = Data()
+        for i, value in enumerate(part):
+            data.profile(f"p{i}", {"d": value})
+        for bound in bounds:
+            limit = as_instant(bound)
+            assert limit is not None
+            for op in ("before", "after"):
+                expected = {
+                    f"p{i}"
+                    for i, v in enumerate(part)
+                    if (t := as_instant(v)) is not None and (t < limit if op == "before" else t > limit)
+                }
+                assert both({"trait": "d", "op": op, "value": bound}, data) == expected, (op, bound)
+        for window in ("1h", "1d", "2d", "3d"):
+            both({"trait": "d", "op": "within_last", "value": window}, data)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(number_like, min_size=1, max_size=20), st.integers(-100, 100))
 def test_numbers_agree_with_duckdb(values: list[str], bound: int) -> None:

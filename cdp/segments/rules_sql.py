@@ -178,6 +178,15 @@ def _bound_text(us: int, *, up: bool) -> str:
     return ts_text(ceil_ms(us) if up else us // 1000)
 
 
+_DAY_US = 86_400_000_000
+
+
+def _day_text(us: int, days: int) -> str | None:
+    """``YYYY-MM-DD`` of the instant ``days`` days after ``us`` (UTC); None outside years 1-9999."""
+    moved = us + days * _DAY_US
+    return None if moved < _MIN_US or moved > _MAX_US else ts_text(moved // 1000)[:10]
+
+
 class _Params:
     def __init__(self) -> None:
         self.values: list[Any] = []
@@ -292,6 +301,16 @@ class _Compiler:
             as_text = f"{x} BETWEEN {text(low, up=True)} AND {text(high, up=False)}"
             general = f"{_instant(value)} BETWEEN {instant(low)} AND {instant(high)}"
         check = f"{_is_instant(value)} AND TRY_CAST(rtrim({x}, 'Z') AS TIMESTAMP) IS NOT NULL"
+        # Other forms: a date alone, another precision, an offset. A matching text starts with its local date D,
+        # and its instant lies within (D - 1 day, D + 2 days) (offsets stay under 24 h), so comparing the first
+        # ten characters with the bounds widened by two days drops most rows before the regular expressions.
+        days = []
+        if op in ("after", "within_last") and (since := _day_text(high if op == "after" else low, -2)):
+            days.append(f"substr({x}, 1, 10) >= {self.params.add(since, 'VARCHAR')}")
+        if op in ("before", "within_last") and (until := _day_text(low if op == "before" else high, 2)):
+            days.append(f"substr({x}, 1, 10) <= {self.params.add(until, 'VARCHAR')}")
+        if days:
+            general = f"CASE WHEN {' AND '.join(days)} THEN {general} END"
         return (
             f"coalesce(CASE WHEN {_CANONICAL.format(x=x)} THEN CASE WHEN {as_text} THEN {check} END "
             f"ELSE {general} END, false)"
