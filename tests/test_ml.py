@@ -272,6 +272,56 @@ def test_propensity_learns_planted_signal(fresh_db: CDP, write_key: str) -> None
     }
 
 
+def test_a_failed_retrain_keeps_the_previous_model_scores_and_members(fresh_db: CDP, write_key: str) -> None:
+    planted_purchases(fresh_db, write_key, users=200, seed=8)
+    # Only the wishers are scored (a filter is a rule node).
+    wishers = {**LIKELY_BUYERS, "model": {**LIKELY_BUYERS["model"], "filter": {"event": "Added to Wishlist"}}}
+    fresh_db.segments.create(wishers)
+    assert fresh_db.segments.compute("likely_buyers").status == "succeeded"
+    expected = {
+        r["profile_id"]
+        for r in fresh_db.store.query("SELECT DISTINCT profile_id FROM events WHERE event = 'Added to Wishlist'")
+    }
+    scored = {
+        r["id"] for r in fresh_db.store.query("SELECT id FROM profiles WHERE scores LIKE '%propensity_likely_buyers%'")
+    }
+    assert scored == expected and 0 < len(scored) < 200
+    before_scores = fresh_db.store.query("SELECT id, scores FROM profiles ORDER BY id")
+    before_members = fresh_db.segments.members("likely_buyers", limit=1000).data
+    before_model = fresh_db.segments.model("likely_buyers")
+    # "Signed Up" happened once per profile, long before any cut-off's horizon: nothing to learn from.
+    fresh_db.segments.update("likely_buyers", {**wishers, "model": {**wishers["model"], "target_event": "Signed Up"}})
+    with pytest.raises(NotEnoughData):
+        fresh_db.segments.compute("likely_buyers")
+    assert fresh_db.segments.history("likely_buyers").data[0]["status"] == "failed"
+    assert fresh_db.store.query("SELECT id, scores FROM profiles ORDER BY id") == before_scores
+    assert fresh_db.segments.members("likely_buyers", limit=1000).data == before_members
+    assert fresh_db.segments.model("likely_buyers") == before_model
+    with pytest.raises(InvalidModel) as err:  # a filter is validated like a rule, its path inside /model/filter
+        fresh_db.segments.update("likely_buyers", {**wishers, "model": {**wishers["model"], "filter": {"event": 3}}})
+    assert err.value.details["path"].startswith("/model/filter")
+
+
+def test_trait_features(fresh_db: CDP, write_key: str) -> None:
+    send(fresh_db, write_key, [
+        {"type": "identify", "userId": f"u{i}", "traits": {
+            "plan": ["free", "pro", "team"][i % 3], "vip": i % 2 == 0, "seats": i, "signed_up_at": ts(days=i),
+            "email": f"u{i}@example.com"}}
+        for i in range(30)
+    ])  # fmt: skip
+    fresh_db.identity.refresh_traits()
+    pids = [fresh_db.profiles.lookup_id(user_id=f"u{i}") for i in range(30)]
+    query = LocalQuery(fresh_db.store.reader(), pids)
+    spec = resolve(["traits"], query, NOW)
+    assert set(spec.names) == {"trait:plan=free", "trait:plan=pro", "trait:plan=team", "trait:vip", "trait:seats",
+                               "trait:signed_up_at"}  # identifiers such as email are never features  # fmt: skip
+    matrix = build(query, spec, NOW)
+    row = dict(zip(spec.names, matrix.X[list(matrix.ids).index(pids[4])], strict=True))
+    assert row == pytest.approx({"trait:plan=free": 0, "trait:plan=pro": 1, "trait:plan=team": 0, "trait:vip": 1,
+                                 "trait:seats": 4, "trait:signed_up_at": 4}, abs=0.01)  # fmt: skip
+    query.close()
+
+
 def test_propensity_has_no_future_in_its_features(fresh_db: CDP, write_key: str) -> None:
     send(fresh_db, write_key, [
         {"type": "track", "userId": "f", "event": "Order Completed", "timestamp": ts(days=20),

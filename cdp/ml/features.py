@@ -420,7 +420,19 @@ SELECT {select}
 FROM profiles p LEFT JOIN a ON a.profile_id = p.id {join_sessions}
 {where}
 ORDER BY p.id"""
-    return sql, params
+    return _renumber(sql, params)
+
+
+_PARAM = re.compile(r"\$(\d+)\b")
+
+
+def _renumber(sql: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """Drop the bound values the SQL does not use (DuckDB refuses extra parameters) and number the rest 1..n."""
+    used: dict[int, int] = {}
+    for match in _PARAM.finditer(sql):
+        used.setdefault(int(match.group(1)), len(used) + 1)
+    text = _PARAM.sub(lambda m: f"${used[int(m.group(1))]}", sql)
+    return text, [params[old - 1] for old, _ in sorted(used.items(), key=lambda kv: kv[1])]
 
 
 @dataclass
