@@ -36,8 +36,10 @@ progress lines are time-stamped and its RSS sampled every 0.5 s, to split it int
 train + predict; snapshot + cluster + plan; apply + trait refresh) with seconds and peak RSS each.
 Bare Splink runs in this process, where its imports are already done: prepare + train + predict +
 cluster; the time a fresh interpreter needs for those imports is measured separately, so the ratio is
-given both ways. FEBRL resolves and bare runs are repeated ``--repeat`` times (median; each resolve is a
-first run on a fresh copy of the imported store). Exit status 1 only when something fails.
+given both ways. The ratio target is judged cold against cold: ``cdp resolve``'s wall seconds over bare
+Splink's seconds plus its imports in a fresh interpreter (``ratio_resolve_vs_bare_with_imports``).
+FEBRL resolves and bare runs are repeated ``--repeat`` times (median; each resolve is a first run on a
+fresh copy of the imported store). Exit status 1 only when something fails.
 """
 
 from __future__ import annotations
@@ -817,7 +819,7 @@ def targets(report: dict[str, Any]) -> dict[str, bool]:
             r = report[name]
             met[f"{name}_f1"] = r["cdp"]["f1"] >= TARGET_F1
             met[f"{name}_precision"] = r["cdp"]["precision"] >= TARGET_PRECISION
-            met[f"{name}_ratio"] = r["ratio_resolve_vs_bare"] <= TARGET_RATIO
+            met[f"{name}_ratio"] = r["ratio_resolve_vs_bare_with_imports"] <= TARGET_RATIO
     if "sample" in report:
         met["sample_f1"] = report["sample"]["f1"] >= TARGET_F1
         met["sample_precision"] = report["sample"]["precision"] >= TARGET_PRECISION
