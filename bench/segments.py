@@ -814,6 +814,31 @@ class TreeRSS:
         self._thread.join()
 
 
+class LoadSampler:
+    """The 1-minute load average, sampled every few seconds while the benchmark runs (others share the machine)."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(self.every)
+
+    def start(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        values = self.samples or [os.getloadavg()[0]]
+        return {"mean": round(sum(values) / len(values), 2), "max": round(max(values), 2)}
+
+
 def run_cdp(
     db: Path, now: datetime, segs: list[Segment], log: Callable[[str], None], between: Callable[[], None]
 ) -> dict[str, Any]:
@@ -840,21 +865,29 @@ def run_cdp(
     cdp = CDP(Settings(db=db, scheduler_enabled=False))
     try:
         t = time.perf_counter()
+        existing = {row["key"] for row in cdp.segments.list(limit=1000).data}
         for s in segs:
-            cdp.segments.create(s.definition)
+            if s.key not in existing:  # --reuse: a previous run created them
+                cdp.segments.create(s.definition)
         created = time.perf_counter() - t
         setattr(segments_api, "utcnow", lambda: now)  # noqa: B010  # compute_many's "now": the hand SQL's
         for name, original in originals.items():
             setattr(Engine, name, staticmethod(timed(original.__func__)))
         runs = []
         marks: list[float] = []
+
+        def progress(label: str, t0: float) -> None:
+            marks.append(time.perf_counter())
+            if len(marks) % 10 == 0:
+                log(f"    cdp {label} run: {len(marks)}/{len(segs)} segments, {marks[-1] - t0:.1f} s")
+
         for label in ("first", "second", "third"):
             queries.clear()
             marks.clear()
             with TreeRSS() as rss:
                 t0 = time.perf_counter()
                 results = cdp.segments.compute_many(
-                    trigger="bench", progress=lambda _r: marks.append(time.perf_counter())
+                    trigger="bench", progress=lambda _r, t0=t0, label=label: progress(label, t0)
                 )
                 wall = time.perf_counter() - t0
             failed = [r for r in results if r.status != "succeeded"]
@@ -1207,6 +1240,24 @@ def _hand_child(queue: Any, db: str, now_iso: str) -> None:
     queue.put(run_hand(db, now_iso))
 
 
+def serve_only(work: Path, args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    """The serving test alone, on the working copy (with memberships) that a previous run left."""
+    if not work.exists():
+        raise SystemExit(f"--serve-only: no working copy {work}; run the benchmark once first")
+    load = LoadSampler(every=1.0).start()
+    serving = serve_latency(work, args.rate, args.seconds, args.connections, log)
+    load_during = load.stop()
+    log(
+        f"serving: {serving['requests']:,} requests at {serving['achieved_rps']:.0f}/s: p50 {serving['p50_ms']:.2f} ms,"
+        f" p99 {serving['p99_ms']:.2f} ms (from the moment it was written: p50 {serving['service_p50_ms']:.2f} ms,"
+        f" p99 {serving['service_p99_ms']:.2f} ms); {serving['failed']} failed; 1-minute load mean"
+        f" {load_during['mean']:.2f}, max {load_during['max']:.2f}"
+    )
+    summary = {"bench": "segments-serving", "db": str(work), "serving": serving, "load_during": load_during}
+    print(json.dumps(summary, separators=(",", ":")), flush=True)
+    return 1 if serving["failed"] else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profiles", type=int, default=1_000_000)
@@ -1219,6 +1270,14 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections of the load generator")
     parser.add_argument("--no-serve", action="store_true", help="skip the serving test")
     parser.add_argument("--build-only", action="store_true", help="build (or find) the cached store and stop")
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="reuse the working copy a previous run left (computed segments: three no-change runs; fast)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--serve-only", action="store_true",
+        help="only the serving test, on the working copy a previous run left (its memberships)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.profiles, args.events = 100_000, 1_000_000
@@ -1228,17 +1287,25 @@ def main() -> int:
 
     load_start = os.getloadavg()
     log(f"load average at start: {' '.join(f'{x:.2f}' for x in load_start)} ({os.cpu_count()} cores)")
+    work = args.cache_dir / f"work-p{args.profiles}-e{args.events}.db"
+    if args.serve_only:
+        return serve_only(work, args, log)
+    load = LoadSampler().start()
     store = cached_store(args.cache_dir, args.profiles, args.events, args.rebuild, log)
     if args.build_only:
         return 0
-    work = args.cache_dir / f"work-p{args.profiles}-e{args.events}.db"
-    for old in (work, Path(f"{work}-wal"), Path(f"{work}-shm")):
-        old.unlink(missing_ok=True)
-    t = time.perf_counter()
-    shutil.copyfile(store["path"], work)
-    log(
-        f"store: working copy {work} ({work.stat().st_size / 2**30:.2f} GiB, copied in {time.perf_counter() - t:.1f} s)"
-    )
+    reused = bool(args.reuse and work.exists())
+    if reused:
+        log(f"store: reusing the working copy {work} (its segments are computed: every cdp run changes nothing)")
+    else:
+        for old in (work, Path(f"{work}-wal"), Path(f"{work}-shm")):
+            old.unlink(missing_ok=True)
+        t = time.perf_counter()
+        shutil.copyfile(store["path"], work)
+        log(
+            f"store: working copy {work} ({work.stat().st_size / 2**30:.2f} GiB,"
+            f" copied in {time.perf_counter() - t:.1f} s)"
+        )
 
     built_at = datetime.fromisoformat(store["built_at"].replace("Z", "+00:00"))
     now = built_at + timedelta(hours=1)
@@ -1287,12 +1354,19 @@ def main() -> int:
             failed = True
             log(f"serving: {serving['failed']} request(s) failed: {serving['errors']}")
     load_end = os.getloadavg()
+    load_during = load.stop()
 
     # -- report -----------------------------------------------------------------------------------------------
     hand_total = hand["total_s"]
     log("")
     log("per segment, seconds (cdp: from the previous segment's end to this one's, so it includes writing its")
     log("memberships, history and outbox; query: the DuckDB query alone; steady: the faster no-change run)")
+    seg_ratios = {
+        s.key: steady["segments"][s.key]["wall_s"] / hand["segments"][s.key]
+        for s in segs
+        if hand["segments"][s.key] > 0
+    }
+    worst = max(seg_ratios, key=lambda k: seg_ratios[k])
     head = f"{'segment':<26}{'size':>10}{'entered':>10}  {'cdp 1st':>8}{'steady':>8}{'query':>8}{'hand':>8}"
     log(head + f"{'ratio':>8}")
     for s in segs:
@@ -1325,6 +1399,8 @@ def main() -> int:
     log(f"hand-written, attach + materialize + 50 queries: {hand_runs};"
         f" best {hand_total:.1f} s (queries alone {hand['query_s']:.1f} s; cdp's queries alone"
         f" {steady['query_s']:.1f} s = {ratio_queries:.2f}x)")  # fmt: skip
+    log(f"largest per-segment ratio (steady run): {seg_ratios[worst]:.2f}x ({worst}: "
+        f"{steady['segments'][worst]['wall_s']:.2f} s against {hand['segments'][worst]:.2f} s)")  # fmt: skip
     log(f"member sets: {'all 50 equal, in both hand-written runs' if not mismatches else f'{len(mismatches)} DIFFER'}")
     log(f"peak RSS: cdp (bench process + its DuckDB worker) {max(r['peak_rss_mb'] for r in cdp_result['runs']):,.0f}"
         f" MB, hand-written process {max(h['peak_rss_mb'] for h in hands):,.0f} MB")  # fmt: skip
@@ -1336,7 +1412,9 @@ def main() -> int:
         )
         log(f"  (from the moment each request was due; from the moment it was written: p50 "
             f"{serving['service_p50_ms']:.2f} ms, p99 {serving['service_p99_ms']:.2f} ms)")  # fmt: skip
-    log(f"load average: start {' '.join(f'{x:.2f}' for x in load_start)}, end {' '.join(f'{x:.2f}' for x in load_end)}")
+    log(f"load average: start {' '.join(f'{x:.2f}' for x in load_start)}, end {' '.join(f'{x:.2f}' for x in load_end)};"
+        f" 1-minute load during the run: mean {load_during['mean']:.2f}, max {load_during['max']:.2f}"
+        f" ({os.cpu_count()} cores)")  # fmt: skip
     summary = {
         "bench": "segments",
         "profiles": store["profiles_live"],
@@ -1344,6 +1422,7 @@ def main() -> int:
         "events": store["events"],
         "build_s": store["build_seconds"],
         "store_cached": store["cached"],
+        "reused_working_copy": reused,
         "store_gib": round(work.stat().st_size / 2**30, 2),
         "now": ts(now),
         "segments": len(segs),
@@ -1364,6 +1443,8 @@ def main() -> int:
         "ratio_first": round(ratio_first, 3),
         "ratio_steady": round(ratio_steady, 3),
         "ratio_queries_only": round(ratio_queries, 3),
+        "max_segment_ratio": round(seg_ratios[worst], 3),
+        "max_segment_ratio_key": worst,
         "target_ratio": TARGET_RATIO,
         "target_s": TARGET_SECONDS,
         "mismatches": sorted(mismatches),
@@ -1373,6 +1454,7 @@ def main() -> int:
         "target_p99_ms": TARGET_P99_MS,
         "load_start": [round(x, 2) for x in load_start],
         "load_end": [round(x, 2) for x in load_end],
+        "load_during": load_during,
         "cores": os.cpu_count(),
         "per_segment": {
             s.key: {
