@@ -791,6 +791,24 @@ def test_instants_agree_with_duckdb(values: list[str], bound: str, pick: int, wi
     both({"trait": "d", "op": "within_last", "value": window}, data)
 
 
+def test_string_tests_tell_strings_from_values_with_the_same_text() -> None:
+    """A string match reads the JSON type only when a non-string could have the same text; never wrong either way."""
+    values: list[Any] = ["pro", "true", True, "42", 42, "-1", -1, ["pro"], {"pro": 1}, "tru", "[1]", [1], "", None]
+    data = Data()
+    for i, value in enumerate(values):
+        data.profile(f"p{i}", {"v": value})
+    for op, expected in [("eq", "pro"), ("eq", "true"), ("eq", "42"), ("eq", "[1]"), ("neq", "pro"), ("eq", "")]:
+        matching = {f"p{i}" for i, v in enumerate(values) if isinstance(v, str) and v == expected}
+        got = both({"trait": "v", "op": op, "value": expected}, data)
+        assert got == (matching if op == "eq" else {f"p{i}" for i in range(len(values))} - matching), (op, expected)
+    for items in (["pro", "team"], ["pro", "true"], ["42"]):
+        matching = {f"p{i}" for i, v in enumerate(values) if isinstance(v, str) and v in items}
+        assert both({"trait": "v", "op": "in", "value": items}, data) == matching, items
+    for start in ("pr", "tr", "t", "-", "[", "x"):
+        matching = {f"p{i}" for i, v in enumerate(values) if isinstance(v, str) and v.startswith(start)}
+        assert both({"trait": "v", "op": "starts_with", "value": start}, data) == matching, start
+
+
 @pytest.mark.parametrize("days_ago", [0, 1, 2, 7])
 def test_instants_with_extreme_offsets_at_the_window_edges(days_ago: int) -> None:
     """Non-canonical dates are first compared by their local day, with bounds widened by two days: offsets of

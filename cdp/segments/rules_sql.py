@@ -240,6 +240,26 @@ def _typed(value: _Value, kind: str, condition: str) -> str:
     return f"coalesce(CASE WHEN {condition} THEN {value.type_is(kind)} END, false)"
 
 
+# The text of a stored value that is not a string is ``true``, ``false``, a number's (a digit or a sign first),
+# an array's (``[``) or an object's (``{``). Where an expected string cannot be such a text (or begin one), a
+# match on the text is a string, and the JSON type need not be read (it parses the document again).
+_NON_STRING_STARTS = tuple("-+.0123456789[{IiNn")
+
+
+def _only_a_string_reads(expected: str, *, prefix: bool = False) -> bool:
+    """Whether only a string value can have ``expected`` as its text (``prefix``: as the start of its text)."""
+    if not expected or expected.startswith(_NON_STRING_STARTS):
+        return False
+    if prefix:
+        return not ("true".startswith(expected) or "false".startswith(expected))
+    return expected not in ("true", "false")
+
+
+def _string_test(value: _Value, condition: str, *, sure: bool) -> str:
+    """``condition`` on the text holds and the stored value is a string (``sure``: the text alone says so)."""
+    return f"coalesce({condition}, false)" if sure else _typed(value, "VARCHAR", condition)
+
+
 class _Compiler:
     def __init__(self, now: datetime, computed: frozenset[str]) -> None:
         self.now = now
@@ -259,7 +279,8 @@ class _Compiler:
         if isinstance(expected, bool):
             return _typed(value, "BOOLEAN", f"{value.text} = {self.params.add(_BOOL_TEXT[expected], 'VARCHAR')}")
         if isinstance(expected, str):
-            return _typed(value, "VARCHAR", f"{value.text} = {self.params.add(expected, 'VARCHAR')}")
+            condition = f"{value.text} = {self.params.add(expected, 'VARCHAR')}"
+            return _string_test(value, condition, sure=_only_a_string_reads(expected))
         return _numeric(value.text, f"{{n}} = {self.params.number(expected)}")
 
     def _in(self, value: _Value, items: Sequence[Any]) -> str:
@@ -269,7 +290,8 @@ class _Compiler:
         terms = []
         if strings:
             strs = self.params.add(strings, "VARCHAR[]")
-            terms.append(_typed(value, "VARCHAR", f"list_contains({strs}, {value.text})"))
+            sure = all(_only_a_string_reads(v) for v in strings)
+            terms.append(_string_test(value, f"list_contains({strs}, {value.text})", sure=sure))
         if numbers:
             terms.append(_numeric(value.text, f"list_contains({self.params.add(numbers, 'DOUBLE[]')}, {{n}})"))
         if bools:
@@ -350,7 +372,8 @@ class _Compiler:
                 return f"({_typed(value, 'VARCHAR', substring)} OR {in_array})"
             return in_array
         if op == "starts_with":
-            return _typed(value, "VARCHAR", f"starts_with({value.text}, {self.params.add(expected, 'VARCHAR')})")
+            condition = f"starts_with({value.text}, {self.params.add(expected, 'VARCHAR')})"
+            return _string_test(value, condition, sure=_only_a_string_reads(expected, prefix=True))
         if op in ("before", "after"):
             bound = as_instant(expected)
             assert bound is not None
