@@ -34,7 +34,7 @@ class Node:
         return f"{self.type}:{self.value}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Link:
     a: int
     b: int

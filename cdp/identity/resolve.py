@@ -25,7 +25,7 @@ import pandas as pd
 
 from cdp.errors import ResolutionFailed
 from cdp.identity import evaluate, matching
-from cdp.identity.cluster import Edge, Link, Node, Plan, cluster, plan, summary
+from cdp.identity.cluster import MATCHABLE, Edge, Link, Node, Plan, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
 from cdp.identity.traits import TraitSource, computed_rows, identify_values, record_source, unify
 from cdp.quality import CANONICAL_COLUMNS
@@ -147,14 +147,22 @@ class Resolution:
         return rows
 
     def _snapshot(self, conn: sqlite3.Connection) -> Snapshot:
+        # A run may hold millions of nodes: repeated strings (types, attribute kinds and values, profile
+        # ids) are kept once each, and nodes without attributes share one empty dict (nothing writes to it).
+        strings: dict[str, str] = {}
+        one = strings.setdefault  # one(s, s): the first string equal to s seen so far
         attributes: dict[int, dict[str, set[str]]] = {}
         for identifier_id, kind, value in conn.execute("SELECT identifier_id, type, value FROM identifier_attributes"):
-            attributes.setdefault(identifier_id, {}).setdefault(kind, set()).add(value)
-        no_attributes: dict[str, set[str]] = {}  # shared by the nodes without any (nothing writes to it)
-        profile_ids: dict[str, str] = {}  # one string per profile, not one per identifier
+            attributes.setdefault(identifier_id, {}).setdefault(one(kind, kind), set()).add(one(value, value))
+        no_attributes: dict[str, set[str]] = {}
         nodes = [
             Node(
-                i, kind, value, profile_ids.setdefault(profile, profile), bool(shared), attributes.get(i, no_attributes)
+                i,
+                one(kind, kind),
+                value,
+                one(profile, profile),
+                bool(shared),
+                attributes.get(i, no_attributes),
             )
             for i, kind, value, profile, shared in conn.execute(
                 "SELECT id, type, value, profile_id, shared FROM identifiers ORDER BY id"
@@ -256,7 +264,7 @@ class Resolution:
             snap = self._snapshot(conn)
         finally:
             conn.execute("COMMIT")
-        key_to_id = {n.key: n.id for n in snap.nodes}
+        key_to_id = {n.key: n.id for n in snap.nodes if n.type in MATCHABLE}  # what match rows are made of
         edge_list: list[Edge] = []
         if len(edges):
             for left, right, weight, prob in edges[
@@ -265,6 +273,7 @@ class Resolution:
                 a, b = key_to_id.get(left), key_to_id.get(right)
                 if a is not None and b is not None:
                     edge_list.append(Edge(a, b, float(weight), float(prob)))
+        del key_to_id
         root_of, refused = cluster(snap.nodes, snap.links, edge_list, self.graph.rules)
         result = plan(snap.nodes, root_of, snap.age, new_profile_id)
         stats = summary(result, refused)
