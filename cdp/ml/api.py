@@ -22,7 +22,6 @@ import numpy as np
 import orjson
 
 from cdp.errors import CDPError, InvalidModel, ModelNotTrained, NotEnoughData
-from cdp.ml import cluster, propensity
 from cdp.ml.features import FeatureSpec, LocalQuery, build, events_sql, label_sql, resolve
 from cdp.segments import rules
 from cdp.segments.engine import DuckDBWorker, Engine, MemberList, RunResult, _attach_sql
@@ -50,6 +49,8 @@ class MLSegments:
 
     def check(self, kind: str, model: Mapping[str, Any] | None, select: Mapping[str, Any] | None) -> None:
         """Validate a definition's ``model``/``select`` and that the store can train it (4xx otherwise)."""
+        from cdp.ml import cluster, propensity
+
         if model is None:
             raise InvalidModel(f"a {kind} segment needs a model", {"path": "/model"})
         conn = self.store.reader()
@@ -120,6 +121,8 @@ class MLSegments:
     def _run_cluster(
         self, segment: dict[str, Any], definition: dict[str, Any], trigger: str, started: float, started_at: str
     ) -> list[RunResult]:
+        from cdp.ml import cluster
+
         key = segment["key"]
         params = cluster.check_params(definition.get("model") or {})
         now = utcnow()
@@ -204,6 +207,8 @@ class MLSegments:
     def _run_propensity(
         self, segment: dict[str, Any], definition: dict[str, Any], trigger: str, started: float, started_at: str
     ) -> list[RunResult]:
+        from cdp.ml import propensity
+
         key = segment["key"]
         params = propensity.check_params(definition.get("model") or {})
         select = propensity.check_select(definition.get("select"))
@@ -369,6 +374,8 @@ class MLSegments:
         started: float,
         started_at: str,
     ) -> list[RunResult]:
+        from cdp.ml import propensity
+
         params = propensity.check_params(orjson.loads(definition).get("model") or {})
         ids, X = matrix.ids, matrix.X
         if params.filter is not None:

@@ -21,10 +21,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import Pipeline
 
 from cdp.errors import InvalidInput
 from cdp.store import Store
@@ -41,7 +37,12 @@ def title_key(title: str) -> str:
     return _SPACE.sub(" ", title.strip().lower())
 
 
-def _pipeline() -> Pipeline:
+def _pipeline() -> Any:
+    # scikit-learn is imported when a model is trained, not when cdp starts
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
     return Pipeline(
         [
             ("ngrams", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=1)),
@@ -134,6 +135,8 @@ class Personas:
         counts = Counter(personas)
         if len(counts) < 2:
             return None
+        from sklearn.model_selection import StratifiedKFold, cross_val_score
+
         pipeline = _pipeline().fit(titles, personas)
         smallest = min(counts.values())
         accuracy: float | None = None
@@ -170,7 +173,7 @@ class Personas:
         model_id = self.store.write(job)
         return {"id": model_id, "trained_at": now, **metrics}
 
-    def _model(self) -> Pipeline | None:
+    def _model(self) -> Any:
         row = (
             self.store.reader()
             .execute("SELECT artifact FROM ml_models WHERE owner = ? ORDER BY id DESC LIMIT 1", (OWNER,))
