@@ -422,6 +422,17 @@ class MLSegments:
         )
         return (row[0], row[1], row[2], row[3], row[4], row[5]) if row else None
 
+    def _trained(self, key: str, segment: Mapping[str, Any]) -> tuple[str, tuple[int, str, str, str, str, str]]:
+        """The segment that owns the model (a cluster's parent) and its latest model row; 404 when untrained."""
+        owner = str(segment["parent_key"] or key)
+        latest = self._latest(owner)
+        if latest is None:
+            raise ModelNotTrained(
+                f"segment {owner!r} has no trained model yet; POST /v1/segments/{owner}/compute trains one",
+                {"key": owner},
+            )
+        return owner, latest
+
     def _load_model(self, model_id: int) -> dict[str, Any]:
         row = (
             self.store.reader()
@@ -439,13 +450,7 @@ class MLSegments:
         """The latest trained model of a segment: settings, features, quality metrics, top features/clusters."""
         if segment["type"] not in ML_TYPES:
             raise InvalidModel(f"segment {key!r} is a {segment['type']} segment; only ML segments have a model")
-        owner = segment["parent_key"] or key
-        latest = self._latest(owner)
-        if latest is None:
-            raise ModelNotTrained(
-                f"segment {owner!r} has no trained model yet; POST /v1/segments/{owner}/compute trains one",
-                {"key": owner},
-            )
+        owner, latest = self._trained(key, segment)
         model_id, kind, created, features, params, metrics = latest
         spec = FeatureSpec.from_json(orjson.loads(features))
         out: dict[str, Any] = {
@@ -466,13 +471,7 @@ class MLSegments:
         the centroids marked."""
         if segment["type"] != "cluster":
             raise InvalidModel(f"segment {key!r} is not a cluster segment; only those have a plot")
-        owner = segment["parent_key"] or key
-        latest = self._latest(owner)
-        if latest is None:
-            raise ModelNotTrained(
-                f"segment {owner!r} has no trained model yet; POST /v1/segments/{owner}/compute trains one",
-                {"key": owner},
-            )
+        owner, latest = self._trained(key, segment)
         model = self._load_model(latest[0])
         return draw(owner, model["artifact"], model["metrics"])
 
