@@ -6,7 +6,7 @@
 ALTER TABLE profiles ADD COLUMN scores TEXT NOT NULL DEFAULT '{}';
 
 CREATE TABLE ml_models (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: a model id names one training forever
     owner        TEXT NOT NULL,                     -- a segment key, or 'personas'
     kind         TEXT NOT NULL,                     -- cluster | propensity | persona
     created_at   TEXT NOT NULL,

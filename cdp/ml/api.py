@@ -44,6 +44,7 @@ class MLSegments:
     def __init__(self, store: Store, engine: Engine) -> None:
         self.store = store
         self.engine = engine
+        self._models: dict[int, dict[str, Any]] = {}
 
     # -- definitions -----------------------------------------------------------------------------
 
@@ -434,6 +435,15 @@ class MLSegments:
         return owner, latest
 
     def _load_model(self, model_id: int) -> dict[str, Any]:
+        """A stored model, unpickled once (models are immutable once written; ids are never reused)."""
+        cached = self._models.get(model_id)
+        if cached is None:
+            cached = self._models[model_id] = self._read_model(model_id)
+            while len(self._models) > 16:
+                self._models.pop(next(iter(self._models)))
+        return cached
+
+    def _read_model(self, model_id: int) -> dict[str, Any]:
         row = (
             self.store.reader()
             .execute("SELECT features, params, metrics, artifact FROM ml_models WHERE id = ?", (model_id,))
