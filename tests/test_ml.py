@@ -302,6 +302,21 @@ def test_a_failed_retrain_keeps_the_previous_model_scores_and_members(fresh_db: 
     assert err.value.details["path"].startswith("/model/filter")
 
 
+def test_session_features(fresh_db: CDP, write_key: str) -> None:
+    """Sessions end after 30 minutes without an event; their length is first to last event."""
+    minutes = [300, 290, 280, 180, 60, 59.5]  # sessions: 300-280 (20 min), 180 (0), 60-59.5 (0.5)
+    send(fresh_db, write_key, [{"type": "track", "userId": "s", "event": "Tap", "timestamp": ts(minutes=m)}
+                               for m in minutes])  # fmt: skip
+    pid = fresh_db.profiles.lookup_id(user_id="s")
+    query = LocalQuery(fresh_db.store.reader(), [pid])
+    spec = resolve(["engagement"], query, NOW)
+    values = dict(zip(spec.names, build(query, spec, NOW).X[0], strict=True))
+    assert values["sessions_30d"] == pytest.approx(np.log1p(3))
+    assert values["avg_session_minutes_30d"] == pytest.approx(np.log1p(20.5 / 3))
+    assert values["events_7d"] == pytest.approx(np.log1p(6)) and values["active_days_30d"] in (1, 2)
+    query.close()
+
+
 def test_trait_features(fresh_db: CDP, write_key: str) -> None:
     send(fresh_db, write_key, [
         {"type": "identify", "userId": f"u{i}", "traits": {

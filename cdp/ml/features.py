@@ -397,15 +397,15 @@ def feature_sql(
     sessions = ""
     if needs_sessions:
         lo = since(30 * 86_400_000)
+        # One pass: a gap of more than 30 minutes (or the first event) starts a session; a session lasts the sum
+        # of the gaps inside it, so the average length is the sum of the short gaps over the number of sessions.
         sessions = f""",
-    gaps AS (SELECT profile_id, ms, CASE WHEN ms - lag(ms) OVER w > {SESSION_GAP_MS} OR lag(ms) OVER w IS NULL
-                                    THEN 1 ELSE 0 END AS starts
-             FROM ev WHERE timestamp >= {lo} WINDOW w AS (PARTITION BY profile_id ORDER BY ms)),
-    numbered AS (SELECT profile_id, ms, sum(starts) OVER (PARTITION BY profile_id ORDER BY ms
-                                                         ROWS UNBOUNDED PRECEDING) AS sid FROM gaps),
-    spans AS (SELECT profile_id, sid, (max(ms) - min(ms)) / 60000.0 AS minutes FROM numbered GROUP BY ALL),
-    s AS (SELECT profile_id, count(*) AS sessions_30d, avg(minutes) AS avg_session_minutes_30d
-          FROM spans GROUP BY profile_id)"""
+    gaps AS (SELECT profile_id, ms - lag(ms) OVER (PARTITION BY profile_id ORDER BY ms) AS gap
+             FROM ev WHERE timestamp >= {lo}),
+    s AS (SELECT profile_id, count(*) FILTER (WHERE gap IS NULL OR gap > {SESSION_GAP_MS}) AS sessions_30d,
+                 coalesce(sum(gap) FILTER (WHERE gap <= {SESSION_GAP_MS}), 0) / 60000.0
+                   / count(*) FILTER (WHERE gap IS NULL OR gap > {SESSION_GAP_MS}) AS avg_session_minutes_30d
+          FROM gaps GROUP BY profile_id)"""
     join_sessions = "LEFT JOIN s ON s.profile_id = p.id" if needs_sessions else ""
     where = "WHERE a.profile_id IS NOT NULL" if population == "seen" else ""
     select = "p.id" if only_ids else ", ".join(["p.id", *columns])
