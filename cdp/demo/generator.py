@@ -1,671 +1,95 @@
-"""Synthetic customers for the demo, identity-resolution tests and benchmarks.
-
-`generate()` writes a deterministic dataset: two CRM exports that disagree the way real ones do (a
-Salesforce-shaped and a HubSpot-shaped CSV), the Segment messages the same people sent from browsers,
-the mobile app and the email service, and the ground truth (which person each CRM row and each event
-really belongs to). Everything is drawn from seeded `random.Random` streams, one per chunk of 25,000
-people with its own id ranges, so the same seed, `now` and size give the same bytes on any machine;
-several chunks run in worker processes. Events are spilled to disk and sorted a few hours at a time,
-so a million customers never sit in memory at once.
-
-The people are built to be hard to resolve: nicknames, typos, formatting noise and missing fields between
-a person's rows; within-source duplicates; moves and job changes; households (same surname, address and
-sometimes landline, different people); shared devices; and very common names reused by strangers.
-sample_data/README.md describes the files.
-"""
+"""One chunk of people: their CRM rows, web, app and email events, and the ground truth."""
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import heapq
-import json
 import math
-import multiprocessing
-import os
 import random
-import re
-import shutil
 import tempfile
-import threading
-import unicodedata
 import zlib
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any
 
-__all__ = ["HUBSPOT_HEADER", "SALESFORCE_HEADER", "WINDOW_DAYS", "DemoSummary", "generate"]
-
-SALESFORCE_HEADER = [
-    "Id", "FirstName", "LastName", "Email", "Phone", "MailingStreet", "MailingCity", "MailingPostalCode",
-    "MailingCountry", "Birthdate", "Account Name", "Title", "LeadSource", "CreatedDate",
-]  # fmt: skip
-HUBSPOT_HEADER = [
-    "Record ID", "First Name", "Last Name", "Email", "Phone Number", "Street Address", "City", "Postal Code",
-    "Country/Region", "Date of Birth", "Company Name", "Job Title", "Lifecycle Stage",
-]  # fmt: skip
-_FIELDS = [
-    "first_name", "last_name", "email", "phone", "address.street", "address.city", "address.postal_code",
-    "address.country", "birthday", "company", "title",
-]  # fmt: skip
-WINDOW_DAYS = 120  # every event falls in the 120 days before `now`
-
-_SEC, _MIN, _HOUR, _DAY = 1_000, 60_000, 3_600_000, 86_400_000
-_SPILL_LINES = 100_000  # event lines buffered before they are spilled to the bucket files
-_BAD_RATE = 0.01  # invalid identify emails, negative revenues
-_BAD_TS_RATE = 0.003  # unparseable timestamps, of all events
-_BAD_TIMESTAMPS = (
-    "Invalid Date",
-    "NaN",
-    "undefined",
-    "2026-13-45T25:61:00Z",
-    "0000-00-00 00:00:00",
-    "yesterday",
+from cdp.demo.people import _Device, _Person, _pick, _typo
+from cdp.demo.pools import (
+    _BAD_RATE,
+    _BAD_TIMESTAMPS,
+    _BAD_TS_RATE,
+    _BASE36,
+    _BASE62,
+    _CITIES,
+    _CITY_VARIANTS,
+    _COMMON_NAMES,
+    _COMPANY_A,
+    _COMPANY_B,
+    _COUNTRIES,
+    _COUNTRY_NAMES,
+    _DAY,
+    _DEVICE_MIX,
+    _EXTRA_FIRST,
+    _EXTRA_LAST,
+    _FEMALE,
+    _FRENCH_CITIES,
+    _HEADERS,
+    _HOUR,
+    _IP_OCTETS,
+    _LAST,
+    _LEAD_SOURCES,
+    _LEGAL,
+    _MAIL_DOMAINS,
+    _MALE,
+    _MIN,
+    _NAMES,
+    _NICKS,
+    _SEC,
+    _SPILL_LINES,
+    _STAGES,
+    _STREETS_FR,
+    _STREETS_GB,
+    _STREETS_NA,
+    _SUFFIX_GB,
+    _SUFFIX_NA,
+    _SUFFIX_RE,
+    _SUFFIXES,
+    _TAGGABLE,
+    _TAGS,
+    _TIMEZONES,
+    _TITLES,
+    _UID_MULT,
+    WINDOW_DAYS,
+    _City,
 )
-
-
-@dataclass(frozen=True)
-class DemoSummary:
-    """What `generate` wrote: counts, and where each file is."""
-
-    output: Path
-    customers: int  # people generated
-    records: int  # CRM rows written (both sources)
-    events: int  # Segment messages written
-    files: dict[str, Path]  # logical name -> path
-
-
-# ---------------------------------------------------------------------------------------------- pools
-def _words(text: str, sep: str | None = None) -> list[str]:
-    return [word.strip() for word in text.split(sep)]
-
-
-def _names(spec: str) -> list[tuple[str, tuple[str, ...]]]:
-    """'Robert:Bob,Rob Mary' -> [("Robert", ("Bob", "Rob")), ("Mary", ())]."""
-    out = []
-    for token in spec.split():
-        name, _, nicks = token.partition(":")
-        out.append((name, tuple(nicks.split(",")) if nicks else ()))
-    return out
-
-
-_MALE = _names(
-    "James:Jim,Jimmy,Jamie John:Jack,Johnny Robert:Bob,Rob,Bobby Michael:Mike William:Bill,Will,Billy "
-    "David:Dave Richard:Rick,Rich Joseph:Joe,Joey Thomas:Tom,Tommy Charles:Charlie,Chuck Christopher:Chris "
-    "Daniel:Dan,Danny Matthew:Matt Anthony:Tony Mark Donald:Don Steven:Steve Paul Andrew:Andy,Drew "
-    "Joshua:Josh Kenneth:Ken Kevin Brian George Timothy:Tim Ronald:Ron Edward:Ed,Ted,Eddie Jason "
-    "Jeffrey:Jeff Ryan Jacob:Jake Gary Nicholas:Nick Eric Jonathan:Jon Stephen:Steve Justin Scott Brandon "
-    "Benjamin:Ben Samuel:Sam Gregory:Greg Alexander:Alex Frank Patrick:Pat Raymond:Ray Dennis Tyler Aaron "
-    "Adam Nathan:Nate Henry:Harry,Hank Douglas:Doug Zachary:Zach Peter:Pete Kyle Noah Ethan Jeremy "
-    "Walter:Walt Sean Gerald:Jerry Carl Harold:Hal Dylan Arthur:Art Lawrence:Larry Jordan Jesse Bruce "
-    "Gabriel:Gabe Logan Alan Juan Albert:Al Elijah:Eli Vincent:Vince Mason Russell:Russ Bradley:Brad "
-    "Philip:Phil Eugene:Gene Oliver:Ollie Luis Carlos Miguel Jamal Marcus Wei Hiroshi Arjun Mohammed:Mo "
-    "Omar Mateo Tomás:Tom José:Pepe Diego Liam Lucas Kwame Dmitri:Dima"
+from cdp.demo.shop import (
+    _AGENT_JSON,
+    _ANDROID,
+    _APP_ID,
+    _APP_VERSIONS,
+    _CART,
+    _CATEGORY_PAGES,
+    _CHEAP,
+    _CHECKOUT,
+    _CONFIRM,
+    _CURRENCY,
+    _HOME,
+    _IOS,
+    _LOCAL_HOURS,
+    _PRICEY,
+    _PRODUCTS,
+    _PROMOS,
+    _QUERIES,
+    _REFERRERS,
+    _SEARCH_PAGES,
+    _SEARCH_PROPS,
+    _SHOP,
+    _SITE,
+    _ascii,
+    _dumps,
 )
-_FEMALE = _names(
-    "Mary:Molly Patricia:Pat,Patty,Trish Jennifer:Jen,Jenny Linda Elizabeth:Liz,Beth,Lizzie,Betty "
-    "Barbara:Barb Susan:Sue,Susie Jessica:Jess Sarah Karen Lisa Nancy Margaret:Maggie,Peggy,Meg "
-    "Sandra:Sandy Ashley Kimberly:Kim Emily:Em Donna Michelle:Shelly Carol Amanda:Mandy Dorothy:Dot "
-    "Melissa:Mel Deborah:Deb,Debbie Stephanie:Steph Rebecca:Becky,Becca Sharon Laura Cynthia:Cindy "
-    "Kathleen:Kathy Amy Angela:Angie Anna Brenda Pamela:Pam Emma Nicole:Nikki Helen Samantha:Sam "
-    "Katherine:Kate,Katie,Kathy Christine:Chris,Chrissy Rachel Janet Catherine:Cathy,Cat Maria Heather "
-    "Diane Julie Olivia:Liv Victoria:Vicky,Tori Kelly Lauren Christina:Tina Evelyn:Evie Judith:Judy "
-    "Megan:Meg Andrea Hannah Jacqueline:Jackie Teresa:Terri Abigail:Abby Alice Sophia:Sophie Grace "
-    "Danielle:Dani Isabella:Bella,Izzy Natalie:Nat Charlotte:Charlie,Lottie Priya Mei Yuki Fatima Ngozi "
-    "Sofía Ana Zoë Renée Chloé Aisha Leila Svetlana:Sveta"
-)
-_EXTRA_FIRST = {  # (male, female) names more common in that country
-    "GB": (
-        _names("Callum Rhys Hamish Alistair:Ali Declan Oliver:Ollie Harry Alfie Rory Gareth"),
-        _names("Siobhan Aoife Niamh Imogen:Immy Harriet:Hattie Freya Poppy Eilidh"),
-    ),
-    "CA": (
-        _names("François Étienne Jean-François Mathieu:Matt Luc Gabriel:Gabe Félix"),
-        _names("Geneviève:Gen Émilie Amélie Josée Marie-Ève Camille Mélanie"),
-    ),
-}
-_NICKS = {name: nicks for pool in (_MALE, _FEMALE) for name, nicks in pool if nicks} | {
-    name: nicks for pair in _EXTRA_FIRST.values() for pool in pair for name, nicks in pool if nicks
-}
-_LAST = _words(
-    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez "
-    "Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez Clark "
-    "Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green Adams "
-    "Nelson Baker Hall Rivera Campbell Mitchell Carter Roberts Gomez Phillips Evans Turner Diaz Parker "
-    "Cruz Edwards Collins Reyes Stewart Morris Morales Murphy Cook Rogers Gutierrez Ortiz Morgan Cooper "
-    "Peterson Bailey Reed Kelly Howard Ramos Kim Cox Ward Richardson Watson Brooks Chavez Wood James "
-    "Bennett Gray Mendoza Ruiz Hughes Price Alvarez Castillo Sanders Patel Myers Long Ross Foster Jimenez "
-    "Powell Jenkins Perry Russell Sullivan Bell Coleman Butler Henderson Barnes Fisher Vasquez Simmons "
-    "Romero Jordan Patterson Alexander Hamilton Graham Reynolds Griffin Wallace Moreno West Cole Hayes "
-    "Bryant Herrera Gibson Ellis Tran Medina Aguilar Stevens Murray Ford Castro Marshall Owens Harrison "
-    "Fernandez McDonald Woods Washington Kennedy Wells Vargas Henry Chen Freeman Webb Tucker Guzman Burns "
-    "Crawford Olson Simpson Porter Hunter Gordon Mendez Silva Shaw Snyder Mason Dixon Muñoz Hunt Hicks "
-    "Holmes Palmer Wagner Black Robertson Boyd Rose Stone Salazar Fox Warren Mills Meyer Rice Schmidt "
-    "Garza Daniels Ferguson Nichols Stephens Soto Weaver Ryan Gardner Payne Grant Dunn Spencer Hawkins "
-    "Arnold Pierce Hansen Peters Santos Hart Bradley Knight Elliott Cunningham Duncan Armstrong Hudson "
-    "Carroll Lane Riley Andrews Ray Delgado Berry Perkins Hoffman Johnston Matthews Richards Willis "
-    "Carpenter Lawrence O'Brien O'Connor D'Angelo Smith-Jones Garcia-Lopez Wang Li Zhang Liu Huang Zhao "
-    "Wu Tanaka Suzuki Sato Park Choi Pham Kowalski Novak Okafor Adeyemi Haddad Cohen Rossi Müller Schulz"
-)
-_EXTRA_LAST = {
-    "GB": _words(
-        "Davies Evans Hughes Clarke Ahmed Khan Ali Singh Hussain MacLeod McKenzie Fitzgerald Byrne "
-        "Whitfield Pemberton Ashworth"
-    ),
-    "CA": _words(
-        "Tremblay Gagnon Roy Côté Bouchard Gauthier Morin Lavoie Fortin Gagné Ouellet Pelletier Bélanger "
-        "Lévesque Bergeron Leblanc Girard Simard Boucher MacDonald"
-    ),
-}
-# Very common full names that several unrelated people share (different birthdays, addresses, emails).
-_COMMON_NAMES = [
-    (first, last)
-    for first, last in (
-        name.split()
-        for name in _words(
-            "John Smith|Maria Garcia|David Jones|Michael Johnson|James Brown|Mary Williams|Robert Miller|"
-            "Jennifer Davis|José Rodriguez|Wei Chen|Sarah Wilson|David Smith|Michael Brown|Emily Taylor",
-            "|",
-        )
-    )
-]
-
-# city|postcode prefixes (ZIP3, UK district, Canadian FSA)|area codes, or the UK drama-range landline
-# prefix|weight|UTC offset
-_CITY_SPECS = {
-    "US": (
-        "New York|100 101 102 103|212 646 917 332|9|-5;Brooklyn|112|718 347 929|5|-5;"
-        "Los Angeles|900 901|213 323 310 424|8|-8;Chicago|606|312 773 872|7|-6;"
-        "Houston|770|713 832 281|6|-6;Phoenix|850|602 480 623|4|-7;Philadelphia|191|215 267 445|4|-5;"
-        "San Antonio|782|210 726|3|-6;San Diego|921|619 858|4|-8;Dallas|752|214 469 972|5|-6;"
-        "Austin|787|512 737|4|-6;San Jose|951|408 669|3|-8;San Francisco|941|415 628|5|-8;"
-        "Seattle|981|206 564|5|-8;Denver|802|303 720|4|-7;Boston|021 022|617 857|5|-5;"
-        "Atlanta|303|404 678 470|5|-5;Miami|331|305 786|4|-5;Portland|972|503 971|3|-8;"
-        "Minneapolis|554|612 952|3|-6;Nashville|372|615 629|3|-6;Raleigh|276|919 984|3|-5;"
-        "Columbus|432|614 380|3|-5;Charlotte|282|704 980|3|-5;Detroit|482|313 248|3|-5;"
-        "Salt Lake City|841|801 385|2|-7;Pittsburgh|152|412 878|2|-5;Kansas City|641|816|2|-6;"
-        "Baltimore|212|410 443|2|-5;St. Louis|631|314 557|2|-6;Indianapolis|462|317 463|2|-5;"
-        "Tampa|336|813 656|2|-5;New Orleans|701|504|2|-6;Madison|537|608|1|-6;Boise|837|208 986|1|-7;"
-        "Albuquerque|871|505|1|-7;Orlando|328|407 321|2|-5;Sacramento|958|916 279|2|-8;"
-        "Cleveland|441|216|2|-5;Omaha|681|402 531|1|-6"
-    ),
-    "GB": (
-        "London|SW1A SW11 SW19 E1 E8 N1 N16 NW3 SE1 SE15 W2 W11 EC1V|20 7946 0|12|0;"
-        "Manchester|M1 M4 M14 M20|161 496 0|4|0;Birmingham|B1 B15 B29|121 496 0|4|0;"
-        "Leeds|LS1 LS6 LS8|113 496 0|3|0;Glasgow|G1 G3 G12|141 496 0|3|0;"
-        "Edinburgh|EH1 EH3 EH9|131 496 0|3|0;Bristol|BS1 BS6 BS8|117 496 0|3|0;"
-        "Liverpool|L1 L8 L17|151 496 0|2|0;Sheffield|S1 S10 S11|114 496 0|2|0;"
-        "Leicester|LE1 LE2|116 496 0|1|0;Reading|RG1 RG4|118 496 0|1|0;"
-        "Newcastle upon Tyne|NE1 NE2|191 498 0|2|0;Cardiff|CF10 CF11|29 2018 0|2|0;"
-        "Belfast|BT1 BT9|28 9649 6|1|0;Nottingham|NG1 NG7|-|1|0"
-    ),
-    "CA": (
-        "Toronto|M5V M4C M6K M5A M4L|416 647 437|6|-5;Vancouver|V6B V5K V6K|604 778 236|4|-8;"
-        "Montréal|H2X H3A H2T H1V|514 438|4|-5;Ottawa|K1P K2P K1S|613 343|2|-5;"
-        "Calgary|T2P T3A T2R|403 587 825|3|-7;Edmonton|T5J T6E|780 587|2|-7;"
-        "Winnipeg|R3C R2M|204 431|1|-6;Halifax|B3H B3K|902 782|1|-4;Québec City|G1R G1K|418 581|1|-5;"
-        "Victoria|V8W V8V|250 778|1|-8"
-    ),
-}
-_FRENCH_CITIES = {"Montréal", "Québec City"}
-_CITY_VARIANTS = {
-    "New York": ("New York City", "NYC", "new york"), "Montréal": ("Montreal",),
-    "St. Louis": ("Saint Louis",), "Québec City": ("Quebec City", "Québec"),
-    "Newcastle upon Tyne": ("Newcastle",), "Brooklyn": ("New York",),
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _City:
-    country: str
-    name: str
-    prefixes: tuple[str, ...]
-    phones: tuple[str, ...]  # NANP area codes; for GB the one Ofcom drama-range landline prefix, if any
-    tz: int
-
-
-def _cities(country: str) -> list[_City]:
-    out = []
-    for spec in _CITY_SPECS[country].replace("\n", ";").split(";"):
-        name, prefixes, phones, weight, tz = spec.strip().split("|")
-        phone_list = () if phones == "-" else (phones,) if country == "GB" else tuple(phones.split())
-        out += [_City(country, name, tuple(prefixes.split()), phone_list, int(tz))] * int(weight)
-    return out
-
-
-_CITIES = {country: _cities(country) for country in _CITY_SPECS}
-_COUNTRIES = ["US"] * 78 + ["GB"] * 12 + ["CA"] * 10
-_COUNTRY_NAMES = {"US": ("United States", "USA"), "GB": ("United Kingdom", "UK"), "CA": ("Canada", "Canada")}
-_TIMEZONES = {
-    ("US", -5): "America/New_York", ("US", -6): "America/Chicago", ("US", -7): "America/Denver",
-    ("US", -8): "America/Los_Angeles", ("GB", 0): "Europe/London", ("CA", -5): "America/Toronto",
-    ("CA", -8): "America/Vancouver", ("CA", -7): "America/Edmonton", ("CA", -6): "America/Winnipeg",
-    ("CA", -4): "America/Halifax",
-}  # fmt: skip
-_STREETS_NA = _words(
-    "Main Oak Pine Maple Cedar Elm Washington Lake Hill Park Sunset Lincoln Jackson Franklin Highland Church "
-    "Mill River Spring Valley Willow Chestnut Walnut Madison Jefferson Cherry Forest Meadow Ridge Birch "
-    "Hickory Lakeview Magnolia Dogwood Sycamore Harbor Orchard Prospect Union Summit"
-)
-_STREETS_GB = _words(
-    "High Station Church Victoria Park London Mill Queen's King's Manor Green School Albert Grove Richmond "
-    "Clarence Windsor York Springfield Chapel Orchard Meadow Beech"
-)
-_STREETS_FR = _words(
-    "rue Saint-Denis|rue Sherbrooke Ouest|boulevard René-Lévesque|avenue du Parc|rue Sainte-Catherine|"
-    "avenue Papineau|rue Notre-Dame|chemin de la Côte-Sainte-Catherine|rue Saint-Jean|avenue Laurier",
-    "|",
-)
-_SUFFIXES = {
-    "Street": "St", "Avenue": "Ave", "Road": "Rd", "Drive": "Dr", "Lane": "Ln", "Boulevard": "Blvd",
-    "Court": "Ct", "Place": "Pl", "Close": "Cl", "Crescent": "Cres", "Gardens": "Gdns", "Terrace": "Ter",
-    "Grove": "Gr",
-}  # fmt: skip
-_SUFFIX_RE = re.compile(r" (" + "|".join(_SUFFIXES) + r")\b")
-_SUFFIX_NA = ["Street"] * 4 + ["Avenue"] * 3 + _words("Road Drive Drive Lane Boulevard Court Place Way")
-_SUFFIX_GB = ["Road"] * 4 + ["Street"] * 3 + _words("Lane Close Avenue Crescent Gardens Terrace Grove")
-_COMPANY_A = _words(
-    "Bluefin Brightline Cobalt Summit Redwood Ironclad Lumina Harborview Evergreen Pioneer Silverline Atlas "
-    "Keystone Granite Beacon Horizon Cascade Meridian Vertex Sterling Crescent Orchard Falcon Juniper Nimbus "
-    "Polaris Sequoia Tidewater Copperleaf Northstar Ember Bramble Kestrel Alder Larkspur Fernhill Saltmarsh "
-    "Driftwood Oakridge Willowbrook"
-)
-_COMPANY_B = _words(
-    "Analytics Labs Logistics Health Software Partners Capital Foods Media Robotics Energy Systems "
-    "Consulting Retail Insurance Studios Biotech Networks Architects Outfitters"
-)
-_LEGAL = {"US": ("Inc.", "LLC", "Corp.", "Inc."), "GB": ("Ltd", "Ltd", "PLC"), "CA": ("Inc.", "Ltd.")}
-# Job titles, each with the variants people type (abbreviated, reordered, non-English). The last three are
-# for people without an employer.
-_TITLES = [
-    tuple(variants.split("|"))
-    for variants in _words(
-        "VP Marketing|VP, Marketing|Vice President of Marketing|VP Mktg;Head of Growth|Growth Lead|Head "
-        "of Growth Marketing;Marketing Manager|Mktg Manager|Manager, Marketing|Marketing Mgr;Chief "
-        "Marketing Officer|CMO;Director of Marketing|Marketing Director|Dir. Marketing|Directeur "
-        "Marketing;Responsable marketing|Marketing Lead;Content Marketing Manager|Content "
-        "Marketer;Software Engineer|SWE|Software Developer|Ingénieur logiciel;Senior Software "
-        "Engineer|Sr. Software Engineer|Sr Software Engineer;Engineering Manager|Eng Manager|Mgr, "
-        "Engineering;Chief Technology Officer|CTO;Data Analyst|Analyst, Data|Analyste de données;Senior "
-        "Data Analyst|Sr. Data Analyst|Sr Data Analyst;Data Scientist|Científico de Datos;Head of "
-        "Data|Director, Data & Analytics;Account Executive|AE|Sr. Account Executive;Sales Manager|Mgr, "
-        "Sales|Jefe de Ventas;VP Sales|VP of Sales|Vice President, Sales|Directeur commercial;Sales "
-        "Development Representative|SDR|Sales Development Rep;Product Manager|PM|Chef de produit;Head of "
-        "Product|VP Product|Director of Product;Chief Executive Officer|CEO|Founder & "
-        "CEO|Co-Founder;Owner|Founder|Proprietor;Managing Director|MD|Geschäftsführer;Operations "
-        "Manager|Ops Manager|Head of Operations;Customer Success Manager|CSM;HR Manager|People "
-        "Partner|Responsable RH;Finance Director|Financial Controller;UX Designer|Product Designer|Sr. UX"
-        " Designer;Consultant|Senior Consultant|Sr. Consultant;Teacher|Enseignant;Registered "
-        "Nurse|RN;Student|Graduate Student;Retired",
-        ";",
-    )
-]
-_LEAD_SOURCES = ["Web"] * 5 + _words("Phone Inquiry|Partner Referral|Trade Show|Advertisement|Other|", "|")
-_STAGES = _words("Subscriber|Lead|Lead|Marketing Qualified Lead|Sales Qualified Lead|Opportunity|Other", "|")
-_MAIL = {
-    "US": "gmail.com*8 yahoo.com*3 outlook.com*2 hotmail.com*2 icloud.com*2 aol.com proton.me comcast.net",
-    "GB": "gmail.com*6 hotmail.co.uk*3 yahoo.co.uk*2 outlook.com*2 btinternet.com*2 icloud.com sky.com",
-    "CA": "gmail.com*7 hotmail.com*2 yahoo.ca*2 outlook.com*2 icloud.com shaw.ca rogers.com videotron.ca",
-}
-_MAIL_DOMAINS = {
-    country: [d.partition("*")[0] for d in spec.split() for _ in range(int(d.partition("*")[2] or 1))]
-    for country, spec in _MAIL.items()
-}
-_TAGGABLE = {"gmail.com", "outlook.com", "icloud.com", "proton.me", "hotmail.com"}
-_TAGS = ("shop", "orders", "harbor", "promo", "news")
-_IP_OCTETS = {"US": (24, 47, 67, 68, 71, 73, 75, 76, 96, 98, 107, 174), "GB": (2, 31, 81, 82, 86, 90, 109),
-              "CA": (24, 70, 142, 184)}  # fmt: skip
-_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_UID_MULT = 2_654_435_761  # prime, so index -> index * _UID_MULT mod 36**10 is a bijection
-_DEVICE_MIX = [("web",)] * 12 + [("ios",), ("ios",), ("android",), ("web", "android")]
-_DEVICE_MIX += [("web", "ios")] * 2 + [("web", "web")] * 2  # ("web", "web"): a laptop and a phone browser
-
-# ----------------------------------------------------------------------------------------- the shop
-_SITE, _SHOP, _APP_ID = "https://harborandpine.shop", "Harbor & Pine", "com.harborandpine.app"
-_PRODUCTS_SPEC = (
-    "Apparel:Merino Crew Base Layer=89,Packable Rain Shell=149,Fleece Quarter-Zip=79,Organic Cotton "
-    "Tee=32,Trail Running Shorts=48,Down Puffer Vest=129,Wool Beanie=28;Footwear:Trail Runner "
-    "3=139,Waterproof Hiking Boot=189,Camp Slip-On=65,Wool Hiking Socks 3-Pack=36;Camping:Ultralight "
-    "2P Tent=349,Down Sleeping Bag 20F=279,Insulated Sleeping Pad=119,Camp Stove Kit=89,LED Headlamp "
-    "400=39;Kitchen:Enamel Camp Mug=18,Pour-Over Coffee Kettle=54,Cast Iron Skillet 10in=45,Insulated"
-    " Bottle 32oz=38;Home:Wool Throw Blanket=119,Linen Duvet Cover=189,Cedar & Smoke "
-    "Candle=28,Handwoven Wool Rug 5x8=399;Bags:Daypack 24L=99,Weekender Duffel 45L=159,Hip "
-    "Pack=42,Laptop Sleeve 15in=49"
-)
-_CURRENCY = {"US": ("USD", 1.0), "GB": ("GBP", 0.79), "CA": ("CAD", 1.37)}
-_QUERIES = _words(
-    "rain jacket|tent|merino|hiking boots|sleeping bag|gift for dad|coffee kettle|duvet|socks|headlamp|"
-    "backpack|sleping bag|wool blanket|cast iron|vest|trail runners size 10",
-    "|",
-)
-_REFERRERS = ["", "", "", "https://www.google.com/", "https://www.google.com/", "https://www.google.com/",
-              "https://www.bing.com/", "https://www.facebook.com/", "https://www.instagram.com/",
-              "https://www.pinterest.com/", "https://duckduckgo.com/", "https://www.reddit.com/"]  # fmt: skip
-_AGENTS = [
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 "
-    "Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 "
-    "Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 "
-    "Safari/605.1.15",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/18.0 Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Mobile "
-    "Safari/537.36",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:131.0) Gecko/20100101 Firefox/131.0",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 "
-    "Safari/537.36 Edg/130.0.0.0",
-]  # fmt: skip
-_IOS = (("iPhone15,2", "17.6.1"), ("iPhone15,4", "18.0.1"), ("iPhone16,1", "18.1"), ("iPhone14,5", "17.5"))
-_ANDROID = (
-    ("Google", "Pixel 8", "14", "AP2A.240905.003"), ("samsung", "SM-S921U", "14", "UP1A.231005.007"),
-    ("samsung", "SM-A546B", "13", "TP1A.220624.014"), ("OnePlus", "CPH2581", "14", "UKQ1.230924.001"),
-)  # fmt: skip
-_APP_VERSIONS = (("3.4.1", "341"), ("3.5.0", "350"), ("3.3.2", "332"))
-_PROMOS = _words(
-    "Fall Trail Sale|New Arrivals: Outerwear|Free Shipping Weekend|Members Double Points|Back in Stock|"
-    "Camp Kitchen Essentials|Holiday Gift Guide|Last Chance: Summer Clearance",
-    "|",
-)
-_HOUR_WEIGHTS = (
-    1,
-    1,
-    0,
-    0,
-    0,
-    0,
-    1,
-    2,
-    3,
-    3,
-    3,
-    3,
-    4,
-    4,
-    3,
-    3,
-    3,
-    3,
-    4,
-    6,
-    7,
-    7,
-    5,
-    3,
-)  # local time; evenings
-_LOCAL_HOURS = [hour for hour, weight in enumerate(_HOUR_WEIGHTS) for _ in range(weight)]
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-_AGENT_JSON = [_dumps(agent) for agent in _AGENTS]
-
-
-def _ascii(text: str) -> str:
-    if text.isascii():
-        return text
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-
-
-@dataclass(frozen=True)
-class _Product:
-    name: str
-    category: str
-    usd: float
-    props: dict[str, dict[str, Any]]  # currency -> Segment e-commerce product properties
-    viewed: dict[str, str]  # currency -> those properties as JSON
-    page: str  # JSON of context.page and of the page call's properties
-    screen: str  # JSON of the app's screen properties
-
-
-def _catalog() -> list[_Product]:
-    out: list[_Product] = []
-    for block in _PRODUCTS_SPEC.split(";"):
-        category, _, items = block.partition(":")
-        for item in items.split(","):
-            name, _, usd = item.rpartition("=")
-            slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-            product_id = hashlib.md5(name.encode()).hexdigest()[:24]
-            base = {"product_id": product_id, "sku": f"HP-{category[:3].upper()}-{101 + len(out):04d}",
-                    "category": category, "name": name}  # fmt: skip
-            props = {}
-            for currency, rate in _CURRENCY.values():
-                price = float(usd) if currency == "USD" else round(float(usd) * rate) - 0.01
-                props[currency] = {**base, "price": price, "currency": currency}
-            page = _dumps(
-                {"path": f"/products/{slug}", "title": f"{name} | {_SHOP}", "url": f"{_SITE}/products/{slug}"}
-            )
-            viewed = {currency: _dumps(p) for currency, p in props.items()}
-            screen = _dumps({"product_id": product_id, "name": name})
-            out.append(_Product(name, category, float(usd), props, viewed, page, screen))
-    return out
-
-
-_PRODUCTS = _catalog()
-_CHEAP = [p for p in _PRODUCTS if p.usd < 100]
-_PRICEY = [p for p in _PRODUCTS if p.usd >= 90]
-
-
-def _static_page(path: str, title: str) -> str:
-    return _dumps({"path": path, "title": f"{title} | {_SHOP}", "url": _SITE + path})
-
-
-_HOME = _static_page("/", "Outdoor & Home Goods")
-_CART = _static_page("/cart", "Your Cart")
-_CHECKOUT = _static_page("/checkout", "Checkout")
-_CONFIRM = _static_page("/checkout/confirmation", "Thank you")
-_CATEGORY_PAGES = {p.category: _static_page(f"/c/{p.category.lower()}", p.category) for p in _PRODUCTS}
-_SEARCH_PAGES = {
-    q: _dumps({"path": "/search", "search": "?q=" + q.replace(" ", "+"), "title": f"Search: {q} | {_SHOP}",
-               "url": f"{_SITE}/search?q={q.replace(' ', '+')}"})
-    for q in _QUERIES
-}  # fmt: skip
-
-
-_SEARCH_PROPS = {q: _dumps({"query": q}) for q in _QUERIES}
-_SLIPS = {"i": "y", "y": "i", "e": "a", "a": "e", "o": "u", "u": "o", "s": "z", "c": "k", "n": "m", "m": "n"}
-
-
-# ---------------------------------------------------------------------------------------- people
-T = TypeVar("T")
-
-
-def _pick(r: Callable[[], float], seq: Sequence[T]) -> T:
-    return seq[int(r() * len(seq))]
-
-
-class _Device:
-    """A browser or an app install: one anonymousId, one context; `uid` is who is signed in on it."""
-
-    __slots__ = ("anon_ids", "kind", "post", "pre", "shared", "uid")
-
-    def __init__(self, kind: str, anon: str, pre: str, post: str) -> None:
-        self.kind = kind  # web, ios, android
-        self.anon_ids = f'"anonymousId":"{anon}"'
-        self.pre, self.post = pre, post  # context JSON before and after "page"
-        self.uid: str | None = None
-        self.shared = False  # used by two people: every session starts signed out
-
-
-class _Person:
-    __slots__ = (
-        "addr", "birthday", "churned", "city", "company", "country", "devices", "dup_hs", "dup_sf", "email",
-        "engaged", "entity", "first", "home", "in_hs", "in_sf", "index", "ip", "job_in", "last", "mobile",
-        "moved_in", "old_addr", "old_job", "plain", "plan", "subscribed", "tier", "title", "user_id",
-        "work_email",
-    )  # fmt: skip
-
-    def __init__(self, index: int, entity: str, country: str, city: _City) -> None:
-        self.index, self.entity, self.country, self.city = index, entity, country, city
-        self.first = self.last = self.email = self.mobile = self.ip = self.moved_in = self.job_in = ""
-        self.birthday = date(2000, 1, 1)
-        self.addr: tuple[str, str, str] = ("", "", "")
-        self.old_addr: tuple[str, str, str] | None = None
-        self.home: str | None = None  # a landline shared by the household
-        self.work_email: str | None = None
-        self.company: str | None = None
-        self.title: int | None = None  # index into _TITLES
-        self.old_job: tuple[str, int] | None = None
-        self.user_id: str | None = None
-        self.tier = 0  # 0 browses, 1 buys, 2 high value
-        self.churned = self.engaged = self.subscribed = False
-        self.plan = "free"
-        self.devices: list[_Device] = []
-        self.in_sf = self.in_hs = self.dup_sf = self.dup_hs = False
-        self.plain = False  # a showcase hard case: CRM rows keep the name and address as they are
-
-
-def _typo(word: str, r: Callable[[], float]) -> str:
-    """One realistic slip: a transposed, dropped, doubled or swapped letter (the first letter survives)."""
-    if len(word) < 3:
-        return word + word[-1]
-    for _ in range(8):
-        i, op = 1 + int(r() * (len(word) - 2)), r()
-        if op < 0.3:
-            out = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
-        elif op < 0.55:
-            out = word[:i] + word[i + 1 :]
-        elif op < 0.7:
-            out = word[: i + 1] + word[i:]
-        else:
-            out = word[:i] + _SLIPS.get(word[i], "e" if word[i] != "e" else "i") + word[i + 1 :]
-        if out != word:
-            return out
-    return word + "e"
-
-
-_Blocks = dict[int, list[tuple[int, int, int]]]  # bucket -> (offset, length, marks) of its spilled blocks
-
-
-class _Spool:
-    """Event lines on their way to a time-sorted file, without holding them all in memory.
-
-    A line starts with its own timestamp (`{"timestamp":"2026-...`), so sorting lines as text sorts them
-    by time; an unparseable timestamp is stored as `<true time>\x01<bad text>` and the true part is cut
-    on output (`_unmark`). Lines wait in one list per clock hour. A spill appends them to one file as a
-    block per bucket (6 hours, or 1 hour in the busy last week) and notes where each block is; at the end
-    every bucket is read back (from every chunk's file when there are several) and sorted on its own.
-    The truth (`message_id,entity`) is written in generation order as it goes.
-    """
-
-    def __init__(self, truth: IO[str], first_hour: int, path: Path) -> None:
-        self.truth_file, self.first_hour, self.path = truth, first_hour, path
-        self.hours: list[list[str]] = [[] for _ in range(WINDOW_DAYS * 24 + 1)]
-        self.truth: list[str] = []  # one "message_id,entity" line per buffered event
-        self.blocks: _Blocks = {}
-        self.file: IO[bytes] | None = None
-        self.count = 0
-
-    def spill(self) -> None:
-        self.count += len(self.truth)
-        self.truth_file.write("".join(self.truth))
-        self.truth.clear()
-        if self.file is None:
-            self.file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
-        first, hourly = 0, len(self.hours) - _HOURLY_BUCKETS
-        while first < len(self.hours):  # a bucket is named after the clock hour it starts at
-            if first >= hourly:  # the busy last days: one bucket per hour
-                bucket, stop = self.first_hour + first, first + 1
-            else:  # before that, whole 6-hour stretches of the clock
-                bucket = (self.first_hour + first) // _BUCKET_HOURS * _BUCKET_HOURS
-                stop = min(hourly, bucket + _BUCKET_HOURS - self.first_hour)
-            hours = range(first, stop)
-            data = "".join(line for hour in hours for line in self.hours[hour]).encode()
-            if data:
-                self.blocks.setdefault(bucket, []).append((self.file.tell(), len(data), data.count(b"\x01")))
-                self.file.write(data)
-                for hour in hours:
-                    self.hours[hour].clear()
-            first = hours.stop
-
-    def finish(self, path: Path) -> int:
-        """Write the events sorted by time (all in memory if they never spilled); answer how many."""
-        if self.file is None:
-            with open(path, "wb") as out:
-                for lines in self.hours:
-                    lines.sort()
-                    out.write(_unmark("".join(lines).encode()))
-            self.truth_file.write("".join(self.truth))
-            return len(self.truth)
-        self.spill()
-        self.close()
-        blocks = sorted(self.blocks.items())
-        path.write_bytes(b"")
-        _sort_buckets([(bucket, [(self.path, *part) for part in parts]) for bucket, parts in blocks], path, 0)
-        return self.count
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-def _unmark(blob: bytes) -> bytes:
-    """Drop the true time (24 characters) kept in front of each `\x01`, and the mark itself."""
-    if b"\x01" not in blob:
-        return blob
-    parts, start = [], 0
-    while (mark := blob.find(b"\x01", start)) >= 0:
-        parts.append(blob[start : mark - 24])
-        start = mark + 1
-    parts.append(blob[start:])
-    return b"".join(parts)
-
-
-# buckets to sort, each with the (file, offset, length, marks) of its blocks
-_Plan = list[tuple[int, list[tuple[Path, int, int, int]]]]
-
-
-def _sort_buckets(plan: _Plan, out: Path, at: int) -> int:
-    """Sort each bucket's blocks (from every chunk's spill file) and write them, in bucket order, into
-    `out` from byte `at` on; answer how many bytes that was.
-
-    Each spill file is opened once and one bucket is in memory at a time. When chunks were made in
-    parallel, several of these run at once, each writing its own stretch of the output.
-    """
-    files: dict[Path, IO[bytes]] = {}
-    written = 0
-    try:
-        with open(out, "r+b") as dest:
-            dest.seek(at)
-            for _bucket, blocks in plan:
-                lines: list[bytes] = []
-                for path, offset, length, _marks in blocks:
-                    if path not in files:
-                        files[path] = open(path, "rb")  # noqa: SIM115 - closed below
-                    files[path].seek(offset)
-                    lines += files[path].read(length).splitlines(keepends=True)
-                lines.sort()
-                written += dest.write(_unmark(b"".join(lines)))
-    finally:
-        for fh in files.values():
-            fh.close()
-    return written
-
-
-def _size(plan: _Plan) -> int:
-    """Bytes `plan` writes: what was spilled, less the 24-character true time and mark of each bad line."""
-    return sum(length - 25 * marks for _, blocks in plan for *_, length, marks in blocks)
-
-
-@dataclass(frozen=True)
-class _Job:
-    """One chunk of people, generated on its own (in a worker process when there are several)."""
-
-    out: Path  # the final files when this is the only chunk; else the work folder for parts
-    customers: int  # in the whole dataset
-    seed: int
-    now_ms: int
-    chunk: int
-    chunks: int
-    lo: int  # people lo..hi-1
-    hi: int
+from cdp.demo.spool import _Blocks, _Job, _Spool
 
 
 def _run_job(job: _Job) -> tuple[int, int, _Blocks]:
@@ -1423,128 +847,4 @@ class _Generator:
         return self.records, events, self.spool.blocks
 
 
-_NAMES = ("salesforce_contacts.csv", "hubspot_contacts.csv", "events.ndjson", "truth_records.csv",
-          "truth_events.csv", "manifest.json")  # fmt: skip
-_HEADERS = (SALESFORCE_HEADER, HUBSPOT_HEADER, ["source", "external_id", "entity"], ["message_id", "entity"])
 _CHUNK_PEOPLE = 25_000  # people per independently seeded chunk; fixed, so output never depends on CPUs
-_BUCKET_HOURS = 6  # spilled events are sorted 6 hours at a time ...
-_HOURLY_BUCKETS = 7 * 24  # ... or an hour at a time in the last week, where most of them are
-
-
-def _pool(workers: int) -> ProcessPoolExecutor | None:
-    """Worker processes, forked: only where that is safe (POSIX, no other threads); else run in-process."""
-    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
-        return None
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-
-
-def _done(result: tuple[int, int, _Blocks]) -> Future[tuple[int, int, _Blocks]]:
-    future: Future[tuple[int, int, _Blocks]] = Future()
-    future.set_result(result)
-    return future
-
-
-def _merge(work: Path, output: Path, blocks: list[_Blocks], pool: Executor | None, tasks: int) -> None:
-    """Concatenate the chunks' CRM and truth parts in order, and sort the event buckets into one file."""
-    for name, header in zip(_NAMES[:2] + _NAMES[3:5], _HEADERS, strict=True):
-        with open(output / name, "wb") as out:
-            out.write((",".join(header) + "\n").encode())
-            for chunk in range(len(blocks)):
-                part = work / f"c{chunk:05d}-{name}"
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-                part.unlink()
-    buckets: dict[int, list[tuple[Path, int, int, int]]] = {}
-    for chunk, chunk_blocks in enumerate(blocks):
-        path = work / f"c{chunk:05d}-events"
-        for bucket, spilled in chunk_blocks.items():
-            buckets.setdefault(bucket, []).extend((path, *block) for block in spilled)
-    total, done = _size(list(buckets.items())), 0
-    plans: list[_Plan] = []
-    for bucket, parts in sorted(buckets.items()):  # contiguous runs of buckets of about equal size
-        if not plans or done >= total * len(plans) / tasks:
-            plans.append([])
-        plans[-1].append((bucket, parts))
-        done += _size([(bucket, parts)])
-    starts = [sum(_size(plan) for plan in plans[:i]) for i in range(len(plans))]
-    events = output / _NAMES[2]
-    with open(events, "wb") as out:
-        out.truncate(total)
-    written = (pool.map if pool is not None else map)(_sort_buckets, plans, [events] * len(plans), starts)
-    if sum(written) != total:
-        raise RuntimeError(f"merging the event buckets wrote {sum(written)} bytes, expected {total}")
-
-
-def _generate(
-    output: Path, customers: int, seed: int, now: datetime, progress: Callable[[int], None] | None,
-    chunk_people: int = _CHUNK_PEOPLE, workers: int | None = None,
-) -> DemoSummary:  # fmt: skip
-    now_ms = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)  # exact, unlike floats
-    chunks = -(-customers // chunk_people)
-    files = {name.split(".")[0]: output / name for name in _NAMES}
-    if chunks == 1:
-        job = _Job(output, customers, seed, now_ms, 0, 1, 0, customers)
-        records, events, _ = _Generator(job).run(progress)
-    else:
-        if workers is None:
-            workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-        workers = max(1, min(workers, chunks))
-        with tempfile.TemporaryDirectory(prefix=".demo-", dir=output) as tmp:
-            work = Path(tmp)
-            bounds = [(c * chunk_people, min(customers, (c + 1) * chunk_people)) for c in range(chunks)]
-            jobs = [_Job(work, customers, seed, now_ms, c, chunks, *bound) for c, bound in enumerate(bounds)]
-            pool = _pool(workers)
-            try:
-                if pool is None:
-                    futures = [_done(_run_job(job)) for job in jobs]
-                else:
-                    futures = [pool.submit(_run_job, job) for job in jobs]
-                held = 0  # the last chunk is reported once the merge is done too
-                for count, future in enumerate(as_completed(futures), 1):
-                    job = jobs[futures.index(future)]
-                    if progress is not None and count < chunks:
-                        progress(job.hi - job.lo)
-                    held = job.hi - job.lo
-                results = [future.result() for future in futures]
-                _merge(work, output, [blocks for *_, blocks in results], pool, 4 * workers)
-            finally:
-                if pool is not None:
-                    pool.shutdown()
-        if progress is not None:
-            progress(held)
-        records, events = sum(r[0] for r in results), sum(r[1] for r in results)
-    manifest = {
-        "generated_at": f"{now.astimezone(UTC):%Y-%m-%dT%H:%M:%S}.{now_ms % 1000:03d}Z", "seed": seed,
-        "customers": customers, "records": records, "events": events,
-        "files": [
-            {"path": _NAMES[0], "kind": "records", "format": "csv", "source": "salesforce",
-             "id_column": "Id", "map": dict(zip(SALESFORCE_HEADER[1:12], _FIELDS, strict=True))},
-            {"path": _NAMES[1], "kind": "records", "format": "csv", "source": "hubspot",
-             "id_column": "Record ID", "map": dict(zip(HUBSPOT_HEADER[1:12], _FIELDS, strict=True))},
-            {"path": _NAMES[2], "kind": "events", "format": "ndjson"},
-        ],
-        "truth": {"records": _NAMES[3], "events": _NAMES[4]},
-    }  # fmt: skip
-    files["manifest"].write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return DemoSummary(output, customers, records, events, files)
-
-
-def generate(
-    output: Path,
-    customers: int = 200,
-    seed: int = 42,
-    now: datetime | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> DemoSummary:
-    """Write a synthetic dataset of `customers` people into `output` (created if missing).
-
-    `now` (default: the current UTC time) ends the 120-day event window; a naive datetime is read as UTC.
-    `progress(n)` is called with the number of customers completed since the previous call. The same
-    seed, `now` and `customers` give byte-identical files (whatever the number of CPUs).
-    """
-    if isinstance(customers, bool) or not isinstance(customers, int) or customers < 1:
-        raise ValueError(f"customers must be a whole number of at least 1, got {customers!r}")
-    now = datetime.now(UTC) if now is None else now if now.tzinfo else now.replace(tzinfo=UTC)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    return _generate(output, customers, seed, now.astimezone(UTC), progress)
