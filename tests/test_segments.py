@@ -66,6 +66,40 @@ def test_compute_diff_history_and_outbox(fresh_db: CDP, write_key: str) -> None:
     assert all(h["duration_ms"] >= 0 and h["started_at"] for h in history)
 
 
+def test_many_segments_at_once_read_only_the_events_they_need(fresh_db: CDP, write_key: str) -> None:
+    """More than three segments share one session whose events table holds only the named events the rules
+    match (properties only where read); each answer equals the segment computed on its own."""
+    for user, amounts in (("a", (300, 250)), ("b", (20,)), ("c", (700,))):
+        orders(fresh_db, write_key, user, *amounts)
+    fresh_db.ingest.batch({"batch": [
+        {"type": "track", "userId": "a", "event": "Product Viewed", "properties": {"sku": "x'; DROP TABLE events"}},
+        {"type": "page", "userId": "b", "name": "Pricing", "properties": {"path": "/pricing"}},
+        {"type": "identify", "userId": "c", "traits": {"plan": "pro"}},
+        {"type": "track", "userId": "c", "event": "It's \"quoted\"", "properties": {"n": 2}},
+    ]}, write_key=write_key)  # fmt: skip
+    definitions = [
+        HIGH_VALUE,
+        PRO,
+        {"key": "viewers", "name": "v", "rule": {"event": "Product Viewed",
+                                                 "where": [{"property": "sku", "op": "contains", "value": "DROP"}]}},
+        {"key": "pricing", "name": "p", "rule": {"event": "Pricing", "within": "1d"}},
+        {"key": "quoted", "name": "q", "rule": {"event": "It's \"quoted\"", "sum": {"property": "n", "op": "gte",
+                                                                                 "value": 2}}},
+        {"key": "never", "name": "n", "rule": {"not": {"event": "Order Completed", "count": {"op": "gte",
+                                                                                            "value": 1}}}},
+    ]  # fmt: skip
+    for definition in definitions:
+        fresh_db.segments.create(definition)
+    together = {r.segment_key: r.size for r in fresh_db.segments.compute_many()}
+    members = {d["key"]: {m["profile_id"] for m in fresh_db.segments.members(d["key"]).data} for d in definitions}
+    assert together == {"high_value": 1, "pro": 1, "viewers": 1, "pricing": 1, "quoted": 1, "never": 0}
+    for definition in definitions:  # alone: a session of views over every event
+        fresh_db.segments.compute(definition["key"])
+        assert {m["profile_id"] for m in fresh_db.segments.members(definition["key"]).data} == members[
+            definition["key"]
+        ]
+
+
 def test_exit_when_rule_changes(fresh_db: CDP, write_key: str) -> None:
     orders(fresh_db, write_key, "big", 300, 250)
     fresh_db.segments.create(HIGH_VALUE)

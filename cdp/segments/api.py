@@ -304,7 +304,8 @@ class Segments:
         used = {k for key in order if (r := all_rules[key]) is not None for k in rules.mentions(r).segments}
         if not order:
             return results
-        with self.engine.session(materialize=len(order) > 3, memberships=used) as con:
+        reads = rules.reads_events(r for key in order if (r := all_rules[key]) is not None)
+        with self.engine.session(materialize=len(order) > 3, memberships=used, events=reads) as con:
             for key in order:
                 segment = self._require(key)
                 rule = all_rules[key]

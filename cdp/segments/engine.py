@@ -118,8 +118,8 @@ def serve(duckdb, setup, send, recv, failure):
         con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")
         con.execute("LOAD sqlite_scanner")
-        for statement in setup:
-            con.execute(statement)
+        for statement in setup:  # SQL text, or (SQL, parameters)
+            con.execute(*statement) if isinstance(statement, tuple) else con.execute(statement)
     except Exception as exc:
         send(failure(exc))
         return
@@ -154,7 +154,7 @@ class DuckDBWorker:
     raises RuntimeError.
     """
 
-    def __init__(self, setup: list[str]) -> None:
+    def __init__(self, setup: list[str | tuple[str, list[Any]]]) -> None:
         self._lock = threading.Lock()
         self._process = subprocess.Popen(
             [sys.executable, "-c", _WORKER_SOURCE], stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -297,7 +297,13 @@ class Engine:
     # -- evaluation ------------------------------------------------------------------------------
 
     @contextmanager
-    def session(self, *, materialize: bool = False, memberships: Iterable[str] = ()) -> Iterator[DuckDBWorker]:
+    def session(
+        self,
+        *,
+        materialize: bool = False,
+        memberships: Iterable[str] = (),
+        events: tuple[frozenset[str], frozenset[str]] | None = None,
+    ) -> Iterator[DuckDBWorker]:
         """DuckDB views (or, for many segments at once, temp tables) over the live store, in a child process.
 
         ``memberships`` holds the stored members of the given segment keys (what ``in_segment`` reads), copied
@@ -307,11 +313,25 @@ class Engine:
         """
         kind = "TABLE" if materialize else "VIEW"
         temp = "TEMP " if materialize else ""
+        events_sql: str | tuple[str, list[Any]] = (
+            f"CREATE {temp}{kind} events AS SELECT profile_id, type, event, timestamp, properties"
+            " FROM db.events WHERE profile_id IS NOT NULL"
+        )
+        if materialize and events is not None:
+            # Only the events the rules can match, and their properties only where a rule reads them: copying
+            # every event's JSON out of SQLite is most of a session's cost.
+            names, with_properties = events
+            events_sql = (
+                "CREATE TEMP TABLE events AS SELECT profile_id, type, event, timestamp,"
+                " CASE WHEN list_contains($2::VARCHAR[], event) THEN properties END AS properties"
+                " FROM db.events WHERE profile_id IS NOT NULL AND type IN ('track', 'page', 'screen')"
+                " AND list_contains($1::VARCHAR[], event)",
+                [sorted(names), sorted(with_properties)],
+            )
         con = DuckDBWorker(
             [
                 _attach_sql(self.store),
-                f"CREATE {temp}{kind} events AS SELECT profile_id, type, event, timestamp, properties"
-                " FROM db.events WHERE profile_id IS NOT NULL",
+                events_sql,
                 # What models wrote (``scores``: propensity_<key>, persona) reads as computed traits.
                 f"CREATE {temp}{kind} profiles AS SELECT id, traits, CASE WHEN scores IS NULL OR scores = '{{}}'"
                 " THEN computed ELSE json_merge_patch(computed, scores) END AS computed FROM db.profiles"

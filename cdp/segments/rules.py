@@ -82,7 +82,7 @@ value, name, path, bound and key is a ``$n`` parameter.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from cdp.segments.rules_eval import evaluate, matches
 from cdp.segments.rules_model import (
@@ -133,6 +133,7 @@ __all__ = [
     "is_time_dependent",
     "matches",
     "mentions",
+    "reads_events",
     "validate",
     "validate_rule",
 ]
@@ -165,6 +166,20 @@ def mentions(rule: Rule) -> Mentions:
         elif isinstance(node, InSegment):
             segments.add(node.key)
     return Mentions(frozenset(events), frozenset(traits), frozenset(segments))
+
+
+def reads_events(rules: Iterable[Rule]) -> tuple[frozenset[str], frozenset[str]]:
+    """The event names these rules' event conditions match, and those whose properties they read (``where`` or
+    a threshold on a property): what a session that computes them needs of the events table."""
+    names: set[str] = set()
+    with_properties: set[str] = set()
+    for rule in rules:
+        for node, _ in _walk(rule):
+            if isinstance(node, EventCondition):
+                names.add(node.event)
+                if node.where or any(t.property is not None for t in node.thresholds):
+                    with_properties.add(node.event)
+    return frozenset(names), frozenset(with_properties)
 
 
 def is_computed_trait(trait: str, computed: frozenset[str] = COMPUTED_TRAITS) -> bool:
