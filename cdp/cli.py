@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -93,6 +94,11 @@ def serve(
         click.echo(f"  write key: {keys['write']}   (Segment SDKs: host={url}, write_key=<this>)")
         click.echo(f"  read key:  {keys['read']}   (curl -H 'Authorization: Bearer <this>' {url}/v1/events)")
     app = create_app(cdp=cdp, scheduler=settings.scheduler_enabled)
+    # Everything loaded so far (FastAPI, pydantic models, the identity cache's start) lives as long
+    # as the process: out of the collector's sight, full collections scan only what ingest allocates
+    # (they took ~15% of the server's CPU at ingest, walking the whole heap).
+    gc.collect()
+    gc.freeze()
     try:
         uvicorn.run(
             app,

@@ -10,8 +10,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from cdp.timeutil import parse_ts
+from cdp.ingest.tracking import _iso
+from cdp.timeutil import format_ts, parse_ts
 from tests.conftest import LiveServer, count
 
 KINDS = {
@@ -317,3 +320,9 @@ def test_openapi_describes_the_tracking_routes(server: LiveServer) -> None:
         assert path in spec["paths"], path
     body = spec["paths"]["/v1/track"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "event" in body["properties"]
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_ingest_time_format_is_format_ts(value: datetime) -> None:
+    # The ingest path's own formatter must write exactly what format_ts writes (times sort as text).
+    assert _iso(value) == format_ts(value)

@@ -11,7 +11,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -92,6 +92,11 @@ def _identifier(msg: dict[str, Any], key: str) -> str | None:
     value = msg.get(key)
     if value is None:
         return None
+    if type(value) is str:  # the usual case, checked first
+        text = value.strip()
+        if len(text) > 1024:
+            raise _Reject(key, f"{key} is longer than 1024 characters")
+        return text or None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise _Reject(key, f"{key} must be a string, not {type(value).__name__}")
     text = str(value).strip()
@@ -111,6 +116,18 @@ def _object(msg: dict[str, Any], key: str) -> dict[str, Any] | None:
 
 def _dumps(value: dict[str, Any] | None) -> str | None:
     return orjson.dumps(value).decode() if value else None
+
+
+def _iso(value: datetime) -> str:
+    """``format_ts`` for the aware UTC datetimes of this module, at about half its cost.
+
+    ``isoformat()`` without ``timespec`` and a slice instead of ``replace`` + ``timespec``: the same
+    text (milliseconds truncated), three times per event.
+    """
+    if value.tzinfo is not UTC:
+        return format_ts(value)
+    text = value.isoformat()
+    return text[:23] + "Z" if value.microsecond else text[:19] + ".000Z"
 
 
 class Tracking:
@@ -170,7 +187,9 @@ class Tracking:
         batch_context = batch.get("context") if batch else None
         batch_integrations = batch.get("integrations") if batch else None
         batch_sent_raw = batch.get("sentAt") if batch else None
-        batch_sent = (parse_ts(batch_sent_raw), batch_sent_raw)  # parsed once for every message
+        batch_sent_dt = parse_ts(batch_sent_raw)
+        # parsed and formatted once for every message
+        batch_sent = (batch_sent_dt, batch_sent_raw, _iso(batch_sent_dt) if batch_sent_dt else None)
         if not isinstance(batch_context, dict):
             batch_context = None
         if not isinstance(batch_integrations, dict):
@@ -255,7 +274,7 @@ class Tracking:
         key: KeyInfo,
         received_dt: datetime,
         received_at: str,
-        batch_sent: tuple[datetime | None, object],
+        batch_sent: tuple[datetime | None, object, str | None],
         tally: Tally,
     ) -> tuple[Row, Observation]:
         kind = msg.get("type")
@@ -312,9 +331,10 @@ class Tracking:
         original_raw = msg.get("originalTimestamp", msg.get("timestamp"))
         sent_raw = msg.get("sentAt")
         if sent_raw is None:
-            sent, sent_raw = batch_sent
+            sent, sent_raw, sent_at = batch_sent
         else:
             sent = parse_ts(sent_raw)
+            sent_at = _iso(sent) if sent else None
         original = parse_ts(original_raw)
         if original is None and original_raw not in (None, ""):
             flags.append("invalid:timestamp")
@@ -334,7 +354,7 @@ class Tracking:
         for flag in flags:
             tally.add("events", key.name, name_for_tally or kind, flag)
 
-        extra = {k: v for k, v in msg.items() if k not in _KNOWN}
+        extra = None if _KNOWN.issuperset(msg) else {k: v for k, v in msg.items() if k not in _KNOWN}
         observation = from_message(
             {"traits": traits, "context": context},
             user_id,
@@ -351,9 +371,9 @@ class Tracking:
             anonymous_id,
             group_id,
             previous_id,
-            format_ts(timestamp),
-            format_ts(original) if original else None,
-            format_ts(sent) if sent else None,
+            _iso(timestamp),
+            _iso(original) if original else None,
+            sent_at,
             received_at,
             _dumps(properties),
             _dumps(traits),
