@@ -28,6 +28,17 @@ T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 
 
+def _null(value: None) -> None:
+    return value
+
+
+# Python's sqlite3 binds str, int, float and bytes directly but sends every other parameter, None
+# included, through its adapter protocol, which looks for __adapt__ and __conform__ and builds (then
+# discards) two AttributeErrors: about 3,000 instructions per NULL, six or more NULL columns per
+# event. A registered adapter for None is found by one dict lookup; NULL is bound as before.
+sqlite3.register_adapter(type(None), _null)
+
+
 class Store:
     CHECKPOINT_SECONDS = 1.0
     AUTOCHECKPOINT_PAGES = 65_536

@@ -118,16 +118,28 @@ def _dumps(value: dict[str, Any] | None) -> str | None:
     return orjson.dumps(value).decode() if value else None
 
 
-def _iso(value: datetime) -> str:
-    """``format_ts`` for the aware UTC datetimes of this module, at about half its cost.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECONDS: dict[int, str] = {}  # whole seconds since the epoch -> "YYYY-MM-DDTHH:MM:SS."
+_MILLIS = [f"{ms:03d}Z" for ms in range(1000)]
 
-    ``isoformat()`` without ``timespec`` and a slice instead of ``replace`` + ``timespec``: the same
-    text (milliseconds truncated), three times per event.
+
+def _iso(value: datetime) -> str:
+    """``format_ts`` for the aware UTC datetimes of this module, at a fraction of its cost.
+
+    ``datetime.isoformat`` goes through a printf-style formatter and the UTC offset (~15,000
+    instructions, two calls per event); the events of a batch fall within a few seconds, so the
+    text of each second is kept and only the milliseconds are appended.
     """
     if value.tzinfo is not UTC:
         return format_ts(value)
-    text = value.isoformat()
-    return text[:23] + "Z" if value.microsecond else text[:19] + ".000Z"
+    delta = value - _EPOCH
+    second = delta.days * 86_400 + delta.seconds
+    prefix = _SECONDS.get(second)
+    if prefix is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        prefix = _SECONDS[second] = value.isoformat()[:19] + "."
+    return prefix + _MILLIS[value.microsecond // 1000]
 
 
 class Tracking:
