@@ -130,9 +130,15 @@ class MLSegments:
         with self._query(_wants_traits(params.features)) as query:
             spec = resolve(params.features, query, now)
             matrix = build(query, spec, now)
-        result = cluster.fit(matrix.X, params)
-        fitted = result.fitted
         children = self._children(key)
+        previous = [c["cluster"]["centroid"] for c in children if "cluster" in c and not c["cluster"]["retired"]]
+        warm = (
+            np.asarray([[centroid[name] for name in spec.names] for centroid in previous])
+            if previous and all(set(centroid) == set(spec.names) for centroid in previous)
+            else None
+        )
+        result = cluster.fit(matrix.X, params, warm)
+        fitted = result.fitted
         old = {c["cluster"]["number"]: c["cluster"]["centroid"] for c in children if "cluster" in c}
         raw = fitted.raw_centroids()
         numbers = cluster.match(raw, spec.names, old, fitted.scaler)

@@ -147,16 +147,26 @@ def _scaler(kind: str) -> Any:
     return RobustScaler(unit_variance=True) if kind == "robust" else StandardScaler()
 
 
-def _fit_centroids(algorithm: str, Z: np.ndarray[Any, Any], k: int, seed: int) -> tuple[np.ndarray[Any, Any], Any]:
-    """Centroids (and the mixture, for gmm) of ``k`` clusters of ``Z``."""
+def _fit_centroids(
+    algorithm: str, Z: np.ndarray[Any, Any], k: int, seed: int, start: np.ndarray[Any, Any] | None = None
+) -> tuple[np.ndarray[Any, Any], Any]:
+    """Centroids (and the mixture, for gmm) of ``k`` clusters of ``Z``; ``start`` (k scaled centroids, e.g. the last
+    run's) seeds the fit so that a re-run on similar data lands on the same clusters."""
     if algorithm == "kmeans":
-        km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(Z)
+        init: Any = start if start is not None else "k-means++"
+        km = KMeans(n_clusters=k, init=init, n_init=1 if start is not None else 3, random_state=seed).fit(Z)
         return np.asarray(km.cluster_centers_), None
     if algorithm == "minibatch_kmeans":
-        mb = MiniBatchKMeans(n_clusters=k, n_init=3, random_state=seed, batch_size=4096).fit(Z)
+        init = start if start is not None else "k-means++"
+        mb = MiniBatchKMeans(
+            n_clusters=k, init=init, n_init=1 if start is not None else 3, random_state=seed, batch_size=4096
+        ).fit(Z)
         return np.asarray(mb.cluster_centers_), None
     if algorithm == "gmm":
-        gm = GaussianMixture(n_components=k, covariance_type="full", random_state=seed, reg_covar=1e-4).fit(Z)
+        gm = GaussianMixture(
+            n_components=k, covariance_type="full", random_state=seed, reg_covar=1e-4,
+            n_init=1 if start is not None else 3, means_init=start,
+        ).fit(Z)  # fmt: skip
         return np.asarray(gm.means_), gm
     labels = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(Z)
     return np.vstack([Z[labels == c].mean(axis=0) for c in range(k)]), None
@@ -184,8 +194,12 @@ class Result:
     plot: dict[str, Any]  # PCA coordinates of a sample, for the picture
 
 
-def fit(X: np.ndarray[Any, Any], params: ClusterParams) -> Result:
-    """Train on the whole matrix; raise InvalidInput when the data cannot support the model."""
+def fit(X: np.ndarray[Any, Any], params: ClusterParams, previous: np.ndarray[Any, Any] | None = None) -> Result:
+    """Train on the whole matrix; raise NotEnoughData when the data cannot support the model.
+
+    ``previous``: the last run's centroids in raw feature units (same features, same order). When the run
+    settles on as many clusters, the fit starts from them, so clusters stay put between runs unless the data
+    has really moved (keys are then kept by ``match``)."""
     n = len(X)
     if n < min_profiles(params):
         raise NotEnoughData(
@@ -229,7 +243,12 @@ def fit(X: np.ndarray[Any, Any], params: ClusterParams) -> Result:
     else:
         k = min(params.k, max(2, distinct))
     algorithm = params.algorithm
-    if algorithm in ("agglomerative", "gmm") and n > FIT_SAMPLE:
+    start = None
+    if previous is not None and len(previous) == k and algorithm != "agglomerative":
+        start = np.asarray(scaler.transform(previous))
+    if start is not None:
+        centroids, gmm = _fit_centroids(algorithm, Zs if algorithm == "gmm" else Z, k, params.seed, start)
+    elif algorithm in ("agglomerative", "gmm") and n > FIT_SAMPLE:
         centroids, gmm = _fit_centroids(algorithm, _fit_rows(Zs, params), k, params.seed)
     elif algorithm == "agglomerative":
         centroids, gmm = _fit_centroids(algorithm, _fit_rows(Z, params), k, params.seed)
