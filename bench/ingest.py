@@ -318,11 +318,14 @@ def cdp_executable() -> str:
     return str(here) if here.exists() else (shutil.which("cdp") or "cdp")
 
 
-def start_server(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(db: Path, port: int, log: Path, callgrind: Path | None = None) -> subprocess.Popen[bytes]:
     cmd = [cdp_executable(), "serve", "--db", str(db), "--port", str(port), "--no-scheduler", "--log-level", "warning"]
+    if callgrind is not None:
+        # Instrumentation starts off (startup runs at near native speed) and is switched on for the sends.
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={callgrind}", *cmd]
     with log.open("wb") as out:
         server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + (600 if callgrind is not None else 60)
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise BenchError(f"the server exited with status {server.returncode}:\n{_tail(log)}")
@@ -339,6 +342,20 @@ def start_server(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
         time.sleep(0.1)
     stop_server(server)
     raise BenchError(f"the server did not answer /healthz within 60 s:\n{_tail(log)}")
+
+
+def callgrind_control(server: subprocess.Popen[bytes], *args: str) -> None:
+    done = subprocess.run(["callgrind_control", *args, str(server.pid)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BenchError(f"callgrind_control {' '.join(args)} failed: {done.stderr or done.stdout}")
+
+
+def callgrind_instructions(out: Path) -> int:
+    """Instructions counted between switching instrumentation on and the dump (its ``totals:`` line)."""
+    for line in out.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise BenchError(f"no totals in {out}")
 
 
 def stop_server(server: subprocess.Popen[bytes]) -> None:
@@ -646,7 +663,7 @@ def raw_sqlite(db: Path, batches: list[list[tuple[Any, ...]]], events: int) -> d
 # -- the run -----------------------------------------------------------------------------------------------
 
 
-def bench(events: int, batch: int, clients: int, say: Any) -> tuple[dict[str, Any], list[str]]:
+def bench(events: int, batch: int, clients: int, say: Any, callgrind: bool = False) -> tuple[dict[str, Any], list[str]]:
     problems: list[str] = []
     settings = Settings()
     if batch > settings.max_batch_events:
@@ -674,12 +691,20 @@ def bench(events: int, batch: int, clients: int, say: Any) -> tuple[dict[str, An
 
         port = free_port()
         say(f"starting cdp serve on 127.0.0.1:{port} ...")
-        server = start_server(db, port, workdir / "server.log")
+        grind = workdir / "callgrind.out" if callgrind else None
+        server = start_server(db, port, workdir / "server.log", grind)
+        instructions: int | None = None
+        if grind is not None:
+            callgrind_control(server, "-i", "on")
         cpu_before, written = proc_cpu_seconds(server.pid), proc_write_bytes(server.pid)
         busy, own_cpu = machine_busy_seconds(), time.process_time()
 
         say(f"sending with {clients} client processes ...")
         sent = run_clients(port, secret, workload.bodies, clients)
+        if grind is not None:
+            callgrind_control(server, "-d")
+            callgrind_control(server, "-i", "off")
+            instructions = callgrind_instructions(Path(f"{grind}.1"))
         server_cpu = _delta(proc_cpu_seconds(server.pid), cpu_before)
         written = _delta(proc_write_bytes(server.pid), written)
         background = _background(
@@ -732,6 +757,8 @@ def bench(events: int, batch: int, clients: int, say: Any) -> tuple[dict[str, An
             "server_cpu_seconds": round(server_cpu, 2) if server_cpu is not None else None,
             "server_cpu_per_event_us": round(server_cpu / events * 1e6, 1) if server_cpu is not None else None,
             "server_written_kb_per_event": round(written / events / 1024, 1) if written is not None else None,
+            # --callgrind: instructions the server executed per event (all threads), steady on a busy machine.
+            "server_instructions_per_event": round(instructions / events) if instructions is not None else None,
             "client_cpu_seconds": round(sent["client_cpu"], 2),
             "raw_sqlite_written_kb_per_event": (
                 round(raw["written"] / events / 1024, 1) if raw["written"] is not None else None
@@ -793,6 +820,14 @@ def report(r: dict[str, Any]) -> None:
         f"   max {lat['max']} ms",
         f"  server                peak RSS {rss}, CPU {r['server_cpu_seconds']} s "
         f"({r['server_cpu_per_event_us']} us/event); clients CPU {r['client_cpu_seconds']} s",
+        *(
+            [
+                f"  server instructions   {r['server_instructions_per_event']:,} per event "
+                "(callgrind: the rates above mean nothing)"
+            ]
+            if r["server_instructions_per_event"] is not None
+            else []
+        ),
         f"  disk writes           server {r['server_written_kb_per_event']} KB/event, raw SQLite "
         f"{r['raw_sqlite_written_kb_per_event']} KB/event  (store in {r['tmpdir']}; set TMPDIR to move it)",
         f"  CPU outside the bench {r['background_cores_http']} cores during HTTP, {r['background_cores_raw']} during "
@@ -817,6 +852,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=100, help="messages per /v1/batch request (default 100)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent client processes (default 4)")
     parser.add_argument("--json-only", action="store_true", help="print only the final JSON line")
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="run the server under valgrind's callgrind and report its instructions per event (slow; "
+        "a CPU measure that a busy machine does not disturb)",
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or args.batch < 1 or args.clients < 1:
         parser.error("--events, --batch and --clients must be at least 1")
@@ -826,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
             print(text, file=sys.stderr, flush=True)
 
     try:
-        result, problems = bench(args.events, args.batch, args.clients, say)
+        result, problems = bench(args.events, args.batch, args.clients, say, args.callgrind)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(json.dumps({"bench": "ingest", "ok": False, "error": str(exc)}))
