@@ -151,6 +151,23 @@ def test_nickname_with_same_email_merges(fresh_db: CDP) -> None:
     )
 
 
+def test_first_name_guard_relates_the_published_nicknames(fresh_db: CDP) -> None:
+    fresh_db.ingest.upsert_records(
+        [
+            {"source": "salesforce", "external_id": "1", "first_name": "Eugene", "email": "gm@x.com"},
+            {"source": "hubspot", "external_id": "9", "first_name": "Gene", "email": "gm@x.com"},
+            {"source": "salesforce", "external_id": "2", "first_name": "Robert", "email": "family@x.com"},
+            {"source": "hubspot", "external_id": "8", "first_name": "William", "email": "family@x.com"},
+        ]
+    )
+    assert profile_of(fresh_db, source="salesforce", external_id="1") == profile_of(
+        fresh_db, source="hubspot", external_id="9"
+    )
+    assert profile_of(fresh_db, source="salesforce", external_id="2") != profile_of(
+        fresh_db, source="hubspot", external_id="8"
+    )  # both may be called Bill; still two first names
+
+
 def test_alias_joins_previous_id(fresh_db: CDP, write_key: str) -> None:
     send(
         fresh_db,

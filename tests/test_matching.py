@@ -161,7 +161,7 @@ def test_prepare_adds_missing_columns_nulls_placeholders_and_maps_nicknames() ->
             }
         )
     )
-    assert out["first_name"].tolist()[0] == "bob" and out["first_name_root"].tolist()[0] == "robert"
+    assert out["first_name"].tolist()[0] == "bob" and "|robert|" in out["first_name_nicknames"].tolist()[0]
     assert out["first_name"].isna().tolist() == [False, True, True]  # "unknown" is a placeholder
     assert out["birthday"].isna().tolist() == [True, True, False]  # epoch placeholder, future
     assert out["birthday"].tolist()[2] == "1985-06-01"
@@ -256,6 +256,8 @@ def test_from_json_refuses_other_documents() -> None:
         MatchModel.from_json("{not json")
     with pytest.raises(MatchingError, match="Unsupported match model format"):
         MatchModel.from_json(json.dumps({"format": 99}))
+    with pytest.raises(matching.OutdatedModel, match="retrain"):
+        MatchModel.from_json(json.dumps({"format": 1}))  # nicknames in first_name_root
 
 
 def test_same_seed_gives_the_same_model(model: MatchModel, crm: pd.DataFrame) -> None:
@@ -337,11 +339,24 @@ def test_household_members_are_not_merged_but_nicknames_are_not_vetoed(model: Ma
     guard = next(c for c in why["comparisons"] if c["comparison"] == "first_name_conflict")
     assert guard["level"] == "First names unrelated, birthdays not equal"
     assert guard["partial_weight"] < -60 and why["match_probability"] < 1e-9
-    for first, short in (("Robert", "Bob"), ("Jonathan", "Jon"), ("Jonathan", "J")):
+    for first, short in (("Robert", "Bob"), ("Jonathan", "Jon"), ("Jonathan", "J"), ("Oliver", "Ollie")):
         why = matching.explain_pair(model, {**person, "first_name": first}, {**spouse, "first_name": short})
         guard = next(c for c in why["comparisons"] if c["comparison"] == "first_name_conflict")
         assert guard["partial_weight"] == 0.0, (first, short)
         assert why["match_probability"] > 0.99, (first, short)
+
+
+def test_nicknames_come_from_the_published_list(model: MatchModel, crm: pd.DataFrame) -> None:
+    person = crm[crm["unique_id"] == "rec-1-org"].iloc[0].to_dict()
+    for formal, nickname in (("Eugene", "Gene"), ("Oliver", "Ollie"), ("Margaret", "Peggy"), ("Robert", "Robbie")):
+        why = matching.explain_pair(model, {**person, "first_name": formal}, {**person, "first_name": nickname})
+        first = next(c for c in why["comparisons"] if c["comparison"] == "first_name")
+        assert first["level"] == "Nickname or formal form", (formal, nickname)
+    # Bill is a nickname of both Robert and William; that does not make them one name.
+    spouse = {**person, "first_name": "William", "birthday": None}
+    why = matching.explain_pair(model, {**person, "first_name": "Robert"}, spouse)
+    guard = next(c for c in why["comparisons"] if c["comparison"] == "first_name_conflict")
+    assert guard["level"] == "First names unrelated, birthdays not equal"
 
 
 def test_explain_pair_is_the_waterfall(model: MatchModel, crm: pd.DataFrame) -> None:

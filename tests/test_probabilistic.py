@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
@@ -127,6 +128,24 @@ def test_new_typo_record_links_in_real_time(resolved: Any) -> None:
     assert cdp.profiles.lookup_id(source="crm", external_id="new-2") != target
     merges = [m for m in cdp.profiles.merges(target) if m["reason"] == "probabilistic"]
     assert merges and merges[-1]["details"]["model_version"] == 1
+
+
+def test_a_model_from_an_earlier_cdp_is_retrained(resolved: Any) -> None:
+    cdp, truth, _ = resolved
+    version, model = cdp.identity.latest_model()
+    old = json.loads(model.to_json()) | {"format": 1}  # its SQL read a column prepare no longer makes
+    cdp.store.write(
+        lambda conn: conn.execute(
+            "INSERT INTO identity_models (version, created_at, model, trained_rows, threshold, metrics)"
+            " VALUES (?, '2026-01-01T00:00:00Z', ?, ?, ?, '{}')",
+            (version + 1, json.dumps(old), model.trained_rows, model.threshold),
+        )
+    )
+    assert cdp.identity.latest_model() is None
+    assert cdp.realtime.link_pending() == {"scored": 0, "matches": 0, "merged": 0}
+    again = cdp.identity.run()
+    assert again["model_version"] == version + 2
+    assert score(predicted(cdp), truth)["pairwise"]["precision"] >= 0.99
 
 
 def test_too_few_rows_to_train(fresh_db: CDP) -> None:

@@ -108,6 +108,7 @@ __all__ = [
     "MatchIndex",
     "MatchModel",
     "MatchingError",
+    "OutdatedModel",
     "blocking_rules",
     "choose_comparisons",
     "explain_pair",
@@ -120,6 +121,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 # Splink logs through "splink"; without a handler anywhere Python would print its warnings to stderr.
 logging.getLogger("splink").addHandler(logging.NullHandler())
+
+
+class OutdatedModel(MatchingError):
+    """A stored model written by an earlier cdp whose SQL reads columns `prepare` no longer makes;
+    it must be retrained (`cdp resolve` does so when the latest model is outdated)."""
+
+    code = "match_model_outdated"
+
 
 DEFAULT_THRESHOLD = 0.99
 """Default link threshold (match probability). See `train` for why."""
@@ -153,7 +162,8 @@ class MatchModel:
     metrics: dict[str, Any]
     term_frequencies: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    FORMAT: ClassVar[int] = 1
+    FORMAT: ClassVar[int] = 2
+    """1: nicknames in a ``first_name_root`` column (cdp's own list); 2: ``first_name_nicknames``."""
 
     def to_json(self) -> str:
         """Serialise to a JSON string (stable key order: equal models give equal strings)."""
@@ -173,6 +183,10 @@ class MatchModel:
         """Load a model written by `to_json`; raises `MatchingError` if ``text`` is not one."""
         try:
             body = json.loads(text)
+            if isinstance(body, dict) and isinstance(body.get("format"), int) and body["format"] < cls.FORMAT:
+                raise OutdatedModel(
+                    f"This match model has format {body['format']}; this cdp reads format {cls.FORMAT}: retrain."
+                )
             if not isinstance(body, dict) or body.get("format") != cls.FORMAT:
                 found = body.get("format") if isinstance(body, dict) else None
                 raise MatchingError(f"Unsupported match model format {found!r} (expected {cls.FORMAT}); retrain.")

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdp.errors import CDPError
+from cdp.identity import names
 
 FIELDS: tuple[str, ...] = (
     "unique_id",
@@ -29,10 +30,11 @@ FIELDS: tuple[str, ...] = (
 )
 """The canonical match-row columns (``unique_id`` first). Any but ``unique_id`` may be null or absent."""
 
-DERIVED: tuple[str, ...] = ("email_user", "email_domain", "address_number", "first_name_root")
+DERIVED: tuple[str, ...] = ("email_user", "email_domain", "address_number", "first_name_nicknames")
 """Columns `prepare` adds: the email local part (``+tag`` removed, dots removed for Gmail) and domain,
-the first number of the street address (the house number; used for blocking only), and the formal
-form of a first name that is a common nickname (bob -> robert; otherwise the first name itself)."""
+the first number of the street address (the house number; used for blocking only), and the names
+related to the first name as nickname or formal form (`cdp.identity.names.nicknames_of`), each between
+bars (bob -> ``|bobby|rob|robert|...|``; null for a name without any)."""
 
 STRING = pd.StringDtype("pyarrow")
 """The dtype of every prepared column (nulls are ``pd.NA``)."""
@@ -69,37 +71,6 @@ _JUNK_EMAIL_DOMAINS = ["example.com", "example.org", "test.com", "none.com", "no
 _GMAIL = ["gmail.com", "googlemail.com"]
 _PLACEHOLDER_BIRTHDAYS = ["1900-01-01", "1901-01-01", "1970-01-01"]
 _COUNTRY_ALIASES = {"UK": "GB", "EL": "GR"}
-_NICKNAMES = """
-robert: bob bobby rob robbie bert | william: bill billy will willy liam | richard: dick rick ricky rich richie
-elizabeth: liz lizzie beth betty bess eliza libby lisa elsie | margaret: maggie meg peggy marge madge
-katherine: kate katie kathy cathy kat kit catherine kathryn | michael: mike mikey mick mickey
-john: jack johnny jon | jonathan: jon jonny | james: jim jimmy jamie | joseph: joe joey jo
-thomas: tom tommy | charles: charlie chuck chas | edward: ed eddie ted teddy ned | anthony: tony
-christopher: chris kit topher | christine: chris christina tina chrissy | daniel: dan danny
-david: dave davey | matthew: matt matty | nicholas: nick nicky | alexander: alex al sandy
-alexandra: alex sandra sandy lexi | benjamin: ben benny | samuel: sam sammy | samantha: sam sammy
-andrew: andy drew | stephen: steve stevie steven | patrick: pat paddy | patricia: pat patty trish tricia
-susan: sue susie suzy | deborah: deb debbie | rebecca: becky becca | jennifer: jen jenny
-jessica: jess jessie | victoria: vicky vicki tori | timothy: tim timmy | gregory: greg
-jeffrey: jeff | kenneth: ken kenny | ronald: ron ronnie | donald: don donnie | douglas: doug
-raymond: ray | lawrence: larry laurie | gerald: gerry jerry | frederick: fred freddie fritz
-henry: harry hank | harold: harry hal | francis: frank fran | frances: fran frannie
-albert: al bert bertie | alfred: alf alfie | arthur: art artie | walter: walt wally | eugene: gene
-theodore: theo ted teddy | leonard: leo len lenny | nathaniel: nate nat | nathan: nate
-zachary: zach zack | joshua: josh | jacob: jake | abigail: abby abbie | amanda: mandy
-barbara: barb babs | dorothy: dot dottie dolly | eleanor: ellie nell nellie | helen: nell nellie
-josephine: jo josie | judith: judy | kimberly: kim | madeline: maddie | mary: molly polly mae
-melissa: mel missy | pamela: pam | sarah: sally sadie | teresa: terri tess tessa theresa
-valerie: val | virginia: ginny | cynthia: cindy | jacqueline: jackie | angela: angie
-""".replace("\n", " | ")
-_NICK_KEYS: list[str] = []
-_NICK_ROOTS: list[str] = []
-for _group in filter(None, (g.strip() for g in _NICKNAMES.split("|"))):
-    _root, _, _names = _group.partition(":")
-    for _name in _names.split():
-        if _name not in _NICK_KEYS:
-            _NICK_KEYS.append(_name)
-            _NICK_ROOTS.append(_root.strip())
 _TRANSLITERATE = str.maketrans(
     {
         "ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe", "Œ": "OE", "ł": "l", "Ł": "L",
@@ -172,6 +143,12 @@ def _map_tokens(array: pa.Array, keys: pa.Array, values: pa.Array) -> pa.Array:
 
 
 # ------------------------------------------------------------------------------------------ cleaners
+def _nicknames(first_names: pa.Array) -> pa.Array:
+    """``|name|name|...|``: the names related to each (cleaned) first name; null for none."""
+    related = (names.nicknames_of(name) if name else () for name in first_names.to_pylist())
+    return pa.array([f"|{'|'.join(sorted(r))}|" if r else None for r in related], pa.string())
+
+
 def _clean_name(array: pa.Array, *, titles: bool) -> pa.Array:
     array = pc.replace_substring_regex(_words(array), r"[0-9]+", " ")
     array = pc.utf8_trim_whitespace(pc.replace_substring_regex(array, r"\s+", " "))
@@ -301,9 +278,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     out["email_domain"] = pc.take(domain, indices)
     street_number = pc.struct_field(pc.extract_regex(out["address_street"], r"(?P<n>\d+)"), "n")
     out["address_number"] = street_number
-    first = out["first_name"]
-    nick = pc.index_in(first, value_set=pa.array(_NICK_KEYS))
-    out["first_name_root"] = pc.if_else(pc.is_null(nick), first, pc.take(pa.array(_NICK_ROOTS), nick))
+    indices, values = _distinct(out["first_name"])
+    out["first_name_nicknames"] = pc.take(_nicknames(values), indices)
     if "source" in df.columns:
         out["source"] = raw("source")
     frame = pd.DataFrame({name: _series(array) for name, array in out.items()})

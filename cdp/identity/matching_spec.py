@@ -54,8 +54,8 @@ def usable_fields(df: pd.DataFrame) -> frozenset[str]:
 
 
 READS = {
-    "first_name": ("first_name", "last_name", "first_name_root"),
-    "first_name_conflict": ("first_name", "last_name", "first_name_root", "birthday"),
+    "first_name": ("first_name", "last_name", "first_name_nicknames"),
+    "first_name_conflict": ("first_name", "last_name", "first_name_nicknames", "birthday"),
 }
 """Columns a comparison's SQL reads, where more than its own field (the swapped-names level)."""
 
@@ -93,19 +93,19 @@ _SWAPPED = (
     "(first_name_l = last_name_r AND {jw}(last_name_l, first_name_r) >= 0.88)"
     " OR (last_name_l = first_name_r AND {jw}(first_name_l, last_name_r) >= 0.88)"
 )
-_SAME_ROOT = "first_name_root_l = first_name_root_r"
+_NICKNAME = "instr(first_name_nicknames_l, '|' || first_name_r || '|') > 0"
+"""A nickname or the formal form of the other first name (the relation is symmetric: one side suffices)."""
 _PREFIX = (
     "substr(first_name_l, 1, length(first_name_r)) = first_name_r"
     " OR substr(first_name_r, 1, length(first_name_l)) = first_name_l"
 )
 _RELATED_FIRST_NAMES = (
-    f"{_SAME_ROOT} OR {_PREFIX} OR {{jw}}(first_name_l, first_name_r) >= 0.88"
-    f" OR {_one_edit('first_name')} OR {_SWAPPED}"
+    f"{_NICKNAME} OR {_PREFIX} OR {{jw}}(first_name_l, first_name_r) >= 0.88 OR {_one_edit('first_name')} OR {_SWAPPED}"
 )
 
 
 def _name_comparison(column: str) -> ComparisonCreator:
-    """Exact (TF), Jaro-Winkler >= 0.92, >= 0.88, then for first names: nickname of the same name
+    """Exact (TF), Jaro-Winkler >= 0.92, >= 0.88, then for first names: nickname or formal form
     (bob / robert), swapped with the last name (counted here only, not twice), initial or short form
     (j / jon / jonathan); then Jaro-Winkler >= 0.7, else."""
     levels: list[ComparisonLevelCreator | dict[str, Any]] = [
@@ -117,7 +117,7 @@ def _name_comparison(column: str) -> ComparisonCreator:
     extra = ""
     if column == "first_name":
         levels += [
-            _SqlLevel(_SAME_ROOT, "Nickname of the same name"),
+            _SqlLevel(_NICKNAME, "Nickname or formal form"),
             _SqlLevel(_SWAPPED, "First and last name swapped"),
             _SqlLevel(_PREFIX, "Initial or short form"),
         ]
@@ -223,8 +223,8 @@ def _guard_comparison() -> ComparisonCreator:
     first name. Fellegi-Sunter adds those correlated agreements up as if independent, so a household
     member would outscore the first-name disagreement. This fixed (untrained) comparison vetoes pairs
     whose first names are both present and unrelated -- not within Jaro-Winkler 0.88 or one edit, not
-    nicknames of one name, not an initial or short form, not swapped with the last name -- unless their
-    birthdays are equal; its weight is set after training to outweigh all other weights together.
+    a nickname or formal form of the other, not an initial or short form, not swapped with the last
+    name -- unless their birthdays are equal; its weight is set after training to outweigh all other weights together.
     """
     return cl.CustomComparison(
         output_column_name=GUARD,
@@ -272,7 +272,7 @@ def choose_comparisons(df: pd.DataFrame) -> list[ComparisonCreator]:
     ========================  ==========================================================================
     comparison (``mw_`` name)  levels, most similar first (TF: term-frequency adjusted, penalties only)
     ========================  ==========================================================================
-    first_name                exact (TF), Jaro-Winkler >= 0.92, >= 0.88, nickname of the same name
+    first_name                exact (TF), Jaro-Winkler >= 0.92, >= 0.88, nickname or formal form
                               (bob / robert), swapped with the last name, initial or short form
                               (j / jon / jonathan), Jaro-Winkler >= 0.7, else
     last_name                 exact (TF), Jaro-Winkler >= 0.92, >= 0.88, >= 0.7, else

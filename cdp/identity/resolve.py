@@ -62,12 +62,19 @@ class Resolution:
     # -- model -----------------------------------------------------------------------------------
 
     def latest_model(self) -> tuple[int, matching.MatchModel] | None:
+        """The newest stored model and its version; None if there is none or it is outdated (written by
+        an earlier cdp; the next resolve trains a new one)."""
         row = (
             self.store.reader()
             .execute("SELECT version, model FROM identity_models ORDER BY version DESC LIMIT 1")
             .fetchone()
         )
-        return None if row is None else (int(row[0]), matching.MatchModel.from_json(row[1]))
+        if row is None:
+            return None
+        try:
+            return int(row[0]), matching.MatchModel.from_json(row[1])
+        except matching.OutdatedModel:
+            return None  # written by an earlier cdp: the next resolve trains a new one
 
     def train(self, rows: pd.DataFrame | None = None) -> tuple[int, matching.MatchModel]:
         """Train a new model version on the current rows and store it."""
