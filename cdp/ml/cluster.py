@@ -172,6 +172,14 @@ def _fit_centroids(
     return np.vstack([Z[labels == c].mean(axis=0) for c in range(k)]), None
 
 
+def _fit_score(Z: np.ndarray[Any, Any], centroids: np.ndarray[Any, Any], gmm: Any) -> float:
+    """Higher is better: the mixture's mean log-likelihood, or minus the k-means inertia per row."""
+    if gmm is not None:
+        return float(gmm.score(Z))
+    labels = nearest(Z, centroids)
+    return -float(((Z - centroids[labels]) ** 2).sum()) / max(len(Z), 1)
+
+
 def _labels(Z: np.ndarray[Any, Any], centroids: np.ndarray[Any, Any], gmm: Any) -> np.ndarray[Any, Any]:
     if gmm is not None:
         return np.asarray(gmm.predict(Z), dtype=np.int64)
@@ -247,7 +255,12 @@ def fit(X: np.ndarray[Any, Any], params: ClusterParams, previous: np.ndarray[Any
     if previous is not None and len(previous) == k and algorithm != "agglomerative":
         start = np.asarray(scaler.transform(previous))
     if start is not None:
-        centroids, gmm = _fit_centroids(algorithm, Zs if algorithm == "gmm" else Z, k, params.seed, start)
+        # From the last run's centroids, and from scratch: the better fit wins (ties to the last run's), so a
+        # re-run on the same data changes nothing and a real shift in the data is still found.
+        rows = Zs if algorithm == "gmm" else Z
+        warm = _fit_centroids(algorithm, rows, k, params.seed, start)
+        cold = _fit_centroids(algorithm, rows, k, params.seed)
+        centroids, gmm = warm if _fit_score(rows, *warm) >= _fit_score(rows, *cold) - 1e-9 else cold
     elif algorithm in ("agglomerative", "gmm") and n > FIT_SAMPLE:
         centroids, gmm = _fit_centroids(algorithm, _fit_rows(Zs, params), k, params.seed)
     elif algorithm == "agglomerative":

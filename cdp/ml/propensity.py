@@ -3,8 +3,10 @@
 Training rows are snapshots: at each of several past cut-offs, every profile seen before the cut-off gets
 its features as of the cut-off (events strictly before it) and the label "did the target event happen in
 the horizon after it". Nothing after a cut-off can reach its features, so the model cannot learn from the
-future; a label-shuffle control (the same model on shuffled labels, which must score AUC about 0.5) is
-measured with every training to show it. Profiles, not rows, are split into training and holdout, so one
+future. Two label-shuffle controls are measured with every training: the same model trained on shuffled labels
+(its holdout AUC must be about 0.5; one such model can land well off 0.5 when the features are strongly
+predictive, so the mean of ten is reported), and a permutation test of the holdout AUC (the null distribution's
+mean, about 0.5, and the p-value of the real AUC). Profiles, not rows, are split into training and holdout, so one
 person's snapshots never sit on both sides.
 """
 
@@ -33,6 +35,8 @@ MIN_CLASS = 10  # fewest positives (and negatives) to train on
 MAX_TRAINING_ROWS = 300_000
 HOLDOUT_SHARE = 0.25
 SHUFFLE_ROWS = 10_000
+PERMUTATIONS = 200
+PERMUTATION_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -222,9 +226,11 @@ def train(
     base_rate = float(truth.mean())
     precision_top = float(truth[order[:top]].mean())
     shuffled = _shuffled_auc(X, y, train_rows, test_rows, params, rng)
+    null_auc, p_value = permutation_test(p, truth, rng)
     trained.metrics = {
         "auc": round(float(roc_auc_score(truth, p)), 4),
         "shuffled_label_auc": shuffled,
+        "permutation_test": {"null_auc": null_auc, "p_value": p_value, "permutations": PERMUTATIONS},
         "precision_at_top": {"quantile": quantile, "precision": round(precision_top, 4)},
         "base_rate": round(base_rate, 4),
         "lift_at_top": round(precision_top / base_rate, 3) if base_rate else None,
@@ -260,6 +266,42 @@ def _shuffled_auc(
         model = _model(params.algorithm, params.seed).fit(X[rows], labels)
         found.append(float(roc_auc_score(y[test_rows], model.predict_proba(X[test_rows])[:, 1])))
     return round(float(np.mean(found)), 4)
+
+
+def permutation_test(
+    p: np.ndarray[Any, Any], truth: np.ndarray[Any, Any], rng: np.random.Generator
+) -> tuple[float, float]:
+    """The holdout AUC against randomly permuted holdout labels: the mean of that null distribution (about 0.5
+    when nothing links scores to outcomes but the model) and the share of permutations that reach the real AUC
+    (the p-value; add-one smoothed)."""
+    if len(p) > PERMUTATION_ROWS:
+        rows = rng.choice(len(p), PERMUTATION_ROWS, replace=False)
+        p, truth = p[rows], truth[rows]
+    n1 = int(truth.sum())
+    n0 = len(truth) - n1
+    if not n1 or not n0:
+        return 0.5, 1.0
+    ranks = _ranks(p)
+    offset = n1 * (n1 + 1) / 2
+
+    def auc(labels: np.ndarray[Any, Any]) -> float:
+        return float((ranks[labels.astype(bool)].sum() - offset) / (n1 * n0))
+
+    real = auc(truth)
+    null = np.array([auc(rng.permutation(truth)) for _ in range(PERMUTATIONS)])
+    return round(float(null.mean()), 4), round(float((1 + (null >= real).sum()) / (1 + PERMUTATIONS)), 4)
+
+
+def _ranks(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """1-based ranks, ties sharing their average rank (what the Mann-Whitney form of the AUC needs)."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    ranks = np.empty(len(values), dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    for start, end in zip(starts, ends, strict=True):
+        ranks[order[start:end]] = (start + end + 1) / 2
+    return ranks
 
 
 def calibration(p: np.ndarray[Any, Any], truth: np.ndarray[Any, Any], bins: int = 10) -> list[dict[str, Any]]:
