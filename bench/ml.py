@@ -447,6 +447,7 @@ def main() -> int:
             "ratio_vs_bare": round(score_s / (bare["propensity_s"] + bare["load_s"]), 2),
             "auc": cdp["likely_buyers"]["metrics"]["auc"],
             "shuffled_label_auc": cdp["likely_buyers"]["metrics"]["shuffled_label_auc"],
+            "permutation_test": cdp["likely_buyers"]["metrics"]["permutation_test"],
             "training_rows": cdp["likely_buyers"]["metrics"]["training_rows"],
             "members": cdp["likely_buyers"]["runs"][0]["size"],
         },
