@@ -514,3 +514,13 @@ def test_ml_api_and_cli(server: LiveServer, write_key: str, read_key: str, admin
     assert result.exit_code == 0, result.output
     assert "Engineer' (1 profiles)" in result.output
     assert cdp.personas.status()["labels"] == 4
+
+
+def test_published_model_schema_matches_the_validators() -> None:
+    from cdp.ml import cluster, propensity, schema
+    from cdp.segments import rules
+
+    assert set(schema.CLUSTER_MODEL["properties"]) == set(cluster.MODEL_KEYS)
+    assert set(schema.PROPENSITY_MODEL["properties"]) == set(propensity.MODEL_KEYS)
+    published = rules.SCHEMA["$defs"]
+    assert published["cluster_model"] is schema.CLUSTER_MODEL and "propensity_model" in published

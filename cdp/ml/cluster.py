@@ -26,12 +26,13 @@ from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import RobustScaler, StandardScaler
 
 from cdp.errors import InvalidModel, NotEnoughData
+from cdp.ml import schema
 from cdp.ml.features import Feature, check_requested
 
-ALGORITHMS = ("kmeans", "minibatch_kmeans", "gmm", "agglomerative")
+ALGORITHMS = tuple(schema.CLUSTER_ALGORITHMS)
 SCALERS = ("standard", "robust")
 K_RANGE = (2, 10)  # what k=auto tries
-K_MAX = 30
+K_MAX = schema.K_MAX
 DEFAULT_FEATURES = ["rfm", "engagement"]
 FIT_SAMPLE = 10_000  # rows to choose k on (and to fit the sample-based algorithms on)
 EVAL_SAMPLE = 3_000  # rows silhouette and the other scores are computed on

@@ -26,9 +26,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cdp.errors import InvalidModel, NotEnoughData
+from cdp.ml import schema
 from cdp.ml.features import Feature, check_requested
 
-ALGORITHMS = ("logistic", "gradient_boosting")
+ALGORITHMS = tuple(schema.PROPENSITY_ALGORITHMS)
 DEFAULT_FEATURES = ["rfm", "engagement", "events"]
 MODEL_KEYS = ("target_event", "horizon_days", "algorithm", "features", "snapshots", "filter", "seed")
 MIN_CLASS = 10  # fewest positives (and negatives) to train on

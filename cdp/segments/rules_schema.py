@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from cdp.ml import schema as ml_schema
 from cdp.segments.rules_model import (
     AGGREGATES,
     DATE_PATTERN,
@@ -123,8 +124,27 @@ SCHEMA: dict[str, Any] = {
         },
         "type": {"enum": list(SEGMENT_TYPES), "default": "rule"},
         "rule": {"$ref": "#/$defs/node"},
-        "model": {"type": "object"},
-        "select": {"type": "object"},
+        "model": {
+            "description": "type cluster: a cluster model; type propensity: a propensity model",
+            "oneOf": [{"$ref": "#/$defs/cluster_model"}, {"$ref": "#/$defs/propensity_model"}],
+        },
+        "select": {
+            "description": "propensity segments: who is a member",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {"top_quantile": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
+                    "required": ["top_quantile"],
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "object",
+                    "properties": {"threshold": {"type": "number", "minimum": 0, "maximum": 1}},
+                    "required": ["threshold"],
+                    "additionalProperties": False,
+                },
+            ],
+        },
     },
     "required": ["key", "name"],
     "additionalProperties": False,
@@ -141,6 +161,8 @@ SCHEMA: dict[str, Any] = {
         },
     ],
     "$defs": {
+        "cluster_model": ml_schema.CLUSTER_MODEL,
+        "propensity_model": ml_schema.PROPENSITY_MODEL,
         "path": _PATH,
         "node": {
             "oneOf": [
