@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cdp import CDP
 from cdp.ingest.tracking import _iso
 from cdp.timeutil import format_ts, parse_ts
 from tests.conftest import LiveServer, count
@@ -326,3 +328,18 @@ def test_openapi_describes_the_tracking_routes(server: LiveServer) -> None:
 def test_ingest_time_format_is_format_ts(value: datetime) -> None:
     # The ingest path's own formatter must write exactly what format_ts writes (times sort as text).
     assert _iso(value) == format_ts(value)
+
+
+def test_events_type_check_is_enforced_again_after_ingest(fresh_db: CDP, write_key: str) -> None:
+    # Ingest skips the CHECK on events.type for its own validated rows only; the writer connection
+    # must enforce it for every later statement.
+    fresh_db.ingest.batch({"batch": [{"type": "track", "event": "A", "userId": "u1"}]}, write_key=write_key)
+
+    def bad(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO events (message_id, type, timestamp, received_at, source) VALUES ('m', 'bogus', '', '', 's')"
+        )
+
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        fresh_db.store.write(bad)
+    assert count(fresh_db, "events") == 1
