@@ -99,6 +99,9 @@ def serve(
     # (they took ~15% of the server's CPU at ingest, walking the whole heap).
     gc.collect()
     gc.freeze()
+    # A /v1/batch body parses into thousands of containers that live until its request ends: with the
+    # default threshold (700) young collections run several times per request and promote them all.
+    gc.set_threshold(20_000, 10, 10)
     try:
         uvicorn.run(
             app,
