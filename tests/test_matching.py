@@ -258,6 +258,8 @@ def test_from_json_refuses_other_documents() -> None:
         MatchModel.from_json(json.dumps({"format": 99}))
     with pytest.raises(matching.OutdatedModel, match="retrain"):
         MatchModel.from_json(json.dumps({"format": 1}))  # nicknames in first_name_root
+    with pytest.raises(matching.OutdatedModel, match="retrain"):
+        MatchModel.from_json(json.dumps({"format": 2}))  # name rule without full_name_blockable
 
 
 def test_same_seed_gives_the_same_model(model: MatchModel, crm: pd.DataFrame) -> None:
@@ -328,6 +330,52 @@ def test_predict_between_agrees_with_batch_predict(model: MatchModel, crm: pd.Da
     batch = matching.predict(model, crm)
     batch = batch[batch["unique_id_l"].isin(ids) | batch["unique_id_r"].isin(ids)].reset_index(drop=True)
     pd.testing.assert_frame_equal(between, batch, check_exact=False, atol=1e-9)
+
+
+def _people(first: str, last: str, count: int, start: int) -> pd.DataFrame:
+    """``count`` rows sharing a full name and nothing else (distinct birthdays, no other fields)."""
+    days = pd.Timestamp("1940-01-01") + pd.to_timedelta(range(start, start + count), unit="D")
+    return pd.DataFrame(
+        {
+            "unique_id": [f"{first}-{last}-{i}" for i in range(start, start + count)],
+            "first_name": first,
+            "last_name": last,
+            "birthday": days.strftime("%Y-%m-%d"),
+            "email": None,
+        }
+    )
+
+
+def _pairs(edges: pd.DataFrame) -> set[tuple[str, str]]:
+    return set(zip(edges["unique_id_l"], edges["unique_id_r"], strict=True))
+
+
+def test_common_full_names_are_not_blocked_on_the_name_alone(model: MatchModel) -> None:
+    common = _people("john", "smith", 2000, 0)
+    common.loc[[0, 1], "email"] = "js@example.net"  # other rules still apply to common names
+    rows = pd.concat([common, _people("ann", "lee", 3, 5000)], ignore_index=True)
+    edges = matching.predict(model, rows, threshold=1e-9)  # every candidate pair is an edge
+    small = {tuple(sorted(p)) for p in itertools.combinations(["ann-lee-5000", "ann-lee-5001", "ann-lee-5002"], 2)}
+    assert _pairs(edges) == small | {("john-smith-0", "john-smith-1")}
+
+
+def test_real_time_counts_full_names_over_existing_and_new_rows(model: MatchModel) -> None:
+    existing = pd.concat(
+        [_people("john", "smith", 1990, 0), _people("mary", "jones", 45, 3000), _people("ann", "lee", 2, 5000)],
+        ignore_index=True,
+    )
+    # 10 new Mary Joneses make 55 (> MAX_NAME_BLOCK) although neither side alone has more than 45.
+    new = pd.concat(
+        [_people("john", "smith", 10, 1990), _people("mary", "jones", 10, 3045), _people("ann", "lee", 1, 5002)],
+        ignore_index=True,
+    )
+    expected = {("ann-lee-5000", "ann-lee-5002"), ("ann-lee-5001", "ann-lee-5002")}
+    assert _pairs(matching.predict_between(model, new, existing, threshold=1e-9)) == expected
+    with matching.MatchIndex(model, existing) as index:
+        assert _pairs(index.predict(new, threshold=1e-9)) == expected
+    few = _people("mary", "jones", 5, 3045)  # 50 in all: still blocked on the name
+    assert len(matching.predict_between(model, few, existing, threshold=1e-9)) == 45 * 5 + 10
+    assert matching.MAX_NAME_BLOCK == 50
 
 
 def test_household_members_are_not_merged_but_nicknames_are_not_vetoed(model: MatchModel, crm: pd.DataFrame) -> None:

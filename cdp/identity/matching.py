@@ -74,9 +74,12 @@ from cdp.identity.matching_backend import (
 from cdp.identity.matching_prepare import (
     DERIVED,
     FIELDS,
+    MAX_NAME_BLOCK,
+    NAME_BLOCK_FLAG,
     STRING,
     MatchingError,
     ensure_prepared,
+    mark_common_full_names,
     prepare,
     to_arrow_strings,
 )
@@ -100,6 +103,7 @@ __all__ = [
     "DERIVED",
     "DUCKDB_MEMORY_LIMIT",
     "FIELDS",
+    "MAX_NAME_BLOCK",
     "MIN_FILL",
     "MIN_TRAINING_ROWS",
     "STRING",
@@ -162,8 +166,9 @@ class MatchModel:
     metrics: dict[str, Any]
     term_frequencies: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    FORMAT: ClassVar[int] = 2
-    """1: nicknames in a ``first_name_root`` column (cdp's own list); 2: ``first_name_nicknames``."""
+    FORMAT: ClassVar[int] = 3
+    """1: nicknames in a ``first_name_root`` column (cdp's own list); 2: ``first_name_nicknames``;
+    3: the first + last name blocking rule also requires ``full_name_blockable`` (common full names skipped)."""
 
     def to_json(self) -> str:
         """Serialise to a JSON string (stable key order: equal models give equal strings)."""
@@ -425,11 +430,12 @@ def predict(
 ) -> pd.DataFrame:
     """All candidate pairs within ``df`` scoring at/above ``threshold`` (default ``model.threshold``).
 
-    Candidates are the pairs that agree on at least one of the model's blocking rules. Returns the
-    edge frame described in the module docstring.
+    Candidates are the pairs that agree on at least one of the model's blocking rules (full names held
+    by more than `MAX_NAME_BLOCK` of these rows are not paired on the name alone). Returns the edge
+    frame described in the module docstring.
     """
     thr = _check_threshold(model.threshold if threshold is None else threshold)
-    prepared = ensure_prepared(df)
+    prepared = mark_common_full_names(ensure_prepared(df))  # counted over exactly the rows scored
     if len(prepared) < 2:
         return _empty_edges(model)
     with Session(backend) as session:
@@ -492,14 +498,17 @@ class _Scorer:
         if not self._cached:
             self.sync(new.iloc[0:0])
         new_sdf = self.session.register(new)
+        table = new_sdf.physical_name
         view = f"cdp_right_{next(Session._names)}"
-        columns = ", ".join(COLUMNS)
-        self.con.execute(
-            f"CREATE TEMP VIEW {view} AS SELECT {columns} FROM cdp_cache"
-            f" WHERE unique_id NOT IN (SELECT unique_id FROM {new_sdf.physical_name})"
-            f" UNION ALL SELECT {columns} FROM {new_sdf.physical_name}"
-        )
+        common = f"cdp_common_{next(Session._names)}"
         try:
+            columns = self._recount_full_names(table, common)
+            self.con.execute(
+                f"CREATE TEMP VIEW {view} AS SELECT {columns} FROM cdp_cache c"
+                f" LEFT JOIN {common} k ON c.first_name = k.first_name AND c.last_name = k.last_name"
+                f" WHERE c.unique_id NOT IN (SELECT unique_id FROM {table})"
+                f" UNION ALL SELECT {', '.join(COLUMNS)} FROM {table}"
+            )
             right = self.session.db_api.register(view, table_name=f"{view}_sdf")
             scored = self.linker.inference.predict_between(
                 new_sdf, right, threshold_match_probability=threshold, warning_mode="never"
@@ -508,8 +517,35 @@ class _Scorer:
             scored.drop_table_from_database_and_remove_from_cache()
         finally:
             self.con.execute(f"DROP VIEW IF EXISTS {view}")
+            self.con.execute(f"DROP TABLE IF EXISTS {common}")
             self.session.forget(new_sdf)
         return _edges(self.model, raw)
+
+    def _recount_full_names(self, table: str, common: str) -> str:
+        """Count ``full_name_blockable`` over cached + new rows, as `predict` would over them all.
+
+        Writes the new rows' common full names (held by more than `MAX_NAME_BLOCK` rows) to table
+        ``common``, sets the flag on the new rows in ``table`` and returns the column list that gives
+        cached rows ``c`` (left-joined to ``common`` as ``k``) the same flag. Only the new rows' full
+        names need counting: the name rule pairs no other name with a new row.
+        """
+        self.con.execute(
+            f"CREATE TEMP TABLE {common} AS SELECT a.first_name, a.last_name FROM ("
+            f" SELECT first_name, last_name FROM cdp_cache WHERE unique_id NOT IN (SELECT unique_id FROM {table})"
+            f" UNION ALL SELECT first_name, last_name FROM {table}) a"
+            f" SEMI JOIN {table} n ON a.first_name = n.first_name AND a.last_name = n.last_name"
+            f" GROUP BY ALL HAVING count(*) > {MAX_NAME_BLOCK}"
+        )
+        flag = (
+            "CASE WHEN {t}.first_name IS NULL OR {t}.last_name IS NULL OR k.first_name IS NOT NULL"
+            f" THEN NULL ELSE '1' END AS {NAME_BLOCK_FLAG}"
+        )
+        self.con.execute(
+            f"UPDATE {table} SET {NAME_BLOCK_FLAG} = f.{NAME_BLOCK_FLAG} FROM (SELECT x.unique_id, {flag.format(t='x')}"
+            f" FROM {table} x LEFT JOIN {common} k ON x.first_name = k.first_name AND x.last_name = k.last_name) f"
+            f" WHERE {table}.unique_id = f.unique_id"
+        )
+        return ", ".join(f"c.{c}" if c != NAME_BLOCK_FLAG else flag.format(t="c") for c in COLUMNS)
 
 
 def _raw_table(rows: pd.DataFrame) -> pa.Table:

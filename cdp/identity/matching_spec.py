@@ -18,7 +18,7 @@ from splink.internals.comparison_creator import ComparisonCreator
 from splink.internals.comparison_level_creator import ComparisonLevelCreator
 from splink.internals.dialects import SplinkDialect
 
-from cdp.identity.matching_prepare import DERIVED, FIELDS, MatchingError, ensure_prepared
+from cdp.identity.matching_prepare import DERIVED, FIELDS, NAME_BLOCK_FLAG, MatchingError, ensure_prepared
 
 MIN_FILL = 0.05
 """A field is used only when at least this share of rows has a value (and it has >= 2 distinct values)."""
@@ -306,7 +306,7 @@ _PREDICTION_RULES: tuple[tuple[str, ...], ...] = (
     ("address_postal_code", "last_name"),
     ("address_postal_code", "first_name"),
     ("address_postal_code", "birthday"),
-    ("first_name", "last_name"),
+    ("first_name", "last_name", NAME_BLOCK_FLAG),
     ("swapped_names",),
     ("address_street", "address_postal_code"),
     ("address_number", "address_postal_code"),
@@ -321,6 +321,7 @@ _KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
     "first_name_2": ("substr(first_name, 1, 2)", ("first_name",)),
     "last_name_2": ("substr(last_name, 1, 2)", ("last_name",)),
     "swapped_names": ("", ("first_name", "last_name")),
+    NAME_BLOCK_FLAG: (NAME_BLOCK_FLAG, ("first_name", "last_name")),
 }
 """Blocking keys that are not plain columns: SQL expression and the columns it needs."""
 _SWAPPED_NAMES = "l.first_name = r.last_name and l.last_name = r.first_name"
@@ -347,7 +348,8 @@ def blocking_rules(df: pd.DataFrame) -> list[BlockingRuleCreator]:
 
     Several rules, so that a duplicate with a typo in any one field is still compared: email; phone;
     first name + birthday; last name + birthday; postal code + last name; postal code + first name;
-    postal code + birthday; first + last name; first and last name swapped; street + postal code;
+    postal code + birthday; first + last name (unless more than `MAX_NAME_BLOCK` rows share that full
+    name: ``full_name_blockable`` is null for them); first and last name swapped; street + postal code;
     house number + postal code; birthday + house number; birthday + city; birthday + first two
     letters of the last name; house number + first two letters of both names -- those whose columns
     are usable. Every rule is an equi-join, so candidate pairs grow with block sizes, not n^2.
