@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CDPDep, credential
+from api.deps import credential, get_cdp
 from api.schemas import (
     ERRORS,
     AliasMessage,
@@ -52,7 +52,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _route(kind: str) -> None:
-    async def endpoint(request: Request, cdp: CDPDep) -> Response:
+    async def endpoint(request: Request) -> Response:
+        # Not a CDPDep parameter: FastAPI runs a sync dependency on a worker thread, one more thread
+        # round trip per request on the ingest path.
+        cdp = get_cdp(request)
         settings = cdp.settings
         limit = settings.max_batch_bytes if kind == "batch" else settings.max_message_bytes
         body = await read_body(request, limit)
