@@ -60,6 +60,11 @@ def duckdb_over(store: Store) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _sql_string(text: str) -> str:
+    """A SQL string literal (quotes doubled; DuckDB's standard strings have no backslash escapes)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _attach_sql(store: Store) -> str:
     path = str(store.path).replace("'", "''")  # ATTACH takes no parameters: quote the literal
     return f"ATTACH '{path}' AS db (TYPE sqlite, READ_ONLY)"
@@ -118,8 +123,8 @@ def serve(duckdb, setup, send, recv, failure):
         con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")
         con.execute("LOAD sqlite_scanner")
-        for statement in setup:  # SQL text, or (SQL, parameters)
-            con.execute(*statement) if isinstance(statement, tuple) else con.execute(statement)
+        for statement in setup:
+            con.execute(statement)
     except Exception as exc:
         send(failure(exc))
         return
@@ -154,7 +159,7 @@ class DuckDBWorker:
     raises RuntimeError.
     """
 
-    def __init__(self, setup: list[str | tuple[str, list[Any]]]) -> None:
+    def __init__(self, setup: list[str]) -> None:
         self._lock = threading.Lock()
         self._process = subprocess.Popen(
             [sys.executable, "-c", _WORKER_SOURCE], stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -313,20 +318,22 @@ class Engine:
         """
         kind = "TABLE" if materialize else "VIEW"
         temp = "TEMP " if materialize else ""
-        events_sql: str | tuple[str, list[Any]] = (
+        events_sql = (
             f"CREATE {temp}{kind} events AS SELECT profile_id, type, event, timestamp, properties"
             " FROM db.events WHERE profile_id IS NOT NULL"
         )
-        if materialize and events is not None:
+        if materialize and events is not None and not any("\0" in name for name in events[0]):
             # Only the events the rules can match, and their properties only where a rule reads them: copying
-            # every event's JSON out of SQLite is most of a session's cost.
+            # every event's JSON out of SQLite is most of a session's cost. The names go in as SQL string
+            # literals: the SQLite scanner pushes an IN list of constants down into its scan (a bound list
+            # parameter is not pushed down and makes the copy slower than copying everything).
             names, with_properties = events
+            wanted = ", ".join(_sql_string(n) for n in sorted(names)) or "NULL"
+            read = ", ".join(_sql_string(n) for n in sorted(with_properties)) or "NULL"
             events_sql = (
                 "CREATE TEMP TABLE events AS SELECT profile_id, type, event, timestamp,"
-                " CASE WHEN list_contains($2::VARCHAR[], event) THEN properties END AS properties"
-                " FROM db.events WHERE profile_id IS NOT NULL AND type IN ('track', 'page', 'screen')"
-                " AND list_contains($1::VARCHAR[], event)",
-                [sorted(names), sorted(with_properties)],
+                f" CASE WHEN event IN ({read}) THEN properties END AS properties"
+                f" FROM db.events WHERE profile_id IS NOT NULL AND event IN ({wanted})"
             )
         con = DuckDBWorker(
             [
