@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -54,8 +56,16 @@ class Session:
         self.backend = backend
         self.con: duckdb.DuckDBPyConnection | None = None
         if backend == "duckdb":
+            # Spill to a directory of this session's own under the system temp dir (DuckDB creates it and
+            # removes it on close), not to ./.tmp in whatever directory the command was started from.
+            spill = os.path.join(tempfile.gettempdir(), f"cdp-duckdb-{os.getpid()}-{next(self._names)}")
             self.con = duckdb.connect(
-                ":memory:", config={"memory_limit": DUCKDB_MEMORY_LIMIT, "preserve_insertion_order": False}
+                ":memory:",
+                config={
+                    "memory_limit": DUCKDB_MEMORY_LIMIT,
+                    "preserve_insertion_order": False,
+                    "temp_directory": spill,
+                },
             )
             self.db_api: DatabaseAPISubClass = DuckDBAPI(connection=self.con)
         elif backend == "spark":
