@@ -524,3 +524,15 @@ def test_published_model_schema_matches_the_validators() -> None:
     assert set(schema.PROPENSITY_MODEL["properties"]) == set(propensity.MODEL_KEYS)
     published = rules.SCHEMA["$defs"]
     assert published["cluster_model"] is schema.CLUSTER_MODEL and "propensity_model" in published
+
+
+def test_cluster_names_tell_similar_clusters_apart() -> None:
+    from cdp.ml.cluster import describe
+    from cdp.ml.features import BASE, Feature
+
+    features = [Feature(name, "base", log=BASE[name].log) for name in ("monetary", "frequency", "events_7d")]
+    centroids = np.array([[2.0, 2.0, 0.3], [2.0, 2.0, -0.3], [-1.0, -1.0, 0.0]])  # two alike big spenders
+    names = describe(centroids, [10, 10, 40], features)
+    assert names[0] != names[1]
+    assert names[0].startswith("high spend · frequent buyers") and "active this week" in names[0]
+    assert "quiet this week" in names[1] and "low spend" in names[2]

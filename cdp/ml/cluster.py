@@ -381,18 +381,30 @@ def describe(
     most: int = 3,
 ) -> list[str]:
     """A readable name per cluster from the features its centroid stands out on: how far (in scaled units) it
-    lies from the centre of all profiles, largest first."""
+    lies from the centre of all profiles, largest first. Two clusters that stand out on the same things get
+    their next distinguishing features added (the first where they differ most), so names tell them apart."""
     weights = np.asarray(sizes, dtype=np.float64)
     overall = (centroids * weights[:, None]).sum(axis=0) / max(weights.sum(), 1.0)
     z = centroids - overall
-    names: list[str] = []
-    for row in z:
-        order = [i for i in np.argsort(-np.abs(row)) if abs(row[i]) >= threshold][:most]
-        words = [features[i].adjectives()[0 if row[i] > 0 else 1] for i in order]
-        names.append(" · ".join(words) if words else "typical")
+
+    def words(row: np.ndarray[Any, Any], indices: Sequence[int]) -> list[str]:
+        return [features[i].adjectives()[0 if row[i] > 0 else 1] for i in indices]
+
+    tops = [[int(i) for i in np.argsort(-np.abs(row)) if abs(row[i]) >= threshold][:most] for row in z]
+    names = [words(row, top) for row, top in zip(z, tops, strict=True)]
+    for a in range(len(z)):
+        for b in range(a):
+            if set(names[a]) == set(names[b]) and names[a]:
+                # the feature on which the two differ most, said from each side
+                gap = int(np.argmax(np.abs(z[a] - z[b])))
+                for side, other in ((a, b), (b, a)):
+                    extra = features[gap].adjectives()[0 if z[side][gap] > z[other][gap] else 1]
+                    if extra not in names[side]:
+                        names[side] = [*names[side], extra]
+    joined = [" · ".join(n) if n else "typical" for n in names]
     seen: dict[str, int] = {}
     unique = []
-    for name in names:
+    for name in joined:
         seen[name] = seen.get(name, 0) + 1
         unique.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
     return unique
