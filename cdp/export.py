@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cdp.errors import InvalidInput
-from cdp.ml.personas import merge_scores
+from cdp.ml.scores import merge_scores
 from cdp.store import Store
 
 FORMATS = ("csv", "parquet")

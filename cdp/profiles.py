@@ -11,7 +11,7 @@ from cdp.errors import InvalidInput, UnknownProfile
 from cdp.events import _COLUMNS as EVENT_COLUMNS
 from cdp.events import event_dict
 from cdp.identity.traits import computed_rows, profile_sources, unify
-from cdp.ml.personas import merge_scores
+from cdp.ml.scores import merge_scores
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
 from cdp.settings import Settings
 from cdp.store import Store

@@ -23,6 +23,7 @@ import orjson
 
 from cdp.errors import CDPError, InvalidModel, ModelNotTrained, NotEnoughData
 from cdp.ml.features import FeatureSpec, LocalQuery, build, events_sql, label_sql, resolve
+from cdp.ml.scores import score_path, score_trait
 from cdp.segments import rules
 from cdp.segments.engine import DuckDBWorker, Engine, MemberList, RunResult, _attach_sql
 from cdp.store import Store
@@ -30,14 +31,6 @@ from cdp.timeutil import format_ts, parse_ts, utcnow
 
 log = logging.getLogger("cdp.ml")
 ML_TYPES = ("cluster", "propensity")
-
-
-def score_trait(key: str) -> str:
-    return f"propensity_{key}"
-
-
-def _score_path(key: str) -> str:
-    return f'$."{score_trait(key)}"'
 
 
 class MLSegments:
@@ -208,7 +201,11 @@ class MLSegments:
         )
         if any(r.status == "failed" for r in results):
             raise RuntimeError(next(r.error for r in results if r.status == "failed"))
-        parent = self._parent_run(segment, results, trigger, started, started_at, size=n)
+        # The cluster segment's own history row: how many profiles were clustered, moves between clusters.
+        parent = self.engine.record_run(
+            segment, "succeeded", trigger=trigger, started=started, started_at=started_at, size=n,
+            entered=sum(r.entered for r in results), exited=sum(r.exited for r in results),
+        )  # fmt: skip
         return [parent, *results]
 
     def _run_propensity(
@@ -261,7 +258,7 @@ class MLSegments:
         }
         artifact = {"model": trained.model, "cutoff": cutoff}
         now_text = format_ts(utcnow())
-        path = _score_path(key)
+        path = score_path(key)
         rounded = np.round(scores, 4).tolist()
 
         def before(conn: sqlite3.Connection) -> None:
@@ -282,33 +279,6 @@ class MLSegments:
             [(segment, members)], trigger=trigger, started=started, started_at=started_at, before=before
         )
         return results
-
-    def _parent_run(
-        self,
-        segment: dict[str, Any],
-        children: list[RunResult],
-        trigger: str,
-        started: float,
-        started_at: str,
-        *,
-        size: int,
-    ) -> RunResult:
-        """The cluster segment's own history row: how many profiles were clustered, moves between clusters."""
-        from cdp.segments.engine import _insert_run
-
-        key = segment["key"]
-
-        def job(conn: sqlite3.Connection) -> RunResult:
-            now = format_ts(utcnow())
-            duration = int((time.perf_counter() - started) * 1000)
-            entered = sum(r.entered for r in children)
-            exited = sum(r.exited for r in children)
-            run_id = _insert_run(
-                conn, key, trigger, started_at, now, duration, "succeeded", size, entered, exited, None
-            )
-            return RunResult(key, run_id, "succeeded", size, entered, exited, duration)
-
-        return self.store.write(job)
 
     def _children(self, key: str) -> list[dict[str, Any]]:
         return [
@@ -390,7 +360,7 @@ class MLSegments:
         artifact = model["artifact"]
         scores = propensity.Trained(artifact["model"], {}).score(X)
         members = set(ids[scores >= artifact["cutoff"]].tolist())
-        path = _score_path(key)
+        path = score_path(key)
         rounded = np.round(scores, 4).tolist()
         out_of_filter = sorted(set(scope) - set(ids.tolist()))
 
@@ -582,6 +552,6 @@ def forget(conn: sqlite3.Connection, key: str) -> None:
     """Remove an ML segment's models and scores (when the segment is deleted)."""
     conn.execute("DELETE FROM ml_models WHERE owner = ?", (key,))
     conn.execute(
-        f"UPDATE profiles SET scores = json_remove(scores, '{_score_path(key)}') WHERE scores LIKE ?",
+        f"UPDATE profiles SET scores = json_remove(scores, '{score_path(key)}') WHERE scores LIKE ?",
         (f'%"{score_trait(key)}"%',),
     )

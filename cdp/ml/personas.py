@@ -15,7 +15,7 @@ import pickle
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,7 @@ class Personas:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._cached: tuple[int, Any] | None = None  # (model id, classifier); ids are never reused
 
     # -- labels ------------------------------------------------------------------------------------
 
@@ -174,12 +175,17 @@ class Personas:
         return {"id": model_id, "trained_at": now, **metrics}
 
     def _model(self) -> Any:
-        row = (
-            self.store.reader()
-            .execute("SELECT artifact FROM ml_models WHERE owner = ? ORDER BY id DESC LIMIT 1", (OWNER,))
-            .fetchone()
-        )
-        return pickle.loads(row[0]) if row else None
+        """The latest trained classifier, unpickled once per training (None before the first)."""
+        row = self.store.reader().execute("SELECT max(id) FROM ml_models WHERE owner = ?", (OWNER,)).fetchone()
+        model_id = row[0] if row else None
+        if model_id is None:
+            return None
+        if self._cached is None or self._cached[0] != model_id:
+            (artifact,) = (
+                self.store.reader().execute("SELECT artifact FROM ml_models WHERE id = ?", (model_id,)).fetchone()
+            )
+            self._cached = (model_id, pickle.loads(artifact))
+        return self._cached[1]
 
     def status(self) -> dict[str, Any]:
         conn = self.store.reader()
@@ -308,11 +314,3 @@ class Personas:
             self.store.write(job)
         changes = len(sets) + len(removes)
         return changes
-
-
-def merge_scores(computed: Mapping[str, Any], scores_json: str | None) -> dict[str, Any]:
-    """A profile's computed traits with what models wrote about it (see migration 0005)."""
-    out = dict(computed)
-    if scores_json and scores_json != "{}":
-        out.update(orjson.loads(scores_json))
-    return out

@@ -32,32 +32,10 @@ from typing import Any
 import duckdb
 import orjson
 
+from cdp.ml.scores import merge_scores
 from cdp.segments import rules
 from cdp.store import Store
 from cdp.timeutil import format_ts, utcnow
-
-_EXTENSION_LOCK = threading.Lock()
-_EXTENSION_READY = False
-
-
-def duckdb_over(store: Store) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the store attached read-only as ``db``.
-
-    Only for a process that has no SQLite connection of its own to the store (see the module docstring);
-    segment runs use ``DuckDBWorker``.
-    """
-    global _EXTENSION_READY
-    with _EXTENSION_LOCK:
-        if not _EXTENSION_READY:
-            from duckdb_extensions import import_extension
-
-            import_extension("sqlite_scanner")
-            _EXTENSION_READY = True
-    con = duckdb.connect()
-    con.execute("LOAD sqlite_scanner")
-    path = str(store.path).replace("'", "''")  # ATTACH takes no parameters: quote the literal
-    con.execute(f"ATTACH '{path}' AS db (TYPE sqlite, READ_ONLY)")
-    return con
 
 
 def _sql_string(text: str) -> str:
@@ -66,8 +44,7 @@ def _sql_string(text: str) -> str:
 
 
 def _attach_sql(store: Store) -> str:
-    path = str(store.path).replace("'", "''")  # ATTACH takes no parameters: quote the literal
-    return f"ATTACH '{path}' AS db (TYPE sqlite, READ_ONLY)"
+    return f"ATTACH {_sql_string(str(store.path))} AS db (TYPE sqlite, READ_ONLY)"  # ATTACH takes no parameters
 
 
 # The child process: runs the setup statements, then answers queries with their first column (a list) or all
@@ -394,7 +371,7 @@ class Engine:
         conn = self.store.reader()
         marks = ",".join("?" * len(profile_ids))
         profiles = {
-            pid: {"traits": orjson.loads(traits), "computed": {**orjson.loads(computed), **orjson.loads(scores)}}
+            pid: {"traits": orjson.loads(traits), "computed": merge_scores(orjson.loads(computed), scores)}
             for pid, traits, computed, scores in conn.execute(
                 f"SELECT id, traits, computed, scores FROM profiles WHERE id IN ({marks}) AND merged_into IS NULL",
                 profile_ids,
@@ -466,13 +443,30 @@ class Engine:
         self, segment: dict[str, Any], *, trigger: str, started: float, started_at: str, error: str | None
     ) -> RunResult:
         """A failed run in the segment's history; its members stay as they were."""
+        return self.record_run(segment, "failed", trigger=trigger, started=started, started_at=started_at, error=error)
+
+    def record_run(
+        self,
+        segment: dict[str, Any],
+        status: str,
+        *,
+        trigger: str,
+        started: float,
+        started_at: str,
+        size: int | None = None,
+        entered: int = 0,
+        exited: int = 0,
+        error: str | None = None,
+    ) -> RunResult:
+        """A history row alone, with no membership change of its own: a failed run, or the summary run of a
+        cluster segment whose children hold the members."""
         key = segment["key"]
 
         def job(conn: sqlite3.Connection) -> RunResult:
             now = format_ts(utcnow())
             duration = int((time.perf_counter() - started) * 1000)
-            run_id = _insert_run(conn, key, trigger, started_at, now, duration, "failed", None, 0, 0, error)
-            return RunResult(key, run_id, "failed", None, 0, 0, duration, error)
+            run_id = _insert_run(conn, key, trigger, started_at, now, duration, status, size, entered, exited, error)
+            return RunResult(key, run_id, status, size, entered, exited, duration, error)
 
         return self.store.write(job)
 
