@@ -46,10 +46,15 @@ def install(app: FastAPI) -> None:
             for err in exc.errors()
         ]
         first = problems[0] if problems else {"field": "", "message": "invalid request"}
-        return JSONResponse(
-            error_body("invalid_request", f"{first['field'] or 'request'}: {first['message']}", {"errors": problems}),
-            status_code=400,
-        )
+        message = f"{first['field'] or 'request'}: {first['message']}"
+        content_type = request.headers.get("content-type", "")
+        if first.get("in") == "body" and not first["field"] and "json" not in content_type.lower():
+            # The whole body was refused: most often JSON sent without saying so (curl -d sends a form type).
+            message = (
+                f"the body must be a JSON object sent with Content-Type: application/json"
+                f" (this request said {content_type or 'nothing'})"
+            )
+        return JSONResponse(error_body("invalid_request", message, {"errors": problems}), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
