@@ -38,9 +38,10 @@ DERIVED: tuple[str, ...] = (
     "full_name_blockable",
 )
 """Columns `prepare` adds: the email local part (``+tag`` removed, dots removed for Gmail) and domain,
-the first number of the street address (the house number; used for blocking only), the names
-related to the first name as nickname or formal form (`cdp.identity.names.nicknames_of`), each between
-bars (bob -> ``|bobby|rob|robert|...|``; null for a name without any), and ``full_name_blockable``
+the first number of the street address (the house number; used for blocking only), the known names
+related to the first name as nickname or formal form, also through a corrected typo or as a short form
+(`cdp.identity.names.related_names`), each between bars (bob -> ``|bobby|rob|robert|...|``, thoams ->
+``|thomas|tom|...|``; null for a name without any), and ``full_name_blockable``
 (see `mark_common_full_names`)."""
 
 MAX_NAME_BLOCK = 50
@@ -163,7 +164,7 @@ def _map_tokens(array: pa.Array, keys: pa.Array, values: pa.Array) -> pa.Array:
 # ------------------------------------------------------------------------------------------ cleaners
 def _nicknames(first_names: pa.Array) -> pa.Array:
     """``|name|name|...|``: the names related to each (cleaned) first name; null for none."""
-    related = (names.nicknames_of(name) if name else () for name in first_names.to_pylist())
+    related = (names.related_names(name) if name else () for name in first_names.to_pylist())
     return pa.array([f"|{'|'.join(sorted(r))}|" if r else None for r in related], pa.string())
 
 

@@ -93,8 +93,13 @@ _SWAPPED = (
     "(first_name_l = last_name_r AND {jw}(last_name_l, first_name_r) >= 0.88)"
     " OR (last_name_l = first_name_r AND {jw}(first_name_l, last_name_r) >= 0.88)"
 )
-_NICKNAME = "instr(first_name_nicknames_l, '|' || first_name_r || '|') > 0"
-"""A nickname or the formal form of the other first name (the relation is symmetric: one side suffices)."""
+_NICKNAME = (
+    "instr(first_name_nicknames_l, '|' || first_name_r || '|') > 0"
+    " OR instr(first_name_nicknames_r, '|' || first_name_l || '|') > 0"
+)
+"""A nickname or the formal form of the other first name, also through a corrected typo or a short form
+(`cdp.identity.names.related_names`). Both sides are searched: a misspelling's row lists the names it
+is related to, the known name's row does not list the misspelling."""
 _PREFIX = (
     "substr(first_name_l, 1, length(first_name_r)) = first_name_r"
     " OR substr(first_name_r, 1, length(first_name_l)) = first_name_l"
