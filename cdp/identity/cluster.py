@@ -11,10 +11,16 @@ leaves a profile gets a new id.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from cdp.identity import names
 from cdp.identity.graph import PRIORITY, Rules
 
 MATCHABLE = ("record", "user_id")
@@ -32,13 +38,6 @@ class Node:
     @property
     def key(self) -> str:
         return f"{self.type}:{self.value}"
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    a: int
-    b: int
-    alias: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,46 +111,232 @@ class Components:
         return ra
 
 
-def cluster(
-    nodes: list[Node],
-    links: Iterable[Link],
-    edges: Iterable[Edge],
-    rules: Rules,
-    *,
-    chaining_density: float = 0.5,
-) -> tuple[dict[int, int], list[Refusal]]:
-    """Node id -> cluster root, and the links/edges merge protection refused."""
-    by_id = {n.id: n for n in nodes}
-    comps = Components(by_id)
-    refused: list[Refusal] = []
-    for link in links:
-        if link.a not in by_id or link.b not in by_id or by_id[link.a].shared or by_id[link.b].shared:
-            continue
-        ra, rb = comps.find(link.a), comps.find(link.b)
+@dataclass
+class Graph:
+    """The identity graph as columns: row ``r`` is one identifier; rows are in ascending id order.
+
+    A run holds millions of identifiers: they stay in arrays, and `node` makes a `Node` only for the
+    rows that need one (those in conflicting or changing clusters).
+    """
+
+    ids: np.ndarray  # int64 identifier ids, ascending
+    types: np.ndarray  # int codes into type_names
+    type_names: list[str]
+    values: list[str]
+    profiles: np.ndarray  # int codes into profile_names
+    profile_names: list[str]
+    shared: np.ndarray  # bool
+    link_rows: np.ndarray  # (m, 2) rows of each deterministic link's identifiers, in the order seen
+    link_alias: np.ndarray  # bool per link
+    attr_rows: np.ndarray  # row of each identifier attribute
+    attr_kinds: np.ndarray  # int codes into attr_kind_names
+    attr_kind_names: list[str]
+    attr_values: np.ndarray  # int codes into attr_value_names
+    attr_value_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows_of(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Rows of identifier ids; -1 for ids not in the graph."""
+        wanted = np.asarray(ids, dtype=np.int64)
+        pos = np.searchsorted(self.ids, wanted)
+        pos = np.minimum(pos, max(len(self.ids) - 1, 0))
+        found = len(self.ids) > 0 and self.ids[pos] == wanted
+        return np.where(found, pos, -1)
+
+    def attributes(self, rows: Iterable[int]) -> dict[int, dict[str, set[str]]]:
+        """Attributes by row, for the rows given that have any."""
+        wanted = np.fromiter(rows, dtype=np.int64)
+        out: dict[int, dict[str, set[str]]] = {}
+        pick = np.flatnonzero(np.isin(self.attr_rows, wanted))
+        for row, kind, value in zip(
+            self.attr_rows[pick].tolist(), self.attr_kinds[pick].tolist(), self.attr_values[pick].tolist(), strict=True
+        ):
+            out.setdefault(row, {}).setdefault(self.attr_kind_names[kind], set()).add(self.attr_value_names[value])
+        return out
+
+    def nodes(self, rows: Iterable[int], *, by_row: bool = False) -> list[Node]:
+        """`Node` objects for rows (``id`` the identifier id, or the row itself with ``by_row``)."""
+        picked = list(rows)
+        attrs = self.attributes(picked)
+        none: dict[str, set[str]] = {}
+        return [
+            Node(
+                r if by_row else int(self.ids[r]),
+                self.type_names[self.types[r]],
+                self.values[r],
+                self.profile_names[self.profiles[r]],
+                bool(self.shared[r]),
+                attrs.get(r, none),
+            )
+            for r in picked
+        ]
+
+
+def _violating(graph: Graph, comp: np.ndarray, ncomp: int, rules: Rules) -> np.ndarray:
+    """Components of the deterministic links that merge protection could refuse something in.
+
+    The checks are monotone (identifier counts only grow, all first names must be pairwise compatible,
+    at most one birthday), so a component that passes them as a whole passes every join on the way:
+    replaying its links one by one would accept them all.
+    """
+    size = np.bincount(comp, minlength=ncomp)
+    bad = np.zeros(ncomp, dtype=bool)
+    ntypes = len(graph.type_names)
+    counts = np.bincount(comp * ntypes + graph.types, minlength=ncomp * ntypes).reshape(ncomp, ntypes)
+    for kind, limit in rules.limits.items():
+        if kind in graph.type_names:
+            bad |= counts[:, graph.type_names.index(kind)] > limit
+    if rules.guard_attributes and len(graph.attr_rows):
+        attr_comp = comp[graph.attr_rows]
+        for kind in ("birthday", "first_name"):
+            if kind not in graph.attr_kind_names:
+                continue
+            mine = graph.attr_kinds == graph.attr_kind_names.index(kind)
+            # distinct (component, value) pairs, sorted by component
+            pairs = np.unique(attr_comp[mine] * len(graph.attr_value_names) + graph.attr_values[mine])
+            comps, values = np.divmod(pairs, len(graph.attr_value_names))
+            several = np.bincount(comps, minlength=ncomp) > 1
+            if kind == "birthday":
+                bad |= several
+                continue
+            check = np.flatnonzero(several & ~bad)
+            starts, ends = np.searchsorted(comps, check), np.searchsorted(comps, check, side="right")
+            for c, lo, hi in zip(check.tolist(), starts.tolist(), ends.tolist(), strict=True):
+                firsts = [graph.attr_value_names[v] for v in values[lo:hi].tolist()]
+                if not all(names.compatible(a, b) for i, a in enumerate(firsts) for b in firsts[i + 1 :]):
+                    bad[c] = True
+    return bad & (size > 1)
+
+
+def _replay(
+    graph: Graph, rows: np.ndarray, links: np.ndarray, alias: np.ndarray, rules: Rules, refused: list[Refusal]
+) -> dict[int, int]:
+    """Links replayed one by one, in the order seen, under merge protection; row -> its cluster's root."""
+    comps = Components({n.id: n for n in graph.nodes(rows.tolist(), by_row=True)})
+    for (a, b), is_alias in zip(links.tolist(), alias.tolist(), strict=True):
+        ra, rb = comps.find(a), comps.find(b)
         if ra == rb:
             continue
-        decision = rules.check(comps.counts(ra), comps.counts(rb), comps.attrs(ra), comps.attrs(rb), alias=link.alias)
+        decision = rules.check(comps.counts(ra), comps.counts(rb), comps.attrs(ra), comps.attrs(rb), alias=is_alias)
         if decision.ok:
             comps.union(ra, rb)
         else:
-            refused.append(Refusal(decision.rule, decision.message, link.a, link.b))
+            refused.append(Refusal(decision.rule, decision.message, int(graph.ids[a]), int(graph.ids[b])))
+    return {r: comps.find(r) for r in rows.tolist()}
 
-    strong = sorted((e for e in edges if e.a in by_id and e.b in by_id), key=lambda e: (-e.weight, e.a, e.b))
+
+def cluster(
+    graph: Graph,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
+    rules: Rules,
+    *,
+    chaining_density: float = 0.5,
+) -> tuple[np.ndarray, list[Refusal]]:
+    """Each row's cluster (the smallest row in it), and the links/edges merge protection refused.
+
+    ``edges``: rows of both ends and match weights of the probabilistic edges. Deterministic links are
+    replayed in the order they were seen, then edges are added strongest first; an edge that would
+    join two clusters of several matchable identifiers each is refused unless at least
+    ``chaining_density`` of the record pairs between them match.
+    """
+    n = len(graph)
+    refused: list[Refusal] = []
+    a, b = graph.link_rows[:, 0], graph.link_rows[:, 1]
+    usable = ~(graph.shared[a] | graph.shared[b])
+    a, b, alias = a[usable], b[usable], graph.link_alias[usable]
+    ncomp, comp = connected_components(
+        coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n)), directed=False
+    )
+    comp = comp.astype(np.int64)
+    _, first_row = np.unique(comp, return_index=True)  # rows ascend: a component's first row is its smallest
+    label = first_row[comp]
+    bad = _violating(graph, comp, ncomp, rules)
+    if bad.any():
+        in_bad = bad[comp]
+        rows = np.flatnonzero(in_bad)
+        mine = in_bad[a]
+        root = _replay(graph, rows, np.stack([a[mine], b[mine]], axis=1), alias[mine], rules, refused)
+        smallest: dict[int, int] = {}
+        for r in rows.tolist():  # rows ascend: the first row seen of a cluster is its smallest
+            smallest.setdefault(root[r], r)
+        label[rows] = [smallest[root[r]] for r in rows.tolist()]
+    return _add_edges(graph, label, edges, rules, refused, chaining_density), refused
+
+
+def _add_edges(
+    graph: Graph,
+    label: np.ndarray,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
+    rules: Rules,
+    refused: list[Refusal],
+    chaining_density: float,
+) -> np.ndarray:
+    """Probabilistic edges onto the clusters ``label`` (smallest row of each), strongest first."""
+    ea, eb, weight = edges
+    if not len(ea):
+        return label
+    order = np.lexsort((graph.ids[eb], graph.ids[ea], -weight))
+    ea, eb = ea[order].tolist(), eb[order].tolist()
+    ntypes = len(graph.type_names)
+    limits = [(graph.type_names.index(k), v) for k, v in rules.limits.items() if k in graph.type_names]
+    matchable = np.isin(graph.types, [graph.type_names.index(t) for t in MATCHABLE if t in graph.type_names])
+    # Rows of each touched cluster, sorted by label, to count types and list matchable members on demand.
+    touched = np.unique(label[np.concatenate([np.asarray(ea), np.asarray(eb)])])
+    in_touched = np.flatnonzero(np.isin(label, touched))
+    by_label = in_touched[np.argsort(label[in_touched], kind="stable")]
+    sorted_labels = label[by_label]
+    starts = np.searchsorted(sorted_labels, touched)
+    ends = np.searchsorted(sorted_labels, touched, side="right")
+    span = dict(zip(touched.tolist(), zip(starts.tolist(), ends.tolist(), strict=True), strict=True))
+    type_counts: dict[int, list[int]] = {}
+    members: dict[int, list[int]] = {}
+
+    def counts(root: int) -> list[int]:
+        found = type_counts.get(root)
+        if found is None:
+            lo, hi = span[root]
+            found = type_counts[root] = np.bincount(graph.types[by_label[lo:hi]], minlength=ntypes).tolist()
+        return found
+
+    def matchable_members(root: int) -> list[int]:
+        found = members.get(root)
+        if found is None:
+            lo, hi = span[root]
+            rows = by_label[lo:hi]
+            found = members[root] = rows[matchable[rows]].tolist()
+        return found
+
     neighbours: dict[int, set[int]] = defaultdict(set)
-    for edge in strong:
-        neighbours[edge.a].add(edge.b)
-        neighbours[edge.b].add(edge.a)
-    matchable = {n.id for n in nodes if n.type in MATCHABLE}
-    for edge in strong:
-        ra, rb = comps.find(edge.a), comps.find(edge.b)
+    for x, y in zip(ea, eb, strict=True):
+        neighbours[x].add(y)
+        neighbours[y].add(x)
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        root = x
+        while (up := parent.get(root)) is not None:
+            root = up
+        while (up := parent.get(x)) is not None and up != root:
+            parent[x], x = root, up
+        return root
+
+    for x, y in zip(ea, eb, strict=True):
+        ra, rb = find(int(label[x])), find(int(label[y]))
         if ra == rb:
             continue
-        decision = rules.check(comps.counts(ra), comps.counts(rb), comps.attrs(ra), comps.attrs(rb), attributes=False)
-        if not decision.ok:
-            refused.append(Refusal(decision.rule, decision.message, edge.a, edge.b))
-            continue
-        left = [m for m in comps.members(ra) if m in matchable]
-        right = [m for m in comps.members(rb) if m in matchable]
+        ca, cb = counts(ra), counts(rb)
+        if any(ca[k] + cb[k] > limit for k, limit in limits):
+            names_ = graph.type_names
+            decision = rules.check(
+                Counter(dict(zip(names_, ca, strict=True))), Counter(dict(zip(names_, cb, strict=True))), {}, {},
+                attributes=False,
+            )  # fmt: skip
+            if not decision.ok:
+                refused.append(Refusal(decision.rule, decision.message, int(graph.ids[x]), int(graph.ids[y])))
+                continue
+        left, right = matchable_members(ra), matchable_members(rb)
         if len(left) > 1 and len(right) > 1:
             right_set = set(right)
             support = sum(len(neighbours[m] & right_set) for m in left)
@@ -160,13 +345,33 @@ def cluster(
                     Refusal(
                         "chaining",
                         f"only {support} of {len(left) * len(right)} record pairs between the two clusters match",
-                        edge.a,
-                        edge.b,
+                        int(graph.ids[x]),
+                        int(graph.ids[y]),
                     )
                 )
                 continue
-        comps.union(ra, rb)
-    return {n.id: comps.find(n.id) for n in nodes}, refused
+        keep, gone = min(ra, rb), max(ra, rb)
+        parent[gone] = keep
+        type_counts[keep] = [i + j for i, j in zip(ca, cb, strict=True)]
+        members[keep] = left + right
+    if parent:
+        keys = np.fromiter(parent, dtype=np.int64, count=len(parent))
+        remap = np.arange(len(label), dtype=np.int64)
+        remap[keys] = [find(int(k)) for k in keys.tolist()]
+        label = remap[label]
+    return label
+
+
+def changing(graph: Graph, label: np.ndarray) -> np.ndarray:
+    """Rows whose profile or cluster is not one-to-one with the other (the only rows `plan` can move).
+
+    A profile whose identifiers all landed in one cluster that holds nothing else keeps its id and
+    every identifier: nothing to plan. The rows returned are closed: every identifier of a profile
+    among them, and every identifier of a cluster among them, is among them.
+    """
+    pairs = pd.DataFrame({"p": graph.profiles, "r": label}).drop_duplicates()
+    several = pairs["r"].duplicated(keep=False).to_numpy() | pairs["p"].duplicated(keep=False).to_numpy()
+    return np.flatnonzero(np.isin(label, pairs["r"].to_numpy()[several]))
 
 
 @dataclass

@@ -14,18 +14,19 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 
 from cdp.errors import ResolutionFailed
 from cdp.identity import evaluate, matching
-from cdp.identity.cluster import MATCHABLE, Edge, Link, Node, Plan, cluster, plan, summary
+from cdp.identity.cluster import MATCHABLE, Edge, Graph, Node, Plan, changing, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
 from cdp.identity.traits import TraitSource, computed_rows, identify_values, record_source, unify
 from cdp.quality import CANONICAL_COLUMNS
@@ -46,10 +47,7 @@ class _Dirty(Exception):
 
 @dataclass
 class Snapshot:
-    nodes: list[Node]
-    links: list[Link]
-    age: dict[str, tuple[str, int]]
-    records: dict[str, int]  # record identifier value -> source_records.id
+    graph: Graph
 
 
 class Resolution:
@@ -154,39 +152,49 @@ class Resolution:
         return rows
 
     def _snapshot(self, conn: sqlite3.Connection) -> Snapshot:
-        # A run may hold millions of nodes: repeated strings (types, attribute kinds and values, profile
-        # ids) are kept once each, and nodes without attributes share one empty dict (nothing writes to it).
-        strings: dict[str, str] = {}
-        one = strings.setdefault  # one(s, s): the first string equal to s seen so far
-        attributes: dict[int, dict[str, set[str]]] = {}
-        for identifier_id, kind, value in conn.execute("SELECT identifier_id, type, value FROM identifier_attributes"):
-            attributes.setdefault(identifier_id, {}).setdefault(one(kind, kind), set()).add(one(value, value))
-        no_attributes: dict[str, set[str]] = {}
-        nodes = [
-            Node(
-                i,
-                one(kind, kind),
-                value,
-                one(profile, profile),
-                bool(shared),
-                attributes.get(i, no_attributes),
-            )
-            for i, kind, value, profile, shared in conn.execute(
-                "SELECT id, type, value, profile_id, shared FROM identifiers ORDER BY id"
-            )
-        ]
-        links = [
-            Link(a, b, kind == "alias")
-            for a, b, kind in conn.execute("SELECT a, b, kind FROM identity_links ORDER BY id")
-        ]
-        age = {pid: (created, rowid) for pid, created, rowid in conn.execute(
-            "SELECT id, created_at, rowid FROM profiles WHERE merged_into IS NULL"
-        )}  # fmt: skip
-        records = {
-            f"{source}:{ext}": rid
-            for rid, source, ext in conn.execute("SELECT id, source, external_id FROM source_records")
-        }
-        return Snapshot(nodes, links, age, records)
+        # A run may hold millions of identifiers: they are read into columns, not objects.
+        rows = conn.execute("SELECT id, type, value, profile_id, shared FROM identifiers ORDER BY id").fetchall()
+        ids, types, values, profiles, shared = (list(c) for c in zip(*rows, strict=True)) if rows else ([],) * 5
+        del rows
+        type_codes, type_names = pd.factorize(np.array(types, dtype=object))
+        profile_codes, profile_names = pd.factorize(np.array(profiles, dtype=object))
+        del types, profiles
+        graph_ids = np.array(ids, dtype=np.int64)
+        links = np.array(
+            conn.execute("SELECT a, b, kind = 'alias' FROM identity_links ORDER BY id").fetchall(), dtype=np.int64
+        ).reshape(-1, 3)
+        attrs = conn.execute("SELECT identifier_id, type, value FROM identifier_attributes").fetchall()
+        attr_ids, attr_kinds, attr_values = (list(c) for c in zip(*attrs, strict=True)) if attrs else ([],) * 3
+        del attrs
+        kind_codes, kind_names = pd.factorize(np.array(attr_kinds, dtype=object))
+        value_codes, value_names = pd.factorize(np.array(attr_values, dtype=object))
+        graph = Graph(
+            ids=graph_ids,
+            types=type_codes.astype(np.int64),
+            type_names=[str(t) for t in type_names],
+            values=values,
+            profiles=profile_codes.astype(np.int64),
+            profile_names=[str(p) for p in profile_names],
+            shared=np.array(shared, dtype=bool),
+            link_rows=np.empty((0, 2), dtype=np.int64),
+            link_alias=np.empty(0, dtype=bool),
+            attr_rows=np.empty(0, dtype=np.int64),
+            attr_kinds=kind_codes.astype(np.int64),
+            attr_kind_names=[str(k) for k in kind_names],
+            attr_values=value_codes.astype(np.int64),
+            attr_value_names=[str(v) for v in value_names],
+        )
+        ends = graph.rows_of(links[:, :2].ravel()).reshape(-1, 2)
+        known = (ends >= 0).all(axis=1)  # a link to an identifier not in the graph links nothing
+        graph.link_rows, graph.link_alias = ends[known], links[known, 2].astype(bool)
+        attr_rows = graph.rows_of(attr_ids)
+        keep = attr_rows >= 0
+        graph.attr_rows, graph.attr_kinds, graph.attr_values = (
+            attr_rows[keep],
+            graph.attr_kinds[keep],
+            graph.attr_values[keep],
+        )
+        return Snapshot(graph)
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -271,23 +279,38 @@ class Resolution:
             snap = self._snapshot(conn)
         finally:
             conn.execute("COMMIT")
-        key_to_id = {n.key: n.id for n in snap.nodes if n.type in MATCHABLE}  # what match rows are made of
+        graph = snap.graph
         edge_list: list[Edge] = []
+        ends = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0))
         if len(edges):
-            for left, right, weight, prob in edges[
-                ["unique_id_l", "unique_id_r", "match_weight", "match_probability"]
-            ].itertuples(index=False):
-                a, b = key_to_id.get(left), key_to_id.get(right)
-                if a is not None and b is not None:
-                    edge_list.append(Edge(a, b, float(weight), float(prob)))
-        del key_to_id
-        root_of, refused = cluster(snap.nodes, snap.links, edge_list, self.graph.rules)
-        result = plan(snap.nodes, root_of, snap.age, new_profile_id)
+            # Match rows are made of these identifiers (``type:value`` is their unique_id).
+            matchable = np.flatnonzero(np.isin(graph.types, [graph.type_names.index(t) for t in MATCHABLE
+                                                             if t in graph.type_names]))  # fmt: skip
+            keys = pd.Index([f"{graph.type_names[t]}:{graph.values[r]}" for r, t in
+                             zip(matchable.tolist(), graph.types[matchable].tolist(), strict=True)])  # fmt: skip
+            left = keys.get_indexer(edges["unique_id_l"])
+            right = keys.get_indexer(edges["unique_id_r"])
+            found = (left >= 0) & (right >= 0)
+            a, b = matchable[left[found]], matchable[right[found]]
+            weight = edges["match_weight"].to_numpy(dtype=np.float64)[found]
+            probability = edges["match_probability"].to_numpy(dtype=np.float64)[found]
+            ends = (a, b, weight)
+            edge_list = [
+                Edge(int(x), int(y), w, p)
+                for x, y, w, p in zip(
+                    graph.ids[a].tolist(), graph.ids[b].tolist(), weight.tolist(), probability.tolist(), strict=True
+                )
+            ]
+        label, refused = cluster(graph, ends, self.graph.rules)
+        rows = changing(graph, label)
+        nodes = graph.nodes(rows.tolist())
+        root_of = dict(zip(graph.ids[rows].tolist(), graph.ids[label[rows]].tolist(), strict=True))
+        result = plan(nodes, root_of, _ages(self.store.reader(), {n.profile_id for n in nodes}), new_profile_id)
         stats = summary(result, refused)
         say(f"plan: {stats}")
-        by_id = {n.id: n for n in snap.nodes}
+        by_id = {n.id: n for n in nodes}  # every identifier of a profile the plan changes
         weights = {(e.a, e.b): e for e in edge_list}
-        self.store.write(lambda c: self._apply(c, snap, by_id, result, edges, model_info, weights))
+        self.store.write(lambda c: self._apply(c, by_id, result, edges, model_info, weights))
         stats["profiles"] = int(
             self.store.reader().execute("SELECT count(*) FROM profiles WHERE merged_into IS NULL").fetchone()[0]
         )
@@ -299,7 +322,6 @@ class Resolution:
     def _apply(
         self,
         conn: sqlite3.Connection,
-        snap: Snapshot,
         by_id: dict[int, Node],
         result: Plan,
         edges: pd.DataFrame,
@@ -371,10 +393,11 @@ class Resolution:
             for i, pid in result.moves.items()
             if by_id[i].type == "anonymous_id"
         ]
+        records = _record_ids(conn, [by_id[i].value for i in result.moves if by_id[i].type == "record"])
         record_moves = [
-            (pid, snap.records[by_id[i].value])
+            (pid, records[by_id[i].value])
             for i, pid in result.moves.items()
-            if by_id[i].type == "record" and by_id[i].value in snap.records
+            if by_id[i].type == "record" and by_id[i].value in records
         ]
         # (events are indexed by profile, so each move looks only at the profile it leaves)
         conn.executemany("UPDATE events SET profile_id = ? WHERE profile_id = ? AND user_id = ?", event_moves)
@@ -484,6 +507,33 @@ class Resolution:
             )
             for p in profile_ids
         ]
+
+
+def _ages(conn: sqlite3.Connection, profile_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
+    """(created_at, rowid) of each profile: the oldest survives a merge."""
+    wanted, out = list(profile_ids), {}
+    for start in range(0, len(wanted), 900):
+        part = wanted[start : start + 900]
+        for pid, created, rowid in conn.execute(
+            f"SELECT id, created_at, rowid FROM profiles WHERE id IN ({','.join('?' * len(part))})",
+            part,
+        ):
+            out[pid] = (created, rowid)
+    return out
+
+
+def _record_ids(conn: sqlite3.Connection, values: Iterable[str]) -> dict[str, int]:
+    """source_records.id of record identifier values (``source:external_id``; a source may hold ``:``)."""
+    out: dict[str, int] = {}
+    for value in values:
+        for at in (i for i, ch in enumerate(value) if ch == ":"):
+            found = conn.execute(
+                "SELECT id FROM source_records WHERE source = ? AND external_id = ?", (value[:at], value[at + 1 :])
+            ).fetchone()
+            if found is not None:
+                out[value] = int(found[0])
+                break
+    return out
 
 
 def _save_traits(conn: sqlite3.Connection, rows: list[tuple[str, str, str, str]]) -> None:
