@@ -278,7 +278,8 @@ def choose_comparisons(df: pd.DataFrame) -> list[ComparisonCreator]:
     comparison (``mw_`` name)  levels, most similar first (TF: term-frequency adjusted, penalties only)
     ========================  ==========================================================================
     first_name                exact (TF), Jaro-Winkler >= 0.92, >= 0.88, nickname or formal form
-                              (bob / robert), swapped with the last name, initial or short form
+                              (bob / robert; also of a corrected typo, thoams / tom, or a short form,
+                              liv / olivia), swapped with the last name, initial or short form
                               (j / jon / jonathan), Jaro-Winkler >= 0.7, else
     last_name                 exact (TF), Jaro-Winkler >= 0.92, >= 0.88, >= 0.7, else
     email                     exact (TF), else
