@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
         instance = cdp if cdp is not None else CDP(settings)
         app.state.cdp = instance
         app.state.scheduler = None
+        instance.ingest.tracking.writer.start()  # the ingest writer process, if any: before the first request
         if run_scheduler:
             app.state.scheduler = Scheduler(instance)
             app.state.scheduler.start()

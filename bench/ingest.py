@@ -388,8 +388,30 @@ def proc_status(pid: int, field_name: str) -> int | None:
     return None
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the server and its ingest writer process), from /proc."""
+    found = [pid]
+    for current in found:
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    found += [int(c) for c in children.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _summed(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
 def proc_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (all its threads) from /proc/<pid>/stat."""
+    """User + system CPU time of a process and its children (all their threads) from /proc/<pid>/stat."""
+    return _summed([_own_cpu_seconds(p) for p in process_tree(pid)])
+
+
+def _own_cpu_seconds(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rpartition(")")[2].split()
@@ -399,7 +421,13 @@ def proc_cpu_seconds(pid: int) -> float | None:
 
 
 def proc_write_bytes(pid: int | str) -> int | None:
-    """Bytes a process caused to be written to storage (``write_bytes`` of /proc/<pid>/io)."""
+    """Bytes a process (and its children) caused to be written to storage (``write_bytes`` of /proc/<pid>/io)."""
+    pids: list[int | str] = [pid] if pid == "self" else list(process_tree(int(pid)))
+    total = _summed([_own_write_bytes(p) for p in pids])
+    return int(total) if total is not None else None
+
+
+def _own_write_bytes(pid: int | str) -> int | None:
     try:
         with open(f"/proc/{pid}/io") as io:
             for line in io:
@@ -697,6 +725,7 @@ def bench(events: int, batch: int, clients: int, say: Any, callgrind: bool = Fal
         if grind is not None:
             callgrind_control(server, "-i", "on")
         cpu_before, written = proc_cpu_seconds(server.pid), proc_write_bytes(server.pid)
+        main_before = _own_cpu_seconds(server.pid)
         busy, own_cpu = machine_busy_seconds(), time.process_time()
 
         say(f"sending with {clients} client processes ...")
@@ -706,12 +735,13 @@ def bench(events: int, batch: int, clients: int, say: Any, callgrind: bool = Fal
             callgrind_control(server, "-i", "off")
             instructions = callgrind_instructions(Path(f"{grind}.1"))
         server_cpu = _delta(proc_cpu_seconds(server.pid), cpu_before)
+        main_cpu = _delta(_own_cpu_seconds(server.pid), main_before)
         written = _delta(proc_write_bytes(server.pid), written)
         background = _background(
             _delta(machine_busy_seconds(), busy), server_cpu, sent["client_cpu"], time.process_time() - own_cpu
         )
         wall = sent["finished"] - sent["started"]
-        peak_rss = proc_status(server.pid, "VmHWM")
+        peak_rss = _summed([proc_status(p, "VmHWM") for p in process_tree(server.pid)])
         if server.poll() is not None:
             problems.append(
                 f"the server exited during the run (status {server.returncode}):\n{_tail(workdir / 'server.log')}"
@@ -756,6 +786,8 @@ def bench(events: int, batch: int, clients: int, say: Any, callgrind: bool = Fal
             "server_peak_rss_mb": round(peak_rss / 2**20, 1) if peak_rss else None,
             "server_cpu_seconds": round(server_cpu, 2) if server_cpu is not None else None,
             "server_cpu_per_event_us": round(server_cpu / events * 1e6, 1) if server_cpu is not None else None,
+            # the HTTP process alone (the rest is its ingest writer process)
+            "server_main_cpu_per_event_us": round(main_cpu / events * 1e6, 1) if main_cpu is not None else None,
             "server_written_kb_per_event": round(written / events / 1024, 1) if written is not None else None,
             # --callgrind: instructions the server executed per event (all threads), steady on a busy machine.
             "server_instructions_per_event": round(instructions / events) if instructions is not None else None,
@@ -819,7 +851,8 @@ def report(r: dict[str, Any]) -> None:
         f"  request latency       p50 {lat['p50']} ms   p95 {lat['p95']} ms   p99 {lat['p99']} ms"
         f"   max {lat['max']} ms",
         f"  server                peak RSS {rss}, CPU {r['server_cpu_seconds']} s "
-        f"({r['server_cpu_per_event_us']} us/event); clients CPU {r['client_cpu_seconds']} s",
+        f"({r['server_cpu_per_event_us']} us/event, {r['server_main_cpu_per_event_us']} of them in the HTTP process);"
+        f" clients CPU {r['client_cpu_seconds']} s",
         *(
             [
                 f"  server instructions   {r['server_instructions_per_event']:,} per event "

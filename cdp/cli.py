@@ -86,6 +86,8 @@ def serve(
     if no_scheduler:
         overrides["scheduler_enabled"] = False
     settings = settings_for(db, **overrides)
+    if settings.ingest_writer == "auto":
+        settings = settings.model_copy(update={"ingest_writer": "process"})
     cdp = CDP(settings)
     url = f"http://{settings.host}:{settings.port}"
     click.echo(f"cdp {url}  (OpenAPI docs: {url}/docs, store: {settings.db})")

@@ -9,6 +9,7 @@ from cdp.identity.graph import IdentityGraph
 from cdp.identity.realtime import RealtimeMatcher
 from cdp.identity.resolve import Resolution
 from cdp.ingest import Ingest
+from cdp.ingest.writer import ProcessWriter
 from cdp.keys import Keys
 from cdp.ml.personas import Personas
 from cdp.profiles import Profiles
@@ -38,6 +39,8 @@ class CDP:
         self.graph = IdentityGraph(self.settings, after_commit=self.store.after_commit)
         self.store.external_change_listeners.append(self.graph.invalidate)
         self.ingest = Ingest(self.store, self.keys, self.settings, self.graph)
+        if self.settings.ingest_writer == "process":
+            self.ingest.tracking.writer = ProcessWriter(self.settings)
         self.events = Events(self.store)
         self.profiles = Profiles(self.store, self.settings)
         self.identity = Resolution(self.store, self.settings, self.graph)
@@ -77,6 +80,7 @@ class CDP:
         self.realtime.stop()
         self.segments_realtime.stop()
         self.webhooks.stop()
+        self.ingest.tracking.writer.close()
         self.store.close()
 
     def __enter__(self) -> CDP:

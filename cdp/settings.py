@@ -32,6 +32,15 @@ class Settings(BaseSettings):
     write_batch_max: int = Field(
         64, ge=1, description="Most ingest requests committed together in one transaction (group commit)."
     )
+    ingest_writer: Literal["auto", "process", "thread"] = Field(
+        "auto",
+        description=(
+            "Where tracking events are written. 'process': a writer process of its own, so validating "
+            "requests and writing rows use two cores (the fastest under load); 'thread': the writer "
+            "thread of the process that received them; 'auto': a process under `cdp serve`, a thread "
+            "in the library and the other commands."
+        ),
+    )
 
     # Normalisation
     default_phone_region: str = Field(

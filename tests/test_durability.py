@@ -34,6 +34,29 @@ def _start(db: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("server did not start")
 
 
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            found += [int(c) for c in children.read().split() if b"spawn_main" in _cmdline(int(c))]
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
     db = tmp_path / "cdp.db"
     with CDP(Settings(db=db)) as cdp:
@@ -65,8 +88,15 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
     deadline = time.monotonic() + 15
     while len(acknowledged) < 3000 and time.monotonic() < deadline:
         time.sleep(0.01)
+    writers = _children(proc.pid)
+    assert writers, "cdp serve runs its ingest writer process"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    # The orphaned writer commits what it had, sees the pipe close and exits.
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in writers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in writers)
     stop.set()
     for worker in workers:
         worker.join()

@@ -49,7 +49,7 @@ class RealtimeMatcher:
         found = conn.execute(f"SELECT source, external_id FROM source_records WHERE id IN ({marks})", record_ids)
         self.enqueue(("record", s, e) for s, e in found)
 
-    def on_events(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    def on_events(self, rows: list[tuple[Any, ...]]) -> None:
         # Row layout from cdp.ingest.tracking: type at 1, user_id at 3, traits at 12, context at 13.
         users = [("user_id", r[3]) for r in rows if r[1] == "identify" and r[3] and (r[12] or r[13])]
         if users:

@@ -7,18 +7,19 @@ counters in the same transaction. The call returns after COMMIT.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from cdp import normalize
 from cdp.errors import CDPError, InvalidBatch, InvalidMessage
-from cdp.identity.graph import IdentityGraph, Observation
+from cdp.identity.graph import IdentityGraph, Observation, ObservationTuple
 from cdp.identity.observations import from_message
 from cdp.keys import KeyInfo, Keys
 from cdp.quality import Tally
@@ -57,6 +58,10 @@ INSERT_EVENT = (
 )
 
 Row = tuple[Any, ...]
+# Validated rows, their identity observations, their (source, event name), the quality counters.
+Batch = tuple[list[Row], list[ObservationTuple], list[tuple[str, str]], Tally]
+Stored = tuple[int, int, list[int], list[str | None]]
+log = logging.getLogger("cdp.ingest")
 
 
 class _Reject(Exception):
@@ -148,8 +153,10 @@ class Tracking:
         self.keys = keys
         self.settings = settings
         self.identity = identity
-        # After events are stored, in the same transaction: (connection, rows with their profile ids).
-        self.insert_hooks: list[Callable[[sqlite3.Connection, list[Row]], None]] = []
+        # Where validated rows are stored: this process's writer thread, or the ingest writer process.
+        self.writer: BatchWriter = InlineWriter(store, identity)
+        # After events are committed: the stored rows, each with its profile id appended.
+        self.insert_hooks: list[Callable[[list[Row]], None]] = []
 
     # -- entry points ----------------------------------------------------------------------------
 
@@ -210,7 +217,7 @@ class Tracking:
         tally = Tally()
         result = IngestResult(received=len(items))
         rows: list[Row] = []
-        observations: list[Observation] = []
+        observations: list[ObservationTuple] = []
         names: list[tuple[str, str]] = []
         for index, msg in enumerate(items):
             source = key.name if key else "(unknown)"
@@ -242,36 +249,16 @@ class Tracking:
             observations.append(observation)
             names.append((row[16], row[2] if row[1] == "track" else row[1]))
 
-        def job(conn: sqlite3.Connection) -> tuple[int, int]:
-            existing = _existing_ids(conn, [r[0] for r in rows])
-            fresh: list[Row] = []
-            seen: list[Observation] = []
-            for row, observation, (source, name) in zip(rows, observations, names, strict=True):
-                tally.add("events", source, name, "received")
-                if row[0] in existing:
-                    tally.add("events", source, name, "duplicates")
-                    continue
-                existing.add(row[0])
-                fresh.append(row)
-                seen.append(observation)
-                tally.add("events", source, name, "stored")
-            if fresh:
-                profiles = self.identity.observe(conn, seen)
-                stored = [(*row, profile) for row, profile in zip(fresh, profiles, strict=True)]
-                _insert_events(conn, stored)
-                groups = [(p, r[5], r[10]) for r, p in zip(fresh, profiles, strict=True) if r[5] and p]
-                if groups:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, first_seen) VALUES (?, ?, ?)",
-                        groups,
-                    )
-                for hook in self.insert_hooks:
-                    hook(conn, stored)
-            tally.write(conn)
-            return len(fresh), len(rows) - len(fresh)
-
         if rows or tally:
-            result.stored, result.duplicates = self.store.write(job)
+            work: Batch = (rows, observations, names, tally)
+            result.stored, result.duplicates, fresh, profiles = self.writer.write(work)
+            if fresh and self.insert_hooks:
+                stored = [(*rows[i], profile) for i, profile in zip(fresh, profiles, strict=True)]
+                for hook in self.insert_hooks:
+                    try:
+                        hook(stored)
+                    except Exception:  # the rows are committed; a follower must not fail the request
+                        log.exception("a hook on stored events failed")
         return result
 
     def _message_key(self, secret: object) -> KeyInfo:
@@ -288,7 +275,7 @@ class Tracking:
         received_at: str,
         batch_sent: tuple[datetime | None, object, str | None],
         tally: Tally,
-    ) -> tuple[Row, Observation]:
+    ) -> tuple[Row, ObservationTuple]:
         kind = msg.get("type")
         if kind not in TYPES:
             if kind is None:
@@ -374,7 +361,7 @@ class Tracking:
             previous_id,
             f"event:{message_id}",
             received_at,
-        )
+        ).as_tuple()
         row = (
             message_id,
             kind,
@@ -447,6 +434,62 @@ def _name_of(msg: object) -> str:
 
 def _secret(value: object) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def store_batch(conn: sqlite3.Connection, graph: IdentityGraph, batch: Batch) -> Stored:
+    """The write half of ingest, in the writer's transaction: drop messageIds already stored, link
+    identities, insert the rest, add the data-quality counters.
+
+    Returns (stored, duplicates, index in the batch of each stored row, its profile id).
+    """
+    rows, observations, names, tally = batch
+    existing = _existing_ids(conn, [r[0] for r in rows])
+    fresh: list[int] = []
+    for index, (row, (source, name)) in enumerate(zip(rows, names, strict=True)):
+        tally.add("events", source, name, "received")
+        if row[0] in existing:
+            tally.add("events", source, name, "duplicates")
+            continue
+        existing.add(row[0])
+        fresh.append(index)
+        tally.add("events", source, name, "stored")
+    profiles: list[str | None] = []
+    if fresh:
+        profiles = graph.observe(conn, [Observation(*observations[i]) for i in fresh])
+        stored = [(*rows[i], profile) for i, profile in zip(fresh, profiles, strict=True)]
+        _insert_events(conn, stored)
+        groups = [(r[-1], r[5], r[10]) for r in stored if r[5] and r[-1]]
+        if groups:
+            conn.executemany(
+                "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, first_seen) VALUES (?, ?, ?)", groups
+            )
+    tally.write(conn)
+    return len(fresh), len(rows) - len(fresh), fresh, profiles
+
+
+class BatchWriter(Protocol):
+    def start(self) -> None: ...
+
+    def write(self, batch: Batch) -> Stored: ...
+
+    def close(self) -> None: ...
+
+
+class InlineWriter:
+    """Batches stored by this process's own writer thread (the library, the CLI, tests)."""
+
+    def __init__(self, store: Store, graph: IdentityGraph) -> None:
+        self.store = store
+        self.graph = graph
+
+    def start(self) -> None:
+        pass
+
+    def write(self, batch: Batch) -> Stored:
+        return self.store.write(lambda conn: store_batch(conn, self.graph, batch))
+
+    def close(self) -> None:
+        pass
 
 
 def _insert_events(conn: sqlite3.Connection, rows: list[Row]) -> None:

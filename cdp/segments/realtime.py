@@ -35,7 +35,7 @@ class RealtimeSegments:
         self._debouncer.stop()
 
     # Hooks, called inside ingest transactions: only queue work here.
-    def on_events(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    def on_events(self, rows: list[tuple[Any, ...]]) -> None:
         # Row layout from cdp.ingest.tracking: type at 1, event at 2, traits at 12, profile id last.
         with self._lock:
             for row in rows:

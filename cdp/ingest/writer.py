@@ -1,0 +1,194 @@
+"""The ingest writer process: validated tracking batches stored by a process of their own.
+
+Under ``cdp serve`` one Python process would otherwise do both halves of ingest on one GIL: the
+HTTP side (parsing, validation, normalisation: ~20 µs an event) and the write half (deduplication,
+the identity graph, the SQLite inserts and COMMIT: ~40 µs an event, the serial part). The writer
+thread gives the GIL up inside every ``sqlite3_step`` and waits to get it back behind request
+threads, so the serial part slows down exactly when the load is highest. Here the write half runs
+in a child process with its own store connection, identity graph and cache, and the same group
+commit; the server sends it batches over a pipe and acknowledges a request once the child has
+committed it, as before.
+
+The child is started on demand (``spawn``: no inherited threads or SQLite handles), ends when the
+pipe closes (the server stopped or died: it commits what it had queued, then exits), and is
+started again if it dies: the requests in flight then fail with 503 and clients retry them
+(messageId deduplication makes the retry safe).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import logging
+import multiprocessing
+import pickle
+import sqlite3
+import threading
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
+from typing import Any
+
+from cdp.errors import CDPError
+from cdp.settings import Settings
+
+log = logging.getLogger("cdp.ingest")
+
+# (request id, batch) to the child; (request id, True, result) or (request id, False, message) back.
+_START_TIMEOUT = 60.0
+
+
+class WriterUnavailable(CDPError):
+    code = "writer_unavailable"
+    status = 503
+
+
+class ProcessWriter:
+    """The server's side: sends batches to the child, hands each caller its own answer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()  # starting the child, sending
+        self._pending: dict[int, Future[Any]] = {}
+        self._ids = itertools.count()
+        self._conn: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._reader: threading.Thread | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
+        if self._conn is not None:
+            return
+        ctx = multiprocessing.get_context("spawn")
+        ours, theirs = ctx.Pipe(duplex=True)
+        process = ctx.Process(target=_child, args=(self.settings, theirs), name="cdp-ingest-writer", daemon=True)
+        process.start()
+        theirs.close()
+        # The child says it is ready once its store is open; a child that cannot start says why.
+        if not ours.poll(_START_TIMEOUT):
+            process.kill()
+            raise WriterUnavailable("the ingest writer process did not start in time")
+        try:
+            ready = pickle.loads(ours.recv_bytes())
+        except EOFError:
+            raise WriterUnavailable("the ingest writer process exited at start") from None
+        if ready is not True:
+            raise WriterUnavailable(f"the ingest writer process could not start: {ready}")
+        self._conn, self._process = ours, process
+        self._reader = threading.Thread(target=self._read, args=(ours,), name="cdp-ingest-replies", daemon=True)
+        self._reader.start()
+
+    def write(self, batch: Any) -> Any:
+        future: Future[Any] = Future()
+        data = None
+        with self._lock:
+            if self._closed:
+                raise WriterUnavailable("the server is shutting down; no more writes are accepted")
+            self._start()
+            assert self._conn is not None
+            request = next(self._ids)
+            self._pending[request] = future
+            data = pickle.dumps((request, batch), protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                self._conn.send_bytes(data)
+            except OSError as exc:
+                self._pending.pop(request, None)
+                self._lost(self._conn, f"sending to it failed: {exc}")
+                raise WriterUnavailable("the ingest writer process stopped; retry the request") from exc
+        return future.result()
+
+    def _read(self, conn: Connection) -> None:
+        while True:
+            try:
+                request, ok, value = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                with self._lock:
+                    self._lost(conn, "it exited")
+                return
+            with self._lock:
+                future = self._pending.pop(request, None)
+            if future is None:
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(WriterUnavailable(f"the write failed and nothing was stored: {value}"))
+
+    def _lost(self, conn: Connection, why: str) -> None:
+        """With the lock held: forget the child behind ``conn`` and fail what it had not answered."""
+        if self._conn is not conn:
+            return
+        if not self._closed:
+            log.error("the ingest writer process was lost (%s); it starts again with the next request", why)
+        self._conn = None
+        if self._process is not None:
+            self._process.join(timeout=1)  # reap it
+        for future in self._pending.values():
+            future.set_exception(WriterUnavailable("the ingest writer process stopped; retry the request"))
+        self._pending.clear()
+        conn.close()
+
+    def close(self) -> None:
+        """Stop the child once it has committed everything sent to it."""
+        with self._lock:
+            self._closed = True
+            conn, process, reader = self._conn, self._process, self._reader
+            if conn is not None:
+                with contextlib.suppress(OSError):  # the child drains its queue and exits
+                    conn.send_bytes(pickle.dumps(None))
+        if process is not None:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+        if reader is not None:
+            reader.join(timeout=5)  # it saw the pipe close and closed our end
+
+
+def _store(conn: sqlite3.Connection, *, graph: Any, batch: Any, store_batch: Any) -> Any:
+    return store_batch(conn, graph, batch)
+
+
+def _child(settings: Settings, conn: Connection) -> None:
+    """The child's main: one store, one identity graph, requests in, answers out."""
+    from cdp.identity.graph import IdentityGraph
+    from cdp.ingest.tracking import store_batch
+    from cdp.segments.engine import follow_merge
+    from cdp.store import Store
+
+    try:
+        store = Store(settings)
+        graph = IdentityGraph(settings, after_commit=store.after_commit)
+        store.external_change_listeners.append(graph.invalidate)
+        graph.merge_hooks.append(follow_merge)
+    except Exception as exc:
+        conn.send_bytes(pickle.dumps(f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send_bytes(pickle.dumps(True))
+    send_lock = threading.Lock()
+
+    def answer(request: int, future: Future[Any]) -> None:
+        exc = future.exception()
+        reply = (request, True, future.result()) if exc is None else (request, False, f"{type(exc).__name__}: {exc}")
+        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        with send_lock, contextlib.suppress(OSError):  # the server is gone; what was committed stays committed
+            conn.send_bytes(data)
+
+    try:
+        while True:
+            try:
+                message = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError):  # the server is gone
+                break
+            if message is None:  # the server is stopping
+                break
+            request, batch = message
+            future = store.submit(functools.partial(_store, graph=graph, batch=batch, store_batch=store_batch))
+            future.add_done_callback(functools.partial(answer, request))
+    finally:
+        store.close()
+        conn.close()
