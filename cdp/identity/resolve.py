@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,7 +29,16 @@ from cdp.errors import ResolutionFailed
 from cdp.identity import evaluate, matching
 from cdp.identity.cluster import MATCHABLE, Edge, Graph, Node, Plan, changing, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
-from cdp.identity.traits import TraitSource, computed_rows, identify_values, record_source, unify
+from cdp.identity.traits import (
+    RECORD_COLUMNS,
+    TraitSource,
+    computed_aggregates,
+    computed_from,
+    computed_rows,
+    identify_values,
+    record_source_of,
+    unify,
+)
 from cdp.quality import CANONICAL_COLUMNS
 from cdp.settings import Settings
 from cdp.store import Store
@@ -245,9 +255,13 @@ class Resolution:
         del rows  # not needed any more: free it before clustering (a million rows hold about a gigabyte)
         for attempt in range(3):
             try:
-                return self._cluster_and_apply(edges, model_info, say)
+                stats = self._cluster_and_apply(edges, model_info, say)
             except _Dirty:
                 say(f"the graph changed during the run; snapshotting again ({attempt + 1}/3)")
+                continue
+            del edges
+            stats["traits_refreshed"] = self.refresh_traits()
+            return stats
         raise ResolutionFailed("the identity graph kept changing during the run; try again when ingest is quieter")
 
     def _model_for(
@@ -316,7 +330,6 @@ class Resolution:
         )
         stats["match_edges"] = len(edge_list)
         stats["model_version"] = model_info[0] if model_info else None
-        stats["traits_refreshed"] = self.refresh_traits()
         return stats
 
     def _apply(
@@ -445,32 +458,47 @@ class Resolution:
 
     # -- traits ----------------------------------------------------------------------------------
 
-    def refresh_traits(self, chunk: int = 2000) -> int:
-        """Recompute unified and computed traits of profiles with new records, traits or events."""
+    def refresh_traits(self, chunk: int = 2000, dense_chunk: int = 20_000) -> int:
+        """Recompute unified and computed traits of profiles with new records, traits or events.
+
+        Profiles go in chunks, each written in its own small transaction while the next is computed.
+        When a large share of the profiles is stale (the first resolution of an import), their records,
+        identify events and event aggregates are read in one pass each, and the chunks follow the
+        profiles' storage order (each transaction then rewrites few pages).
+        """
         conn = self.store.reader()
         watermark = conn.execute("SELECT value FROM resolution_state WHERE key = 'traits_event_id'").fetchone()
         last_event = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-        stale = sorted(
-            {
-                r[0]
-                for r in conn.execute(
-                    "SELECT id FROM profiles WHERE merged_into IS NULL"
-                    " AND (refreshed_at IS NULL OR updated_at > refreshed_at)"
-                )
-            }
-            | {
-                r[0]
-                for r in conn.execute(
-                    "SELECT DISTINCT e.profile_id FROM events e JOIN profiles p ON p.id = e.profile_id"
-                    " WHERE e.id > ? AND e.id <= ? AND p.merged_into IS NULL",
-                    (int(watermark[0]) if watermark else 0, last_event),
-                )
-            }
+        found = dict(
+            conn.execute(
+                "SELECT id, rowid FROM profiles WHERE merged_into IS NULL"
+                " AND (refreshed_at IS NULL OR updated_at > refreshed_at)"
+            ).fetchall()
         )
+        found.update(
+            conn.execute(
+                "SELECT DISTINCT e.profile_id, p.rowid FROM events e JOIN profiles p ON p.id = e.profile_id"
+                " WHERE e.id > ? AND e.id <= ? AND p.merged_into IS NULL",
+                (int(watermark[0]) if watermark else 0, last_event),
+            ).fetchall()
+        )
+        live = conn.execute("SELECT count(*) FROM profiles WHERE merged_into IS NULL").fetchone()[0]
         now = utcnow()
-        for start in range(0, len(stale), chunk):
-            rows = self._traits_for(conn, stale[start : start + chunk], now)
-            self.store.write(partial(_save_traits, rows=rows))
+        batches: Iterable[list[tuple[str, str, str, str]]]
+        if len(found) > chunk and len(found) * 4 >= live:
+            stale = sorted(found, key=found.__getitem__)
+            batches = self._all_traits(conn, stale, now, dense_chunk)
+        else:
+            stale = sorted(found)
+            batches = (self._traits_for(conn, stale[i : i + chunk], now) for i in range(0, len(stale), chunk))
+        pending: Future[None] | None = None
+        for rows in batches:
+            written = self.store.submit(partial(_save_traits, rows=rows))
+            if pending is not None:
+                pending.result()
+            pending = written
+        if pending is not None:
+            pending.result()
         self.store.write(
             lambda c: c.execute(
                 "INSERT INTO resolution_state (key, value) VALUES ('traits_event_id', ?)"
@@ -485,18 +513,47 @@ class Resolution:
     ) -> list[tuple[str, str, str, str]]:
         marks = ",".join("?" * len(profile_ids))
         sources: dict[str, list[TraitSource]] = {p: [] for p in profile_ids}
-        cursor = conn.execute(f"SELECT * FROM source_records WHERE profile_id IN ({marks})", profile_ids)
-        columns = [d[0] for d in cursor.description]
-        for values in cursor:
-            row = dict(zip(columns, values, strict=True))
-            sources[row["profile_id"]].append(record_source(row))
+        select = f"SELECT {_RECORD_COLUMNS} FROM source_records WHERE profile_id IN ({marks})"
+        for values in conn.execute(select, profile_ids):
+            sources[values[0]].append(record_source_of(values, 1))
         for pid, source, at, traits, context in conn.execute(
             f"SELECT profile_id, source, timestamp, traits, context FROM events"
             f" WHERE profile_id IN ({marks}) AND type = 'identify'",
             profile_ids,
         ):
             sources[pid].append(TraitSource(source, at, identify_values(traits, context)))
-        computed = computed_rows(conn, now, profile_ids)
+        return self._trait_rows(profile_ids, sources, computed_rows(conn, now, profile_ids))
+
+    def _all_traits(
+        self, conn: sqlite3.Connection, stale: list[str], now: Any, chunk: int
+    ) -> Iterator[list[tuple[str, str, str, str]]]:
+        """`_traits_for` for many profiles: one scan per table, kept as rows until their chunk comes."""
+        wanted = set(stale)
+        records: dict[str, list[tuple[Any, ...]]] = {}
+        for values in conn.execute(f"SELECT {_RECORD_COLUMNS} FROM source_records WHERE profile_id IS NOT NULL"):
+            if values[0] in wanted:
+                records.setdefault(values[0], []).append(values)
+        identifies: dict[str, list[tuple[Any, ...]]] = {}
+        for values in conn.execute(
+            "SELECT profile_id, source, timestamp, traits, context FROM events"
+            " WHERE type = 'identify' AND profile_id IS NOT NULL"
+        ):
+            if values[0] in wanted:
+                identifies.setdefault(values[0], []).append(values)
+        aggregates = computed_aggregates(conn, wanted)
+        del wanted
+        for start in range(0, len(stale), chunk):
+            part = stale[start : start + chunk]
+            sources: dict[str, list[TraitSource]] = {}
+            for p in part:
+                mine = sources[p] = [record_source_of(r, 1) for r in records.pop(p, ())]
+                mine += [TraitSource(r[1], r[2], identify_values(r[3], r[4])) for r in identifies.pop(p, ())]
+            computed = {p: computed_from(now, *aggregates.pop(p)) for p in part if p in aggregates}
+            yield self._trait_rows(part, sources, computed)
+
+    def _trait_rows(
+        self, profile_ids: list[str], sources: dict[str, list[TraitSource]], computed: dict[str, dict[str, Any]]
+    ) -> list[tuple[str, str, str, str]]:
         stamp = now_iso()
         return [
             (
@@ -507,6 +564,10 @@ class Resolution:
             )
             for p in profile_ids
         ]
+
+
+_RECORD_COLUMNS = ", ".join(["profile_id", *RECORD_COLUMNS])
+"""What `record_source_of` reads of a source record, after ``profile_id``."""
 
 
 def _ages(conn: sqlite3.Connection, profile_ids: Iterable[str]) -> dict[str, tuple[str, int]]:

@@ -8,7 +8,7 @@ later one. Sources are CRM sources (``salesforce``) and write-key names (``web``
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -66,6 +66,8 @@ def identify_values(traits: str | None, context: str | None) -> dict[str, Any]:
 
 def unify(sources: Iterable[TraitSource], priority: Mapping[str, list[str]]) -> dict[str, Any]:
     """Merged traits, nested (``{"address": {"city": ...}}``)."""
+    if isinstance(sources, list) and len(sources) == 1:  # nothing to choose between (most profiles)
+        return _nested((k, v) for k, v in sources[0].values.items() if v is not None and v != "")
     best: dict[str, tuple[tuple[int, str], Any]] = {}
     for src in sources:
         for key, value in src.values.items():
@@ -76,8 +78,12 @@ def unify(sources: Iterable[TraitSource], priority: Mapping[str, list[str]]) -> 
             score = (-rank, src.at)
             if key not in best or score > best[key][0]:
                 best[key] = (score, value)
+    return _nested((key, value) for key, (_, value) in best.items())
+
+
+def _nested(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, (_, value) in sorted(best.items()):
+    for key, value in sorted(items, key=lambda kv: kv[0]):
         if key.startswith("address."):
             out.setdefault("address", {})[key.removeprefix("address.")] = value
         else:
@@ -91,6 +97,20 @@ def record_source(row: Mapping[str, Any]) -> TraitSource:
         if row.get(column) is not None:
             values[field] = row[column]
     return TraitSource(row["source"], row["updated_at"], values)
+
+
+RECORD_COLUMNS = ("source", "updated_at", "traits", *CANONICAL_COLUMNS.values())
+"""The source_records columns `record_source_of` reads, in its order."""
+_CANONICAL_AT = tuple((field, 3 + i) for i, field in enumerate(CANONICAL_COLUMNS))
+
+
+def record_source_of(row: Sequence[Any], offset: int = 0) -> TraitSource:
+    """`record_source` of a row holding `RECORD_COLUMNS` from ``offset`` on (no dictionary per row)."""
+    values: dict[str, Any] = dict(orjson.loads(row[offset + 2] or "{}"))
+    for field, at in _CANONICAL_AT:
+        if (value := row[offset + at]) is not None:
+            values[field] = value
+    return TraitSource(row[offset], row[offset + 1], values)
 
 
 def profile_sources(conn: sqlite3.Connection, profile_id: str) -> list[TraitSource]:
@@ -142,25 +162,44 @@ def computed_rows(
     else:  # a few thousand at most per call (one index lookup each, two queries in all)
         params = {f"p{k}": pid for k, pid in enumerate(profile_id)}
         where = f"IN ({', '.join(':' + name for name in params)})"
-    out: dict[str, dict[str, Any]] = {}
-    for pid, first, last, events, orders, revenue, last_order in conn.execute(
-        COMPUTED_SQL.format(where=where), {"order": ORDER_EVENT, **params}
-    ):
-        orders = int(orders or 0)
-        revenue = round(float(revenue or 0.0), 2)
-        out[pid] = {
-            "first_seen": first,
-            "last_seen": last,
-            "event_count": events,
-            "event_counts": {},
-            "order_count": orders,
-            "total_revenue": revenue,
-            "average_order_value": round(revenue / orders, 2) if orders else None,
-            "last_order_at": last_order,
-            "days_since_last_order": _days(now, last_order),
-            "rfm": {"recency_days": _days(now, last_order or last), "frequency": orders, "monetary": revenue},
-        }
+    out = {}
+    counts: dict[str, dict[str, int]] = {}
     for pid, event, n in conn.execute(COUNTS_SQL.format(where=where), params):
-        if pid in out:
-            out[pid]["event_counts"][event] = n
+        counts.setdefault(pid, {})[event] = n
+    for row in conn.execute(COMPUTED_SQL.format(where=where), {"order": ORDER_EVENT, **params}):
+        out[row[0]] = computed_from(now, row[1:], counts.get(row[0], {}))
     return out
+
+
+def computed_aggregates(
+    conn: sqlite3.Connection, wanted: Collection[str]
+) -> dict[str, tuple[tuple[Any, ...], dict[str, int]]]:
+    """The raw event aggregates of the ``wanted`` profiles that have events, in one pass over all events
+    (for `computed_from` later: rows take far less memory than the finished dictionaries)."""
+    out: dict[str, tuple[tuple[Any, ...], dict[str, int]]] = {}
+    for row in conn.execute(COMPUTED_SQL.format(where="IS NOT NULL"), {"order": ORDER_EVENT}):
+        if row[0] in wanted:
+            out[row[0]] = (row[1:], {})
+    for pid, event, n in conn.execute(COUNTS_SQL.format(where="IS NOT NULL")):
+        if pid in out:
+            out[pid][1][event] = n
+    return out
+
+
+def computed_from(now: datetime, aggregates: Sequence[Any], counts: dict[str, int]) -> dict[str, Any]:
+    """Computed traits from one row of `COMPUTED_SQL` (without the profile id) and event counts by name."""
+    first, last, events, orders, revenue, last_order = aggregates
+    orders = int(orders or 0)
+    revenue = round(float(revenue or 0.0), 2)
+    return {
+        "first_seen": first,
+        "last_seen": last,
+        "event_count": events,
+        "event_counts": counts,
+        "order_count": orders,
+        "total_revenue": revenue,
+        "average_order_value": round(revenue / orders, 2) if orders else None,
+        "last_order_at": last_order,
+        "days_since_last_order": _days(now, last_order),
+        "rfm": {"recency_days": _days(now, last_order or last), "frequency": orders, "monetary": revenue},
+    }
