@@ -1,8 +1,28 @@
 """cdp: an embedded customer data platform."""
 
-from cdp.core import CDP
-from cdp.errors import CDPError
-from cdp.settings import Settings
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cdp.core import CDP
+    from cdp.errors import CDPError
+    from cdp.settings import Settings
 
 __version__ = "0.1.0"
 __all__ = ["CDP", "CDPError", "Settings", "__version__"]
+
+_EXPORTS = {"CDP": "cdp.core", "CDPError": "cdp.errors", "Settings": "cdp.settings"}
+
+
+def __getattr__(name: str) -> Any:
+    """``from cdp import CDP`` imports the whole platform; ``import cdp.store`` only what it needs
+    (the ingest writer process, quick CLI commands)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cdp' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

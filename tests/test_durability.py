@@ -38,7 +38,7 @@ def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{task}/children") as children:
-            found += [int(c) for c in children.read().split() if b"spawn_main" in _cmdline(int(c))]
+            found += [int(c) for c in children.read().split() if b"cdp.ingest.writer" in _cmdline(int(c))]
     return found
 
 

@@ -144,7 +144,7 @@ def _child_pids() -> set[int]:
                     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
                     continue
-                if state != "Z" and b"spawn_main" in cmdline:
+                if state != "Z" and b"cdp.ingest.writer" in cmdline:
                     found.add(int(pid))
     return found
 

@@ -247,7 +247,10 @@ class Tracking:
                 continue
             rows.append(row)
             observations.append(observation)
-            names.append((row[16], row[2] if row[1] == "track" else row[1]))
+            name = row[2] if row[1] == "track" else row[1]
+            names.append((row[16], name))
+            tally.add("events", row[16], name, "received")
+            tally.add("events", row[16], name, "stored")
 
         if rows or tally:
             work: Batch = (rows, observations, names, tally)
@@ -443,16 +446,20 @@ def store_batch(conn: sqlite3.Connection, graph: IdentityGraph, batch: Batch) ->
     Returns (stored, duplicates, index in the batch of each stored row, its profile id).
     """
     rows, observations, names, tally = batch
-    existing = _existing_ids(conn, [r[0] for r in rows])
-    fresh: list[int] = []
-    for index, (row, (source, name)) in enumerate(zip(rows, names, strict=True)):
-        tally.add("events", source, name, "received")
-        if row[0] in existing:
-            tally.add("events", source, name, "duplicates")
-            continue
-        existing.add(row[0])
-        fresh.append(index)
-        tally.add("events", source, name, "stored")
+    ids = [r[0] for r in rows]
+    existing = _existing_ids(conn, ids)
+    if not existing and len(set(ids)) == len(ids):  # the usual case: nothing seen before
+        fresh = list(range(len(rows)))
+    else:
+        # Validation counted every row as received and stored; a duplicate moves to its own count.
+        fresh = []
+        for index, (message_id, (source, name)) in enumerate(zip(ids, names, strict=True)):
+            if message_id in existing:
+                tally.add("events", source, name, "duplicates")
+                tally.add("events", source, name, "stored", -1)
+                continue
+            existing.add(message_id)
+            fresh.append(index)
     profiles: list[str | None] = []
     if fresh:
         profiles = graph.observe(conn, [Observation(*observations[i]) for i in fresh])

@@ -9,8 +9,9 @@ in a child process with its own store connection, identity graph and cache, and 
 commit; the server sends it batches over a pipe and acknowledges a request once the child has
 committed it, as before.
 
-The child is started on demand (``spawn``: no inherited threads or SQLite handles), ends when the
-pipe closes (the server stopped or died: it commits what it had queued, then exits), and is
+The child is ``python -m cdp.ingest.writer`` (a fresh interpreter: no inherited threads or SQLite
+handles, and only the modules the write half needs), started with the server; it ends when the
+socket closes (the server stopped or died: it commits what it had queued, then exits), and is
 started again if it dies: the requests in flight then fail with 503 and clients retry them
 (messageId deduplication makes the retry safe).
 """
@@ -19,11 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import itertools
 import logging
-import multiprocessing
 import pickle
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
@@ -52,7 +56,7 @@ class ProcessWriter:
         self._pending: dict[int, Future[Any]] = {}
         self._ids = itertools.count()
         self._conn: Connection | None = None
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._closed = False
 
@@ -63,20 +67,28 @@ class ProcessWriter:
     def _start(self) -> None:
         if self._conn is not None:
             return
-        ctx = multiprocessing.get_context("spawn")
-        ours, theirs = ctx.Pipe(duplex=True)
-        process = ctx.Process(target=_child, args=(self.settings, theirs), name="cdp-ingest-writer", daemon=True)
-        process.start()
-        theirs.close()
-        # The child says it is ready once its store is open; a child that cannot start says why.
-        if not ours.poll(_START_TIMEOUT):
-            process.kill()
-            raise WriterUnavailable("the ingest writer process did not start in time")
+        mine, theirs = socket.socketpair()
         try:
-            ready = pickle.loads(ours.recv_bytes())
-        except EOFError:
-            raise WriterUnavailable("the ingest writer process exited at start") from None
+            process = subprocess.Popen(
+                [sys.executable, "-m", "cdp.ingest.writer", str(theirs.fileno())], pass_fds=[theirs.fileno()]
+            )
+        finally:
+            theirs.close()
+        ours = Connection(mine.detach())
+        ours.send_bytes(pickle.dumps(self.settings))
+        # The child says it is ready once its store is open; a child that cannot start says why.
+        ready: object = None
+        if ours.poll(_START_TIMEOUT):
+            try:
+                ready = pickle.loads(ours.recv_bytes())
+            except EOFError:
+                ready = f"it exited with status {process.wait()}"
+        else:
+            ready = "it did not answer in time"
         if ready is not True:
+            process.kill()
+            process.wait()
+            ours.close()
             raise WriterUnavailable(f"the ingest writer process could not start: {ready}")
         self._conn, self._process = ours, process
         self._reader = threading.Thread(target=self._read, args=(ours,), name="cdp-ingest-replies", daemon=True)
@@ -126,7 +138,8 @@ class ProcessWriter:
             log.error("the ingest writer process was lost (%s); it starts again with the next request", why)
         self._conn = None
         if self._process is not None:
-            self._process.join(timeout=1)  # reap it
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=1)  # reap it
         for future in self._pending.values():
             future.set_exception(WriterUnavailable("the ingest writer process stopped; retry the request"))
         self._pending.clear()
@@ -141,10 +154,11 @@ class ProcessWriter:
                 with contextlib.suppress(OSError):  # the child drains its queue and exits
                     conn.send_bytes(pickle.dumps(None))
         if process is not None:
-            process.join(timeout=30)
-            if process.is_alive():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
                 process.kill()
-                process.join(timeout=5)
+                process.wait(timeout=5)
         if reader is not None:
             reader.join(timeout=5)  # it saw the pipe close and closed our end
 
@@ -153,21 +167,32 @@ def _store(conn: sqlite3.Connection, *, graph: Any, batch: Any, store_batch: Any
     return store_batch(conn, graph, batch)
 
 
-def _child(settings: Settings, conn: Connection) -> None:
+def _follow_merge(conn: sqlite3.Connection, survivor: str, gone: str) -> None:
+    from cdp.segments.engine import follow_merge  # DuckDB and pandas: only when a merge happens
+
+    follow_merge(conn, survivor, gone)
+
+
+def _child(conn: Connection) -> None:
     """The child's main: one store, one identity graph, requests in, answers out."""
     from cdp.identity.graph import IdentityGraph
     from cdp.ingest.tracking import store_batch
-    from cdp.segments.engine import follow_merge
     from cdp.store import Store
 
     try:
+        settings: Settings = pickle.loads(conn.recv_bytes())
         store = Store(settings)
         graph = IdentityGraph(settings, after_commit=store.after_commit)
         store.external_change_listeners.append(graph.invalidate)
-        graph.merge_hooks.append(follow_merge)
+        graph.merge_hooks.append(_follow_merge)
     except Exception as exc:
         conn.send_bytes(pickle.dumps(f"{type(exc).__name__}: {exc}"))
         return
+    # As in `cdp serve`: what was loaded is out of the collector's sight, and a batch's rows (thousands
+    # of containers alive until it is stored) do not set off young collections several times a batch.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
     conn.send_bytes(pickle.dumps(True))
     send_lock = threading.Lock()
 
@@ -192,3 +217,7 @@ def _child(settings: Settings, conn: Connection) -> None:
     finally:
         store.close()
         conn.close()
+
+
+if __name__ == "__main__":
+    _child(Connection(int(sys.argv[1])))
