@@ -108,6 +108,7 @@ __all__ = [
     "MIN_TRAINING_ROWS",
     "STRING",
     "TF_TOP_K",
+    "TRAIN_MAX_ROWS",
     "Backend",
     "MatchIndex",
     "MatchModel",
@@ -142,6 +143,9 @@ MIN_TRAINING_ROWS = 1000
 
 PRIOR_RECALL = 0.6
 """Assumed share of all true links that the deterministic prior rules find."""
+
+TRAIN_MAX_ROWS = 200_000
+"""`train` estimates on a uniform sample of at most this many rows (see `train`)."""
 
 EM_MAX_PAIRS = 2e6
 """EM trains on at most about this many blocked pairs per rule (deterministic hash sample of rows)."""
@@ -260,9 +264,14 @@ def train(
     threshold: float = DEFAULT_THRESHOLD,
     seed: int = 42,
     max_pairs: float = 1e6,
+    max_rows: int | None = TRAIN_MAX_ROWS,
     backend: Backend = "duckdb",
 ) -> MatchModel:
     """Train a matching model on match rows, without labels.
+
+    With more than ``max_rows`` rows (default `TRAIN_MAX_ROWS`), it trains on a seeded uniform sample
+    of that many; ``model.trained_rows`` still counts all rows (the retraining policy compares it with
+    the rows of later runs) and ``metrics["sampled_rows"]`` says how many were used.
 
     1. `prepare` the rows; choose comparisons (`choose_comparisons`) and prediction blocking rules
        (`blocking_rules`) from the fields that are filled in (>= `MIN_FILL`, >= 2 distinct values).
@@ -287,7 +296,7 @@ def train(
     started = time.perf_counter()
     threshold = _check_threshold(threshold)
     prepared = ensure_prepared(df)
-    n = len(prepared)
+    total = n = len(prepared)
     if n < MIN_TRAINING_ROWS:
         raise MatchingError(
             f"Too few rows to train a matching model: got {n}, need at least {MIN_TRAINING_ROWS}. Train on "
@@ -295,6 +304,11 @@ def train(
             "matching until there are more.",
             {"rows": n, "min_rows": MIN_TRAINING_ROWS},
         )
+    if max_rows is not None and n > max(max_rows, MIN_TRAINING_ROWS):
+        # Every estimate is a share among pairs (matches among all pairs, agreement levels among random
+        # and among blocked pairs): a uniform sample of rows keeps those shares and costs far less.
+        prepared = prepared.sample(n=max(max_rows, MIN_TRAINING_ROWS), random_state=seed).reset_index(drop=True)
+        n = len(prepared)
     fields = usable_fields(prepared)
     names = [name for name, _ in named_comparisons(fields)]
     if len(names) < 2:
@@ -370,6 +384,7 @@ def train(
         "em": em,
         "em_max_pairs": EM_MAX_PAIRS,
         "u_max_pairs": max_pairs,
+        "sampled_rows": n,
         "seed": seed,
         "comparisons": parameter_summary(settings),
         "blocking_rules": [list(k) for k in keys],
@@ -382,7 +397,7 @@ def train(
         settings=settings,
         fields=tuple(dict.fromkeys(c for name in names for c in COMPARISON_COLUMNS[name])),
         threshold=threshold,
-        trained_rows=n,
+        trained_rows=total,
         metrics=metrics,
         term_frequencies=tf,
     )

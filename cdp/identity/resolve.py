@@ -243,7 +243,7 @@ class Resolution:
         return result
 
     def _run(self, retrain: bool | None, say: Progress) -> dict[str, Any]:
-        rows = self.match_rows()
+        rows = matching.prepare(self.match_rows())  # cleaned once, for training and prediction
         say(f"{len(rows)} rows to match")
         model_info = self._model_for(rows, retrain, say)
         edges = pd.DataFrame()
