@@ -18,8 +18,19 @@ from cdp import CDP, Settings
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(db=tmp_path / "cdp.db", scheduler_enabled=False, key_cache_seconds=0)
+def ingest_writer() -> str:
+    """Where tracking batches are written; test modules of the ingest path run both ways."""
+    return "thread"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, ingest_writer: str) -> Settings:
+    return Settings(
+        db=tmp_path / "cdp.db",
+        scheduler_enabled=False,
+        key_cache_seconds=0,
+        ingest_writer=ingest_writer,  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture

@@ -19,6 +19,13 @@ from cdp.ingest.tracking import _iso
 from cdp.timeutil import format_ts, parse_ts
 from tests.conftest import LiveServer, count
 
+
+@pytest.fixture(params=["thread", "process"])
+def ingest_writer(request: pytest.FixtureRequest) -> str:
+    """Every test here runs with the writer thread and with the ingest writer process (as `cdp serve`)."""
+    return str(request.param)
+
+
 KINDS = {
     "track": {"userId": "u1", "event": "Order Completed", "properties": {"revenue": 20}},
     "identify": {"userId": "u1", "traits": {"email": "Jane@Example.com"}},

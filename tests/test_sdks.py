@@ -13,6 +13,12 @@ from segment.analytics import Client as SegmentClient
 from tests.conftest import LiveServer
 
 
+@pytest.fixture(params=["thread", "process"])
+def ingest_writer(request: pytest.FixtureRequest) -> str:
+    """Every test here runs with the writer thread and with the ingest writer process (as `cdp serve`)."""
+    return str(request.param)
+
+
 def _send_all(client: Any) -> None:
     client.identify("user-1", {"email": "Ada@Example.com", "first_name": "Ada"}, anonymous_id="anon-1")
     client.track("user-1", "Order Completed", {"revenue": 42.5, "currency": "USD"})

@@ -11,7 +11,7 @@ from cdp.identity.graph import IdentityGraph
 from cdp.ingest import files
 from cdp.ingest.payload import decode_object, decompress, parse_json
 from cdp.ingest.records import BadRow, ImportSummary, Records
-from cdp.ingest.tracking import TYPES, IngestResult, Tracking
+from cdp.ingest.tracking import TYPES, IngestResult, Pending, Tracking
 from cdp.keys import Keys
 from cdp.settings import Settings
 from cdp.store import Store
@@ -36,13 +36,21 @@ class Ingest:
         self, kind: str, body: bytes, *, content_encoding: str | None = None, write_key: str | None = None
     ) -> IngestResult:
         """A raw request body for ``/v1/<kind>`` or ``/v1/batch`` (gzip and any Content-Type)."""
+        return self.tracking.commit(
+            self.prepare_http_body(kind, body, content_encoding=content_encoding, write_key=write_key)
+        )
+
+    def prepare_http_body(
+        self, kind: str, body: bytes, *, content_encoding: str | None = None, write_key: str | None = None
+    ) -> Pending:
+        """``http_body``'s validation half: ``tracking.finish(pending, <what the writer stored>)`` completes it."""
         if kind == "batch":
-            return self.batch(decode_object(body, content_encoding, self.settings.max_batch_bytes), write_key=write_key)
+            payload = decode_object(body, content_encoding, self.settings.max_batch_bytes)
+            return self.tracking.prepare_batch(payload, write_key=write_key)
         if kind not in TYPES:
             raise InvalidInput(f"unknown message type {kind!r}")
-        return self.message(
-            kind, decode_object(body, content_encoding, self.settings.max_message_bytes), write_key=write_key
-        )
+        msg = decode_object(body, content_encoding, self.settings.max_message_bytes)
+        return self.tracking.prepare_message(kind, msg, write_key=write_key)
 
     # -- records ---------------------------------------------------------------------------------
 

@@ -73,6 +73,15 @@ class _Reject(Exception):
 
 
 @dataclass
+class Pending:
+    """A validated request: its result so far and the rows to write (None: nothing to write)."""
+
+    result: IngestResult
+    work: Batch | None
+    single: bool  # one message (/v1/track, ...) rather than a batch: errors are InvalidMessage
+
+
+@dataclass
 class IngestResult:
     received: int = 0
     stored: int = 0
@@ -162,17 +171,25 @@ class Tracking:
 
     def message(self, kind: str, msg: dict[str, Any], *, write_key: str | None = None) -> IngestResult:
         """One message from ``/v1/<kind>``; raises InvalidMessage when it is refused."""
-        if kind not in TYPES:
-            raise InvalidMessage(f"unknown message type {kind!r}; use one of {', '.join(TYPES)}")
-        key = self.keys.verify(write_key or _secret(msg.get("writeKey")), "write")
-        result = self._ingest([{**msg, "type": kind}], key, batch=None)
-        if result.errors:
-            error = result.errors[0]
-            raise InvalidMessage(error["message"], {"field": error["field"], "reason": error["code"]})
-        return result
+        return self.commit(self.prepare_message(kind, msg, write_key=write_key))
 
     def batch(self, payload: dict[str, Any], *, write_key: str | None = None) -> IngestResult:
         """A ``/v1/batch`` body; raises InvalidBatch (after storing the good ones) if any was refused."""
+        return self.commit(self.prepare_batch(payload, write_key=write_key))
+
+    def commit(self, pending: Pending) -> IngestResult:
+        """Write what ``prepare_*`` validated and finish it (the blocking path)."""
+        return self.finish(pending, self.writer.write(pending.work) if pending.work is not None else None)
+
+    # -- the two halves: validation, then writing ------------------------------------------------
+
+    def prepare_message(self, kind: str, msg: dict[str, Any], *, write_key: str | None = None) -> Pending:
+        if kind not in TYPES:
+            raise InvalidMessage(f"unknown message type {kind!r}; use one of {', '.join(TYPES)}")
+        key = self.keys.verify(write_key or _secret(msg.get("writeKey")), "write")
+        return self._validate([{**msg, "type": kind}], key, batch=None)
+
+    def prepare_batch(self, payload: dict[str, Any], *, write_key: str | None = None) -> Pending:
         items = payload.get("batch")
         if not isinstance(items, list):
             raise InvalidMessage(
@@ -188,8 +205,25 @@ class Tracking:
         key = self.keys.verify(secret, "write") if secret else None
         if key is None and not any(isinstance(m, dict) and m.get("writeKey") for m in items):
             self.keys.verify(None, "write")  # raises Unauthorized with the hint
-        result = self._ingest(items, key, batch=payload)
+        return self._validate(items, key, batch=payload)
+
+    def finish(self, pending: Pending, stored: Stored | None) -> IngestResult:
+        """After the write: counts, the hooks on stored events, and the error for refused messages."""
+        result = pending.result
+        if stored is not None and pending.work is not None:
+            rows = pending.work[0]
+            result.stored, result.duplicates, fresh, profiles = stored
+            if fresh and self.insert_hooks:
+                kept = [(*rows[i], profile) for i, profile in zip(fresh, profiles, strict=True)]
+                for hook in self.insert_hooks:
+                    try:
+                        hook(kept)
+                    except Exception:  # the rows are committed; a follower must not fail the request
+                        log.exception("a hook on stored events failed")
         if result.errors:
+            if pending.single:
+                error = result.errors[0]
+                raise InvalidMessage(error["message"], {"field": error["field"], "reason": error["code"]})
             raise InvalidBatch(
                 f"{result.rejected} of {result.received} messages were rejected and "
                 f"{result.stored + result.duplicates} accepted; first: "
@@ -200,7 +234,7 @@ class Tracking:
 
     # -- the work --------------------------------------------------------------------------------
 
-    def _ingest(self, items: Sequence[Any], key: KeyInfo | None, batch: dict[str, Any] | None) -> IngestResult:
+    def _validate(self, items: Sequence[Any], key: KeyInfo | None, batch: dict[str, Any] | None) -> Pending:
         received_dt = utcnow()
         received_at = format_ts(received_dt)
         batch_context = batch.get("context") if batch else None
@@ -252,17 +286,8 @@ class Tracking:
             tally.add("events", row[16], name, "received")
             tally.add("events", row[16], name, "stored")
 
-        if rows or tally:
-            work: Batch = (rows, observations, names, tally)
-            result.stored, result.duplicates, fresh, profiles = self.writer.write(work)
-            if fresh and self.insert_hooks:
-                stored = [(*rows[i], profile) for i, profile in zip(fresh, profiles, strict=True)]
-                for hook in self.insert_hooks:
-                    try:
-                        hook(stored)
-                    except Exception:  # the rows are committed; a follower must not fail the request
-                        log.exception("a hook on stored events failed")
-        return result
+        work: Batch | None = (rows, observations, names, tally) if rows or tally else None
+        return Pending(result, work, single=batch is None)
 
     def _message_key(self, secret: object) -> KeyInfo:
         try:

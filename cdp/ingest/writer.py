@@ -18,6 +18,7 @@ started again if it dies: the requests in flight then fail with 503 and clients 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import gc
@@ -95,6 +96,13 @@ class ProcessWriter:
         self._reader.start()
 
     def write(self, batch: Any) -> Any:
+        return self.submit(batch).result()
+
+    async def write_async(self, batch: Any) -> Any:
+        """``write`` for the event loop: no worker thread waits for the child."""
+        return await asyncio.wrap_future(self.submit(batch))
+
+    def submit(self, batch: Any) -> Future[Any]:
         future: Future[Any] = Future()
         data = None
         with self._lock:
@@ -111,7 +119,7 @@ class ProcessWriter:
                 self._pending.pop(request, None)
                 self._lost(self._conn, f"sending to it failed: {exc}")
                 raise WriterUnavailable("the ingest writer process stopped; retry the request") from exc
-        return future.result()
+        return future
 
     def _read(self, conn: Connection) -> None:
         while True:
