@@ -318,13 +318,16 @@ def cdp_executable() -> str:
     return str(here) if here.exists() else (shutil.which("cdp") or "cdp")
 
 
-def start_server(db: Path, port: int, log: Path, callgrind: Path | None = None) -> subprocess.Popen[bytes]:
+def start_server(
+    db: Path, port: int, log: Path, callgrind: Path | None = None, writer: str = "auto"
+) -> subprocess.Popen[bytes]:
     cmd = [cdp_executable(), "serve", "--db", str(db), "--port", str(port), "--no-scheduler", "--log-level", "warning"]
+    env = {**os.environ, "CDP_INGEST_WRITER": writer}
     if callgrind is not None:
         # Instrumentation starts off (startup runs at near native speed) and is switched on for the sends.
         cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={callgrind}", *cmd]
     with log.open("wb") as out:
-        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + (600 if callgrind is not None else 60)
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -691,7 +694,9 @@ def raw_sqlite(db: Path, batches: list[list[tuple[Any, ...]]], events: int) -> d
 # -- the run -----------------------------------------------------------------------------------------------
 
 
-def bench(events: int, batch: int, clients: int, say: Any, callgrind: bool = False) -> tuple[dict[str, Any], list[str]]:
+def bench(
+    events: int, batch: int, clients: int, say: Any, callgrind: bool = False, writer: str = "auto"
+) -> tuple[dict[str, Any], list[str]]:
     problems: list[str] = []
     settings = Settings()
     if batch > settings.max_batch_events:
@@ -720,7 +725,9 @@ def bench(events: int, batch: int, clients: int, say: Any, callgrind: bool = Fal
         port = free_port()
         say(f"starting cdp serve on 127.0.0.1:{port} ...")
         grind = workdir / "callgrind.out" if callgrind else None
-        server = start_server(db, port, workdir / "server.log", grind)
+        # Under callgrind the write half runs in the server process, so one count covers all the work.
+        writer = "thread" if callgrind else writer
+        server = start_server(db, port, workdir / "server.log", grind, writer)
         instructions: int | None = None
         if grind is not None:
             callgrind_control(server, "-i", "on")
@@ -769,6 +776,7 @@ def bench(events: int, batch: int, clients: int, say: Any, callgrind: bool = Fal
             "bench": "ingest",
             "events": events,
             "clients": clients,
+            "writer": writer,
             "batch": batch,
             "requests": len(workload.bodies),
             "bytes_per_event": round(workload.body_bytes / events),
@@ -843,7 +851,7 @@ def report(r: dict[str, Any]) -> None:
         f"cdp ingest benchmark  ({r['cores']} cores, Python {r['python']}, SQLite {r['sqlite']})",
         f"  events                {r['events']:>12,}   ({r['requests']:,} requests of {r['batch']}, "
         f"{r['bytes_per_event']} bytes/event)",
-        f"  clients               {r['clients']:>12}",
+        f"  clients               {r['clients']:>12}   (server's ingest writer: {r['writer']})",
         f"  HTTP /v1/batch        {r['http_events_per_s']:>12,} events/s   ({r['http_seconds']} s)",
         f"  raw SQLite            {r['raw_sqlite_rows_per_s']:>12,} rows/s     ({r['raw_sqlite_seconds']} s, "
         f"executemany + COMMIT every {r['batch']} rows)",
@@ -891,6 +899,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run the server under valgrind's callgrind and report its instructions per event (slow; "
         "a CPU measure that a busy machine does not disturb)",
     )
+    parser.add_argument(
+        "--writer",
+        choices=["auto", "process", "thread"],
+        default="auto",
+        help="the server's CDP_INGEST_WRITER: auto (cdp serve's default, the ingest writer process), "
+        "process, or thread (validation and writing in one process, as before the writer process)",
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or args.batch < 1 or args.clients < 1:
         parser.error("--events, --batch and --clients must be at least 1")
@@ -900,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
             print(text, file=sys.stderr, flush=True)
 
     try:
-        result, problems = bench(args.events, args.batch, args.clients, say, args.callgrind)
+        result, problems = bench(args.events, args.batch, args.clients, say, args.callgrind, args.writer)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(json.dumps({"bench": "ingest", "ok": False, "error": str(exc)}))
