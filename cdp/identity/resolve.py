@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -245,24 +245,46 @@ class Resolution:
     def _run(self, retrain: bool | None, say: Progress) -> dict[str, Any]:
         rows = matching.prepare(self.match_rows())  # cleaned once, for training and prediction
         say(f"{len(rows)} rows to match")
-        model_info = self._model_for(rows, retrain, say)
-        edges = pd.DataFrame()
-        if model_info is not None:
-            version, model = model_info
-            t0 = time.perf_counter()
-            edges = matching.predict(model, rows)
-            say(f"scored pairs with model v{version}: {len(edges)} matches in {time.perf_counter() - t0:.1f}s")
-        del rows  # not needed any more: free it before clustering (a million rows hold about a gigabyte)
+        # The graph is read on another thread while DuckDB trains and scores (most of that time is spent
+        # outside the GIL). Reading it after the rows is as before: the plan checks that nothing it
+        # moves has moved since, and edges to identifiers that are not in the snapshot are left out.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdp-snapshot") as pool:
+            reading = pool.submit(self._read_snapshot)
+            model_info = self._model_for(rows, retrain, say)
+            edges = pd.DataFrame()
+            if model_info is not None:
+                version, model = model_info
+                t0 = time.perf_counter()
+                edges = matching.predict(model, rows)
+                say(f"scored pairs with model v{version}: {len(edges)} matches in {time.perf_counter() - t0:.1f}s")
+            del rows  # not needed any more: free it before clustering (a million rows hold about a gigabyte)
+            snap = reading.result()
         for attempt in range(3):
             try:
-                stats = self._cluster_and_apply(edges, model_info, say)
+                stats = self._cluster_and_apply(snap, edges, model_info, say)
             except _Dirty:
                 say(f"the graph changed during the run; snapshotting again ({attempt + 1}/3)")
+                snap = self._read_snapshot()
                 continue
-            del edges
+            del edges, snap
             stats["traits_refreshed"] = self.refresh_traits()
             return stats
         raise ResolutionFailed("the identity graph kept changing during the run; try again when ingest is quieter")
+
+    def _read_snapshot(self) -> Snapshot:
+        """The graph as of one moment, on a read connection of its own (closed afterwards; this may run
+        on a worker thread, whose thread-local reader would outlive the run)."""
+        conn = sqlite3.connect(self.store.path, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self.settings.busy_timeout_ms)}")
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute("BEGIN")
+            try:
+                return self._snapshot(conn)
+            finally:
+                conn.execute("COMMIT")
+        finally:
+            conn.close()
 
     def _model_for(
         self, rows: pd.DataFrame, retrain: bool | None, say: Progress
@@ -285,14 +307,12 @@ class Resolution:
         return current
 
     def _cluster_and_apply(
-        self, edges: pd.DataFrame, model_info: tuple[int, matching.MatchModel] | None, say: Progress
+        self,
+        snap: Snapshot,
+        edges: pd.DataFrame,
+        model_info: tuple[int, matching.MatchModel] | None,
+        say: Progress,
     ) -> dict[str, Any]:
-        conn = self.store.reader()
-        conn.execute("BEGIN")
-        try:
-            snap = self._snapshot(conn)
-        finally:
-            conn.execute("COMMIT")
         graph = snap.graph
         edge_list: list[Edge] = []
         ends = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0))
@@ -324,7 +344,9 @@ class Resolution:
         say(f"plan: {stats}")
         by_id = {n.id: n for n in nodes}  # every identifier of a profile the plan changes
         weights = {(e.a, e.b): e for e in edge_list}
-        self.store.write(lambda c: self._apply(c, by_id, result, edges, model_info, weights))
+        now = now_iso()
+        edge_rows = _edge_rows(edges, model_info[0], now) if model_info is not None else None
+        self.store.write(lambda c: self._apply(c, now, by_id, result, edge_rows, model_info, weights))
         stats["profiles"] = int(
             self.store.reader().execute("SELECT count(*) FROM profiles WHERE merged_into IS NULL").fetchone()[0]
         )
@@ -335,13 +357,13 @@ class Resolution:
     def _apply(
         self,
         conn: sqlite3.Connection,
+        now: str,
         by_id: dict[int, Node],
         result: Plan,
-        edges: pd.DataFrame,
+        edge_rows: list[tuple[Any, ...]] | None,
         model_info: tuple[int, matching.MatchModel] | None,
         weights: dict[tuple[int, int], Edge],
     ) -> None:
-        now = now_iso()
         self.store.after_commit(self.graph.invalidate)
         # Indexes for the per-merge and per-split lookups below (linear, not merges x identifiers).
         members: dict[str, list[int]] = {}
@@ -421,28 +443,13 @@ class Resolution:
         changed = {pid for pid in result.moves.values()} | {s for s, _ in result.merges}
         conn.executemany("UPDATE profiles SET updated_at = ? WHERE id = ?", [(now, p) for p in changed])
         # This run's matches replace the last run's.
-        if model_info is not None:
+        if edge_rows is not None:
             conn.execute("DELETE FROM match_edges")
-            if len(edges):
-                contribution_columns = [c for c in edges.columns if c.startswith("mw_")]
-                conn.executemany(
-                    "INSERT OR REPLACE INTO match_edges (node_l, node_r, match_weight, match_probability,"
-                    " model_version, contributions, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        (
-                            row.unique_id_l,
-                            row.unique_id_r,
-                            float(row.match_weight),
-                            float(row.match_probability),
-                            model_info[0],
-                            orjson.dumps(
-                                {c[3:]: round(float(getattr(row, c)), 3) for c in contribution_columns}
-                            ).decode(),
-                            now,
-                        )
-                        for row in edges.itertuples(index=False)
-                    ),
-                )
+            conn.executemany(
+                "INSERT OR REPLACE INTO match_edges (node_l, node_r, match_weight, match_probability,"
+                " model_version, contributions, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                edge_rows,
+            )
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -568,6 +575,27 @@ class Resolution:
 
 _RECORD_COLUMNS = ", ".join(["profile_id", *RECORD_COLUMNS])
 """What `record_source_of` reads of a source record, after ``profile_id``."""
+
+
+def _edge_rows(edges: pd.DataFrame, version: int, now: str) -> list[tuple[Any, ...]]:
+    """match_edges rows (made before the write transaction, which then only inserts them)."""
+    if not len(edges):
+        return []
+    names = [c[3:] for c in edges.columns if c.startswith("mw_")]
+    weights = [[round(w, 3) for w in edges[f"mw_{name}"].astype("float64").tolist()] for name in names]
+    contributions = [orjson.dumps(dict(zip(names, row, strict=True))).decode() for row in zip(*weights, strict=True)]
+    return list(
+        zip(
+            edges["unique_id_l"].tolist(),
+            edges["unique_id_r"].tolist(),
+            edges["match_weight"].astype("float64").tolist(),
+            edges["match_probability"].astype("float64").tolist(),
+            [version] * len(edges),
+            contributions,
+            [now] * len(edges),
+            strict=True,
+        )
+    )
 
 
 def _ages(conn: sqlite3.Connection, profile_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
