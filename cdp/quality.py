@@ -49,6 +49,13 @@ class Tally:
     def __bool__(self) -> bool:
         return bool(self.sums or self.maxima)
 
+    def merge(self, other: Tally) -> None:
+        for key, value in other.sums.items():
+            self.sums[key] += value
+        for key, value in other.maxima.items():
+            if value > self.maxima.get(key, float("-inf")):
+                self.maxima[key] = value
+
     def write(self, conn: sqlite3.Connection) -> None:
         when = now_iso()
         if self.sums:

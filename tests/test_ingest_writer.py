@@ -180,3 +180,57 @@ def test_a_lost_writer_process_is_replaced_and_nothing_is_lost(tmp_path: Path) -
     while _child_pids() - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not (_child_pids() - before)
+
+
+def _prepared(cdp: CDP, key: str, bodies: list[dict[str, Any]]) -> list[Any]:
+    return [cdp.ingest.tracking.prepare_batch(body, write_key=key).work for body in bodies]
+
+
+def test_batches_stored_together_answer_as_if_stored_in_turn(tmp_path: Path) -> None:
+    from cdp.ingest.tracking import store_batch, store_batches
+
+    bodies = _traffic()[:4]
+    bodies[2]["batch"].append({"type": "track", "userId": "u9", "event": "Late", "messageId": "p-1-3"})  # in batch 1
+    answers = []
+    for together in (False, True):
+        with CDP(_settings(tmp_path / f"{together}.db", "thread")) as cdp:
+            _, key = cdp.keys.create("write", "web")
+            batches = _prepared(cdp, key, bodies)
+            graph = cdp.ingest.tracking.identity
+            if together:
+                stored = cdp.store.write(lambda conn, b=batches, g=graph: store_batches(conn, g, b))
+            else:
+                stored = [cdp.store.write(lambda conn, b=b, g=graph: store_batch(conn, g, b)) for b in batches]
+            counts = [(s, d, fresh) for s, d, fresh, _ in stored]
+            answers.append((counts, _snapshot(cdp)))
+    assert answers[0] == answers[1]
+    assert answers[1][0][2][1] == 2  # the third request repeats p-0-0 (as every batch does) and p-1-3
+
+
+def test_a_broken_batch_fails_alone_when_stored_with_others(tmp_path: Path) -> None:
+    with CDP(_settings(tmp_path / "cdp.db", "process")) as cdp:
+        _, key = cdp.keys.create("write", "web")
+        good, other = _prepared(
+            cdp,
+            key,
+            [
+                {"batch": [{"type": "track", "userId": "u1", "event": "A", "messageId": "m1"}]},
+                {"batch": [{"type": "track", "userId": "u2", "event": "B", "messageId": "m2"}]},
+            ],
+        )
+        rows, observations, names, tally = other
+        broken = ([rows[0][:5]], observations, names, tally)  # a row that SQLite cannot bind
+        writer = cdp.ingest.tracking.writer
+        assert isinstance(writer, ProcessWriter)
+        writer.start()
+        futures = [writer.submit(b) for b in (broken, good, broken, good)]
+        outcomes = []
+        for future in futures:
+            try:
+                outcomes.append(future.result(timeout=30)[:2])
+            except WriterUnavailable as exc:
+                assert "nothing was stored" in exc.message
+                outcomes.append("failed")
+        assert outcomes == ["failed", (1, 0), "failed", (0, 1)]
+        stored = cdp.store.reader().execute("SELECT message_id FROM events").fetchall()
+        assert stored == [("m1",)]

@@ -499,6 +499,36 @@ def store_batch(conn: sqlite3.Connection, graph: IdentityGraph, batch: Batch) ->
     return len(fresh), len(rows) - len(fresh), fresh, profiles
 
 
+def store_batches(conn: sqlite3.Connection, graph: IdentityGraph, batches: list[Batch]) -> list[Stored]:
+    """Several requests' batches stored as one (one deduplication query, one pass of the identity
+    graph, one INSERT, one write of the counters), each request's outcome as if stored in turn."""
+    if len(batches) == 1:
+        return [store_batch(conn, graph, batches[0])]
+    rows: list[Row] = []
+    observations: list[ObservationTuple] = []
+    names: list[tuple[str, str]] = []
+    tally = Tally()
+    bounds: list[tuple[int, int]] = []
+    for batch_rows, batch_observations, batch_names, batch_tally in batches:
+        bounds.append((len(rows), len(rows) + len(batch_rows)))
+        rows += batch_rows
+        observations += batch_observations
+        names += batch_names
+        tally.merge(batch_tally)
+    _, _, fresh, profiles = store_batch(conn, graph, (rows, observations, names, tally))
+    out: list[Stored] = []
+    at = 0
+    for low, high in bounds:
+        mine: list[int] = []
+        theirs: list[str | None] = []
+        while at < len(fresh) and fresh[at] < high:
+            mine.append(fresh[at] - low)
+            theirs.append(profiles[at])
+            at += 1
+        out.append((len(mine), high - low - len(mine), mine, theirs))
+    return out
+
+
 class BatchWriter(Protocol):
     def start(self) -> None: ...
 

@@ -171,8 +171,72 @@ class ProcessWriter:
             reader.join(timeout=5)  # it saw the pipe close and closed our end
 
 
-def _store(conn: sqlite3.Connection, *, graph: Any, batch: Any, store_batch: Any) -> Any:
-    return store_batch(conn, graph, batch)
+class _Batcher:
+    """In the child: requests that arrive while a write is under way are stored together as one job
+    (``store_batches``), so the per-request costs (savepoints, the deduplication query, the identity
+    cache's publication, the counters' upsert, statement set-up) are paid once per transaction.
+    """
+
+    MAX_ROWS = 5_000  # a soft bound: one request of any size always goes alone
+
+    def __init__(self, store: Any, graph: Any, answer: Any) -> None:
+        from cdp.ingest.tracking import store_batches
+
+        self.store, self.graph, self.answer, self.store_batches = store, graph, answer, store_batches
+        self._pending: list[tuple[int, Any]] = []
+        self._ready = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="cdp-ingest-batcher", daemon=True)
+        self._thread.start()
+
+    def add(self, request: int, batch: Any) -> None:
+        with self._ready:
+            self._pending.append((request, batch))
+            self._ready.notify()
+
+    def stop(self) -> None:
+        """Store what has arrived, then end."""
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _take(self) -> list[tuple[int, Any]] | None:
+        with self._ready:
+            while not self._pending and not self._stopping:
+                self._ready.wait()
+            if not self._pending:
+                return None
+            size, count = 0, 0
+            for _, batch in self._pending:
+                if count and size + len(batch[0]) > self.MAX_ROWS:
+                    break
+                size += len(batch[0])
+                count += 1
+            work, self._pending = self._pending[:count], self._pending[count:]
+            return work
+
+    def _write(self, batches: list[Any]) -> Any:
+        job = functools.partial(self.store_batches, graph=self.graph, batches=batches)
+        return self.store.submit(job).result()
+
+    def _run(self) -> None:
+        while (work := self._take()) is not None:
+            try:
+                results = self._write([batch for _, batch in work])
+            except Exception as exc:
+                if len(work) == 1:
+                    self.answer(work[0][0], False, f"{type(exc).__name__}: {exc}")
+                    continue
+                # One request's rows broke the shared transaction: each alone, so only it fails.
+                for request, batch in work:
+                    try:
+                        self.answer(request, True, self._write([batch])[0])
+                    except Exception as alone:
+                        self.answer(request, False, f"{type(alone).__name__}: {alone}")
+                continue
+            for (request, _), stored in zip(work, results, strict=True):
+                self.answer(request, True, stored)
 
 
 def _follow_merge(conn: sqlite3.Connection, survivor: str, gone: str) -> None:
@@ -184,7 +248,6 @@ def _follow_merge(conn: sqlite3.Connection, survivor: str, gone: str) -> None:
 def _child(conn: Connection) -> None:
     """The child's main: one store, one identity graph, requests in, answers out."""
     from cdp.identity.graph import IdentityGraph
-    from cdp.ingest.tracking import store_batch
     from cdp.store import Store
 
     try:
@@ -204,13 +267,12 @@ def _child(conn: Connection) -> None:
     conn.send_bytes(pickle.dumps(True))
     send_lock = threading.Lock()
 
-    def answer(request: int, future: Future[Any]) -> None:
-        exc = future.exception()
-        reply = (request, True, future.result()) if exc is None else (request, False, f"{type(exc).__name__}: {exc}")
-        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+    def answer(request: int, ok: bool, value: Any) -> None:
+        data = pickle.dumps((request, ok, value), protocol=pickle.HIGHEST_PROTOCOL)
         with send_lock, contextlib.suppress(OSError):  # the server is gone; what was committed stays committed
             conn.send_bytes(data)
 
+    batcher = _Batcher(store, graph, answer)
     try:
         while True:
             try:
@@ -219,10 +281,9 @@ def _child(conn: Connection) -> None:
                 break
             if message is None:  # the server is stopping
                 break
-            request, batch = message
-            future = store.submit(functools.partial(_store, graph=graph, batch=batch, store_batch=store_batch))
-            future.add_done_callback(functools.partial(answer, request))
+            batcher.add(*message)
     finally:
+        batcher.stop()
         store.close()
         conn.close()
 
