@@ -37,7 +37,9 @@ from cdp.identity.traits import (
     computed_rows,
     identify_values,
     record_source_of,
+    record_values,
     unify,
+    unify_one,
 )
 from cdp.quality import CANONICAL_COLUMNS
 from cdp.settings import Settings
@@ -549,14 +551,21 @@ class Resolution:
                 identifies.setdefault(values[0], []).append(values)
         aggregates = computed_aggregates(conn, wanted)
         del wanted
+        priority = self.settings.trait_priority
         for start in range(0, len(stale), chunk):
-            part = stale[start : start + chunk]
-            sources: dict[str, list[TraitSource]] = {}
-            for p in part:
-                mine = sources[p] = [record_source_of(r, 1) for r in records.pop(p, ())]
-                mine += [TraitSource(r[1], r[2], identify_values(r[3], r[4])) for r in identifies.pop(p, ())]
-            computed = {p: computed_from(now, *aggregates.pop(p)) for p in part if p in aggregates}
-            yield self._trait_rows(part, sources, computed)
+            out, stamp = [], now_iso()
+            for p in stale[start : start + chunk]:
+                mine, seen = records.pop(p, ()), identifies.pop(p, ())
+                if len(mine) == 1 and not seen:  # one record: nothing to choose between
+                    traits = unify_one(record_values(mine[0], 1))
+                else:
+                    sources = [record_source_of(r, 1) for r in mine]
+                    sources += [TraitSource(r[1], r[2], identify_values(r[3], r[4])) for r in seen]
+                    traits = unify(sources, priority)
+                found = aggregates.pop(p, None)
+                computed = orjson.dumps(computed_from(now, *found)).decode() if found is not None else "{}"
+                out.append((orjson.dumps(traits).decode(), computed, stamp, p))
+            yield out
 
     def _trait_rows(
         self, profile_ids: list[str], sources: dict[str, list[TraitSource]], computed: dict[str, dict[str, Any]]

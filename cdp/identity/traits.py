@@ -67,7 +67,7 @@ def identify_values(traits: str | None, context: str | None) -> dict[str, Any]:
 def unify(sources: Iterable[TraitSource], priority: Mapping[str, list[str]]) -> dict[str, Any]:
     """Merged traits, nested (``{"address": {"city": ...}}``)."""
     if isinstance(sources, list) and len(sources) == 1:  # nothing to choose between (most profiles)
-        return _nested((k, v) for k, v in sources[0].values.items() if v is not None and v != "")
+        return unify_one(sources[0].values)
     best: dict[str, tuple[tuple[int, str], Any]] = {}
     for src in sources:
         for key, value in src.values.items():
@@ -81,9 +81,14 @@ def unify(sources: Iterable[TraitSource], priority: Mapping[str, list[str]]) -> 
     return _nested((key, value) for key, (_, value) in best.items())
 
 
+def unify_one(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`unify` of a single source's values."""
+    return _nested([(k, v) for k, v in values.items() if v is not None and v != ""])
+
+
 def _nested(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, value in sorted(items, key=lambda kv: kv[0]):
+    for key, value in sorted(items):  # keys are unique: values are never compared
         if key.startswith("address."):
             out.setdefault("address", {})[key.removeprefix("address.")] = value
         else:
@@ -106,11 +111,16 @@ _CANONICAL_AT = tuple((field, 3 + i) for i, field in enumerate(CANONICAL_COLUMNS
 
 def record_source_of(row: Sequence[Any], offset: int = 0) -> TraitSource:
     """`record_source` of a row holding `RECORD_COLUMNS` from ``offset`` on (no dictionary per row)."""
+    return TraitSource(row[offset], row[offset + 1], record_values(row, offset))
+
+
+def record_values(row: Sequence[Any], offset: int = 0) -> dict[str, Any]:
+    """The trait values of a row holding `RECORD_COLUMNS` from ``offset`` on."""
     values: dict[str, Any] = dict(orjson.loads(row[offset + 2] or "{}"))
     for field, at in _CANONICAL_AT:
         if (value := row[offset + at]) is not None:
             values[field] = value
-    return TraitSource(row[offset], row[offset + 1], values)
+    return values
 
 
 def profile_sources(conn: sqlite3.Connection, profile_id: str) -> list[TraitSource]:
