@@ -391,27 +391,33 @@ class Resolution:
         conn.executemany(
             "UPDATE identifiers SET profile_id = ? WHERE id = ?", [(pid, i) for i, pid in result.moves.items()]
         )
-        for survivor, gone in result.merges:
-            conn.execute(
-                "UPDATE profiles SET merged_into = ?, updated_at = ? WHERE id = ? OR merged_into = ?",
-                (survivor, now, gone, gone),
-            )
-            conn.execute(
-                "INSERT INTO merges (kind, profile_id, other_id, reason, details, created_at)"
-                " VALUES ('merge', ?, ?, 'resolution', ?, ?)",
+        # One statement per kind over all merges (a plan never merges a profile that another of its merges
+        # keeps, so the order between kinds does not matter), then the hooks merge by merge.
+        merges = result.merges
+        conn.executemany(
+            "UPDATE profiles SET merged_into = ?, updated_at = ? WHERE id = ? OR merged_into = ?",
+            [(survivor, now, gone, gone) for survivor, gone in merges],
+        )
+        conn.executemany(
+            "INSERT INTO merges (kind, profile_id, other_id, reason, details, created_at)"
+            " VALUES ('merge', ?, ?, 'resolution', ?, ?)",
+            [
                 (
                     survivor,
                     gone,
                     orjson.dumps(_why(by_id, members, incident, survivor, gone, model_info)).decode(),
                     now,
-                ),
-            )
-            conn.execute(
-                "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, first_seen)"
-                " SELECT ?, group_id, first_seen FROM profile_groups WHERE profile_id = ?",
-                (survivor, gone),
-            )
-            conn.execute("DELETE FROM profile_groups WHERE profile_id = ?", (gone,))
+                )
+                for survivor, gone in merges
+            ],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, first_seen)"
+            " SELECT ?, group_id, first_seen FROM profile_groups WHERE profile_id = ?",
+            merges,
+        )
+        conn.executemany("DELETE FROM profile_groups WHERE profile_id = ?", [(gone,) for _, gone in merges])
+        for survivor, gone in merges:
             for hook in self.graph.merge_hooks:
                 hook(conn, survivor, gone)
         for source, target in result.splits:
