@@ -1,11 +1,14 @@
 """Clusters from identity evidence, and the stable mapping of clusters onto existing profile ids.
 
-Pure logic, no database. ``cluster`` replays the deterministic links in the order they were seen
-under the same merge protection as the real-time graph, then adds probabilistic edges strongest
-first, refusing a join of two multi-record clusters that only a few weak edges support (so one
-borderline pair cannot chain two people together). ``plan`` maps the clusters onto the current
-profiles so an unchanged cluster keeps its id, joined clusters keep the oldest id, and a part that
-leaves a profile gets a new id.
+Pure logic, no database. The graph comes as columns (`Graph`: a run may hold millions of
+identifiers). ``cluster`` applies the deterministic links as if replayed in the order they were seen
+under the same merge protection as the real-time graph: links form connected components (scipy), and
+only a component that merge protection could refuse something in is replayed link by link. Then it
+adds probabilistic edges strongest first, refusing a join of two multi-record clusters that only a
+few weak edges support (so one borderline pair cannot chain two people together). ``changing`` picks
+the identifiers whose profile and cluster are not one-to-one, and ``plan`` maps their clusters onto
+the current profiles so an unchanged cluster keeps its id, joined clusters keep the oldest id, and a
+part that leaves a profile gets a new id.
 """
 
 from __future__ import annotations

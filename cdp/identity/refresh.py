@@ -1,0 +1,157 @@
+"""Refreshing the unified and computed traits of profiles after their records, traits or events changed.
+
+Profiles go in chunks, each written in its own small transaction while the next is computed. When a
+large share of the profiles is stale (the first resolution of an import), their records, identify
+events and event aggregates are read in one pass each, and the chunks follow the profiles' storage
+order (each transaction then rewrites few pages).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from functools import partial
+from typing import Any
+
+import orjson
+
+from cdp.identity.traits import (
+    RECORD_COLUMNS,
+    TraitSource,
+    computed_aggregates,
+    computed_from,
+    computed_rows,
+    identify_values,
+    record_source_of,
+    record_values,
+    unify,
+    unify_one,
+)
+from cdp.settings import Settings
+from cdp.store import Store
+from cdp.timeutil import now_iso, utcnow
+
+
+class TraitRefresh:
+    """One refresh of the stale profiles' traits (`cdp.identity.resolve.Resolution.refresh_traits`)."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def run(self, chunk: int = 2000, dense_chunk: int = 20_000) -> int:
+        """Refresh every stale profile (``chunk`` ids a transaction; ``dense_chunk`` when most are stale)."""
+        conn = self.store.reader()
+        watermark = conn.execute("SELECT value FROM resolution_state WHERE key = 'traits_event_id'").fetchone()
+        last_event = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        found = dict(
+            conn.execute(
+                "SELECT id, rowid FROM profiles WHERE merged_into IS NULL"
+                " AND (refreshed_at IS NULL OR updated_at > refreshed_at)"
+            ).fetchall()
+        )
+        found.update(
+            conn.execute(
+                "SELECT DISTINCT e.profile_id, p.rowid FROM events e JOIN profiles p ON p.id = e.profile_id"
+                " WHERE e.id > ? AND e.id <= ? AND p.merged_into IS NULL",
+                (int(watermark[0]) if watermark else 0, last_event),
+            ).fetchall()
+        )
+        live = conn.execute("SELECT count(*) FROM profiles WHERE merged_into IS NULL").fetchone()[0]
+        now = utcnow()
+        batches: Iterable[list[tuple[str, str, str, str]]]
+        if len(found) > chunk and len(found) * 4 >= live:
+            stale = sorted(found, key=found.__getitem__)
+            batches = self._all_traits(conn, stale, now, dense_chunk)
+        else:
+            stale = sorted(found)
+            batches = (self._traits_for(conn, stale[i : i + chunk], now) for i in range(0, len(stale), chunk))
+        pending: Future[None] | None = None
+        for rows in batches:
+            written = self.store.submit(partial(_save_traits, rows=rows))
+            if pending is not None:
+                pending.result()
+            pending = written
+        if pending is not None:
+            pending.result()
+        self.store.write(
+            lambda c: c.execute(
+                "INSERT INTO resolution_state (key, value) VALUES ('traits_event_id', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(last_event),),
+            )
+        )
+        return len(stale)
+
+    def _traits_for(
+        self, conn: sqlite3.Connection, profile_ids: list[str], now: Any
+    ) -> list[tuple[str, str, str, str]]:
+        marks = ",".join("?" * len(profile_ids))
+        sources: dict[str, list[TraitSource]] = {p: [] for p in profile_ids}
+        select = f"SELECT {_RECORD_COLUMNS} FROM source_records WHERE profile_id IN ({marks})"
+        for values in conn.execute(select, profile_ids):
+            sources[values[0]].append(record_source_of(values, 1))
+        for pid, source, at, traits, context in conn.execute(
+            f"SELECT profile_id, source, timestamp, traits, context FROM events"
+            f" WHERE profile_id IN ({marks}) AND type = 'identify'",
+            profile_ids,
+        ):
+            sources[pid].append(TraitSource(source, at, identify_values(traits, context)))
+        return self._trait_rows(profile_ids, sources, computed_rows(conn, now, profile_ids))
+
+    def _all_traits(
+        self, conn: sqlite3.Connection, stale: list[str], now: Any, chunk: int
+    ) -> Iterator[list[tuple[str, str, str, str]]]:
+        """`_traits_for` for many profiles: one scan per table, kept as rows until their chunk comes."""
+        wanted = set(stale)
+        records: dict[str, list[tuple[Any, ...]]] = {}
+        for values in conn.execute(f"SELECT {_RECORD_COLUMNS} FROM source_records WHERE profile_id IS NOT NULL"):
+            if values[0] in wanted:
+                records.setdefault(values[0], []).append(values)
+        identifies: dict[str, list[tuple[Any, ...]]] = {}
+        for values in conn.execute(
+            "SELECT profile_id, source, timestamp, traits, context FROM events"
+            " WHERE type = 'identify' AND profile_id IS NOT NULL"
+        ):
+            if values[0] in wanted:
+                identifies.setdefault(values[0], []).append(values)
+        aggregates = computed_aggregates(conn, wanted)
+        del wanted
+        priority = self.settings.trait_priority
+        for start in range(0, len(stale), chunk):
+            out, stamp = [], now_iso()
+            for p in stale[start : start + chunk]:
+                mine, seen = records.pop(p, ()), identifies.pop(p, ())
+                if len(mine) == 1 and not seen:  # one record: nothing to choose between
+                    traits = unify_one(record_values(mine[0], 1))
+                else:
+                    sources = [record_source_of(r, 1) for r in mine]
+                    sources += [TraitSource(r[1], r[2], identify_values(r[3], r[4])) for r in seen]
+                    traits = unify(sources, priority)
+                found = aggregates.pop(p, None)
+                computed = orjson.dumps(computed_from(now, *found)).decode() if found is not None else "{}"
+                out.append((orjson.dumps(traits).decode(), computed, stamp, p))
+            yield out
+
+    def _trait_rows(
+        self, profile_ids: list[str], sources: dict[str, list[TraitSource]], computed: dict[str, dict[str, Any]]
+    ) -> list[tuple[str, str, str, str]]:
+        stamp = now_iso()
+        return [
+            (
+                orjson.dumps(unify(sources[p], self.settings.trait_priority)).decode(),
+                orjson.dumps(computed.get(p, {})).decode(),
+                stamp,
+                p,
+            )
+            for p in profile_ids
+        ]
+
+
+_RECORD_COLUMNS = ", ".join(["profile_id", *RECORD_COLUMNS])
+"""What `record_source_of` reads of a source record, after ``profile_id``."""
+
+
+def _save_traits(conn: sqlite3.Connection, rows: list[tuple[str, str, str, str]]) -> None:
+    conn.executemany("UPDATE profiles SET traits = ?, computed = ?, refreshed_at = ? WHERE id = ?", rows)
