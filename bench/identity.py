@@ -200,6 +200,7 @@ _PHASES = [
     ("training the match model", "start training"),
     ("scored pairs", "after predict"),
     ("plan:", "after cluster + plan"),
+    ("plan applied", "after apply"),
 ]
 
 

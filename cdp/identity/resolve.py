@@ -258,6 +258,7 @@ class Resolution:
                 snap = self._read_snapshot()
                 continue
             del edges, snap
+            say("plan applied; refreshing traits")
             stats["traits_refreshed"] = self.refresh_traits()
             return stats
         raise ResolutionFailed("the identity graph kept changing during the run; try again when ingest is quieter")
