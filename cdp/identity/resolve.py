@@ -335,10 +335,16 @@ class Resolution:
         stats = summary(result, refused)
         say(f"plan: {stats}")
         by_id = {n.id: n for n in nodes}  # every identifier of a profile the plan changes
-        weights = {(e.a, e.b): e for e in edge_list}
+        # What the merge and split reasons need, made before the write transaction.
+        members: dict[str, list[int]] = {}  # identifiers by the profile they had, for merged or split ones
+        named = {gone for _, gone in result.merges} | {source for source, _ in result.splits}
+        for i, node in by_id.items():
+            if node.profile_id in named:
+                members.setdefault(node.profile_id, []).append(i)
+        strongest = _strongest(by_id, edge_list)
         now = now_iso()
         edge_rows = _edge_rows(edges, model_info[0], now) if model_info is not None else None
-        self.store.write(lambda c: self._apply(c, now, by_id, result, edge_rows, model_info, weights))
+        self.store.write(lambda c: self._apply(c, now, by_id, result, edge_rows, model_info, members, strongest))
         stats["profiles"] = int(
             self.store.reader().execute("SELECT count(*) FROM profiles WHERE merged_into IS NULL").fetchone()[0]
         )
@@ -354,17 +360,10 @@ class Resolution:
         result: Plan,
         edge_rows: list[tuple[Any, ...]] | None,
         model_info: tuple[int, matching.MatchModel] | None,
-        weights: dict[tuple[int, int], Edge],
+        members: dict[str, list[int]],
+        strongest: dict[tuple[str, str], Edge],
     ) -> None:
         self.store.after_commit(self.graph.invalidate)
-        # Indexes for the per-merge and per-split lookups below (linear, not merges x identifiers).
-        members: dict[str, list[int]] = {}
-        for i, node in by_id.items():
-            members.setdefault(node.profile_id, []).append(i)
-        incident: dict[int, list[tuple[int, Edge]]] = {}
-        for order, edge in enumerate(weights.values()):
-            incident.setdefault(edge.a, []).append((order, edge))
-            incident.setdefault(edge.b, []).append((order, edge))
         # Nothing may have moved since the snapshot for the identifiers this plan touches.
         touched = set(result.moves)
         if touched:
@@ -395,7 +394,7 @@ class Resolution:
                 (
                     survivor,
                     gone,
-                    orjson.dumps(_why(by_id, members, incident, survivor, gone, model_info)).decode(),
+                    orjson.dumps(_why(by_id, members, strongest, survivor, gone, model_info)).decode(),
                     now,
                 )
                 for survivor, gone in merges
@@ -517,30 +516,36 @@ def _record_ids(conn: sqlite3.Connection, values: Iterable[str]) -> dict[str, in
     return out
 
 
+def _strongest(by_id: dict[int, Node], edges: list[Edge]) -> dict[tuple[str, str], Edge]:
+    """The strongest match edge between each two profiles (by the profiles the identifiers had before
+    the run; the first of equally strong edges wins)."""
+    best: dict[tuple[str, str], Edge] = {}
+    for edge in edges:
+        left, right = by_id.get(edge.a), by_id.get(edge.b)
+        if left is None or right is None or left.profile_id == right.profile_id:
+            continue
+        key = (min(left.profile_id, right.profile_id), max(left.profile_id, right.profile_id))
+        found = best.get(key)
+        if found is None or edge.weight > found.weight:
+            best[key] = edge
+    return best
+
+
 def _why(
     by_id: dict[int, Node],
     members: dict[str, list[int]],
-    incident: dict[int, list[tuple[int, Edge]]],
+    strongest: dict[tuple[str, str], Edge],
     survivor: str,
     gone: str,
     model_info: tuple[int, matching.MatchModel] | None,
 ) -> dict[str, Any]:
     """The strongest match edge between the two profiles' identifiers, if any (else shared identifiers).
 
-    ``members``: identifier ids by the profile they had before the run; ``incident``: each identifier's
-    match edges with their order (the first of equally strong edges wins).
+    ``members``: identifier ids by the profile they had before the run; ``strongest``: see `_strongest`.
     """
-    left = set(members.get(survivor, ()))
-    right = members.get(gone, [])
-    best: tuple[float, int, Edge] | None = None
-    for i in right:
-        for order, edge in incident.get(i, ()):
-            other = edge.b if edge.a == i else edge.a
-            if other in left and (best is None or (edge.weight, -order) > (best[0], -best[1])):
-                best = (edge.weight, order, edge)
-    if best is None:
-        return {"evidence": "identifier", "identifiers": sorted(by_id[i].key for i in right)[:20]}
-    edge = best[2]
+    edge = strongest.get((min(survivor, gone), max(survivor, gone)))
+    if edge is None:
+        return {"evidence": "identifier", "identifiers": sorted(by_id[i].key for i in members.get(gone, ()))[:20]}
     return {
         "evidence": "probabilistic",
         "model_version": model_info[0] if model_info else None,
