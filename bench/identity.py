@@ -34,7 +34,8 @@
 Timings of cdp commands are wall-clock seconds of the subprocess (interpreter start, imports and opening
 the store included; ``cdp resolve`` also reports its own in-process ``seconds``). Each resolve's stderr
 progress lines are time-stamped and its RSS sampled every 0.5 s, to split it into phases (match rows;
-train + predict; snapshot + cluster + plan; apply + trait refresh) with seconds and peak RSS each.
+train + predict, with the graph snapshot read alongside; cluster + plan; apply; trait refresh) with
+seconds and peak RSS each.
 Bare Splink runs in this process, where its imports are already done: prepare + train + predict +
 cluster; the time a fresh interpreter needs for those imports is measured separately, so the ratio is
 given both ways. The ratio target is judged cold against cold: ``cdp resolve``'s wall seconds over bare
