@@ -39,7 +39,7 @@ class CDP:
         self.graph = IdentityGraph(self.settings, after_commit=self.store.after_commit)
         self.store.external_change_listeners.append(self.graph.invalidate)
         self.ingest = Ingest(self.store, self.keys, self.settings, self.graph)
-        if self.settings.ingest_writer == "process":
+        if self.settings.ingest_writer == "process" and ProcessWriter.usable(self.settings):
             self.ingest.tracking.writer = ProcessWriter(self.settings)
         self.events = Events(self.store)
         self.profiles = Profiles(self.store, self.settings)

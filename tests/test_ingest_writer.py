@@ -234,3 +234,8 @@ def test_a_broken_batch_fails_alone_when_stored_with_others(tmp_path: Path) -> N
         assert outcomes == ["failed", (1, 0), "failed", (0, 1)]
         stored = cdp.store.reader().execute("SELECT message_id FROM events").fetchall()
         assert stored == [("m1",)]
+
+
+def test_an_in_memory_store_keeps_the_writer_thread() -> None:
+    with CDP(Settings(db=Path(":memory:"), scheduler_enabled=False, ingest_writer="process")) as cdp:
+        assert not isinstance(cdp.ingest.tracking.writer, ProcessWriter)

@@ -24,6 +24,7 @@ import functools
 import gc
 import itertools
 import logging
+import os
 import pickle
 import socket
 import sqlite3
@@ -60,6 +61,11 @@ class ProcessWriter:
         self._process: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._closed = False
+
+    @staticmethod
+    def usable(settings: Settings) -> bool:
+        """A child needs a file both processes can open and a POSIX host (the socket is passed by fd)."""
+        return str(settings.db) != ":memory:" and os.name == "posix"
 
     def start(self) -> None:
         with self._lock:
