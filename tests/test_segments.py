@@ -167,6 +167,7 @@ def test_memberships_follow_merges(fresh_db: CDP, write_key: str) -> None:
     assert len(merged) == 1 and user in merged[0]["payload"]
 
 
+@pytest.mark.parametrize("ingest_writer", ["thread", "process"])
 def test_realtime_reevaluation(fresh_db: CDP, write_key: str) -> None:
     fresh_db.segments.create(HIGH_VALUE)
     fresh_db.segments.create(PRO)
@@ -264,6 +265,7 @@ def test_cli_segments(fresh_db: CDP, write_key: str, tmp_path: Any) -> None:
     assert runner.invoke(cli, ["segments", "compute", "--db", db]).exit_code != 0
 
 
+@pytest.mark.parametrize("ingest_writer", ["thread", "process"])
 def test_realtime_in_the_background(fresh_db: CDP, write_key: str) -> None:
     import time
 
