@@ -5,9 +5,9 @@ HTTP side (parsing, validation, normalisation: ~20 µs an event) and the write h
 the identity graph, the SQLite inserts and COMMIT: ~40 µs an event, the serial part). The writer
 thread gives the GIL up inside every ``sqlite3_step`` and waits to get it back behind request
 threads, so the serial part slows down exactly when the load is highest. Here the write half runs
-in a child process with its own store connection, identity graph and cache, and the same group
-commit; the server sends it batches over a pipe and acknowledges a request once the child has
-committed it, as before.
+in a child process with its own store connection, identity graph and cache; the server sends it
+validated batches over a socket pair, the child stores the batches that arrived together in one
+transaction, and the server acknowledges a request once the child says it committed, as before.
 
 The child is ``python -m cdp.ingest.writer`` (a fresh interpreter: no inherited threads or SQLite
 handles, and only the modules the write half needs), started with the server; it ends when the
@@ -26,6 +26,7 @@ import itertools
 import logging
 import os
 import pickle
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -40,7 +41,8 @@ from cdp.settings import Settings
 
 log = logging.getLogger("cdp.ingest")
 
-# (request id, batch) to the child; (request id, True, result) or (request id, False, message) back.
+# Messages, pickled: settings, then (request id, batch) or None (stop) to the child; True (ready) or
+# why not, then (request id, True, what was stored) or (request id, False, why) back.
 _START_TIMEOUT = 60.0
 
 
@@ -295,4 +297,6 @@ def _child(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl+C reaches the whole process group: the server finishes its requests and then stops the child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _child(Connection(int(sys.argv[1])))
