@@ -37,7 +37,7 @@ class CDP:
             self.store.migrate()
         self.keys = Keys(self.store, cache_seconds=self.settings.key_cache_seconds)
         self.graph = IdentityGraph(self.settings, after_commit=self.store.after_commit)
-        self.store.external_change_listeners.append(self.graph.invalidate)
+        self.store.external_change_listeners.append(self.graph.on_external_change)
         self.ingest = Ingest(self.store, self.keys, self.settings, self.graph)
         if self.settings.ingest_writer == "process" and ProcessWriter.usable(self.settings):
             self.ingest.tracking.writer = ProcessWriter(self.settings)

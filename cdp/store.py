@@ -59,8 +59,9 @@ class Store:
         self._closed = False
         self._stop = threading.Event()
         self._job_state = threading.local()
-        # Called (in the writer thread) when another connection or process changed the database.
-        self.external_change_listeners: list[Callable[[], None]] = []
+        # Called (in the writer thread, inside its transaction, with its connection) when another
+        # connection or process changed the database since this writer's last transaction.
+        self.external_change_listeners: list[Callable[[sqlite3.Connection], None]] = []
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
 
@@ -198,7 +199,7 @@ class Store:
         if version != self._data_version:
             self._data_version = version
             for listener in self.external_change_listeners:
-                listener()
+                listener(conn)
         # A lone job needs no savepoint: rolling back the transaction is the same thing.
         savepoints = len(jobs) > 1
         for job, future in jobs:

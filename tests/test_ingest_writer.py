@@ -239,3 +239,33 @@ def test_a_broken_batch_fails_alone_when_stored_with_others(tmp_path: Path) -> N
 def test_an_in_memory_store_keeps_the_writer_thread() -> None:
     with CDP(Settings(db=Path(":memory:"), scheduler_enabled=False, ingest_writer="process")) as cdp:
         assert not isinstance(cdp.ingest.tracking.writer, ProcessWriter)
+
+
+def _track(cdp: CDP, key: str, **ids: str) -> str:
+    cdp.ingest.batch({"batch": [{"type": "track", "event": "Seen", **ids}]}, write_key=key)
+    conn = cdp.store.reader()
+    return str(conn.execute("SELECT profile_id FROM events ORDER BY id DESC LIMIT 1").fetchone()[0])
+
+
+def test_a_writer_keeps_its_identity_cache_until_another_process_changes_the_graph(tmp_path: Path) -> None:
+    """Two writers on one file, as the server and its ingest writer process are."""
+    path = tmp_path / "cdp.db"
+    with CDP(_settings(path, "thread")) as ingest, CDP(_settings(path, "thread")) as other:
+        _, key = ingest.keys.create("write", "web")
+        older = _track(ingest, key, anonymousId="anon-1")
+        newer = _track(ingest, key, userId="user-1")
+        assert older != newer
+        cached = dict(ingest.graph.cache.ids)
+        assert ("user_id", "user-1") in cached
+
+        other.keys.create("read", "unrelated")  # a write that does not touch the identity graph
+        assert _track(ingest, key, userId="user-1") == newer
+        assert ingest.graph.cache.ids.keys() >= cached.keys()  # still warm
+
+        # The other writer joins the two: the older profile survives.
+        other.ingest.batch(
+            {"batch": [{"type": "identify", "anonymousId": "anon-1", "userId": "user-1", "traits": {}}]},
+            write_key=key,
+        )
+        assert _track(ingest, key, userId="user-1") == older  # not the merged-away profile
+        assert _track(ingest, key, anonymousId="anon-1") == older

@@ -31,6 +31,15 @@ ATTRIBUTES = ("birthday", "first_name")
 MergeHook = Callable[[sqlite3.Connection, str, str], None]
 
 
+def _epoch(conn: sqlite3.Connection) -> int | None:
+    """The identity graph's change count (None before migration 0006)."""
+    try:
+        row = conn.execute("SELECT value FROM identity_epoch WHERE id = 1").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return int(row[0]) if row else None
+
+
 def new_profile_id() -> str:
     return "prof_" + secrets.token_hex(10)
 
@@ -126,6 +135,7 @@ class Cache:
         # Observations that changed nothing when last seen -> their profile: a returning visitor's
         # next event (same identifiers, no new attributes) is answered by one lookup.
         self.settled: dict[SettledKey, str] = {}
+        self.epoch: int | None = None  # identity_epoch when the cache was last known to be current
 
     def clear(self) -> None:
         self.ids.clear()
@@ -138,7 +148,10 @@ class Cache:
             profile_id = self.redirect[profile_id]
         return profile_id
 
-    def publish(self, txn: _Txn) -> None:
+    def publish(self, txn: _Txn, epoch: int | None = None) -> None:
+        """Add a committed transaction's facts (and, if it changed the graph, the change count after it)."""
+        if epoch is not None:
+            self.epoch = epoch
         if len(self.ids) + len(txn.ids) > self.MAX_ENTRIES or len(self.pairs) > self.MAX_ENTRIES:
             self.clear()
         self.redirect.update(txn.redirect)
@@ -222,6 +235,14 @@ class IdentityGraph:
         """Forget cached identity facts (another process, or a resolution run, changed them)."""
         self.cache.clear()
 
+    def on_external_change(self, conn: sqlite3.Connection) -> None:
+        """Another connection wrote: forget the cache only if it changed the identity graph
+        (``identity_epoch``, counted by triggers, differs from the count after our own last write)."""
+        epoch = _epoch(conn)
+        if epoch is None or epoch != self.cache.epoch:
+            self.cache.clear()
+            self.cache.epoch = epoch
+
     # -- observations --------------------------------------------------------------------------
 
     def observe(self, conn: sqlite3.Connection, observations: list[Observation]) -> list[str | None]:
@@ -249,7 +270,8 @@ class IdentityGraph:
                 txn.settled[key] = group
             assigned.append(group)
         if self.after_commit is not None:
-            self.after_commit(lambda: self.cache.publish(txn))
+            epoch = _epoch(conn) if txn.writes else None  # our own changes count too
+            self.after_commit(lambda: self.cache.publish(txn, epoch))
         if txn.touched:
             when = max(obs.when for obs in observations) if observations else ""
             conn.executemany(

@@ -262,7 +262,7 @@ def _child(conn: Connection) -> None:
         settings: Settings = pickle.loads(conn.recv_bytes())
         store = Store(settings)
         graph = IdentityGraph(settings, after_commit=store.after_commit)
-        store.external_change_listeners.append(graph.invalidate)
+        store.external_change_listeners.append(graph.on_external_change)
         graph.merge_hooks.append(_follow_merge)
     except Exception as exc:
         conn.send_bytes(pickle.dumps(f"{type(exc).__name__}: {exc}"))
