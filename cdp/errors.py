@@ -87,6 +87,13 @@ class StoreClosed(CDPError):
     status = 503
 
 
+class WriterUnavailable(CDPError):
+    """The ingest writer process could not take or finish a write; nothing was stored, retry."""
+
+    code = "writer_unavailable"
+    status = 503
+
+
 class UnsupportedEncoding(CDPError):
     code = "unsupported_encoding"
     status = 415

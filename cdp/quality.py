@@ -53,8 +53,7 @@ class Tally:
         for key, value in other.sums.items():
             self.sums[key] += value
         for key, value in other.maxima.items():
-            if value > self.maxima.get(key, float("-inf")):
-                self.maxima[key] = value
+            self.maximum(*key, value)
 
     def write(self, conn: sqlite3.Connection) -> None:
         when = now_iso()

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from cdp import CDP, Settings
-from cdp.ingest.writer import ProcessWriter, WriterUnavailable
+from cdp.errors import WriterUnavailable
+from cdp.ingest.writer import ProcessWriter
 
 
 def _settings(path: Path, writer: str) -> Settings:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import credential, get_cdp
 from api.schemas import (
@@ -18,7 +17,6 @@ from api.schemas import (
     body_doc,
 )
 from cdp.errors import PayloadTooLarge
-from cdp.ingest.writer import ProcessWriter
 
 router = APIRouter(tags=["tracking"])
 SUCCESS = b'{"success":true}'
@@ -60,16 +58,11 @@ def _route(kind: str) -> None:
         settings = cdp.settings
         limit = settings.max_batch_bytes if kind == "batch" else settings.max_message_bytes
         body = await read_body(request, limit)
-        encoding, key = request.headers.get("content-encoding"), credential(request)
-        writer = cdp.ingest.tracking.writer
-        if isinstance(writer, ProcessWriter):
-            # Validation here (CPU only, ~12 µs an event), the write in the writer process: no worker
-            # thread, and the event loop serves other requests while the child commits.
-            pending = cdp.ingest.prepare_http_body(kind, body, content_encoding=encoding, write_key=key)
-            stored = await writer.write_async(pending.work) if pending.work is not None else None
-            cdp.ingest.tracking.finish(pending, stored)
-        else:
-            await run_in_threadpool(cdp.ingest.http_body, kind, body, content_encoding=encoding, write_key=key)
+        # Validation on the event loop (CPU only, ~12 µs an event); the loop serves other requests
+        # while the writer commits.
+        await cdp.ingest.http_body_async(
+            kind, body, content_encoding=request.headers.get("content-encoding"), write_key=credential(request)
+        )
         return Response(SUCCESS, media_type="application/json")
 
     summary = f"Segment {kind}" if kind != "batch" else "Segment batch (up to 2,500 messages, 500 KB)"

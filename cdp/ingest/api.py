@@ -40,6 +40,15 @@ class Ingest:
             self.prepare_http_body(kind, body, content_encoding=content_encoding, write_key=write_key)
         )
 
+    async def http_body_async(
+        self, kind: str, body: bytes, *, content_encoding: str | None = None, write_key: str | None = None
+    ) -> IngestResult:
+        """``http_body`` for the event loop: validation here (CPU only), the write awaited (the ingest
+        writer process, or this process's writer thread from a worker thread)."""
+        return await self.tracking.commit_async(
+            self.prepare_http_body(kind, body, content_encoding=content_encoding, write_key=write_key)
+        )
+
     def prepare_http_body(
         self, kind: str, body: bytes, *, content_encoding: str | None = None, write_key: str | None = None
     ) -> Pending:

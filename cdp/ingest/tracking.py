@@ -1,12 +1,15 @@
 """Segment HTTP Tracking API messages: validate, normalise, correct clocks, deduplicate, store.
 
-Validation and normalisation run on the caller's thread; the rows then go to the store's writer
-as one job, which drops messageIds already stored, inserts the rest and adds the data-quality
-counters in the same transaction. The call returns after COMMIT.
+Validation and normalisation run on the caller's thread (``prepare_*``); the rows then go to a
+writer (``Tracking.writer``: this process's store writer thread, or under ``cdp serve`` the ingest
+writer process of ``cdp.ingest.writer``), which drops messageIds already stored, links identities,
+inserts the rest and adds the data-quality counters in one transaction (``store_batch``). The call
+returns after COMMIT.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import uuid
@@ -178,8 +181,12 @@ class Tracking:
         return self.commit(self.prepare_batch(payload, write_key=write_key))
 
     def commit(self, pending: Pending) -> IngestResult:
-        """Write what ``prepare_*`` validated and finish it (the blocking path)."""
+        """Write what ``prepare_*`` validated and finish it."""
         return self.finish(pending, self.writer.write(pending.work) if pending.work is not None else None)
+
+    async def commit_async(self, pending: Pending) -> IngestResult:
+        """``commit`` for the event loop."""
+        return self.finish(pending, await self.writer.write_async(pending.work) if pending.work is not None else None)
 
     # -- the two halves: validation, then writing ------------------------------------------------
 
@@ -534,6 +541,8 @@ class BatchWriter(Protocol):
 
     def write(self, batch: Batch) -> Stored: ...
 
+    async def write_async(self, batch: Batch) -> Stored: ...
+
     def close(self) -> None: ...
 
 
@@ -549,6 +558,9 @@ class InlineWriter:
 
     def write(self, batch: Batch) -> Stored:
         return self.store.write(lambda conn: store_batch(conn, self.graph, batch))
+
+    async def write_async(self, batch: Batch) -> Stored:
+        return await asyncio.to_thread(self.write, batch)
 
     def close(self) -> None:
         pass

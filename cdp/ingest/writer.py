@@ -36,7 +36,7 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any
 
-from cdp.errors import CDPError
+from cdp.errors import WriterUnavailable
 from cdp.settings import Settings
 
 log = logging.getLogger("cdp.ingest")
@@ -44,11 +44,6 @@ log = logging.getLogger("cdp.ingest")
 # Messages, pickled: settings, then (request id, batch) or None (stop) to the child; True (ready) or
 # why not, then (request id, True, what was stored) or (request id, False, why) back.
 _START_TIMEOUT = 60.0
-
-
-class WriterUnavailable(CDPError):
-    code = "writer_unavailable"
-    status = 503
 
 
 class ProcessWriter:
@@ -107,12 +102,11 @@ class ProcessWriter:
         return self.submit(batch).result()
 
     async def write_async(self, batch: Any) -> Any:
-        """``write`` for the event loop: no worker thread waits for the child."""
+        """``write`` for the event loop: no thread waits for the child."""
         return await asyncio.wrap_future(self.submit(batch))
 
     def submit(self, batch: Any) -> Future[Any]:
         future: Future[Any] = Future()
-        data = None
         with self._lock:
             if self._closed:
                 raise WriterUnavailable("the server is shutting down; no more writes are accepted")
@@ -273,11 +267,10 @@ def _child(conn: Connection) -> None:
     gc.freeze()
     gc.set_threshold(20_000, 10, 10)
     conn.send_bytes(pickle.dumps(True))
-    send_lock = threading.Lock()
 
-    def answer(request: int, ok: bool, value: Any) -> None:
+    def answer(request: int, ok: bool, value: Any) -> None:  # only the batcher's thread sends
         data = pickle.dumps((request, ok, value), protocol=pickle.HIGHEST_PROTOCOL)
-        with send_lock, contextlib.suppress(OSError):  # the server is gone; what was committed stays committed
+        with contextlib.suppress(OSError):  # the server is gone; what was committed stays committed
             conn.send_bytes(data)
 
     batcher = _Batcher(store, graph, answer)
