@@ -15,7 +15,7 @@ from cdp.ml.personas import Personas
 from cdp.profiles import Profiles
 from cdp.quality import Quality
 from cdp.segments.api import Segments
-from cdp.segments.engine import follow_merge
+from cdp.segments.engine import follow_merges
 from cdp.segments.realtime import RealtimeSegments
 from cdp.settings import Settings
 from cdp.store import Store
@@ -52,7 +52,7 @@ class CDP:
         self.segments_realtime = RealtimeSegments(self.segments)
         self.ingest.tracking.insert_hooks.append(self.segments_realtime.on_events)
         self.ingest.records.upsert_hooks.append(self.segments_realtime.on_records)
-        self.graph.merge_hooks.append(follow_merge)
+        self.graph.merge_hooks.append(follow_merges)
         self.identity.after_run.append(self._after_resolution)
         self.quality = Quality(self.store)
         self.personas = Personas(self.store)

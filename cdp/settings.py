@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     match_threshold: float = Field(
         0.99, gt=0, lt=1, description="Splink match probability at or above which two records are the same person."
     )
+    match_strong_threshold: float = Field(
+        0.999,
+        gt=0,
+        lt=1,
+        description=(
+            "Match probability at or above which one edge may join two clusters of several records each; a "
+            "weaker edge needs at least half of the record pairs between them to match (the chaining guard)."
+        ),
+    )
     trait_priority: dict[str, list[str]] = Field(
         default_factory=dict,
         description=(

@@ -3,7 +3,8 @@
 - deterministic links: connected components with a replay only of conflicting components == replaying
   every link one by one under merge protection;
 - the trait refresh of most profiles at once (one scan per table) == the refresh by lists of ids;
-- training on a sample of the rows records what it sampled and still counts every row.
+- training on a sample of the rows records what it sampled and still counts every row;
+- the chaining guard: one weak edge does not join two clusters, a strong or well-supported one does.
 """
 
 from __future__ import annotations
@@ -111,6 +112,54 @@ def test_edges_join_clusters_strongest_first_under_the_limits() -> None:
     labels, refused = cluster(graph, edges, Rules(Settings()))
     assert labels.tolist() == [0, 0, 2, 2, 0]
     assert [(r.rule, r.a, r.b) for r in refused] == [("limit:user_id", 10, 30)]
+
+
+def two_pairs(types: list[int]) -> Graph:
+    """Rows 0-1 and 2-3 linked by identifiers (one person each, as far as exact identifiers go)."""
+    n = len(types)
+    return Graph(
+        ids=np.arange(n, dtype=np.int64) * 10 + 10,
+        types=np.array(types, dtype=np.int64),
+        type_names=["record", "user_id", "email"],
+        values=[f"v{i}" for i in range(n)],
+        profiles=np.arange(n, dtype=np.int64),
+        profile_names=[f"p{i}" for i in range(n)],
+        shared=np.zeros(n, dtype=bool),
+        link_rows=np.array([[0, 1], [2, 3]], dtype=np.int64),
+        link_alias=np.zeros(2, dtype=bool),
+        attr_rows=np.empty(0, dtype=np.int64),
+        attr_kinds=np.empty(0, dtype=np.int64),
+        attr_kind_names=[],
+        attr_values=np.empty(0, dtype=np.int64),
+        attr_value_names=[],
+    )
+
+
+def test_one_weak_edge_does_not_chain_two_clusters_but_a_strong_or_well_supported_one_does() -> None:
+    graph, rules = two_pairs([0, 0, 0, 0]), Rules(Settings())
+    weak = (np.array([1]), np.array([2]), np.array([8.0]))
+    labels, refused = cluster(graph, weak, rules, strong_weight=10.0)
+    assert labels.tolist() == [0, 0, 2, 2]
+    assert [(r.rule, r.a, r.b, r.message) for r in refused] == [
+        ("chaining", 20, 30, "only 1 of 4 record pairs between the two clusters match")
+    ]
+    strong = (np.array([1]), np.array([2]), np.array([10.0]))
+    labels, refused = cluster(graph, strong, rules, strong_weight=10.0)
+    assert labels.tolist() == [0, 0, 0, 0] and refused == []
+    supported = (np.array([1, 0]), np.array([2, 3]), np.array([8.0, 7.0]))  # 2 of 4 pairs
+    labels, refused = cluster(graph, supported, rules, strong_weight=10.0)
+    assert labels.tolist() == [0, 0, 0, 0] and refused == []
+
+
+def test_only_compared_identifiers_count_in_the_chaining_share() -> None:
+    # rows 0 (record) + 1 (a user id that had no traits to match on) and 2 + 3 (records)
+    graph, rules = two_pairs([0, 1, 0, 0]), Rules(Settings())
+    weak = (np.array([0]), np.array([2]), np.array([8.0]))
+    labels, refused = cluster(graph, weak, rules, strong_weight=10.0)
+    assert labels.tolist() == [0, 0, 2, 2] and [r.rule for r in refused] == ["chaining"]
+    compared = np.array([True, False, True, True])
+    labels, refused = cluster(graph, weak, rules, strong_weight=10.0, matched=compared)
+    assert labels.tolist() == [0, 0, 0, 0] and refused == []
 
 
 def stored_traits(cdp: CDP) -> dict[str, tuple[Any, Any]]:

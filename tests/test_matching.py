@@ -394,6 +394,31 @@ def test_household_members_are_not_merged_but_nicknames_are_not_vetoed(model: Ma
         assert why["match_probability"] > 0.99, (first, short)
 
 
+def test_a_move_is_counted_once_by_the_postal_code(model: MatchModel, crm: pd.DataFrame) -> None:
+    person = crm[crm["unique_id"] == "rec-1-org"].iloc[0].to_dict()
+    moved = {**person, "unique_id": "moved", "email": None, "phone": None, "address_postal_code": "9999",
+             "address_city": "zzyzx", "address_street": "1 quarry lane"}  # fmt: skip
+    assert not str(person["address_postal_code"]).startswith("999")
+    why = {c["comparison"]: c for c in matching.explain_pair(model, person, moved)["comparisons"]}
+    assert why["address_postal_code"]["level"] == "All other comparisons"
+    assert why["address_postal_code"]["partial_weight"] < -1
+    for name in ("address_city", "address_street"):
+        assert why[name]["level"].startswith("Different"), name
+        assert why[name]["partial_weight"] == 0.0, name
+    # With the postal code alike, a different city or street still weighs what EM trained.
+    near = {**moved, "address_postal_code": person["address_postal_code"]}
+    why = {c["comparison"]: c for c in matching.explain_pair(model, person, near)["comparisons"]}
+    for name in ("address_city", "address_street"):
+        assert why[name]["level"] == "All other comparisons", name
+        assert why[name]["partial_weight"] < -1, name
+    # The level is added after training: its m and u are fixed and equal, the trained levels are EM's.
+    for comparison in model.settings["comparisons"]:
+        if comparison["output_column_name"] in ("address_city", "address_street"):
+            level = comparison["comparison_levels"][-2]
+            assert level["m_probability"] == level["u_probability"]
+            assert level["fix_m_probability"] and level["fix_u_probability"]
+
+
 def test_nicknames_come_from_the_published_list(model: MatchModel, crm: pd.DataFrame) -> None:
     person = crm[crm["unique_id"] == "rec-1-org"].iloc[0].to_dict()
     for formal, nickname in (("Eugene", "Gene"), ("Oliver", "Ollie"), ("Margaret", "Peggy"), ("Robert", "Robbie")):

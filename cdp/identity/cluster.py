@@ -236,13 +236,19 @@ def cluster(
     rules: Rules,
     *,
     chaining_density: float = 0.5,
+    strong_weight: float = np.inf,
+    matched: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Refusal]]:
     """Each row's cluster (the smallest row in it), and the links/edges merge protection refused.
 
     ``edges``: rows of both ends and match weights of the probabilistic edges. Deterministic links are
     replayed in the order they were seen, then edges are added strongest first; an edge that would
-    join two clusters of several matchable identifiers each is refused unless at least
-    ``chaining_density`` of the record pairs between them match.
+    join two clusters of several matchable identifiers each is refused unless its match weight is at
+    least ``strong_weight`` or at least ``chaining_density`` of the record pairs between them match
+    (edges come strongest first, so the edge that would join them is the strongest between them).
+    ``matched`` (a mask over rows) says which identifiers were match rows: only those count as a
+    cluster's members in that share (a ``user_id`` with no traits to match on was never compared, so
+    it can support no edge). Without it, every record and ``user_id`` counts.
     """
     n = len(graph)
     refused: list[Refusal] = []
@@ -265,7 +271,10 @@ def cluster(
         for r in rows.tolist():  # rows ascend: the first row seen of a cluster is its smallest
             smallest.setdefault(root[r], r)
         label[rows] = [smallest[root[r]] for r in rows.tolist()]
-    return _add_edges(graph, label, edges, rules, refused, chaining_density), refused
+    if matched is None:
+        matched = np.isin(graph.types, [graph.type_names.index(t) for t in MATCHABLE if t in graph.type_names])
+    guard = (chaining_density, strong_weight)
+    return _add_edges(graph, label, edges, rules, refused, guard, matched), refused
 
 
 def _add_edges(
@@ -274,17 +283,19 @@ def _add_edges(
     edges: tuple[np.ndarray, np.ndarray, np.ndarray],
     rules: Rules,
     refused: list[Refusal],
-    chaining_density: float,
+    guard: tuple[float, float],
+    matchable: np.ndarray,
 ) -> np.ndarray:
     """Probabilistic edges onto the clusters ``label`` (smallest row of each), strongest first."""
     ea, eb, weight = edges
     if not len(ea):
         return label
+    chaining_density, strong_weight = guard
     order = np.lexsort((graph.ids[eb], graph.ids[ea], -weight))
     ea, eb = ea[order].tolist(), eb[order].tolist()
+    strong = (weight[order] >= strong_weight).tolist()
     ntypes = len(graph.type_names)
     limits = [(graph.type_names.index(k), v) for k, v in rules.limits.items() if k in graph.type_names]
-    matchable = np.isin(graph.types, [graph.type_names.index(t) for t in MATCHABLE if t in graph.type_names])
     # Rows of each touched cluster, sorted by label, to count types and list matchable members on demand.
     touched = np.unique(label[np.concatenate([np.asarray(ea), np.asarray(eb)])])
     in_touched = np.flatnonzero(np.isin(label, touched))
@@ -325,7 +336,7 @@ def _add_edges(
             parent[x], x = root, up
         return root
 
-    for x, y in zip(ea, eb, strict=True):
+    for x, y, sure in zip(ea, eb, strong, strict=True):
         ra, rb = find(int(label[x])), find(int(label[y]))
         if ra == rb:
             continue
@@ -340,7 +351,7 @@ def _add_edges(
                 refused.append(Refusal(decision.rule, decision.message, int(graph.ids[x]), int(graph.ids[y])))
                 continue
         left, right = matchable_members(ra), matchable_members(rb)
-        if len(left) > 1 and len(right) > 1:
+        if len(left) > 1 and len(right) > 1 and not sure:
             right_set = set(right)
             support = sum(len(neighbours[m] & right_set) for m in left)
             if support < chaining_density * len(left) * len(right):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,8 @@ TYPES = tuple(PRIORITY)
 ATTRIBUTES = ("birthday", "first_name")
 
 # (connection, survivor, merged-away profile): extra tables that must follow a merge.
-MergeHook = Callable[[sqlite3.Connection, str, str], None]
+MergeHook = Callable[[sqlite3.Connection, Sequence[tuple[str, str]]], None]
+"""Called in the merging transaction with (survivor, merged-away profile id) pairs."""
 
 
 def _epoch(conn: sqlite3.Connection) -> int | None:
@@ -471,7 +472,7 @@ class IdentityGraph:
             (survivor, gone, reason, orjson.dumps(details).decode(), when),
         )
         for hook in self.merge_hooks:
-            hook(conn, survivor, gone)
+            hook(conn, [(survivor, gone)])
         if txn is not None:
             txn.writes += 1
             txn.redirect[gone] = survivor

@@ -61,6 +61,7 @@ from cdp.identity.matching_backend import (
     arrow_table,
     as_pandas,
     cap_term_frequencies,
+    count_moves_once,
     fill_untrained,
     label,
     no_worse_than_else,
@@ -170,9 +171,10 @@ class MatchModel:
     metrics: dict[str, Any]
     term_frequencies: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    FORMAT: ClassVar[int] = 3
+    FORMAT: ClassVar[int] = 4
     """1: nicknames in a ``first_name_root`` column (cdp's own list); 2: ``first_name_nicknames``;
-    3: the first + last name blocking rule also requires ``full_name_blockable`` (common full names skipped)."""
+    3: the first + last name blocking rule also requires ``full_name_blockable`` (common full names skipped);
+    4: city and street have the untrained moved level (a move is counted once, by the postal code)."""
 
     def to_json(self) -> str:
         """Serialise to a JSON string (stable key order: equal models give equal strings)."""
@@ -252,7 +254,9 @@ def _linker(model: MatchModel, session: Session, sdf: SplinkDataFrame) -> Linker
     """A Splink linker with the model loaded (settings in the session's dialect, term frequencies)."""
     keys = [tuple(k) for k in model.metrics["blocking_rules"]]
     settings = settings_in_dialect(model.settings, model.comparisons, keys, session.dialect)
-    linker = Linker(sdf, settings, log_level=None)
+    # The settings were validated when the model was trained, and `prepare` gives every row all the
+    # columns a model can read: validating again would only cost time (a quarter of a second).
+    linker = Linker(sdf, settings, log_level=None, validate_settings=False)
     register_term_frequencies(linker, session, model.term_frequencies)
     return linker
 
@@ -372,6 +376,7 @@ def train(
     fill_untrained(settings, max_pairs)
     no_worse_than_else(settings)
     arm_guard(settings)
+    count_moves_once(settings)
     round_parameters(settings)
     tf = cap_term_frequencies(settings, tf)
     seconds["total"] = time.perf_counter() - started

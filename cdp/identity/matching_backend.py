@@ -22,7 +22,7 @@ from splink.internals.database_api import DatabaseAPISubClass
 from splink.internals.splink_dataframe import SplinkDataFrame
 
 from cdp.identity.matching_prepare import DERIVED, FIELDS, MatchingError
-from cdp.identity.matching_spec import GUARD, comparisons_named, rule
+from cdp.identity.matching_spec import GUARD, MOVED_COMPARISONS, comparisons_named, moved_level, rule
 
 Backend = Literal["duckdb", "spark"]
 
@@ -171,10 +171,12 @@ def register_term_frequencies(linker: Linker, session: Session, tf: Mapping[str,
         linker.table_management.register_term_frequency_lookup(session.register_frame(table), column)
 
 
-def settings_creator(names: Sequence[str], keys: Sequence[Sequence[str]]) -> SettingsCreator:
+def settings_creator(names: Sequence[str], keys: Sequence[Sequence[str]], *, moved: bool = False) -> SettingsCreator:
+    """Splink settings for the comparisons ``names`` and blocking keys ``keys``; ``moved`` as in
+    `cdp.identity.matching_spec.comparisons_named`."""
     return SettingsCreator(
         link_type="dedupe_only",
-        comparisons=[comparison for _, comparison in comparisons_named(names)],
+        comparisons=[comparison for _, comparison in comparisons_named(names, moved=moved)],
         blocking_rules_to_generate_predictions=[rule(k) for k in keys],
         retain_matching_columns=False,
         retain_intermediate_calculation_columns=True,
@@ -193,7 +195,11 @@ def settings_in_dialect(
     and blocking rules, regenerated SQL) with the stored parameters copied level by level."""
     if stored.get("sql_dialect") == dialect:
         return copy.deepcopy(dict(stored))
-    fresh = settings_creator(comparisons, keys).create_settings_dict(dialect)
+    fresh = settings_creator(comparisons, keys, moved=True).create_settings_dict(dialect)
+    if [len(c["comparison_levels"]) for c in fresh["comparisons"]] != [
+        len(c["comparison_levels"]) for c in stored["comparisons"]
+    ]:  # a model without moved levels
+        fresh = settings_creator(comparisons, keys).create_settings_dict(dialect)
     for new_cc, old_cc in zip(fresh["comparisons"], stored["comparisons"], strict=True):
         for new_level, old_level in zip(new_cc["comparison_levels"], old_cc["comparison_levels"], strict=True):
             for key in LEVEL_PARAMETERS:
@@ -202,6 +208,21 @@ def settings_in_dialect(
     fresh["probability_two_random_records_match"] = stored["probability_two_random_records_match"]
     fresh["sql_dialect"] = dialect
     return dict(fresh)
+
+
+def count_moves_once(settings: dict[str, Any]) -> None:
+    """Insert the untrained `moved_level` before the else level of the city and street comparisons
+    (only when the postal code is compared too), after training."""
+    names = {str(c["output_column_name"]) for c in settings["comparisons"]}
+    if "address_postal_code" not in names:
+        return
+    dialect = str(settings["sql_dialect"])
+    for comparison in settings["comparisons"]:
+        name = str(comparison["output_column_name"])
+        if name in MOVED_COMPARISONS:
+            levels = comparison["comparison_levels"]
+            what = name.removeprefix("address_")
+            levels.insert(len(levels) - 1, moved_level(what).create_level_dict(dialect))
 
 
 def fill_untrained(settings: dict[str, Any], u_pairs: float) -> None:

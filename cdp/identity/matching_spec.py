@@ -57,7 +57,7 @@ READS = {
     "first_name": ("first_name", "last_name", "first_name_nicknames"),
     "first_name_conflict": ("first_name", "last_name", "first_name_nicknames", "birthday"),
 }
-"""Columns a comparison's SQL reads, where more than its own field (the swapped-names level)."""
+"""Columns a comparison's SQL reads in training, where more than its own field (the swapped-names level)."""
 
 
 class _SqlLevel(ComparisonLevelCreator):
@@ -184,7 +184,32 @@ def _postcode_comparison() -> ComparisonCreator:
     )
 
 
-def _city_comparison() -> ComparisonCreator:
+_PC = "address_postal_code"
+_MOVED = (
+    f"{_PC}_l IS NOT NULL AND {_PC}_r IS NOT NULL AND NOT {_one_edit(_PC)}"
+    f" AND substr({_PC}_l, 1, 3) <> substr({_PC}_r, 1, 3)"
+)
+"""Postal codes both known and unrelated (the postal code comparison's else level): another address."""
+MOVED_COMPARISONS = ("address_city", "address_street")
+"""Comparisons that get a `moved_level` (when the postal code is compared too)."""
+
+
+def moved_level(what: str) -> ComparisonLevelCreator:
+    """A different ``what`` (city or street) where the postal codes differ too: weight 0.
+
+    Someone who moved has another postal code, city and street at once. EM assumes the comparisons are
+    independent and would count one move three times (about -12 bits, more than an equal birthday
+    earns): given that the postal codes differ, a different city or street says nothing more. This
+    level is not trained: `cdp.identity.matching.train` inserts it after EM, before the else level
+    (trained with it, EM would give the else level, then only "postal codes alike, city differs",
+    a positive weight from its tiny u). Agreements still count: a postal code typo with the same city
+    and street is strong evidence."""
+    return _SqlLevel(_MOVED, f"Different {what}, postal codes differ too: counted there").configure(
+        m_probability=0.5, u_probability=0.5, fix_m_probability=True, fix_u_probability=True
+    )
+
+
+def _city_comparison(moved: bool) -> ComparisonCreator:
     city = "address_city"
     return cl.CustomComparison(
         output_column_name=city,
@@ -194,12 +219,13 @@ def _city_comparison() -> ComparisonCreator:
             cll.ExactMatchLevel(city, term_frequency_adjustments=True),
             cll.JaroWinklerLevel(city, 0.92),
             cll.JaroWinklerLevel(city, 0.8),
+            *([moved_level("city")] if moved else []),
             cll.ElseLevel(),
         ],
     )
 
 
-def _street_comparison() -> ComparisonCreator:
+def _street_comparison(moved: bool) -> ComparisonCreator:
     street = "address_street"
     return cl.CustomComparison(
         output_column_name=street,
@@ -210,6 +236,7 @@ def _street_comparison() -> ComparisonCreator:
             cll.JaroWinklerLevel(street, 0.94),
             cll.JaroWinklerLevel(street, 0.9),
             cll.JaroWinklerLevel(street, 0.8),
+            *([moved_level("street")] if moved else []),
             cll.ElseLevel(),
         ],
     )
@@ -249,8 +276,11 @@ def _comparisons(fields: Collection[str]) -> list[tuple[str, ComparisonCreator]]
     return comparisons_named([n for n, cols in COMPARISON_COLUMNS.items() if set(cols) <= set(fields)])
 
 
-def comparisons_named(names: Collection[str]) -> list[tuple[str, ComparisonCreator]]:
-    """Fresh comparison creators for the given comparison names, in model order."""
+def comparisons_named(names: Collection[str], *, moved: bool = False) -> list[tuple[str, ComparisonCreator]]:
+    """Fresh comparison creators for the given comparison names, in model order: as EM trains them, or
+    with ``moved``, as a trained model scores (with a `moved_level` in city and street, when the postal
+    code is among ``names``)."""
+    moved = moved and _PC in names
     makers = {
         "first_name": lambda: _name_comparison("first_name"),
         "last_name": lambda: _name_comparison("last_name"),
@@ -260,8 +290,8 @@ def comparisons_named(names: Collection[str]) -> list[tuple[str, ComparisonCreat
             term_frequency_adjustments=True
         ),
         "address_postal_code": _postcode_comparison,
-        "address_city": _city_comparison,
-        "address_street": _street_comparison,
+        "address_city": lambda: _city_comparison(moved),
+        "address_street": lambda: _street_comparison(moved),
         "address_country": lambda: cl.ExactMatch("address_country"),
         GUARD: _guard_comparison,
     }

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -248,11 +249,12 @@ class Resolution:
                 t0 = time.perf_counter()
                 edges = matching.predict(model, rows)
                 say(f"scored pairs with model v{version}: {len(edges)} matches in {time.perf_counter() - t0:.1f}s")
+            matched = pd.Index(rows["unique_id"])
             del rows  # not needed any more: free it before clustering (a million rows hold about a gigabyte)
             snap = reading.result()
         for attempt in range(3):
             try:
-                stats = self._cluster_and_apply(snap, edges, model_info, say)
+                stats = self._cluster_and_apply(snap, edges, matched, model_info, say)
             except _Dirty:
                 say(f"the graph changed during the run; snapshotting again ({attempt + 1}/3)")
                 snap = self._read_snapshot()
@@ -302,18 +304,22 @@ class Resolution:
         self,
         snap: Snapshot,
         edges: pd.DataFrame,
+        matched: pd.Index,
         model_info: tuple[int, matching.MatchModel] | None,
         say: Progress,
     ) -> dict[str, Any]:
         graph = snap.graph
         edge_list: list[Edge] = []
         ends = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0))
-        if len(edges):
+        has_row = np.zeros(len(graph), dtype=bool)  # identifiers that were match rows
+        if len(matched):
             # Match rows are made of these identifiers (``type:value`` is their unique_id).
             matchable = np.flatnonzero(np.isin(graph.types, [graph.type_names.index(t) for t in MATCHABLE
                                                              if t in graph.type_names]))  # fmt: skip
             keys = pd.Index([f"{graph.type_names[t]}:{graph.values[r]}" for r, t in
                              zip(matchable.tolist(), graph.types[matchable].tolist(), strict=True)])  # fmt: skip
+            has_row[matchable[keys.isin(matched)]] = True
+        if len(edges):
             left = keys.get_indexer(edges["unique_id_l"])
             right = keys.get_indexer(edges["unique_id_r"])
             found = (left >= 0) & (right >= 0)
@@ -327,7 +333,10 @@ class Resolution:
                     graph.ids[a].tolist(), graph.ids[b].tolist(), weight.tolist(), probability.tolist(), strict=True
                 )
             ]
-        label, refused = cluster(graph, ends, self.graph.rules)
+        strong = self.settings.match_strong_threshold
+        label, refused = cluster(
+            graph, ends, self.graph.rules, strong_weight=math.log2(strong / (1 - strong)), matched=has_row
+        )
         rows = changing(graph, label)
         nodes = graph.nodes(rows.tolist())
         root_of = dict(zip(graph.ids[rows].tolist(), graph.ids[label[rows]].tolist(), strict=True))
@@ -406,9 +415,8 @@ class Resolution:
             merges,
         )
         conn.executemany("DELETE FROM profile_groups WHERE profile_id = ?", [(gone,) for _, gone in merges])
-        for survivor, gone in merges:
-            for hook in self.graph.merge_hooks:
-                hook(conn, survivor, gone)
+        for hook in self.graph.merge_hooks:
+            hook(conn, merges)
         for source, target in result.splits:
             moved = sorted(by_id[i].key for i in members.get(source, ()) if result.moves.get(i) == target)
             conn.execute(

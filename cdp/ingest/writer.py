@@ -32,6 +32,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any
@@ -241,10 +242,10 @@ class _Batcher:
                 self.answer(request, True, stored)
 
 
-def _follow_merge(conn: sqlite3.Connection, survivor: str, gone: str) -> None:
-    from cdp.segments.engine import follow_merge  # DuckDB and pandas: only when a merge happens
+def _follow_merges(conn: sqlite3.Connection, merges: Sequence[tuple[str, str]]) -> None:
+    from cdp.segments.engine import follow_merges  # DuckDB and pandas: only when a merge happens
 
-    follow_merge(conn, survivor, gone)
+    follow_merges(conn, merges)
 
 
 def _child(conn: Connection) -> None:
@@ -257,7 +258,7 @@ def _child(conn: Connection) -> None:
         store = Store(settings)
         graph = IdentityGraph(settings, after_commit=store.after_commit)
         store.external_change_listeners.append(graph.on_external_change)
-        graph.merge_hooks.append(_follow_merge)
+        graph.merge_hooks.append(_follow_merges)
     except Exception as exc:
         conn.send_bytes(pickle.dumps(f"{type(exc).__name__}: {exc}"))
         return

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -609,20 +609,31 @@ def write_outbox(
     )
 
 
-def follow_merge(conn: sqlite3.Connection, survivor: str, gone: str) -> None:
-    """Memberships follow the survivor of a merge (keeping the earliest entry); subscribers hear of it."""
-    conn.execute(
-        "UPDATE memberships SET entered_at = min(entered_at, (SELECT m.entered_at FROM memberships m"
-        " WHERE m.segment_key = memberships.segment_key AND m.profile_id = ?))"
-        " WHERE profile_id = ? AND segment_key IN (SELECT segment_key FROM memberships WHERE profile_id = ?)",
-        (gone, survivor, gone),
-    )
-    conn.execute("UPDATE OR IGNORE memberships SET profile_id = ? WHERE profile_id = ?", (survivor, gone))
-    conn.execute("DELETE FROM memberships WHERE profile_id = ?", (gone,))
+def _merged(survivor: str, gone: str, now: str) -> dict[str, Any]:
+    return {"profile": {"id": survivor}, "merged_profile_id": gone, "merged_at": now}
+
+
+def follow_merges(conn: sqlite3.Connection, merges: Sequence[tuple[str, str]]) -> None:
+    """Memberships follow the survivor of each (survivor, gone) merge, keeping the earliest entry;
+    subscribers hear of each merge. A merged-away profile is never another merge's survivor."""
+    if not merges:
+        return
+    gone_ids = [(gone,) for _, gone in merges]
+    if conn.execute("SELECT 1 FROM memberships LIMIT 1").fetchone() is not None:
+        conn.executemany(
+            "UPDATE memberships SET entered_at = min(entered_at, (SELECT m.entered_at FROM memberships m"
+            " WHERE m.segment_key = memberships.segment_key AND m.profile_id = ?))"
+            " WHERE profile_id = ? AND segment_key IN (SELECT segment_key FROM memberships WHERE profile_id = ?)",
+            [(gone, survivor, gone) for survivor, gone in merges],
+        )
+        conn.executemany("UPDATE OR IGNORE memberships SET profile_id = ? WHERE profile_id = ?", merges)
+        conn.executemany("DELETE FROM memberships WHERE profile_id = ?", gone_ids)
     now = format_ts(utcnow())
-    data = {"profile": {"id": survivor}, "merged_profile_id": gone, "merged_at": now}
-    conn.execute(
+    conn.executemany(
         "INSERT INTO outbox (message_id, type, segment_key, profile_id, payload, created_at)"
         " VALUES (?, 'profile.merged', NULL, ?, ?, ?)",
-        (new_message_id(), survivor, orjson.dumps(data).decode(), now),
+        [
+            (message_id, survivor, orjson.dumps(_merged(survivor, gone, now)).decode(), now)
+            for message_id, (survivor, gone) in zip(new_message_ids(len(merges)), merges, strict=True)
+        ],
     )
