@@ -36,12 +36,17 @@ the store included; ``cdp resolve`` also reports its own in-process ``seconds``)
 progress lines are time-stamped and its RSS sampled every 0.5 s, to split it into phases (match rows;
 train + predict, with the graph snapshot read alongside; cluster + plan; apply; trait refresh) with
 seconds and peak RSS each.
-Bare Splink runs in this process, where its imports are already done: prepare + train + predict +
-cluster; the time a fresh interpreter needs for those imports is measured separately, so the ratio is
-given both ways. The ratio target is judged cold against cold: ``cdp resolve``'s wall seconds over bare
-Splink's seconds plus its imports in a fresh interpreter (``ratio_resolve_vs_bare_with_imports``).
-FEBRL resolves and bare runs are repeated ``--repeat`` times (median; each resolve is a first run on a
-fresh copy of the imported store). Exit status 1 only when something fails.
+Bare Splink (``bench/bare_splink.py``) runs twice a turn: in this process, where its imports are done
+and its code paths warm (prepare + train + predict + cluster: the in-process ratio), and as a script in
+a fresh interpreter (imports, reading the CSV, the same work, exit). The ratio target is judged cold
+against cold: ``cdp resolve``'s wall seconds over the bare script's (``ratio_resolve_vs_bare_cold``).
+``ratio_resolve_vs_bare_with_imports`` (bare in this process plus the seconds a fresh interpreter
+needs for its imports) is the estimate earlier versions judged by; it leaves out bare Splink's
+first-use costs (lazy imports inside pandas and Splink, DuckDB's first connection) and its exit.
+FEBRL resolves and bare runs are repeated ``--repeat`` times, taking turns (each resolve is a first run
+on a fresh copy of the imported store); seconds are medians, and the cold and in-process ratios are
+the medians of each turn's ratio, so a host whose speed drifts during the runs weighs on both sides.
+Exit status 1 only when something fails.
 """
 
 from __future__ import annotations
@@ -68,20 +73,12 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import splink
-from splink import DuckDBAPI, Linker, SettingsCreator
+from bare_splink import _clusters, _table, bare_splink, match_rows_from_csv
+from splink import DuckDBAPI, Linker
 
 from cdp.identity.evaluate import read_truth, score
-from cdp.identity.matching import EM_MAX_PAIRS, PRIOR_RECALL, prepare
-from cdp.identity.matching_backend import COLUMNS, MAX_ITERATIONS
-from cdp.identity.matching_spec import (
-    blocking_rules,
-    choose_comparisons,
-    deterministic_rules,
-    named_comparisons,
-    rule,
-    training_rules,
-    usable_fields,
-)
+from cdp.identity.matching import prepare
+from cdp.identity.matching_backend import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(tempfile.gettempdir()) / "cdp-bench-identity"
@@ -91,8 +88,6 @@ TARGET_RATIO = 1.3
 TARGET_SCALE_SECONDS = 180.0
 TARGET_SCALE_RSS_MB = 4096.0
 ROWS_PER_CUSTOMER = 1.1458  # CRM rows per generated customer (measured: 28,644 rows for 25,000)
-U_MAX_PAIRS = 1e6  # cdp's matching.train default
-SEED = 42  # cdp's matching.train default
 
 QUIET = False
 
@@ -305,91 +300,6 @@ def febrl(name: str) -> tuple[pd.DataFrame, dict[tuple[str, str], str]]:
     return frame, truth
 
 
-def match_rows_from_csv(frame: pd.DataFrame, source: str = "febrl") -> pd.DataFrame:
-    """The CSV's canonical columns as Splink match rows (unique ids as cdp names its record nodes)."""
-    return pd.DataFrame(
-        {
-            "unique_id": "record:" + source + ":" + frame["rec_id"],
-            "first_name": frame["first_name"],
-            "last_name": frame["last_name"],
-            "birthday": frame["birthday"],
-            "address_street": frame["address.street"],
-            "address_city": frame["address.city"],
-            "address_postal_code": frame["address.postal_code"],
-        }
-    ).replace("", None)
-
-
-def _table(prepared: pd.DataFrame) -> pa.Table:
-    table = pa.Table.from_pandas(prepared[list(COLUMNS)], preserve_index=False)
-    table = table.cast(pa.schema([(c, pa.string()) for c in COLUMNS]))
-    index = table.schema.get_field_index("birthday")
-    return table.set_column(index, "birthday", table.column("birthday").cast(pa.date32()))
-
-
-def _clusters(clustered: Any) -> dict[tuple[str, str], str]:
-    frame = clustered.as_pandas_dataframe()
-    out = {}
-    for uid, cid in zip(frame["unique_id"].astype(str), frame["cluster_id"].astype(str), strict=True):
-        _, source, ext = uid.split(":", 2)
-        out[(source, ext)] = cid
-    return out
-
-
-def bare_splink(rows: pd.DataFrame, threshold: float) -> dict[str, Any]:
-    """Splink alone, trained like `cdp.identity.matching.train`, then predict + cluster."""
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    prepared = prepare(rows)
-    fields = usable_fields(prepared)
-    names = [n for n, _ in named_comparisons(fields)]
-    comparisons: list[Any] = list(choose_comparisons(prepared))
-    rules: list[Any] = list(blocking_rules(prepared))
-    settings = SettingsCreator(
-        link_type="dedupe_only",
-        comparisons=comparisons,
-        blocking_rules_to_generate_predictions=rules,
-        retain_matching_columns=False,
-        retain_intermediate_calculation_columns=False,
-        max_iterations=MAX_ITERATIONS,
-        em_convergence=1e-4,
-    )
-    seconds["prepare"] = time.perf_counter() - t0
-
-    t = time.perf_counter()
-    db_api = DuckDBAPI()
-    linker = Linker(db_api.register(_table(prepared), table_name="bare_rows"), settings, log_level=logging.WARNING)
-    n = len(prepared)
-    det = deterministic_rules(fields)
-    tick = time.perf_counter()
-    if det:
-        linker.training.estimate_probability_two_random_records_match(list(det), recall=PRIOR_RECALL)
-    seconds["train_prior"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    linker.training.estimate_u_using_random_sampling(max_pairs=U_MAX_PAIRS, seed=SEED)
-    seconds["train_u"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    for cols in training_rules(fields, names):
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            rule(cols),
-            estimate_without_term_frequencies=True,
-            max_pairs=EM_MAX_PAIRS,
-            record_sample_proportion=min(1.0, max(0.01, 20_000 / n)),
-        )
-    seconds["train_em"] = time.perf_counter() - tick
-    seconds["train"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    predicted = linker.inference.predict(threshold_match_probability=threshold)
-    seconds["predict"] = time.perf_counter() - t
-    t = time.perf_counter()
-    clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(predicted, threshold)
-    clusters = _clusters(clustered)
-    seconds["cluster"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - t0
-    return {"clusters": clusters, "seconds": {k: round(v, 2) for k, v in seconds.items()}}
-
-
 def bare_with_cdp_model(rows: pd.DataFrame, stored: dict[str, Any]) -> dict[str, Any]:
     """cdp's stored model JSON (and its term-frequency tables) in a fresh Linker: predict + cluster."""
     model = stored["model"]
@@ -461,6 +371,17 @@ def bare_startup() -> float:
     return median(times)
 
 
+def bare_cold(data: Path, threshold: float, cwd: Path) -> float:
+    """Wall seconds of `bare_splink` as a script in a fresh interpreter (imports, reading the CSV,
+    train, predict, cluster, exit): the cold counterpart of a ``cdp resolve`` process."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("bare_splink.py")), str(data), str(threshold)],
+        cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return round(time.perf_counter() - started, 2)
+
+
 def run_febrl(name: str, work: Path, repeat: int) -> dict[str, Any]:
     say(f"\n== {name} ==")
     frame, truth = febrl(name)
@@ -480,25 +401,34 @@ def run_febrl(name: str, work: Path, repeat: int) -> dict[str, Any]:
         directory,
     )
     summary = json_out(imported)
-    runs = []
+    rows = match_rows_from_csv(frame)
+    runs, bares, colds = [], [], []
+    threshold: float | None = None
+    # cdp and bare Splink take turns, so a host that slows down or speeds up weighs on both alike
     for k in range(repeat):  # each resolve is a first run (training included) on a fresh copy of the import
         db = directory / f"run{k}.db"
         copy_store(pristine, db)
         resolved = run_cdp(["resolve", "--db", str(db), "--json"], directory)
         runs.append((resolved, json_out(resolved), db))
+        if threshold is None:
+            threshold = float(model_row(db)["model"]["threshold"])
+        bares.append(bare_splink(rows, threshold))
+        colds.append(bare_cold(data, threshold, directory))
+    assert threshold is not None
     resolved, resolution, db = runs[-1]
     resolve_s = median([r[0]["seconds"] for r in runs])
     in_process_s = median([float(r[1]["seconds"]) for r in runs])
     export = run_cdp(["export", "records", "--db", str(db), "--output", str(exported)], directory)
     cdp_quality = quality(score(read_export(exported), truth))
     stored = model_row(db)
-    threshold = float(stored["model"]["threshold"])
-
-    rows = match_rows_from_csv(frame)
-    bares = [bare_splink(rows, threshold) for _ in range(repeat)]
     bare = bares[-1]
     bare_s = median([b["seconds"]["total"] for b in bares])
     bare_quality = quality(score(bare["clusters"], truth))
+    # the ratios of each turn (cdp run k against bare run k), median over the turns
+    turns = list(zip(runs, bares, strict=True))
+    ratio_cold = median([r[0]["seconds"] / c for r, c in zip(runs, colds, strict=True)])
+    ratio_imports = median([r[0]["seconds"] / (b["seconds"]["total"] + bare_imports) for r, b in turns])
+    ratio_in_process = median([float(r[1]["seconds"]) / b["seconds"]["total"] for r, b in turns])
     same_model = bare_with_cdp_model(rows, stored)
     same_model_quality = quality(score(same_model["clusters"], truth))
     check = parity(rows, db)
@@ -533,9 +463,12 @@ def run_febrl(name: str, work: Path, repeat: int) -> dict[str, Any]:
         },
         "bare_splink_cdp_model": {**same_model_quality, "seconds": same_model["seconds"]},
         "ratio_resolve_vs_bare": round(resolve_s / bare_s, 2),
-        "ratio_resolve_in_process_vs_bare": round(in_process_s / bare_s, 2),
+        "ratio_resolve_in_process_vs_bare": ratio_in_process,
         "ratio_resolve_minus_startup_vs_bare": round((resolve_s - startup) / bare_s, 2),
-        "ratio_resolve_vs_bare_with_imports": round(resolve_s / (bare_s + bare_imports), 2),
+        "ratio_resolve_vs_bare_with_imports": ratio_imports,
+        "bare_splink_cold_s": median(colds),
+        "bare_splink_cold_runs_s": colds,
+        "ratio_resolve_vs_bare_cold": ratio_cold,
         "row_parity": check,
         "load_avg_before": load_before,
         "load_avg_after": load_after,
@@ -560,8 +493,10 @@ def run_febrl(name: str, work: Path, repeat: int) -> dict[str, Any]:
         f"{m['seconds']['total']}s (predict + cluster only)"
     )
     say(
-        f"ratio cdp resolve / bare Splink: {result['ratio_resolve_vs_bare']} (wall, with interpreter start); "
-        f"{result['ratio_resolve_vs_bare_with_imports']} (bare + {bare_imports}s of imports in a fresh interpreter); "
+        f"ratio cdp resolve / bare Splink: {result['ratio_resolve_vs_bare_cold']} (both cold: a `cdp resolve` process "
+        f"against a bare Splink script's, {result['bare_splink_cold_s']}s); {result['ratio_resolve_vs_bare']} (wall, "
+        f"against bare in this process); {result['ratio_resolve_vs_bare_with_imports']} (bare + {bare_imports}s of "
+        "imports in a fresh interpreter); "
         f"{result['ratio_resolve_minus_startup_vs_bare']} (minus CLI start); "
         f"{result['ratio_resolve_in_process_vs_bare']} (cdp's in-process seconds); target <= {TARGET_RATIO}"
     )
@@ -838,7 +773,7 @@ def targets(report: dict[str, Any]) -> dict[str, bool]:
             r = report[name]
             met[f"{name}_f1"] = r["cdp"]["f1"] >= TARGET_F1
             met[f"{name}_precision"] = r["cdp"]["precision"] >= TARGET_PRECISION
-            met[f"{name}_ratio"] = r["ratio_resolve_vs_bare_with_imports"] <= TARGET_RATIO
+            met[f"{name}_ratio"] = r["ratio_resolve_vs_bare_cold"] <= TARGET_RATIO
     if "sample" in report:
         met["sample_f1"] = report["sample"]["f1"] >= TARGET_F1
         met["sample_precision"] = report["sample"]["precision"] >= TARGET_PRECISION

@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from cdp.identity import names
 from cdp.identity.graph import PRIORITY, Rules
@@ -250,6 +248,9 @@ def cluster(
     cluster's members in that share (a ``user_id`` with no traits to match on was never compared, so
     it can support no edge). Without it, every record and ``user_id`` counts.
     """
+    from scipy.sparse import coo_matrix  # a fifth of a second to import: only when clustering
+    from scipy.sparse.csgraph import connected_components
+
     n = len(graph)
     refused: list[Refusal] = []
     a, b = graph.link_rows[:, 0], graph.link_rows[:, 1]
@@ -296,31 +297,32 @@ def _add_edges(
     strong = (weight[order] >= strong_weight).tolist()
     ntypes = len(graph.type_names)
     limits = [(graph.type_names.index(k), v) for k, v in rules.limits.items() if k in graph.type_names]
-    # Rows of each touched cluster, sorted by label, to count types and list matchable members on demand.
-    touched = np.unique(label[np.concatenate([np.asarray(ea), np.asarray(eb)])])
+    # Rows of each touched cluster, sorted by label: type counts and matchable counts in one pass each,
+    # matchable members listed only when the chaining share needs them (both sides have several).
+    la, lb = label[np.asarray(ea)], label[np.asarray(eb)]
+    touched = np.unique(np.concatenate([la, lb]))
     in_touched = np.flatnonzero(np.isin(label, touched))
     by_label = in_touched[np.argsort(label[in_touched], kind="stable")]
     sorted_labels = label[by_label]
     starts = np.searchsorted(sorted_labels, touched)
     ends = np.searchsorted(sorted_labels, touched, side="right")
-    span = dict(zip(touched.tolist(), zip(starts.tolist(), ends.tolist(), strict=True), strict=True))
-    type_counts: dict[int, list[int]] = {}
-    members: dict[int, list[int]] = {}
-
-    def counts(root: int) -> list[int]:
-        found = type_counts.get(root)
-        if found is None:
-            lo, hi = span[root]
-            found = type_counts[root] = np.bincount(graph.types[by_label[lo:hi]], minlength=ntypes).tolist()
-        return found
+    cluster_of = np.searchsorted(touched, sorted_labels)
+    roots = touched.tolist()
+    span = dict(zip(roots, zip(starts.tolist(), ends.tolist(), strict=True), strict=True))
+    flat = np.bincount(cluster_of * ntypes + graph.types[by_label], minlength=len(touched) * ntypes)
+    type_counts = dict(zip(roots, flat.reshape(-1, ntypes).tolist(), strict=True))
+    matchable_count = dict(
+        zip(roots, np.bincount(cluster_of[matchable[by_label]], minlength=len(touched)).tolist(), strict=True)
+    )
+    parts: dict[int, list[int]] = {}  # a joined cluster's original clusters (those not joined: themselves)
 
     def matchable_members(root: int) -> list[int]:
-        found = members.get(root)
-        if found is None:
-            lo, hi = span[root]
+        out: list[int] = []
+        for part in parts.get(root, (root,)):
+            lo, hi = span[part]
             rows = by_label[lo:hi]
-            found = members[root] = rows[matchable[rows]].tolist()
-        return found
+            out += rows[matchable[rows]].tolist()
+        return out
 
     neighbours: dict[int, set[int]] = defaultdict(set)
     for x, y in zip(ea, eb, strict=True):
@@ -336,12 +338,12 @@ def _add_edges(
             parent[x], x = root, up
         return root
 
-    for x, y, sure in zip(ea, eb, strong, strict=True):
-        ra, rb = find(int(label[x])), find(int(label[y]))
+    for x, y, sure, lx, ly in zip(ea, eb, strong, la.tolist(), lb.tolist(), strict=True):
+        ra, rb = find(lx), find(ly)
         if ra == rb:
             continue
-        ca, cb = counts(ra), counts(rb)
-        if any(ca[k] + cb[k] > limit for k, limit in limits):
+        ca, cb = type_counts[ra], type_counts[rb]
+        if limits and any(ca[k] + cb[k] > limit for k, limit in limits):
             names_ = graph.type_names
             decision = rules.check(
                 Counter(dict(zip(names_, ca, strict=True))), Counter(dict(zip(names_, cb, strict=True))), {}, {},
@@ -350,15 +352,15 @@ def _add_edges(
             if not decision.ok:
                 refused.append(Refusal(decision.rule, decision.message, int(graph.ids[x]), int(graph.ids[y])))
                 continue
-        left, right = matchable_members(ra), matchable_members(rb)
-        if len(left) > 1 and len(right) > 1 and not sure:
-            right_set = set(right)
-            support = sum(len(neighbours[m] & right_set) for m in left)
-            if support < chaining_density * len(left) * len(right):
+        na, nb = matchable_count[ra], matchable_count[rb]
+        if na > 1 and nb > 1 and not sure:
+            right_set = set(matchable_members(rb))
+            support = sum(len(neighbours[m] & right_set) for m in matchable_members(ra))
+            if support < chaining_density * na * nb:
                 refused.append(
                     Refusal(
                         "chaining",
-                        f"only {support} of {len(left) * len(right)} record pairs between the two clusters match",
+                        f"only {support} of {na * nb} record pairs between the two clusters match",
                         int(graph.ids[x]),
                         int(graph.ids[y]),
                     )
@@ -367,7 +369,8 @@ def _add_edges(
         keep, gone = min(ra, rb), max(ra, rb)
         parent[gone] = keep
         type_counts[keep] = [i + j for i, j in zip(ca, cb, strict=True)]
-        members[keep] = left + right
+        matchable_count[keep] = na + nb
+        parts[keep] = parts.pop(ra, [ra]) + parts.pop(rb, [rb])
     if parent:
         keys = np.fromiter(parent, dtype=np.int64, count=len(parent))
         remap = np.arange(len(label), dtype=np.int64)

@@ -241,7 +241,7 @@ class Resolution:
         # outside the GIL). Reading it after the rows is as before: the plan checks that nothing it
         # moves has moved since, and edges to identifiers that are not in the snapshot are left out.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdp-snapshot") as pool:
-            reading = pool.submit(self._read_snapshot)
+            reading = pool.submit(self._read_snapshot, warm=True)
             model_info = self._model_for(rows, retrain, say)
             edges = pd.DataFrame()
             if model_info is not None:
@@ -265,9 +265,12 @@ class Resolution:
             return stats
         raise ResolutionFailed("the identity graph kept changing during the run; try again when ingest is quieter")
 
-    def _read_snapshot(self) -> Snapshot:
+    def _read_snapshot(self, *, warm: bool = False) -> Snapshot:
         """The graph as of one moment, on a read connection of its own (closed afterwards; this may run
-        on a worker thread, whose thread-local reader would outlive the run)."""
+        on a worker thread, whose thread-local reader would outlive the run). With ``warm``, the
+        clustering's imports are loaded first (on the worker thread, while DuckDB trains and scores)."""
+        if warm:
+            import scipy.sparse.csgraph  # noqa: F401
         conn = sqlite3.connect(self.store.path, isolation_level=None)
         try:
             conn.execute(f"PRAGMA busy_timeout={int(self.settings.busy_timeout_ms)}")
