@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from cdp.events import Events
 from cdp.identity.graph import IdentityGraph
@@ -19,7 +21,9 @@ from cdp.segments.engine import follow_merges
 from cdp.segments.realtime import RealtimeSegments
 from cdp.settings import Settings
 from cdp.store import Store
-from cdp.webhooks import Webhooks
+
+if TYPE_CHECKING:
+    from cdp.webhooks import Webhooks
 
 
 class CDP:
@@ -48,7 +52,6 @@ class CDP:
         self.ingest.records.upsert_hooks.append(self.realtime.on_records)
         self.ingest.tracking.insert_hooks.append(self.realtime.on_events)
         self.segments = Segments(self.store, refresh_traits=self.identity.refresh_traits)
-        self.webhooks = Webhooks(self.store, self.settings)
         self.segments_realtime = RealtimeSegments(self.segments)
         self.ingest.tracking.insert_hooks.append(self.segments_realtime.on_events)
         self.ingest.records.upsert_hooks.append(self.segments_realtime.on_records)
@@ -56,6 +59,14 @@ class CDP:
         self.identity.after_run.append(self._after_resolution)
         self.quality = Quality(self.store)
         self.personas = Personas(self.store)
+
+    @cached_property
+    def webhooks(self) -> Webhooks:
+        """Subscriptions and deliveries (built on first use: HTTP and crypto imports that resolution,
+        imports and queries do not need)."""
+        from cdp.webhooks import Webhooks
+
+        return Webhooks(self.store, self.settings)
 
     def is_empty(self) -> bool:
         """True when no event or record has been stored yet."""
@@ -79,7 +90,8 @@ class CDP:
     def close(self) -> None:
         self.realtime.stop()
         self.segments_realtime.stop()
-        self.webhooks.stop()
+        if "webhooks" in self.__dict__:
+            self.webhooks.stop()
         self.ingest.tracking.writer.close()
         self.store.close()
 
