@@ -138,3 +138,22 @@ def test_errors_exit_non_zero_with_one_line_on_stderr(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert result.stdout == ""
     assert result.stderr.strip().count("\n") == 0 and "key_nope" in result.stderr
+
+
+def test_the_script_keeps_exit_codes_and_output_when_it_ends_early(tmp_path: Path) -> None:
+    """`cdp` ends without tearing the interpreter down: its exit status and all output must survive."""
+    cli_path = Path(sys.executable).with_name("cdp")
+
+    def cdp(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(cli_path), *args], capture_output=True, text=True, check=False)
+
+    db = str(tmp_path / "x.db")
+    usage = cdp("no-such-command")
+    assert usage.returncode == 2 and "No such command" in usage.stderr
+    keys = [cdp("keys", "create", "--kind", "write", "--name", f"k{i}", "--db", db) for i in range(3)]
+    assert all(k.returncode == 0 for k in keys)
+    listed = cdp("keys", "list", "--json", "--db", db)
+    assert listed.returncode == 0
+    assert sorted(k["name"] for k in json.loads(listed.stdout)) == ["k0", "k1", "k2"]  # every write committed
+    big = cdp("export", "records", "--db", db)  # header only, but through the same flush
+    assert big.returncode == 0 and big.stdout.startswith("source,external_id,profile_id")
