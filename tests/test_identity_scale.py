@@ -90,30 +90,6 @@ def test_components_equal_replaying_every_link(graph: Graph) -> None:
     assert all(labels[r] == min(np.flatnonzero(labels == labels[r])) for r in range(len(graph)))
 
 
-def test_edges_join_clusters_strongest_first_under_the_limits() -> None:
-    # rows 0-1 and 2-3 are linked; two user ids may not meet; edges: 1-2 (user ids meet: refused), 0-4
-    graph = Graph(
-        ids=np.array([10, 20, 30, 40, 50], dtype=np.int64),
-        types=np.array([0, 1, 0, 1, 0], dtype=np.int64),
-        type_names=["record", "user_id"],
-        values=["a", "u1", "b", "u2", "c"],
-        profiles=np.arange(5, dtype=np.int64),
-        profile_names=[f"p{i}" for i in range(5)],
-        shared=np.zeros(5, dtype=bool),
-        link_rows=np.array([[0, 1], [2, 3]], dtype=np.int64),
-        link_alias=np.zeros(2, dtype=bool),
-        attr_rows=np.empty(0, dtype=np.int64),
-        attr_kinds=np.empty(0, dtype=np.int64),
-        attr_kind_names=[],
-        attr_values=np.empty(0, dtype=np.int64),
-        attr_value_names=[],
-    )
-    edges = (np.array([0, 1]), np.array([2, 4]), np.array([9.0, 12.0]))
-    labels, refused = cluster(graph, edges, Rules(Settings()))
-    assert labels.tolist() == [0, 0, 2, 2, 0]
-    assert [(r.rule, r.a, r.b) for r in refused] == [("limit:user_id", 10, 30)]
-
-
 def two_pairs(types: list[int]) -> Graph:
     """Rows 0-1 and 2-3 linked by identifiers (one person each, as far as exact identifiers go)."""
     n = len(types)
@@ -133,6 +109,15 @@ def two_pairs(types: list[int]) -> Graph:
         attr_values=np.empty(0, dtype=np.int64),
         attr_value_names=[],
     )
+
+
+def test_edges_join_clusters_strongest_first_under_the_limits() -> None:
+    # rows 0-1 and 2-3 are linked; two user ids may not meet; edges: 1-2 (user ids meet: refused), 0-4
+    graph = two_pairs([0, 1, 0, 1, 0])
+    edges = (np.array([0, 1]), np.array([2, 4]), np.array([9.0, 12.0]))
+    labels, refused = cluster(graph, edges, Rules(Settings()))
+    assert labels.tolist() == [0, 0, 2, 2, 0]
+    assert [(r.rule, r.a, r.b) for r in refused] == [("limit:user_id", 10, 30)]
 
 
 def test_one_weak_edge_does_not_chain_two_clusters_but_a_strong_or_well_supported_one_does() -> None:

@@ -185,6 +185,8 @@ def _postcode_comparison() -> ComparisonCreator:
 
 
 _PC = "address_postal_code"
+
+
 def _more_than_one_edit(column: str) -> str:
     """``NOT`` `_one_edit`, written so that most unrelated pairs need no edit distance at all.
 
