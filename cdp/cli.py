@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from cdp.core import CDP
 from cdp.errors import CDPError
@@ -44,9 +45,19 @@ def db_option(fn: F) -> F:
 
 
 def settings_for(db: Path | None, **overrides: Any) -> Settings:
+    """Settings from the environment (``CDP_*``, ``.env``) and the options; a bad value is a one-line error."""
     if db is not None:
         overrides["db"] = db
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            named = f"{where} (CDP_{where.upper()}): " if where else ""
+            got = f", got {error['input']!r}" if where and "input" in error else ""
+            problems.append(f"{named}{error['msg'].removeprefix('Value error, ')}{got}")
+        raise click.ClickException("invalid settings: " + "; ".join(problems)) from exc
 
 
 def open_cdp(db: Path | None) -> CDP:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, SecretStr
+from pydantic import Field, NonNegativeFloat, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -169,3 +169,12 @@ class Settings(BaseSettings):
     secret_key_file: Path | None = Field(
         None, description="Key file for stored webhook secrets (default: the database path + '.secret-key', made 0600)."
     )
+
+    @model_validator(mode="after")
+    def _strong_at_least_the_threshold(self) -> Settings:
+        if self.match_strong_threshold < self.match_threshold:
+            raise ValueError(
+                f"match_strong_threshold ({self.match_strong_threshold}) must be at least match_threshold "
+                f"({self.match_threshold}): a strong match is one that already links"
+            )
+        return self

@@ -157,3 +157,17 @@ def test_the_script_keeps_exit_codes_and_output_when_it_ends_early(tmp_path: Pat
     assert sorted(k["name"] for k in json.loads(listed.stdout)) == ["k0", "k1", "k2"]  # every write committed
     big = cdp("export", "records", "--db", db)  # header only, but through the same flush
     assert big.returncode == 0 and big.stdout.startswith("source,external_id,profile_id")
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    db = str(tmp_path / "x.db")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["resolve", "--db", db], env={"CDP_MATCH_THRESHOLD": "2"})
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0
+    assert "CDP_MATCH_THRESHOLD" in result.output and "'2'" in result.output
+    result = runner.invoke(cli, ["resolve", "--db", db], env={"CDP_MATCH_STRONG_THRESHOLD": "0.9"})
+    assert result.exit_code == 1 and "must be at least match_threshold" in result.output
+    assert not (tmp_path / "x.db").exists()  # nothing was opened
+    ok = runner.invoke(cli, ["resolve", "--db", db, "--json"], env={"CDP_MATCH_STRONG_THRESHOLD": "0.995"})
+    assert ok.exit_code == 0, ok.output
