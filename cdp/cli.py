@@ -911,6 +911,9 @@ def main() -> None:
         code = exc.code
     if threading.active_count() > 1 or "pyspark" in sys.modules:
         sys.exit(code)
+    matching = sys.modules.get("cdp.identity.matching")
+    if matching is not None:
+        matching.close_scorers()
     if code is not None and not isinstance(code, int):  # as sys.exit: printed, status 1
         print(code, file=sys.stderr)
         code = 1

@@ -451,6 +451,17 @@ def test_the_fast_more_than_one_edit_test_is_the_negation_of_one_edit() -> None:
     assert same == 0
 
 
+def test_closing_the_scorers_closes_their_connections(model: MatchModel, crm: pd.DataFrame) -> None:
+    person = crm[crm["unique_id"] == "rec-1-org"].iloc[0].to_dict()
+    before = matching.explain_pair(model, person, {**person, "unique_id": "again"})
+    scorer = matching._scorer_for(model)
+    matching.close_scorers()
+    assert scorer.session.con is None
+    assert not matching._SCORERS
+    after = matching.explain_pair(model, person, {**person, "unique_id": "again"})  # a new scorer
+    assert after["match_weight"] == before["match_weight"]
+
+
 def test_nicknames_come_from_the_published_list(model: MatchModel, crm: pd.DataFrame) -> None:
     person = crm[crm["unique_id"] == "rec-1-org"].iloc[0].to_dict()
     for formal, nickname in (("Eugene", "Gene"), ("Oliver", "Ollie"), ("Margaret", "Peggy"), ("Robert", "Robbie")):

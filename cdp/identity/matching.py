@@ -117,6 +117,7 @@ __all__ = [
     "OutdatedModel",
     "blocking_rules",
     "choose_comparisons",
+    "close_scorers",
     "explain_pair",
     "predict",
     "predict_between",
@@ -595,6 +596,16 @@ def _scorer_for(model: MatchModel) -> _Scorer:
                     old.close()
         _SCORERS.move_to_end(key)
         return scorer
+
+
+def close_scorers() -> None:
+    """Close the cached scorers' DuckDB connections (the ``cdp`` script calls this before it ends
+    without interpreter teardown, so a connection's spill directory is removed)."""
+    with _SCORERS_LOCK:
+        while _SCORERS:
+            _, scorer = _SCORERS.popitem(last=False)
+            with scorer.lock:
+                scorer.close()
 
 
 class MatchIndex:
