@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -202,3 +203,32 @@ def test_training_on_a_sample_counts_every_row() -> None:
     assert model.metrics["sampled_rows"] == 2000
     again = matching.train(rows, max_rows=2000)
     assert again.settings == model.settings  # the sample is seeded
+
+
+def test_real_time_links_chain_two_profiles_only_on_a_strong_match(fresh_db: CDP) -> None:
+    # two profiles of two records each (each pair shares an email); one scored edge between them
+    fresh_db.ingest.upsert_records(
+        [
+            {"source": "crm", "external_id": f"r{i}", "email": email, "first_name": "Ann", "last_name": "Lee"}
+            for i, email in ((1, "a@example.com"), (2, "a@example.com"), (3, "b@example.com"), (4, "b@example.com"))
+        ]
+    )
+    matcher = fresh_db.realtime
+    matcher._model_version = 1
+
+    def profile(ext: str) -> str | None:
+        return fresh_db.profiles.lookup_id(source="crm", external_id=ext)
+
+    assert profile("r1") == profile("r2") != profile("r3") == profile("r4")
+
+    def link(probability: float) -> int:
+        edge = pd.DataFrame(
+            {"unique_id_l": ["record:crm:r2"], "unique_id_r": ["record:crm:r3"],
+             "match_weight": [np.log2(probability / (1 - probability))], "match_probability": [probability]}
+        )  # fmt: skip
+        return int(fresh_db.store.write(lambda conn: matcher._apply(conn, edge)))
+
+    assert link(0.995) == 0  # 1 of 4 record pairs: a weak edge does not chain them
+    assert profile("r2") != profile("r3")
+    assert link(0.9995) == 1  # at or above match_strong_threshold (0.999) one edge joins them
+    assert profile("r1") == profile("r2") == profile("r3") == profile("r4")

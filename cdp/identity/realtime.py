@@ -124,7 +124,8 @@ class RealtimeMatcher:
             if pa == pb:
                 continue
             decision = self.graph.rules.check(txn.counts(pa), txn.counts(pb), {}, {}, attributes=False)
-            if decision.ok and not self._chains(conn, pa, pb):
+            strong = float(row.match_probability) >= self.resolution.settings.match_strong_threshold
+            if decision.ok and (strong or not self._chains(conn, pa, pb)):
                 self.graph.merge(
                     conn, pa, pb, "probabilistic",
                     {"model_version": self._model_version, "match_weight": round(float(row.match_weight), 3),
@@ -138,7 +139,8 @@ class RealtimeMatcher:
 
     @staticmethod
     def _chains(conn: sqlite3.Connection, pa: str, pb: str, density: float = 0.5) -> bool:
-        """Would joining these profiles rest on too few record matches (see cluster.cluster)?"""
+        """Would joining these profiles rest on too few record matches (see cluster.cluster)? Asked only of
+        an edge weaker than ``match_strong_threshold``: one strong match may join two profiles."""
 
         def nodes(pid: str) -> list[str]:
             return [
