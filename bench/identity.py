@@ -799,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["febrl", "sample", "scale"], default=None)
     parser.add_argument("--scale", type=int, default=1_000_000, help="CRM records for the scale run")
     parser.add_argument("--skip-scale", action="store_true")
-    parser.add_argument("--repeat", type=int, default=3, help="FEBRL: resolve and bare runs each (median)")
+    parser.add_argument("--repeat", type=int, default=5, help="FEBRL: turns of cdp and bare Splink (medians)")
     parser.add_argument("--sample-customers", type=int, default=4_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--profile", type=Path, default=None, help="also run the scale resolve under py-spy")
