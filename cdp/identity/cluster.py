@@ -138,6 +138,10 @@ class Graph:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def matchable(self) -> np.ndarray:
+        """Mask of the rows whose identifiers can be match rows (`MATCHABLE` types)."""
+        return np.isin(self.types, [self.type_names.index(t) for t in MATCHABLE if t in self.type_names])
+
     def rows_of(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Rows of identifier ids; -1 for ids not in the graph."""
         wanted = np.asarray(ids, dtype=np.int64)
@@ -273,7 +277,7 @@ def cluster(
             smallest.setdefault(root[r], r)
         label[rows] = [smallest[root[r]] for r in rows.tolist()]
     if matched is None:
-        matched = np.isin(graph.types, [graph.type_names.index(t) for t in MATCHABLE if t in graph.type_names])
+        matched = graph.matchable()
     guard = (chaining_density, strong_weight)
     return _add_edges(graph, label, edges, rules, refused, guard, matched), refused
 

@@ -27,7 +27,7 @@ PRIORITY = {"user_id": 0, "external_id": 1, "record": 2, "email": 3, "phone": 4,
 TYPES = tuple(PRIORITY)
 ATTRIBUTES = ("birthday", "first_name")
 
-# (connection, survivor, merged-away profile): extra tables that must follow a merge.
+# Extra tables that must follow merges: (connection, [(survivor, merged-away profile), ...]).
 MergeHook = Callable[[sqlite3.Connection, Sequence[tuple[str, str]]], None]
 """Called in the merging transaction with (survivor, merged-away profile id) pairs."""
 

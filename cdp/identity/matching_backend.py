@@ -22,7 +22,7 @@ from splink.internals.database_api import DatabaseAPISubClass
 from splink.internals.splink_dataframe import SplinkDataFrame
 
 from cdp.identity.matching_prepare import DERIVED, FIELDS, MatchingError
-from cdp.identity.matching_spec import GUARD, MOVED_COMPARISONS, comparisons_named, moved_level, rule
+from cdp.identity.matching_spec import GUARD, MOVED_COMPARISONS, comparisons_named, counts_moves, moved_level, rule
 
 Backend = Literal["duckdb", "spark"]
 
@@ -213,8 +213,7 @@ def settings_in_dialect(
 def count_moves_once(settings: dict[str, Any]) -> None:
     """Insert the untrained `moved_level` before the else level of the city and street comparisons
     (only when the postal code is compared too), after training."""
-    names = {str(c["output_column_name"]) for c in settings["comparisons"]}
-    if "address_postal_code" not in names:
+    if not counts_moves([str(c["output_column_name"]) for c in settings["comparisons"]]):
         return
     dialect = str(settings["sql_dialect"])
     for comparison in settings["comparisons"]:

@@ -208,7 +208,12 @@ _MOVED = (
 )
 """Postal codes both known and unrelated (the postal code comparison's else level): another address."""
 MOVED_COMPARISONS = ("address_city", "address_street")
-"""Comparisons that get a `moved_level` (when the postal code is compared too)."""
+"""Comparisons that get a `moved_level` (when the postal code is compared too: `counts_moves`)."""
+
+
+def counts_moves(names: Collection[str]) -> bool:
+    """Whether a model with these comparisons gets `moved_level` (it needs the postal code compared)."""
+    return _PC in names
 
 
 def moved_level(what: str) -> ComparisonLevelCreator:
@@ -297,7 +302,7 @@ def comparisons_named(names: Collection[str], *, moved: bool = False) -> list[tu
     """Fresh comparison creators for the given comparison names, in model order: as EM trains them, or
     with ``moved``, as a trained model scores (with a `moved_level` in city and street, when the postal
     code is among ``names``)."""
-    moved = moved and _PC in names
+    moved = moved and counts_moves(names)
     makers = {
         "first_name": lambda: _name_comparison("first_name"),
         "last_name": lambda: _name_comparison("last_name"),

@@ -27,7 +27,7 @@ import pandas as pd
 
 from cdp.errors import ResolutionFailed
 from cdp.identity import evaluate, matching
-from cdp.identity.cluster import MATCHABLE, Edge, Graph, Node, Plan, changing, cluster, plan, summary
+from cdp.identity.cluster import Edge, Graph, Node, Plan, changing, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
 from cdp.identity.refresh import TraitRefresh
 from cdp.identity.traits import identify_values
@@ -317,8 +317,7 @@ class Resolution:
         has_row = np.zeros(len(graph), dtype=bool)  # identifiers that were match rows
         if len(matched):
             # Match rows are made of these identifiers (``type:value`` is their unique_id).
-            matchable = np.flatnonzero(np.isin(graph.types, [graph.type_names.index(t) for t in MATCHABLE
-                                                             if t in graph.type_names]))  # fmt: skip
+            matchable = np.flatnonzero(graph.matchable())
             keys = pd.Index([f"{graph.type_names[t]}:{graph.values[r]}" for r, t in
                              zip(matchable.tolist(), graph.types[matchable].tolist(), strict=True)])  # fmt: skip
             has_row[matchable[keys.isin(matched)]] = True

@@ -618,7 +618,6 @@ def follow_merges(conn: sqlite3.Connection, merges: Sequence[tuple[str, str]]) -
     subscribers hear of each merge. A merged-away profile is never another merge's survivor."""
     if not merges:
         return
-    gone_ids = [(gone,) for _, gone in merges]
     if conn.execute("SELECT 1 FROM memberships LIMIT 1").fetchone() is not None:
         conn.executemany(
             "UPDATE memberships SET entered_at = min(entered_at, (SELECT m.entered_at FROM memberships m"
@@ -627,7 +626,7 @@ def follow_merges(conn: sqlite3.Connection, merges: Sequence[tuple[str, str]]) -
             [(gone, survivor, gone) for survivor, gone in merges],
         )
         conn.executemany("UPDATE OR IGNORE memberships SET profile_id = ? WHERE profile_id = ?", merges)
-        conn.executemany("DELETE FROM memberships WHERE profile_id = ?", gone_ids)
+        conn.executemany("DELETE FROM memberships WHERE profile_id = ?", [(gone,) for _, gone in merges])
     now = format_ts(utcnow())
     conn.executemany(
         "INSERT INTO outbox (message_id, type, segment_key, profile_id, payload, created_at)"
