@@ -181,9 +181,13 @@ def typo(rng: random.Random, text: str, kind: str | None = None) -> str:
     if kind == "delete":
         return text[:i] + text[i + 1 :]
     if kind == "substitute":
-        return text[:i] + _near_key(rng, text[i]) + text[i + 1 :]
+        other = _near_key(rng, text[i])
+        while other == text[i].lower():
+            other = _near_key(rng, text[i])
+        return text[:i] + other + text[i + 1 :]
     j = min(i, len(text) - 2)
-    return text[:j] + text[j + 1] + text[j] + text[j + 2 :]
+    swapped = text[:j] + text[j + 1] + text[j] + text[j + 2 :]
+    return swapped if swapped != text else typo(rng, text, "substitute")
 
 
 # Confusions of print and handwriting read by OCR or a transcriber, both ways.
