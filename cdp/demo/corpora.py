@@ -159,9 +159,9 @@ def entity_sizes_corpus(sizes: list[int], seed: int) -> Generated:
 HISTORICAL_RATES = {
     "full_name_only": 0.25, "missing_dob": 0.58, "dob_year_error": 0.2, "dob_day_error": 0.06,
     "missing_postcode": 0.55, "postcode_typo": 0.05, "missing_birth_place": 0.2, "birth_place_variant": 0.2,
-    "birth_place_typo": 0.06, "missing_occupation": 0.3, "other_occupation": 0.1, "abbreviation": 0.15,
-    "initial": 0.05, "nickname": 0.04, "first_name_ocr": 0.12, "first_name_typo": 0.06, "surname_ocr": 0.1,
-    "surname_typo": 0.05, "surname_variant": 0.08, "names_swapped": 0.02, "missing_sex": 0.1, "moved": 0.12,
+    "birth_place_typo": 0.06, "missing_occupation": 0.3, "other_occupation": 0.1, "abbreviation": 0.1,
+    "initial": 0.04, "nickname": 0.03, "first_name_ocr": 0.08, "first_name_typo": 0.05, "surname_ocr": 0.07,
+    "surname_typo": 0.04, "surname_variant": 0.06, "names_swapped": 0.02, "missing_sex": 0.1, "moved": 0.12,
 }  # fmt: skip
 """``dob_*`` errors are shares of the dates present; name errors of the names written."""
 
@@ -332,7 +332,7 @@ CORPORA: dict[str, Corpus] = {
             "city": "address.city",
             "email": "email",
         },
-        records_per_entity=3.73,
+        records_per_entity=3.45,
         rates=TYPOS_RATES,
     ),
     "historical": Corpus(
