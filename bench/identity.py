@@ -70,10 +70,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import hand_splink
 import pandas as pd
 import pyarrow as pa
 import splink
-import hand_splink
 from bare_splink import _clusters, _table, bare_splink, match_rows_from_csv
 from splink import DuckDBAPI, Linker
 
