@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/identity.py                    # FEBRL3/4, sample data, then 1M records
     .venv/bin/python bench/identity.py --skip-scale       # without the (slow) 1M run
-    .venv/bin/python bench/identity.py --only febrl       # or sample, or scale
+    .venv/bin/python bench/identity.py --only febrl       # or sample, or scale, or corpora
+    .venv/bin/python bench/identity.py --only corpora --corpus-size 0.5   # the hard corpora at half size
     .venv/bin/python bench/identity.py --only scale --scale 200000 --profile /tmp/prof
     .venv/bin/python bench/identity.py --json-only        # one JSON line (for CI logs)
     .venv/bin/python bench/identity.py --only scale --workdir /tmp/idb --reuse-import  # import once
@@ -30,6 +31,12 @@
     with ``py-spy dump`` and is killed (a killed run changes nothing: it is all or nothing).
     ``--profile FILE`` runs the same first resolve again on a copy of the imported store under
     ``py-spy record`` and reports the share of samples under each function.
+
+(e) Corpora (``--only corpora``): the ``typos``, ``households`` and ``historical`` corpora of
+    `cdp.demo.corpora` (1,000 / ~5,000 / ~20,000 records times ``--corpus-size``) through the real CLI
+    (import with the corpus's ``--map`` arguments -> resolve -> export), beside bare Splink with
+    hand-written comparisons (``bench/hand_splink.py``, a script in a fresh interpreter) at its best
+    threshold of a sweep and at cdp's stored threshold; one table of P, R, F1 and seconds.
 
 Timings of cdp commands are wall-clock seconds of the subprocess (interpreter start, imports and opening
 the store included; ``cdp resolve`` also reports its own in-process ``seconds``). Each resolve's stderr
