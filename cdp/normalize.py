@@ -128,34 +128,41 @@ def phone(value: object, region: str = "US") -> str | None:
     return _phone(text, region.upper())
 
 
-def _make_date(year: int, month: int, day: int) -> str | None:
+HISTORICAL_BIRTHDAY = "birthday_historical"
+"""The trait that keeps a CRM record's birthday from before 1850: no profile's birthday, but evidence the
+matcher compares (genealogy and archive records)."""
+HISTORICAL_YEAR = 1000
+
+
+def _make_date(year: int, month: int, day: int, min_year: int) -> str | None:
     try:
         value = date(year, month, day)
     except ValueError:
         return None
-    if not 1850 <= value.year <= 2200:
+    if not min_year <= value.year <= 2200:
         return None
     return value.isoformat()
 
 
-def date_iso(value: object, order: str = "MDY") -> str | None:
-    """``YYYY-MM-DD`` from ISO, slash (``order`` decides 03/04/1985), dotted and worded dates."""
+def date_iso(value: object, order: str = "MDY", *, min_year: int = 1850) -> str | None:
+    """``YYYY-MM-DD`` from ISO, slash (``order`` decides 03/04/1985), dotted and worded dates; years
+    before ``min_year`` (default 1850: a living customer's birthday) give None."""
     text = _text(value)
     if text is None:
         return None
     if m := _ISO_DATE.match(text):
-        return _make_date(int(m[1]), int(m[2]), int(m[3]))
+        return _make_date(int(m[1]), int(m[2]), int(m[3]), min_year)
     if m := _SLASH_DATE.match(text):
         first, second, year = int(m[1]), int(m[2]), int(m[3])
         if "." in text or order == "DMY":
             first, second = second, first
-        return _make_date(year, first, second)
+        return _make_date(year, first, second, min_year)
     if m := _WORD_DATE_DMY.match(text):
         month = _MONTHS.get(m[2].lower())
-        return _make_date(int(m[3]), month, int(m[1])) if month else None
+        return _make_date(int(m[3]), month, int(m[1]), min_year) if month else None
     if m := _WORD_DATE_MDY.match(text):
         month = _MONTHS.get(m[1].lower())
-        return _make_date(int(m[3]), month, int(m[2])) if month else None
+        return _make_date(int(m[3]), month, int(m[2]), min_year) if month else None
     return None
 
 

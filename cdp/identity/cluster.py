@@ -13,6 +13,7 @@ part that leaves a profile gets a new id.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cdp.identity import names
-from cdp.identity.graph import PRIORITY, Rules
+from cdp.identity.graph import PRIORITY, Rules, compatible_birthdays
 
 MATCHABLE = ("record", "user_id")
 
@@ -182,8 +183,8 @@ class Graph:
 def _violating(graph: Graph, comp: np.ndarray, ncomp: int, rules: Rules) -> np.ndarray:
     """Components of the deterministic links that merge protection could refuse something in.
 
-    The checks are monotone (identifier counts only grow, all first names must be pairwise compatible,
-    at most one birthday), so a component that passes them as a whole passes every join on the way:
+    The checks are monotone (identifier counts only grow, all first names and all birthdays must be
+    pairwise compatible), so a component that passes them as a whole passes every join on the way:
     replaying its links one by one would accept them all.
     """
     size = np.bincount(comp, minlength=ncomp)
@@ -203,14 +204,12 @@ def _violating(graph: Graph, comp: np.ndarray, ncomp: int, rules: Rules) -> np.n
             pairs = np.unique(attr_comp[mine] * len(graph.attr_value_names) + graph.attr_values[mine])
             comps, values = np.divmod(pairs, len(graph.attr_value_names))
             several = np.bincount(comps, minlength=ncomp) > 1
-            if kind == "birthday":
-                bad |= several
-                continue
+            fits = compatible_birthdays if kind == "birthday" else names.compatible
             check = np.flatnonzero(several & ~bad)
             starts, ends = np.searchsorted(comps, check), np.searchsorted(comps, check, side="right")
             for c, lo, hi in zip(check.tolist(), starts.tolist(), ends.tolist(), strict=True):
-                firsts = [graph.attr_value_names[v] for v in values[lo:hi].tolist()]
-                if not all(names.compatible(a, b) for i, a in enumerate(firsts) for b in firsts[i + 1 :]):
+                seen = [graph.attr_value_names[v] for v in values[lo:hi].tolist()]
+                if not all(fits(a, b) for i, a in enumerate(seen) for b in seen[i + 1 :]):
                     bad[c] = True
     return bad & (size > 1)
 
@@ -246,8 +245,9 @@ def cluster(
     ``edges``: rows of both ends and match weights of the probabilistic edges. Deterministic links are
     replayed in the order they were seen, then edges are added strongest first; an edge that would
     join two clusters of several matchable identifiers each is refused unless its match weight is at
-    least ``strong_weight`` or at least ``chaining_density`` of the record pairs between them match
-    (edges come strongest first, so the edge that would join them is the strongest between them).
+    least ``strong_weight`` or enough record pairs between them match (`chain_support_needed`: at
+    least ``chaining_density`` times the smaller cluster's size, and two; edges come strongest first,
+    so the edge that would join them is the strongest between them).
     ``matched`` (a mask over rows) says which identifiers were match rows: only those count as a
     cluster's members in that share (a ``user_id`` with no traits to match on was never compared, so
     it can support no edge). Without it, every record and ``user_id`` counts.
@@ -360,11 +360,12 @@ def _add_edges(
         if na > 1 and nb > 1 and not sure:
             right_set = set(matchable_members(rb))
             support = sum(len(neighbours[m] & right_set) for m in matchable_members(ra))
-            if support < chaining_density * na * nb:
+            if support < chain_support_needed(na, nb, chaining_density):
                 refused.append(
                     Refusal(
                         "chaining",
-                        f"only {support} of {na * nb} record pairs between the two clusters match",
+                        f"only {support} of {na * nb} record pairs between the two clusters match"
+                        f" (needed {chain_support_needed(na, nb, chaining_density)})",
                         int(graph.ids[x]),
                         int(graph.ids[y]),
                     )
@@ -381,6 +382,19 @@ def _add_edges(
         remap[keys] = [find(int(k)) for k in keys.tolist()]
         label = remap[label]
     return label
+
+
+def chain_support_needed(na: int, nb: int, share: float = 0.5) -> int:
+    """Record pairs that must match between two clusters of ``na`` and ``nb`` matchable records for an
+    edge weaker than the strong threshold to join them: ``share`` of the smaller cluster's size, and at
+    least two.
+
+    A chain is two people joined through one or two borderline pairs: it has that support whatever the
+    clusters' sizes. One person's records, however noisy, match each other many times over: each record
+    of the smaller part typically matches at least one of the larger. Asking for a share of *all* pairs
+    instead (as cdp did before) cut people with dozens of noisy records into pieces, since most pairs of
+    such records score low."""
+    return max(2, math.ceil(share * min(na, nb)))
 
 
 def changing(graph: Graph, label: np.ndarray) -> np.ndarray:

@@ -41,6 +41,20 @@ def _epoch(conn: sqlite3.Connection) -> int | None:
     return int(row[0]) if row else None
 
 
+def compatible_birthdays(a: str, b: str) -> bool:
+    """Could these two ISO dates be one person's birthday written twice? Equal; one digit typed wrong or two
+    neighbouring characters swapped (1971-06-24 / 1971-05-24, 1971 / 1917); or day and month swapped
+    (1971-03-04 / 1971-04-03). Anything further apart is another birthday."""
+    if a == b:
+        return True
+    if len(a) == len(b) == 10 and a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7]:
+        return True
+    if len(a) != len(b):
+        return False
+    diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+
+
 def new_profile_id() -> str:
     return "prof_" + secrets.token_hex(10)
 
@@ -102,11 +116,12 @@ class Rules:
                     f"merging would give one profile {total} {kind} identifiers (limit {limit})",
                 )
         if attributes and self.guard_attributes and not alias:
-            birthdays = attrs_a.get("birthday", set()) | attrs_b.get("birthday", set())
-            if len(birthdays) > 1:
-                return Decision(
-                    False, "attribute:birthday", f"the profiles have different birthdays {sorted(birthdays)}"
-                )
+            for first in attrs_a.get("birthday", ()):
+                for second in attrs_b.get("birthday", ()):
+                    if not compatible_birthdays(first, second):
+                        return Decision(
+                            False, "attribute:birthday", f"the profiles have different birthdays {first} and {second}"
+                        )
             for first in attrs_a.get("first_name", ()):
                 for second in attrs_b.get("first_name", ()):
                     if not names.compatible(first, second):

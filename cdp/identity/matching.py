@@ -38,10 +38,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import splink
@@ -57,6 +58,7 @@ from cdp.identity.matching_backend import (
     TF_TOP_K,
     Backend,
     Session,
+    apply_default_m,
     arm_guard,
     arrow_table,
     as_pandas,
@@ -71,9 +73,11 @@ from cdp.identity.matching_backend import (
     settings_creator,
     settings_in_dialect,
     term_frequencies,
+    with_extras,
 )
 from cdp.identity.matching_prepare import (
     DERIVED,
+    EXTRA_PREFIX,
     FIELDS,
     MAX_NAME_BLOCK,
     NAME_BLOCK_FLAG,
@@ -90,6 +94,7 @@ from cdp.identity.matching_spec import (
     TF_COLUMNS,
     blocking_rules,
     choose_comparisons,
+    columns_of,
     deterministic_rules,
     named_comparisons,
     rule,
@@ -138,10 +143,20 @@ class OutdatedModel(MatchingError):
 
 
 DEFAULT_THRESHOLD = 0.99
-"""Default link threshold (match probability). See `train` for why."""
+"""The link threshold of a model made without scoring its rows (see `train` for how it is chosen)."""
+
+DEFAULT_PRECISION = 0.98
+"""The pairwise precision `choose_threshold` aims for unless told otherwise (``CDP_MATCH_PRECISION``)."""
 
 MIN_TRAINING_ROWS = 1000
-"""Fewer rows give too few random pairs for u and too few likely duplicates for EM."""
+"""Fewer rows give too few random pairs for u and too few likely duplicates for EM: below it, the
+default model (shipped m-probabilities, u and term frequencies from the store)."""
+
+MAX_PRIOR = 0.01
+"""At most one pair in a hundred is taken to match (a tiny store's estimate is noise)."""
+
+MIN_DEFAULT_ROWS = 2
+"""The default model needs at least a pair of rows."""
 
 PRIOR_RECALL = 0.6
 """Assumed share of all true links that the deterministic prior rules find."""
@@ -172,10 +187,12 @@ class MatchModel:
     metrics: dict[str, Any]
     term_frequencies: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    FORMAT: ClassVar[int] = 4
+    FORMAT: ClassVar[int] = 5
     """1: nicknames in a ``first_name_root`` column (cdp's own list); 2: ``first_name_nicknames``;
     3: the first + last name blocking rule also requires ``full_name_blockable`` (common full names skipped);
-    4: city and street have the untrained moved level (a move is counted once, by the postal code)."""
+    4: city and street have the untrained moved level (a move is counted once, by the postal code);
+    5: fuzzy email and birthday levels, company, title and extra traits, a veto that accepts a birthday
+    one typo away, a threshold chosen from the data, and the default (untrained) model for small stores."""
 
     def to_json(self) -> str:
         """Serialise to a JSON string (stable key order: equal models give equal strings)."""
@@ -227,6 +244,16 @@ class MatchModel:
         return tuple(str(c["output_column_name"]) for c in self.settings["comparisons"])
 
     @property
+    def extras(self) -> tuple[str, ...]:
+        """The extra-trait columns (``x_*``) the model compares."""
+        return tuple(c for c in self.fields if c.startswith(EXTRA_PREFIX))
+
+    @property
+    def kind(self) -> str:
+        """``"trained"`` (EM on the store's own rows) or ``"default"`` (shipped m, u from the store)."""
+        return str(self.metrics.get("kind", "trained"))
+
+    @property
     def prior(self) -> float:
         """Probability that two random records match (lambda)."""
         return float(self.settings["probability_two_random_records_match"])
@@ -266,7 +293,8 @@ def _linker(model: MatchModel, session: Session, sdf: SplinkDataFrame) -> Linker
 def train(
     df: pd.DataFrame,
     *,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
+    precision: float = DEFAULT_PRECISION,
     seed: int = 42,
     max_pairs: float = 1e6,
     max_rows: int | None = TRAIN_MAX_ROWS,
@@ -280,53 +308,59 @@ def train(
 
     1. `prepare` the rows; choose comparisons (`choose_comparisons`) and prediction blocking rules
        (`blocking_rules`) from the fields that are filled in (>= `MIN_FILL`, >= 2 distinct values).
-    2. Prior (lambda): pairs found by deterministic rules (exact email; exact phone; exact first +
+    2. Rows get ids made from their content (`label_blind`): the same rows give the same model whatever
+       their record ids, source names or order (every sample Splink draws is keyed on ids).
+    3. Prior (lambda): pairs found by deterministic rules (exact email; exact phone; exact first +
        last name + birthday) over all pairs, divided by an assumed recall of `PRIOR_RECALL`.
-    3. u: comparisons of about ``max_pairs`` random pairs (seeded, deterministic sample); a level never
+    4. u: comparisons of about ``max_pairs`` random pairs (seeded, deterministic sample); a level never
        seen among them gets u = 1 / max_pairs.
-    4. m: expectation maximisation over pairs blocked on birthday and on first + last name (more
-       rules if a comparison would stay untrained), at most `EM_MAX_PAIRS` pairs each (deterministic
-       hash sample); a level EM never sees gets m = u (weight 0).
-    5. Term frequencies only ever lower a weight: exact matches on values more common than average
+    5. m: with at least `MIN_TRAINING_ROWS` rows, expectation maximisation over pairs blocked on
+       birthday and on first + last name (more rules if a comparison would stay untrained), at most
+       `EM_MAX_PAIRS` pairs each; a level EM never sees gets m = u (weight 0). With fewer rows, or when
+       EM cannot run, the *default model*: m from `DEFAULT_M` (shipped with cdp, see
+       `cdp/identity/default_m.json`), so a small store gets fuzzy matches from its first records.
+       ``model.kind`` says which.
+    6. Term frequencies only ever lower a weight: exact matches on values more common than average
        weigh less, rarer values weigh the average (never more -- a typo that happens to be unique
        is no evidence of identity).
+    7. The threshold: ``threshold`` if given (``CDP_MATCH_THRESHOLD``), else chosen from the data
+       (`choose_threshold`: the lowest threshold whose pairs the model itself expects to be at least
+       ``precision`` right), recorded in ``metrics["threshold"]``.
 
-    ``threshold`` becomes ``model.threshold``. The default, `DEFAULT_THRESHOLD` = 0.99 (match weight
-    >= 6.6), gave pairwise precision 1.0 on FEBRL3/4 and ~0.99 on synthetic CRM data with twins and
-    households, within ~1 point of the best F1; raising it to 0.999 costs ~1 point of recall and
-    barely changes precision (the remaining false pairs score far above any threshold).
-
-    Raises `MatchingError` with fewer than `MIN_TRAINING_ROWS` rows or fewer than two usable fields.
+    Raises `MatchingError` with fewer than two rows or fewer than two usable fields.
     """
     started = time.perf_counter()
-    threshold = _check_threshold(threshold)
-    prepared = ensure_prepared(df)
+    if threshold is not None:
+        threshold = _check_threshold(threshold)
+    prepared = label_blind(ensure_prepared(df))
     total = n = len(prepared)
-    if n < MIN_TRAINING_ROWS:
+    if n < MIN_DEFAULT_ROWS:
         raise MatchingError(
-            f"Too few rows to train a matching model: got {n}, need at least {MIN_TRAINING_ROWS}. Train on "
-            "all match rows together (CRM contacts and identified users), or rely on deterministic "
-            "matching until there are more.",
-            {"rows": n, "min_rows": MIN_TRAINING_ROWS},
+            f"Too few rows for a matching model: got {n}, need at least {MIN_DEFAULT_ROWS}.",
+            {"rows": n, "min_rows": MIN_DEFAULT_ROWS},
         )
+    kind = "trained" if n >= MIN_TRAINING_ROWS else "default"
     if max_rows is not None and n > max(max_rows, MIN_TRAINING_ROWS):
         # Every estimate is a share among pairs (matches among all pairs, agreement levels among random
         # and among blocked pairs): a uniform sample of rows keeps those shares and costs far less.
         prepared = prepared.sample(n=max(max_rows, MIN_TRAINING_ROWS), random_state=seed).reset_index(drop=True)
         n = len(prepared)
     fields = usable_fields(prepared)
+    prepared = with_extras(prepared, sorted(f for f in fields if f.startswith(EXTRA_PREFIX)))
     names = [name for name, _ in named_comparisons(fields)]
     if len(names) < 2:
         raise MatchingError(
             f"Cannot train: need at least two usable fields (>= {MIN_FILL:.0%} filled, >= 2 distinct values); "
-            f"usable: {sorted(fields & set(COMPARISON_COLUMNS))}.",
-            {"usable": sorted(fields & set(COMPARISON_COLUMNS))},
+            f"usable: {sorted(fields)}.",
+            {"usable": sorted(fields)},
         )
-    em_rules = training_rules(fields, names)
     det_rules = deterministic_rules(fields)
     keys = rule_keys(fields)
-    tf = term_frequencies(prepared, [c for c in TF_COLUMNS if any(c in COMPARISON_COLUMNS[n] for n in names)])
+    tf_columns = [c for c in (*TF_COLUMNS, *sorted(n for n in names if n.startswith(EXTRA_PREFIX))) if c in names]
+    tf = term_frequencies(prepared, tf_columns)
     seconds = {"prepare": time.perf_counter() - started}
+    em: list[dict[str, Any]] = []
+    fallback: str | None = None
 
     with Session(backend) as session:
         tick = time.perf_counter()
@@ -344,7 +378,7 @@ def train(
                     prior, prior_source = estimate, "deterministic rules"
             except ValueError:
                 pass
-        prior = min(max(prior, 1e-9), 0.5)
+        prior = min(max(prior, 1e-9), MAX_PRIOR)
         linker._settings_obj._probability_two_random_records_match = prior
         seconds["prior"] = time.perf_counter() - tick
 
@@ -353,35 +387,25 @@ def train(
         seconds["u"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        em: list[dict[str, Any]] = []
-        for cols in em_rules:
+        if kind == "trained":
             try:
-                em_session = training.estimate_parameters_using_expectation_maximisation(
-                    rule(cols),
-                    estimate_without_term_frequencies=True,
-                    max_pairs=EM_MAX_PAIRS,
-                    record_sample_proportion=min(1.0, max(0.01, 20_000 / n)),
-                )
-            except (EMTrainingException, SplinkException) as exc:
-                raise MatchingError(
-                    f"EM training blocked on {list(cols)} failed ({exc}); the rows may have too few likely "
-                    "duplicates. Add more rows.",
-                    {"blocking_rule": list(cols)},
-                ) from exc
-            iterations = len(em_session._core_model_settings_history) - 1
-            em.append({"blocking_rule": list(cols), "iterations": iterations, "converged": iterations < MAX_ITERATIONS})
+                em = _em(training, fields, names, n)
+            except MatchingError as exc:
+                kind, fallback = "default", str(exc)
         seconds["em"] = time.perf_counter() - tick
         settings = linker.misc.save_model_to_json()
 
     settings.pop("linker_uid", None)
+    if kind == "default":
+        apply_default_m(settings)
     fill_untrained(settings, max_pairs)
     no_worse_than_else(settings)
     arm_guard(settings)
     count_moves_once(settings)
     round_parameters(settings)
     tf = cap_term_frequencies(settings, tf)
-    seconds["total"] = time.perf_counter() - started
     metrics: dict[str, Any] = {
+        "kind": kind,
         "prior": prior,
         "prior_weight": _weight(prior),
         "prior_source": prior_source,
@@ -394,19 +418,99 @@ def train(
         "seed": seed,
         "comparisons": parameter_summary(settings),
         "blocking_rules": [list(k) for k in keys],
-        "fill": {c: round(float(prepared[c].notna().mean()), 4) for c in FIELDS[1:]},
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "fill": {c: round(float(prepared[c].notna().mean()), 4) for c in (*FIELDS[1:], *prepared.columns)
+                 if c in prepared.columns and (c in FIELDS[1:] or c.startswith(EXTRA_PREFIX))},
         "versions": {"splink": splink.__version__, "duckdb": duckdb.__version__},
         "backend": backend,
-    }
-    return MatchModel(
+    }  # fmt: skip
+    if fallback:
+        metrics["default_because"] = fallback
+    model = MatchModel(
         settings=settings,
-        fields=tuple(dict.fromkeys(c for name in names for c in COMPARISON_COLUMNS[name])),
-        threshold=threshold,
+        fields=tuple(dict.fromkeys(c for name in names for c in columns_of(name))),
+        threshold=threshold if threshold is not None else DEFAULT_THRESHOLD,
         trained_rows=total,
         metrics=metrics,
         term_frequencies=tf,
     )
+    tick = time.perf_counter()
+    if threshold is None:
+        scores = predict(model, prepared, threshold=THRESHOLD_FLOOR, backend=backend)["match_probability"]
+        chosen = choose_threshold(scores.to_numpy(dtype=np.float64), precision)
+        metrics["threshold"] = {"method": "estimated precision", "target_precision": precision, **chosen}
+        model = replace(model, threshold=chosen["value"])
+    else:
+        metrics["threshold"] = {"method": "setting", "value": threshold}
+    seconds["threshold"] = time.perf_counter() - tick
+    seconds["total"] = time.perf_counter() - started
+    metrics["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    return model
+
+
+def _em(training: Any, fields: frozenset[str], names: list[str], n: int) -> list[dict[str, Any]]:
+    """m by expectation maximisation on the `training_rules`; raises `MatchingError` when it cannot run."""
+    em: list[dict[str, Any]] = []
+    for cols in training_rules(fields, names):
+        try:
+            em_session = training.estimate_parameters_using_expectation_maximisation(
+                rule(cols),
+                estimate_without_term_frequencies=True,
+                max_pairs=EM_MAX_PAIRS,
+                record_sample_proportion=min(1.0, max(0.01, 20_000 / n)),
+            )
+        except (EMTrainingException, SplinkException) as exc:
+            raise MatchingError(
+                f"EM training blocked on {list(cols)} failed ({exc}); the rows may have too few likely "
+                "duplicates. Add more rows.",
+                {"blocking_rule": list(cols)},
+            ) from exc
+        iterations = len(em_session._core_model_settings_history) - 1
+        em.append({"blocking_rule": list(cols), "iterations": iterations, "converged": iterations < MAX_ITERATIONS})
+    return em
+
+
+def label_blind(prepared: pd.DataFrame) -> pd.DataFrame:
+    """The rows sorted by a hash of their content, with ids ``r000000001``... in that order.
+
+    Splink keys its random samples (u, EM) on row ids, and a row sample here is taken in row order: with
+    ids and order taken from the content, the same rows train the same model whatever their record ids,
+    source names or import order (rows with identical content are interchangeable)."""
+    content = [c for c in prepared.columns if c not in ("unique_id", "source", NAME_BLOCK_FLAG)]
+    digest = pd.util.hash_pandas_object(prepared[content].astype(object), index=False).to_numpy()
+    order = np.argsort(digest, kind="stable")
+    out = prepared.iloc[order].reset_index(drop=True)
+    out["unique_id"] = pd.array([f"r{i:09d}" for i in range(len(out))], dtype=STRING)
+    out.attrs = dict(prepared.attrs)
+    return out
+
+
+THRESHOLD_FLOOR = 0.05
+"""Pairs scoring below this are never links; `train` scores its rows down to here to choose a threshold."""
+
+THRESHOLD_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99)
+"""Thresholds `choose_threshold` may pick (the last is taken when none reaches the target)."""
+
+
+def choose_threshold(probabilities: np.ndarray, precision: float) -> dict[str, Any]:
+    """The lowest threshold of `THRESHOLD_GRID` at which the pairs scoring at or above it are expected
+    to be at least ``precision`` right, by the model's own account: the mean match probability of those
+    pairs is the share of them it expects to be true. Splink's probabilities are often badly calibrated,
+    so a fixed 0.99 is right for some data and throws away half the true pairs on others; this reads
+    the operating point off the score distribution of the data at hand.
+
+    Returns ``{"value", "expected_precision", "pairs", "candidate_pairs"}``."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    for t in THRESHOLD_GRID:
+        selected = p[p >= t]
+        expected = float(selected.mean()) if len(selected) else 1.0
+        if expected >= precision or t == THRESHOLD_GRID[-1]:
+            return {
+                "value": t,
+                "expected_precision": round(expected, 5),
+                "pairs": len(selected),
+                "candidate_pairs": len(p),
+            }
+    raise AssertionError("unreachable")
 
 
 # ============================================================================================ predict
@@ -456,7 +560,7 @@ def predict(
     frame described in the module docstring.
     """
     thr = _check_threshold(model.threshold if threshold is None else threshold)
-    prepared = mark_common_full_names(ensure_prepared(df))  # counted over exactly the rows scored
+    prepared = mark_common_full_names(with_extras(ensure_prepared(df), model.extras))  # counted over the rows scored
     if len(prepared) < 2:
         return _empty_edges(model)
     with Session(backend) as session:
@@ -488,12 +592,17 @@ class _Scorer:
     def close(self) -> None:
         self.session.close()
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*COLUMNS, *self.model.extras)
+
     def sync(self, rows: pd.DataFrame) -> None:
         """Make ``cdp_cache`` hold exactly the prepared ``rows``."""
         con = self.con
-        con.register("cdp_raw", _raw_table(rows))
+        raw = _raw_table(rows, self.model.extras)
+        con.register("cdp_raw", raw)
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE cdp_current AS SELECT hash({', '.join(FIELDS)}) AS h, * FROM cdp_raw"
+            f"CREATE OR REPLACE TEMP TABLE cdp_current AS SELECT hash({', '.join(raw.column_names)}) AS h, * FROM cdp_raw"
         )
         con.unregister("cdp_raw")
         if self._cached:
@@ -503,9 +612,9 @@ class _Scorer:
             missing = con.sql("SELECT * FROM cdp_current").to_arrow_table()
         con.execute("DROP TABLE cdp_current")
         if missing.num_rows or not self._cached:
-            fresh = arrow_table(prepare(missing.drop_columns(["h"]).to_pandas()))
+            fresh = arrow_table(with_extras(prepare(missing.drop_columns(["h"]).to_pandas()), self.model.extras))
             con.register("cdp_fresh", fresh.append_column("h", missing.column("h")))
-            columns = f"h, {', '.join(COLUMNS)}"
+            columns = f"h, {', '.join(self.columns)}"
             if self._cached:
                 con.execute(f"INSERT INTO cdp_cache SELECT {columns} FROM cdp_fresh")
             else:
@@ -528,7 +637,7 @@ class _Scorer:
                 f"CREATE TEMP VIEW {view} AS SELECT {columns} FROM cdp_cache c"
                 f" LEFT JOIN {common} k ON c.first_name = k.first_name AND c.last_name = k.last_name"
                 f" WHERE c.unique_id NOT IN (SELECT unique_id FROM {table})"
-                f" UNION ALL SELECT {', '.join(COLUMNS)} FROM {table}"
+                f" UNION ALL SELECT {', '.join(self.columns)} FROM {table}"
             )
             right = self.session.db_api.register(view, table_name=f"{view}_sdf")
             scored = self.linker.inference.predict_between(
@@ -566,17 +675,19 @@ class _Scorer:
             f" FROM {table} x LEFT JOIN {common} k ON x.first_name = k.first_name AND x.last_name = k.last_name) f"
             f" WHERE {table}.unique_id = f.unique_id"
         )
-        return ", ".join(f"c.{c}" if c != NAME_BLOCK_FLAG else flag.format(t="c") for c in COLUMNS)
+        return ", ".join(f"c.{c}" if c != NAME_BLOCK_FLAG else flag.format(t="c") for c in self.columns)
 
 
-def _raw_table(rows: pd.DataFrame) -> pa.Table:
-    """The canonical raw columns of ``rows`` as Arrow strings (absent ones null): the cache key."""
+def _raw_table(rows: pd.DataFrame, extras: Sequence[str] = ()) -> pa.Table:
+    """The raw columns of ``rows`` a model reads (`FIELDS`, ``full_name`` and its ``extras``) as Arrow
+    strings, absent ones null: the cache key."""
     n = len(rows)
+    columns = (*FIELDS, "full_name", *extras)
     arrays = [
         to_arrow_strings(rows[c].reset_index(drop=True)) if c in rows.columns else pa.nulls(n, pa.string())
-        for c in FIELDS
+        for c in columns
     ]
-    return pa.table(dict(zip(FIELDS, arrays, strict=True)))
+    return pa.table(dict(zip(columns, arrays, strict=True)))
 
 
 _SCORERS: OrderedDict[str, _Scorer] = OrderedDict()
@@ -635,7 +746,7 @@ class MatchIndex:
     def predict(self, new: pd.DataFrame, *, threshold: float | None = None) -> pd.DataFrame:
         """Edges between ``new`` and the indexed rows, and among ``new`` (see `predict_between`)."""
         thr = _check_threshold(self.model.threshold if threshold is None else threshold)
-        prepared = ensure_prepared(new)
+        prepared = with_extras(ensure_prepared(new), self.model.extras)
         if prepared.empty:
             return _empty_edges(self.model)
         with self._scorer.lock:
@@ -676,7 +787,7 @@ def predict_between(
             raise MatchingError("The MatchIndex was built for a different model; build a new index.")
         return existing.predict(new, threshold=threshold)
     thr = _check_threshold(model.threshold if threshold is None else threshold)
-    prepared = ensure_prepared(new)
+    prepared = with_extras(ensure_prepared(new), model.extras)
     if prepared.empty:
         return _empty_edges(model)
     scorer = _scorer_for(model)
@@ -699,7 +810,7 @@ def explain_pair(model: MatchModel, left: Mapping[str, Any], right: Mapping[str,
     if left_id == right_id:
         left_id, right_id = f"{left_id}#left", f"{right_id}#right"
     records[0]["unique_id"], records[1]["unique_id"] = left_id, right_id
-    prepared = prepare(pd.DataFrame(records))
+    prepared = with_extras(prepare(pd.DataFrame(records)), model.extras)
     scorer = _scorer_for(model)
     with scorer.lock:
         session = scorer.session
@@ -724,8 +835,8 @@ def explain_pair(model: MatchModel, left: Mapping[str, Any], right: Mapping[str,
                 "comparison": name,
                 "level": labels[int(row[f"gamma_{name}"])],
                 "partial_weight": weight,
-                "left": _shown(prepared, 0, COMPARISON_COLUMNS[name]),
-                "right": _shown(prepared, 1, COMPARISON_COLUMNS[name]),
+                "left": _shown(prepared, 0, columns_of(name)),
+                "right": _shown(prepared, 1, columns_of(name)),
             }
         )
     return {

@@ -7,11 +7,14 @@ in as native tables. The parameter helpers finish a trained Splink model JSON.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
+import json
 import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
@@ -21,7 +24,7 @@ from splink import DuckDBAPI, Linker, SettingsCreator
 from splink.internals.database_api import DatabaseAPISubClass
 from splink.internals.splink_dataframe import SplinkDataFrame
 
-from cdp.identity.matching_prepare import DERIVED, FIELDS, MatchingError
+from cdp.identity.matching_prepare import DERIVED, EXTRA_PREFIX, FIELDS, STRING, MatchingError
 from cdp.identity.matching_spec import GUARD, MOVED_COMPARISONS, comparisons_named, counts_moves, moved_level, rule
 
 Backend = Literal["duckdb", "spark"]
@@ -39,10 +42,29 @@ MAX_ITERATIONS = 25
 COLUMNS = (*FIELDS, *DERIVED)
 
 
+def extra_columns(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The extra-trait columns (``x_*``) of a frame, sorted."""
+    return tuple(sorted(c for c in frame.columns if isinstance(c, str) and c.startswith(EXTRA_PREFIX)))
+
+
+def with_extras(prepared: pd.DataFrame, extras: Sequence[str]) -> pd.DataFrame:
+    """``prepared`` with every column of ``extras`` (missing ones null), and no other extra column."""
+    drop = [c for c in extra_columns(prepared) if c not in extras]
+    missing = [c for c in extras if c not in prepared.columns]
+    if not drop and not missing:
+        return prepared
+    out = prepared.drop(columns=drop)
+    for column in missing:
+        out[column] = pd.Series(pd.NA, index=out.index, dtype=STRING)
+    out.attrs = dict(prepared.attrs)
+    return out
+
+
 def arrow_table(prepared: pd.DataFrame) -> pa.Table:
-    """Prepared rows as Arrow: every column a string, but ``birthday`` a date."""
-    table = pa.Table.from_pandas(prepared[list(COLUMNS)], preserve_index=False)
-    table = table.cast(pa.schema([(c, pa.string()) for c in COLUMNS]))
+    """Prepared rows as Arrow (`COLUMNS` and the extra traits): every column a string, but ``birthday`` a date."""
+    columns = [*COLUMNS, *extra_columns(prepared)]
+    table = pa.Table.from_pandas(prepared[columns], preserve_index=False)
+    table = table.cast(pa.schema([(c, pa.string()) for c in columns]))
     index = table.schema.get_field_index("birthday")
     return table.set_column(index, "birthday", table.column("birthday").cast(pa.date32()))
 
@@ -88,7 +110,8 @@ class Session:
         if self.backend == "spark":
             spark = self.db_api.spark  # type: ignore[attr-defined]
             frame = table.to_pandas(types_mapper=None).astype(object).where(lambda f: f.notna(), None)
-            return self.db_api.register(spark.createDataFrame(frame, schema=spark_schema()), table_name=name)
+            schema = spark_schema(table.column_names)
+            return self.db_api.register(spark.createDataFrame(frame, schema=schema), table_name=name)
         assert self.con is not None
         self.con.register(f"{name}arrow_table", table)
         self.con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}arrow_table")
@@ -141,10 +164,10 @@ def spark_api() -> DatabaseAPISubClass:
     return SparkAPI(spark_session=spark, break_lineage_method="persist")  # type: ignore[no-untyped-call]
 
 
-def spark_schema() -> Any:
+def spark_schema(columns: Sequence[str] = COLUMNS) -> Any:
     from pyspark.sql.types import DateType, StringType, StructField, StructType
 
-    return StructType([StructField(c, DateType() if c == "birthday" else StringType()) for c in COLUMNS])
+    return StructType([StructField(c, DateType() if c == "birthday" else StringType()) for c in columns])
 
 
 def term_frequencies(prepared: pd.DataFrame, columns: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -322,3 +345,67 @@ def label(level: Mapping[str, Any]) -> str:
 def as_pandas(sdf: SplinkDataFrame) -> pd.DataFrame:
     frame: pd.DataFrame = sdf.as_pandas_dataframe()  # type: ignore[no-untyped-call]
     return frame
+
+
+DEFAULT_M_FILE = Path(__file__).with_name("default_m.json")
+"""The default model's m-probabilities (see `apply_default_m`)."""
+
+
+@functools.cache
+def default_m() -> dict[str, Any]:
+    """The shipped m-probabilities: ``{"comparisons": {name: {level label: m}}, "text": {label: m}}``."""
+    loaded: dict[str, Any] = json.loads(DEFAULT_M_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def apply_default_m(settings: dict[str, Any]) -> None:
+    """Set each trained comparison's m-probabilities from `default_m` (the default model).
+
+    A comparison's levels take the shipped m of the level with the same label; extra traits, company
+    and title take the shared ``text`` levels; a level the file does not know gets a share of what is
+    left, and the m of each comparison is renormalised to sum to 1.
+    """
+    shipped = default_m()
+    for comparison in settings["comparisons"]:
+        if fixed(comparison):
+            continue
+        name = str(comparison["output_column_name"])
+        known: Mapping[str, float] = shipped["comparisons"].get(name) or shipped["text"]
+        levels = [lv for lv in comparison["comparison_levels"] if not lv.get("is_null_level")]
+        found = [known.get(label(lv)) for lv in levels]
+        missing = [i for i, m in enumerate(found) if m is None]
+        if missing:
+            rest = max(1.0 - sum(m for m in found if m is not None), 0.05)
+            for i in missing:
+                found[i] = rest / len(missing)
+        total = sum(float(m) for m in found if m is not None)
+        for level, m in zip(levels, found, strict=True):
+            level["m_probability"] = float(m or 0.0) / total
+
+
+def default_m_from(models: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
+    """A `default_m` document: the mean m of each level over trained models' settings (the geometric mean
+    of m for every level, renormalised), and for ``text`` the mean over company, title and extra traits."""
+    per: dict[str, dict[str, list[float]]] = {}
+    text: dict[str, list[float]] = {}
+    for settings in models:
+        for comparison in settings["comparisons"]:
+            if fixed(comparison):
+                continue
+            name = str(comparison["output_column_name"])
+            for level in comparison["comparison_levels"]:
+                if level.get("is_null_level"):
+                    continue
+                m = max(float(level["m_probability"]), 1e-6)
+                per.setdefault(name, {}).setdefault(label(level), []).append(m)
+                if name in ("company", "title") or name.startswith(EXTRA_PREFIX):
+                    text.setdefault(label(level), []).append(m)
+
+    def mean(values: Mapping[str, list[float]]) -> dict[str, float]:
+        geo = {k: math.exp(sum(math.log(v) for v in vs) / len(vs)) for k, vs in values.items()}
+        total = sum(geo.values())
+        return {k: round(v / total, 6) for k, v in geo.items()}
+
+    comparisons = {name: mean(levels) for name, levels in sorted(per.items())
+                   if name not in ("company", "title") and not name.startswith(EXTRA_PREFIX)}  # fmt: skip
+    return {"sources": list(sources), "comparisons": comparisons, "text": mean(text) if text else {}}

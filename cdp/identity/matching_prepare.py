@@ -27,8 +27,22 @@ FIELDS: tuple[str, ...] = (
     "address_city",
     "address_postal_code",
     "address_country",
+    "company",
+    "title",
 )
-"""The canonical match-row columns (``unique_id`` first). Any but ``unique_id`` may be null or absent."""
+"""The canonical match-row columns (``unique_id`` first). Any but ``unique_id`` may be null or absent.
+
+Match rows may also carry *extra* columns named ``x_<trait>`` (any other trait the user mapped: gender,
+birth place, occupation ...): `prepare` cleans them like names and keeps them, and a model compares
+those that are informative (`cdp.identity.matching_spec.usable_extras`). A ``full_name`` column fills
+first and last name where both are missing (split with ``nameparser``)."""
+
+EXTRA_PREFIX = "x_"
+"""Match-row columns with this prefix are extra traits to compare."""
+
+MIN_BIRTH_YEAR = 1000
+"""Birthdays before this year are taken as junk. Older ones are kept for matching: genealogy and
+historical records hold real birthdays before 1900 (a profile trait keeps its own, stricter, floor)."""
 
 DERIVED: tuple[str, ...] = (
     "email_user",
@@ -177,6 +191,12 @@ def _clean_name(array: pa.Array, *, titles: bool) -> pa.Array:
     return _null_if(array, pc.is_in(array, value_set=pa.array(_JUNK_NAMES)))
 
 
+def _clean_text(array: pa.Array) -> pa.Array:
+    """Free text (company, job title, extra traits): folded, punctuation -> space, digits kept."""
+    array = _squash(_words(array))
+    return _null_if(array, pc.is_in(array, value_set=pa.array(_JUNK_NAMES)))
+
+
 def _clean_street(array: pa.Array) -> pa.Array:
     array = _squash(_map_tokens(_squash(_words(array)), _ABBR_KEYS, _ABBR_VALUES))
     return _null_if(array, pc.invert(pc.match_substring_regex(array, "[a-z]{2}")))
@@ -207,9 +227,25 @@ def _clean_birthday(array: pa.Array) -> pa.Array:
     iso = pc.strftime(parsed, format="%Y-%m-%d")
     this_year = pd.Timestamp.now(tz="UTC").year
     year = pc.year(parsed)
-    bad = pc.or_(pc.or_(pc.not_equal(iso, text), pc.less(year, 1900)), pc.greater(year, this_year))
+    bad = pc.or_(pc.or_(pc.not_equal(iso, text), pc.less(year, MIN_BIRTH_YEAR)), pc.greater(year, this_year))
     bad = pc.or_(bad, pc.is_in(iso, value_set=pa.array(_PLACEHOLDER_BIRTHDAYS)))
     return _null_if(iso, bad)
+
+
+def _fill_from_full_name(first: pa.Array, last: pa.Array, full: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """First and last name parsed from ``full`` (``nameparser``) where they are missing."""
+    pick = pc.and_(pc.or_(pc.is_null(first), pc.is_null(last)), pc.is_valid(full))
+    if not pc.any(pick).as_py():
+        return first, last
+    from nameparser import HumanName  # only when a full-name column has to be split
+
+    parsed = [HumanName(v) for v in pc.filter(full, pick).to_pylist()]
+    firsts = _clean_name(pa.array([p.first or None for p in parsed], pa.string()), titles=True)
+    lasts = _clean_name(pa.array([p.last or None for p in parsed], pa.string()), titles=False)
+    return (
+        pc.coalesce(first, pc.replace_with_mask(pa.nulls(len(first), pa.string()), pick, firsts)),
+        pc.coalesce(last, pc.replace_with_mask(pa.nulls(len(last), pa.string()), pick, lasts)),
+    )
 
 
 def _split_email(array: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
@@ -251,12 +287,14 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     - email: lower case, ``+tag`` removed, dots removed for Gmail, placeholder addresses -> null;
       ``email_user`` / ``email_domain`` hold the two halves;
     - phone: digits only (E.164 without ``+``); fewer than 7 digits or ``0000000``-like -> null;
-    - birthday: ISO ``YYYY-MM-DD`` (``YYYYMMDD`` accepted); invalid, before 1900, in the future or a
-      known placeholder (1900-01-01, 1901-01-01, 1970-01-01) -> null;
+    - birthday: ISO ``YYYY-MM-DD`` (``YYYYMMDD`` accepted); invalid, before `MIN_BIRTH_YEAR`, in the
+      future or a known placeholder (1900-01-01, 1901-01-01, 1970-01-01) -> null;
     - street: like names (digits kept), common abbreviations unified (st -> street, rd -> road,
       ave -> avenue, ...); without two letters in a row (just a house number) -> null;
       ``address_number`` is its first number;
-    - postal code: upper case, letters and digits only; country: ISO-2 upper case (UK -> GB).
+    - postal code: upper case, letters and digits only; country: ISO-2 upper case (UK -> GB);
+    - company, title and extra ``x_*`` columns: like names;
+    - ``full_name`` (optional): split into first and last name where both are missing.
 
     Missing columns are added as null. Work is done once per distinct value.
     Raises `MatchingError` if ``unique_id`` is missing, null or duplicated.
@@ -293,6 +331,12 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     out["address_city"] = clean("address_city", lambda a: _clean_name(a, titles=False))
     out["address_postal_code"] = clean("address_postal_code", _clean_postcode)
     out["address_country"] = clean("address_country", _clean_country)
+    out["company"] = clean("company", _clean_text)
+    out["title"] = clean("title", _clean_text)
+    if "full_name" in df.columns:
+        out["first_name"], out["last_name"] = _fill_from_full_name(
+            out["first_name"], out["last_name"], raw("full_name")
+        )
     out["email_user"] = pc.take(user, indices)
     out["email_domain"] = pc.take(domain, indices)
     street_number = pc.struct_field(pc.extract_regex(out["address_street"], r"(?P<n>\d+)"), "n")
@@ -302,6 +346,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     out[NAME_BLOCK_FLAG] = pa.nulls(n, pa.string())
     if "source" in df.columns:
         out["source"] = raw("source")
+    for column in sorted(c for c in df.columns if isinstance(c, str) and c.startswith(EXTRA_PREFIX)):
+        out[column] = clean(column, _clean_text)
     frame = pd.DataFrame({name: _series(array) for name, array in out.items()})
     frame.attrs["cdp_prepared"] = True
     return mark_common_full_names(frame)

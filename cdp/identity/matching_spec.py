@@ -18,7 +18,14 @@ from splink.internals.comparison_creator import ComparisonCreator
 from splink.internals.comparison_level_creator import ComparisonLevelCreator
 from splink.internals.dialects import SplinkDialect
 
-from cdp.identity.matching_prepare import DERIVED, FIELDS, NAME_BLOCK_FLAG, MatchingError, ensure_prepared
+from cdp.identity.matching_prepare import (
+    DERIVED,
+    EXTRA_PREFIX,
+    FIELDS,
+    NAME_BLOCK_FLAG,
+    MatchingError,
+    ensure_prepared,
+)
 
 MIN_FILL = 0.05
 """A field is used only when at least this share of rows has a value (and it has >= 2 distinct values)."""
@@ -33,28 +40,61 @@ COMPARISON_COLUMNS: dict[str, tuple[str, ...]] = {
     "address_city": ("address_city",),
     "address_street": ("address_street",),
     "address_country": ("address_country",),
+    "company": ("company",),
+    "title": ("title",),
     "first_name_conflict": ("first_name",),
 }
-"""Comparison (output column) name -> the prepared field it compares. Output weights are ``mw_<name>``."""
+"""Comparison (output column) name -> the prepared field it compares. Output weights are ``mw_<name>``.
+Extra traits (``x_<trait>`` columns, see `usable_extras`) are compared under their own column name."""
 
-TF_COLUMNS = ("first_name", "last_name", "email", "phone", "birthday", "address_postal_code", "address_city")
-"""Columns whose exact-match levels are term-frequency adjusted."""
+TF_COLUMNS = (
+    "first_name", "last_name", "email", "phone", "birthday", "address_postal_code", "address_city", "company", "title",
+)  # fmt: skip
+"""Columns whose exact-match levels are term-frequency adjusted (and every extra trait)."""
+
+MAX_EXTRAS = 4
+"""At most this many extra traits are compared (the best filled)."""
+
+
+def columns_of(name: str) -> tuple[str, ...]:
+    """The prepared columns a comparison compares (an extra trait compares its own column)."""
+    return COMPARISON_COLUMNS.get(name, (name,))
+
+
+def _informative(values: pd.Series, rows: int) -> bool:
+    return len(values) >= MIN_FILL * rows and len(values) > 0 and bool((values != values.iloc[0]).any())
+
+
+def usable_extras(df: pd.DataFrame) -> tuple[str, ...]:
+    """Extra trait columns (``x_*``) worth comparing: filled in at least `MIN_FILL` of rows, two or more
+    distinct values, and not a different value on nearly every row (a row id or a timestamp says nothing
+    about who a record is). At most `MAX_EXTRAS`, the best filled first."""
+    found: list[tuple[float, str]] = []
+    for column in df.columns:
+        if not (isinstance(column, str) and column.startswith(EXTRA_PREFIX)) or len(df) == 0:
+            continue
+        values = df[column].dropna()
+        if not _informative(values, len(df)) or values.nunique() > 0.95 * len(values):
+            continue
+        found.append((-len(values), column))
+    return tuple(column for _, column in sorted(found)[:MAX_EXTRAS])
 
 
 def usable_fields(df: pd.DataFrame) -> frozenset[str]:
-    """Prepared columns with at least `MIN_FILL` non-null values and at least two distinct values."""
-    out = set()
+    """Prepared columns with at least `MIN_FILL` non-null values and at least two distinct values, and the
+    `usable_extras`."""
+    out = set(usable_extras(df))
     for column in (*FIELDS[1:], *DERIVED):
         if column not in df.columns or len(df) == 0:
             continue
-        values = df[column].dropna()
-        if len(values) >= MIN_FILL * len(df) and len(values) and bool((values != values.iloc[0]).any()):
+        if _informative(df[column].dropna(), len(df)):
             out.add(column)
     return frozenset(out)
 
 
 READS = {
     "first_name": ("first_name", "last_name", "first_name_nicknames"),
+    "email": ("email", "email_user", "email_domain"),
     "first_name_conflict": ("first_name", "last_name", "first_name_nicknames", "birthday"),
 }
 """Columns a comparison's SQL reads in training, where more than its own field (the swapped-names level)."""
@@ -136,15 +176,20 @@ def _name_comparison(column: str) -> ComparisonCreator:
 
 
 def _email_comparison() -> ComparisonCreator:
-    """Exact (TF) or not. Fuzzy email levels (same user at another domain, Jaro-Winkler) are left out on
-    purpose: most addresses are built from the name, so they repeat the name evidence -- two different
-    David Smiths at different providers would count their name twice."""
+    """Exact (TF); the same user at another domain; the same domain and a user one typo away (Jaro-Winkler
+    >= 0.88: robert255 / roberta25); else. EM weighs the fuzzy levels: a typo in an address is common in
+    forms, and two people who share a domain rarely have near-identical user names."""
     return cl.CustomComparison(
         output_column_name="email",
-        comparison_description="email: exact, else",
+        comparison_description="email: exact, same user, same domain and similar user, else",
         comparison_levels=[
             cll.NullLevel("email"),
             cll.ExactMatchLevel("email", term_frequency_adjustments=True),
+            cll.ExactMatchLevel("email_user").configure(label_for_charts="Same user, other domain"),
+            _SqlLevel(
+                "email_domain_l = email_domain_r AND {jw}(email_user_l, email_user_r) >= 0.88",
+                "Same domain, user Jaro-Winkler >= 0.88",
+            ),
             cll.ElseLevel(),
         ],
     )
@@ -264,10 +309,58 @@ def _street_comparison(moved: bool) -> ComparisonCreator:
     )
 
 
+_SWAPPED_DATE = (
+    "year(birthday_l) = year(birthday_r) AND month(birthday_l) = dayofmonth(birthday_r)"
+    " AND dayofmonth(birthday_l) = month(birthday_r)"
+)
+_ONE_TYPO_DATE = "{dl}(CAST(birthday_l AS STRING), CAST(birthday_r AS STRING)) <= 1"
+_COMPATIBLE_BIRTHDAYS = f"birthday_l = birthday_r OR {_ONE_TYPO_DATE} OR ({_SWAPPED_DATE})"
+"""One person's birthday written twice: equal, one digit typed wrong or two swapped, day and month swapped."""
+
+
+def _birthday_comparison() -> ComparisonCreator:
+    """Exact (TF); one typo (one digit wrong, or two neighbours swapped: 1971-06-24 / 1971-05-24); day and
+    month swapped; within a month, a year, ten years; else."""
+    birthday = "birthday"
+    levels: list[ComparisonLevelCreator] = [
+        cll.NullLevel(birthday),
+        cll.ExactMatchLevel(birthday, term_frequency_adjustments=True),
+        _SqlLevel(_ONE_TYPO_DATE, "One typo (Damerau-Levenshtein <= 1)"),
+        _SqlLevel(_SWAPPED_DATE, "Day and month swapped"),
+    ]
+    for threshold, metric in ((1, "month"), (1, "year"), (10, "year")):
+        levels.append(
+            cll.AbsoluteDateDifferenceLevel(birthday, threshold=threshold, metric=metric, input_is_string=False).configure(
+                label_for_charts=f"Within {threshold} {metric}{'s' if threshold > 1 else ''}"
+            )
+        )
+    levels.append(cll.ElseLevel())
+    return cl.CustomComparison(
+        output_column_name=birthday,
+        comparison_description="birthday: exact, one typo, day/month swapped, <= 1 month, <= 1 year, <= 10 years",
+        comparison_levels=levels,
+    )
+
+
+def _text_comparison(column: str) -> ComparisonCreator:
+    """Company, job title and extra traits: exact (TF), Jaro-Winkler >= 0.9, >= 0.7, else."""
+    return cl.CustomComparison(
+        output_column_name=column,
+        comparison_description=f"{column}: exact, Jaro-Winkler >= 0.9, >= 0.7, else",
+        comparison_levels=[
+            cll.NullLevel(column),
+            cll.ExactMatchLevel(column, term_frequency_adjustments=True).configure(label_for_charts="Exact match"),
+            cll.JaroWinklerLevel(column, 0.9).configure(label_for_charts="Jaro-Winkler >= 0.9"),
+            cll.JaroWinklerLevel(column, 0.7).configure(label_for_charts="Jaro-Winkler >= 0.7"),
+            cll.ElseLevel(),
+        ],
+    )
+
+
 GUARD = "first_name_conflict"
-"""The veto comparison: first names both known and unrelated, birthdays not equal -> a huge negative weight."""
+"""The veto comparison: first names both known and unrelated, birthdays not compatible -> a huge negative weight."""
 _CONFLICT = (
-    "first_name_l IS NOT NULL AND first_name_r IS NOT NULL AND NOT coalesce(birthday_l = birthday_r, false)"
+    f"first_name_l IS NOT NULL AND first_name_r IS NOT NULL AND NOT coalesce({_COMPATIBLE_BIRTHDAYS}, false)"
     f" AND NOT coalesce({_RELATED_FIRST_NAMES}, false)"
 )
 
@@ -282,9 +375,9 @@ def _guard_comparison() -> ComparisonCreator:
     """
     return cl.CustomComparison(
         output_column_name=GUARD,
-        comparison_description="veto: unrelated first names without an equal birthday",
+        comparison_description="veto: unrelated first names without a compatible birthday",
         comparison_levels=[
-            _SqlLevel(_CONFLICT, "First names unrelated, birthdays not equal").configure(
+            _SqlLevel(_CONFLICT, "First names unrelated, birthdays not compatible").configure(
                 m_probability=2.0**-60, u_probability=1.0, fix_m_probability=True, fix_u_probability=True
             ),
             cll.ElseLevel().configure(
@@ -295,7 +388,8 @@ def _guard_comparison() -> ComparisonCreator:
 
 
 def _comparisons(fields: Collection[str]) -> list[tuple[str, ComparisonCreator]]:
-    return comparisons_named([n for n, cols in COMPARISON_COLUMNS.items() if set(cols) <= set(fields)])
+    names = [n for n, cols in COMPARISON_COLUMNS.items() if set(cols) <= set(fields)]
+    return comparisons_named([*names, *sorted(f for f in fields if f.startswith(EXTRA_PREFIX))])
 
 
 def comparisons_named(names: Collection[str], *, moved: bool = False) -> list[tuple[str, ComparisonCreator]]:
@@ -308,16 +402,20 @@ def comparisons_named(names: Collection[str], *, moved: bool = False) -> list[tu
         "last_name": lambda: _name_comparison("last_name"),
         "email": _email_comparison,
         "phone": _phone_comparison,
-        "birthday": lambda: cl.DateOfBirthComparison("birthday", input_is_string=False).configure(
-            term_frequency_adjustments=True
-        ),
+        "birthday": _birthday_comparison,
         "address_postal_code": _postcode_comparison,
         "address_city": lambda: _city_comparison(moved),
         "address_street": lambda: _street_comparison(moved),
         "address_country": lambda: cl.ExactMatch("address_country"),
+        "company": lambda: _text_comparison("company"),
+        "title": lambda: _text_comparison("title"),
         GUARD: _guard_comparison,
     }
-    return [(name, make()) for name, make in makers.items() if name in names]
+    out = [(name, make()) for name, make in makers.items() if name in names and name != GUARD]
+    out += [(name, _text_comparison(name)) for name in sorted(n for n in names if n.startswith(EXTRA_PREFIX))]
+    if GUARD in names:
+        out.append((GUARD, _guard_comparison()))
+    return out
 
 
 def choose_comparisons(df: pd.DataFrame) -> list[ComparisonCreator]:
@@ -334,16 +432,18 @@ def choose_comparisons(df: pd.DataFrame) -> list[ComparisonCreator]:
                               liv / olivia), swapped with the last name, initial or short form
                               (j / jon / jonathan), Jaro-Winkler >= 0.7, else
     last_name                 exact (TF), Jaro-Winkler >= 0.92, >= 0.88, >= 0.7, else
-    email                     exact (TF), else
+    email                     exact (TF), same user at another domain, same domain and user
+                              Jaro-Winkler >= 0.88, else
     phone                     exact (TF), same last 8 digits, one edit (Damerau-Levenshtein), else
-    birthday                  DateOfBirthComparison on a DATE: exact (TF), one character, <= 1 month,
-                              <= 1 year, <= 10 years, else
+    birthday                  on a DATE: exact (TF), one typo (Damerau-Levenshtein on the ISO text),
+                              day and month swapped, <= 1 month, <= 1 year, <= 10 years, else
     address_postal_code       exact (TF), one edit, same first 3 characters, else
     address_city              exact (TF), Jaro-Winkler >= 0.92, >= 0.8, else
     address_street            exact, Jaro-Winkler >= 0.94, >= 0.9, >= 0.8, else
     address_country           exact, else
+    company, title, x_*       exact (TF), Jaro-Winkler >= 0.9, >= 0.7, else (``x_*``: `usable_extras`)
     first_name_conflict       fixed veto (not trained): first names both known and unrelated and
-                              birthdays not equal; else 0
+                              birthdays not compatible (equal, one typo, day/month swapped); else 0
     ========================  ==========================================================================
 
     Every comparison also has a null level (weight 0) for a missing value on either side.
@@ -429,7 +529,7 @@ def training_rules(fields: Collection[str], comparison_names: Sequence[str]) -> 
     chosen: list[tuple[str, ...]] = []
     uncovered = set(comparison_names) - {GUARD}
     for cols in (c for c in candidates if set(c) <= set(fields)):
-        trains = {name for name in uncovered if not set(READS.get(name, COMPARISON_COLUMNS[name])) & set(cols)}
+        trains = {name for name in uncovered if not set(READS.get(name, columns_of(name))) & set(cols)}
         if trains or len(chosen) < 2:
             chosen.append(cols)
             uncovered -= trains

@@ -7,6 +7,7 @@ related to that name's nicknames too (``tom``)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import unicodedata
@@ -182,8 +183,35 @@ def related_names(name: str) -> frozenset[str]:
         out |= {corrected} | nicknames_of(corrected)
     if len(name) == 3 and name not in _RELATED:
         out |= _VOWEL_HEADED.get(name, frozenset())
+    if name not in _RELATED:
+        out |= contracted_from(name)
     out.discard(name)
     return frozenset(out)
+
+
+def _is_contraction(short: str, long: str) -> bool:
+    """``short`` is a written contraction of ``long``: its first and last letters, and the letters between
+    in order (Wm / William, Jas / James, Thos / Thomas, Robt / Robert, Saml / Samuel)."""
+    if not (2 <= len(short) <= len(long) - 2) or short[0] != long[0] or short[-1] != long[-1]:
+        return False
+    rest = iter(long[1:-1])
+    return all(ch in rest for ch in short[1:-1])
+
+
+@functools.cache
+def _by_ends() -> dict[tuple[str, str], tuple[str, ...]]:
+    index: dict[tuple[str, str], list[str]] = {}
+    for name in _RELATED:
+        if len(name) >= 4:
+            index.setdefault((name[0], name[-1]), []).append(name)
+    return {key: tuple(sorted(names)) for key, names in index.items()}
+
+
+def contracted_from(name: str) -> frozenset[str]:
+    """Known names that an unknown short name (2-5 letters) is a contraction of (`_is_contraction`)."""
+    if not 2 <= len(name) <= 5 or name in _RELATED:
+        return frozenset()
+    return frozenset(long for long in _by_ends().get((name[0], name[-1]), ()) if _is_contraction(name, long))
 
 
 def _edits_at_most_one(a: str, b: str) -> bool:
@@ -244,6 +272,8 @@ def compatible(a: str, b: str) -> bool:
     short, long = (a, b) if (len(a), known_a) < (len(b), known_b) else (b, a)
     if short not in _RELATED and long in _RELATED and _dropped_or_swapped(short, long):
         return True  # a short known name with a letter dropped or two swapped (Amy / Ay, Gary / Gry, Ana / Aan)
+    if short not in _RELATED and _is_contraction(short, long):
+        return True  # a written contraction (Wm / William, Thos / Thomas)
     if any(_related(x, y) for x in _readings(a) for y in _readings(b)):
         return True  # a nickname of a corrected misspelling (Tom / Thoams, Nikki / Nicoole)
     return short not in _RELATED and _short_form(short, long)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from cdp.debounce import Debouncer
 from cdp.identity import matching
+from cdp.identity.cluster import chain_support_needed
 from cdp.identity.graph import IdentityGraph, _Txn
 from cdp.identity.resolve import Resolution
 from cdp.store import Store
@@ -159,4 +160,4 @@ class RealtimeMatcher:
             f" OR (node_l IN ({mr}) AND node_r IN ({ml}))",
             [*left, *right, *right, *left],
         ).fetchone()[0]
-        return bool(support < density * len(left) * len(right))
+        return bool(support < chain_support_needed(len(left), len(right), density))

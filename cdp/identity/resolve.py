@@ -26,6 +26,7 @@ import orjson
 import pandas as pd
 
 from cdp.errors import ResolutionFailed
+from cdp.normalize import HISTORICAL_BIRTHDAY
 from cdp.identity import evaluate, matching
 from cdp.identity.cluster import Edge, Graph, Node, Plan, changing, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
@@ -39,8 +40,10 @@ from cdp.timeutil import now_iso
 log = logging.getLogger("cdp.identity")
 Progress = Callable[[str], None]
 # Canonical fields the matcher compares: trait name -> source_records column (= match row column).
-_USER_FIELDS = {field: column for field, column in CANONICAL_COLUMNS.items() if field not in ("company", "title")}
+_USER_FIELDS = dict(CANONICAL_COLUMNS)
 _RECORD_FIELDS = {column: column for column in _USER_FIELDS.values()}
+_FULL_NAMES = ("full_name", "fullname", "name", "full name")
+"""Trait names read as a full name (split into first and last name where those are missing)."""
 
 
 class _Dirty(Exception):
@@ -80,7 +83,7 @@ class Resolution:
         """Train a new model version on the current rows and store it."""
         rows = self.match_rows() if rows is None else rows
         started = time.perf_counter()
-        model = matching.train(rows, threshold=self.settings.match_threshold)
+        model = matching.train(rows, threshold=self.settings.match_threshold, precision=self.settings.match_precision)
         seconds = round(time.perf_counter() - started, 2)
 
         def store(conn: sqlite3.Connection) -> int:
@@ -113,8 +116,8 @@ class Resolution:
         """One row per CRM record and one per identified user's latest traits (all, or the ones named)."""
         conn = conn or self.store.reader()
         select = (
-            f"SELECT 'record:' || source || ':' || external_id AS unique_id, source, {', '.join(_RECORD_FIELDS)}"
-            " FROM source_records"
+            f"SELECT 'record:' || source || ':' || external_id AS unique_id, source, {', '.join(_RECORD_FIELDS)},"
+            " traits FROM source_records"
         )
         if records is None and users is None:
             record_frame = pd.read_sql_query(select, conn)
@@ -126,7 +129,9 @@ class Resolution:
             found = [
                 conn.execute(select + " WHERE source = ? AND external_id = ?", key).fetchone() for key in records or []
             ]
-            record_frame = pd.DataFrame([r for r in found if r], columns=["unique_id", "source", *_RECORD_FIELDS])
+            record_frame = pd.DataFrame(
+                [r for r in found if r], columns=["unique_id", "source", *_RECORD_FIELDS, "traits"]
+            )
             identifies = []
             for user in users or []:
                 identifies += conn.execute(
@@ -136,6 +141,7 @@ class Resolution:
                     " ORDER BY e.timestamp, e.id",
                     (user, user),
                 ).fetchall()
+        record_frame = _with_trait_columns(record_frame, record_frame.pop("traits").tolist())
         latest: dict[str, dict[str, Any]] = {}
         for user_id, traits, context in identifies:
             values = identify_values(traits, context)
@@ -290,17 +296,32 @@ class Resolution:
         if retrain is False:
             return current
         grown = current is not None and len(rows) >= current[1].trained_rows * (1 + self.settings.retrain_growth)
-        if retrain or current is None or grown:
-            if len(rows) < matching.MIN_TRAINING_ROWS:
-                if retrain:
-                    raise matching.MatchingError(
-                        f"{len(rows)} rows is too few to train a match model; at least "
-                        f"{matching.MIN_TRAINING_ROWS} are needed"
-                    )
-                say(f"{len(rows)} rows: too few to train a match model yet; deterministic links only")
+        # A default model is replaced by a trained one as soon as there are rows enough for EM.
+        outgrown = (
+            current is not None and current[1].kind == "default" and len(rows) >= matching.MIN_TRAINING_ROWS
+        )
+        if retrain or current is None or grown or outgrown:
+            if len(rows) < matching.MIN_DEFAULT_ROWS:
+                say(f"{len(rows)} rows: nothing to match yet; deterministic links only")
                 return current
-            say("training the match model")
-            return self.train(rows)
+            if len(rows) < matching.MIN_TRAINING_ROWS:
+                say(
+                    f"{len(rows)} rows: fewer than {matching.MIN_TRAINING_ROWS}, so the default model "
+                    "(shipped m-probabilities; u and term frequencies from these rows)"
+                )
+            else:
+                say("training the match model")
+            try:
+                version, model = self.train(rows)
+            except matching.MatchingError as exc:
+                if retrain:
+                    raise
+                say(f"no match model: {exc}; deterministic links only")
+                return current
+            say(_describe(version, model))
+            return version, model
+        if current is not None:
+            say(_describe(*current))
         return current
 
     def _cluster_and_apply(
@@ -476,6 +497,48 @@ class Resolution:
         """Recompute unified and computed traits of profiles with new records, traits or events
         (see `cdp.identity.refresh`); returns how many profiles were refreshed."""
         return TraitRefresh(self.store, self.settings).run(chunk, dense_chunk)
+
+
+def _describe(version: int, model: matching.MatchModel) -> str:
+    chosen = model.metrics.get("threshold", {})
+    how = (
+        f"chosen for expected precision {chosen.get('expected_precision')} (target {chosen.get('target_precision')})"
+        if chosen.get("method") == "estimated precision"
+        else "from the setting"
+    )
+    return f"model v{version} ({model.kind}, {model.trained_rows} rows): threshold {model.threshold} {how}"
+
+
+def _trait_column(key: str) -> str | None:
+    """The match-row column for an extra trait (``x_<name>``), ``full_name`` for a full name, or None for
+    a trait the matcher does not read (canonical fields, nested values)."""
+    if not isinstance(key, str) or key in CANONICAL_COLUMNS or key.startswith("address") or key == "source":
+        return None
+    if key.lower() in _FULL_NAMES:
+        return "full_name"
+    if key == HISTORICAL_BIRTHDAY:
+        return key
+    clean = "".join(ch if ch.isalnum() else "_" for ch in key.lower()).strip("_")
+    return f"x_{clean}"[:60] if clean and clean.isascii() else None
+
+
+def _with_trait_columns(frame: pd.DataFrame, traits: list[str | None]) -> pd.DataFrame:
+    """``frame`` with a column per scalar trait of the records' ``traits`` JSON (see `_trait_column`)."""
+    columns: dict[str, list[str | None]] = {}
+    for i, text in enumerate(traits):
+        if not text or text == "{}":
+            continue
+        for key, value in orjson.loads(text).items():
+            column = _trait_column(key)
+            if column is None or isinstance(value, bool) or not isinstance(value, str | int | float):
+                continue
+            columns.setdefault(column, [None] * len(traits))[i] = str(value)
+    historical = columns.pop(HISTORICAL_BIRTHDAY, None)
+    if historical is not None:  # a birthday before 1850 is no profile trait, but it is evidence
+        frame["birthday"] = frame["birthday"].where(frame["birthday"].notna(), pd.Series(historical, index=frame.index))
+    for column, values in columns.items():
+        frame[column] = values
+    return frame
 
 
 def _edge_rows(edges: pd.DataFrame, version: int, now: str) -> list[tuple[Any, ...]]:

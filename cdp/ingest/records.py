@@ -25,6 +25,7 @@ from cdp.store import Store
 from cdp.timeutil import now_iso
 
 CANONICAL = tuple(CANONICAL_COLUMNS)
+
 MAX_ERRORS_KEPT = 1000
 _KEY = re.compile(r"[^a-z0-9]")
 
@@ -231,6 +232,12 @@ class Records:
                 clean = normalize.phone(value, region)
             elif field_name == "birthday":
                 clean = normalize.date_iso(value, order)
+                historical = None if clean else normalize.date_iso(value, order, min_year=normalize.HISTORICAL_YEAR)
+                if historical:  # not a profile's birthday, but evidence for matching (genealogy, archives)
+                    traits[normalize.HISTORICAL_BIRTHDAY] = historical
+                    flags.append("historical:birthday")
+                    values.append(None)
+                    continue
             elif field_name == "address.postal_code":
                 clean = normalize.postal_code(value)
             elif field_name == "address.country":
