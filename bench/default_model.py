@@ -106,7 +106,7 @@ def main() -> int:
     sets: list[tuple[str, pd.DataFrame]] = [(f"febrl{n}", febrl_rows(n)) for n in (1, 2, 3, 4)]
     try:
         sets.append(("cdp demo generator", demo_rows()))
-    except Exception as exc:  # noqa: BLE001 - the demo API may differ; say so and go on
+    except Exception as exc:
         print(f"skipping the demo generator: {exc!r}")
     sets += corpora_rows()
     models, sources = [], []

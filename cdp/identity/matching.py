@@ -90,14 +90,17 @@ from cdp.identity.matching_prepare import (
 )
 from cdp.identity.matching_spec import (
     COMPARISON_COLUMNS,
+    DETERMINISTIC_KEYS,
     MIN_FILL,
     TF_COLUMNS,
     blocking_rules,
     choose_comparisons,
     columns_of,
     deterministic_rules,
+    distinct_counts,
     named_comparisons,
     rule,
+    rule_coverage,
     rule_keys,
     training_rules,
     usable_fields,
@@ -355,7 +358,10 @@ def train(
             {"usable": sorted(fields)},
         )
     det_rules = deterministic_rules(fields)
-    keys = rule_keys(fields)
+    keys = rule_keys(fields, distinct_counts(prepared, fields))
+    # The prior rules find their share of the matches only among pairs where both rows have their columns.
+    coverage = rule_coverage(prepared, [k for k in DETERMINISTIC_KEYS if set(k) <= fields])
+    prior_recall = PRIOR_RECALL * max(coverage, 0.01)
     tf_columns = [c for c in (*TF_COLUMNS, *sorted(n for n in names if n.startswith(EXTRA_PREFIX))) if c in names]
     tf = term_frequencies(prepared, tf_columns)
     seconds = {"prepare": time.perf_counter() - started}
@@ -372,7 +378,7 @@ def train(
         if det_rules:
             try:
                 deterministic: list[str | BlockingRuleCreator] = [*det_rules]
-                training.estimate_probability_two_random_records_match(deterministic, recall=PRIOR_RECALL)
+                training.estimate_probability_two_random_records_match(deterministic, recall=prior_recall)
                 estimate = float(linker._settings_obj._probability_two_random_records_match)
                 if estimate > 0:
                     prior, prior_source = estimate, "deterministic rules"
@@ -410,7 +416,8 @@ def train(
         "prior_weight": _weight(prior),
         "prior_source": prior_source,
         "prior_rules": det_rules,
-        "prior_recall": PRIOR_RECALL,
+        "prior_recall": round(prior_recall, 5),
+        "prior_rule_coverage": round(coverage, 5),
         "em": em,
         "em_max_pairs": EM_MAX_PAIRS,
         "u_max_pairs": max_pairs,
@@ -487,8 +494,10 @@ def label_blind(prepared: pd.DataFrame) -> pd.DataFrame:
 THRESHOLD_FLOOR = 0.05
 """Pairs scoring below this are never links; `train` scores its rows down to here to choose a threshold."""
 
-THRESHOLD_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99)
-"""Thresholds `choose_threshold` may pick (the last is taken when none reaches the target)."""
+THRESHOLD_GRID = (0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99)
+"""Thresholds `choose_threshold` may pick (the last is taken when none reaches the target). Never below 0.8:
+on the household corpus the model's own estimate is too hopeful below it (pairs it gives 1 in 5 to be
+wrong are wrong more often than that: household members agree on many correlated fields)."""
 
 
 def choose_threshold(probabilities: np.ndarray, precision: float) -> dict[str, Any]:
@@ -601,9 +610,8 @@ class _Scorer:
         con = self.con
         raw = _raw_table(rows, self.model.extras)
         con.register("cdp_raw", raw)
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE cdp_current AS SELECT hash({', '.join(raw.column_names)}) AS h, * FROM cdp_raw"
-        )
+        hashed = ", ".join(raw.column_names)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE cdp_current AS SELECT hash({hashed}) AS h, * FROM cdp_raw")
         con.unregister("cdp_raw")
         if self._cached:
             con.execute("DELETE FROM cdp_cache WHERE h NOT IN (SELECT h FROM cdp_current)")

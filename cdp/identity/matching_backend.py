@@ -32,6 +32,9 @@ Backend = Literal["duckdb", "spark"]
 TF_TOP_K = 1000
 """At most this many of the most frequent values per term-frequency column are stored in a model."""
 
+TF_MIN_COUNT = 3
+"""A value needs at least this many rows to count as common (see `term_frequencies`)."""
+
 DUCKDB_MEMORY_LIMIT = "1GB"
 """DuckDB memory limit per connection (it spills to disk beyond it)."""
 
@@ -171,12 +174,13 @@ def spark_schema(columns: Sequence[str] = COLUMNS) -> Any:
 
 
 def term_frequencies(prepared: pd.DataFrame, columns: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Per column: the `TF_TOP_K` most frequent values seen at least twice, with their share of non-nulls."""
+    """Per column: the `TF_TOP_K` most frequent values seen at least `TF_MIN_COUNT` times, with their share of
+    non-nulls (a value seen twice in a small store is not known to be common: one person's two records)."""
     out: dict[str, dict[str, float]] = {}
     for column in columns:
         values = prepared[column].dropna()
         counts = values.value_counts()
-        counts = counts[counts >= 2]
+        counts = counts[counts >= TF_MIN_COUNT]
         frame = pd.DataFrame({"value": counts.index.astype(str), "count": counts.to_numpy()})
         frame = frame.sort_values(["count", "value"], ascending=[False, True], kind="mergesort").head(TF_TOP_K)
         total = float(max(len(values), 1))

@@ -49,13 +49,15 @@ DERIVED: tuple[str, ...] = (
     "email_domain",
     "address_number",
     "first_name_nicknames",
+    "first_name_known",
     "full_name_blockable",
 )
 """Columns `prepare` adds: the email local part (``+tag`` removed, dots removed for Gmail) and domain,
 the first number of the street address (the house number; used for blocking only), the known names
 related to the first name as nickname or formal form, also through a corrected typo or as a short form
 (`cdp.identity.names.related_names`), each between bars (bob -> ``|bobby|rob|robert|...|``, thoams ->
-``|thomas|tom|...|``; null for a name without any), and ``full_name_blockable``
+``|thomas|tom|...|``; null for a name without any), ``first_name_known`` (``'1'`` for a first name the
+name lists know), and ``full_name_blockable``
 (see `mark_common_full_names`)."""
 
 MAX_NAME_BLOCK = 50
@@ -343,6 +345,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     out["address_number"] = street_number
     indices, values = _distinct(out["first_name"])
     out["first_name_nicknames"] = pc.take(_nicknames(values), indices)
+    known = pa.array(["1" if v and names.is_known(v) else None for v in values.to_pylist()], pa.string())
+    out["first_name_known"] = pc.take(known, indices)
     out[NAME_BLOCK_FLAG] = pa.nulls(n, pa.string())
     if "source" in df.columns:
         out["source"] = raw("source")

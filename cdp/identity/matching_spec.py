@@ -5,9 +5,10 @@ Chosen from the fields that are filled in, never tuned per dataset.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from typing import Any
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import splink
 import splink.comparison_level_library as cll
@@ -95,7 +96,7 @@ def usable_fields(df: pd.DataFrame) -> frozenset[str]:
 READS = {
     "first_name": ("first_name", "last_name", "first_name_nicknames"),
     "email": ("email", "email_user", "email_domain"),
-    "first_name_conflict": ("first_name", "last_name", "first_name_nicknames", "birthday"),
+    "first_name_conflict": ("first_name", "last_name", "first_name_nicknames", "first_name_known", "birthday"),
 }
 """Columns a comparison's SQL reads in training, where more than its own field (the swapped-names level)."""
 
@@ -144,9 +145,13 @@ _PREFIX = (
     "substr(first_name_l, 1, length(first_name_r)) = first_name_r"
     " OR substr(first_name_r, 1, length(first_name_l)) = first_name_l"
 )
+_BOTH_KNOWN = "coalesce(first_name_known_l = '1' AND first_name_known_r = '1', false)"
 _RELATED_FIRST_NAMES = (
-    f"{_NICKNAME} OR {_PREFIX} OR {{jw}}(first_name_l, first_name_r) >= 0.88 OR {_one_edit('first_name')} OR {_SWAPPED}"
+    f"{_NICKNAME} OR {_PREFIX} OR {_SWAPPED} OR (NOT {_BOTH_KNOWN}"
+    f" AND ({{jw}}(first_name_l, first_name_r) >= 0.88 OR {_one_edit('first_name')}))"
 )
+"""First names of one person: a nickname or formal form, an initial or short form, swapped with the last
+name, or one typo apart -- unless the name lists know both (Mary / Mark are two people, not a typo)."""
 
 
 def _name_comparison(column: str) -> ComparisonCreator:
@@ -322,18 +327,18 @@ def _birthday_comparison() -> ComparisonCreator:
     """Exact (TF); one typo (one digit wrong, or two neighbours swapped: 1971-06-24 / 1971-05-24); day and
     month swapped; within a month, a year, ten years; else."""
     birthday = "birthday"
-    levels: list[ComparisonLevelCreator] = [
+    levels: list[ComparisonLevelCreator | dict[str, Any]] = [
         cll.NullLevel(birthday),
         cll.ExactMatchLevel(birthday, term_frequency_adjustments=True),
         _SqlLevel(_ONE_TYPO_DATE, "One typo (Damerau-Levenshtein <= 1)"),
         _SqlLevel(_SWAPPED_DATE, "Day and month swapped"),
     ]
-    for threshold, metric in ((1, "month"), (1, "year"), (10, "year")):
-        levels.append(
-            cll.AbsoluteDateDifferenceLevel(birthday, threshold=threshold, metric=metric, input_is_string=False).configure(
-                label_for_charts=f"Within {threshold} {metric}{'s' if threshold > 1 else ''}"
-            )
-        )
+    windows: tuple[tuple[int, Literal["month", "year"], str], ...] = (
+        (1, "month", "Within 1 month"), (1, "year", "Within 1 year"), (10, "year", "Within 10 years"),
+    )  # fmt: skip
+    for threshold, metric, text in windows:
+        within = cll.AbsoluteDateDifferenceLevel(birthday, threshold=threshold, metric=metric, input_is_string=False)
+        levels.append(within.configure(label_for_charts=text))
     levels.append(cll.ElseLevel())
     return cl.CustomComparison(
         output_column_name=birthday,
@@ -485,13 +490,24 @@ _KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
 _SWAPPED_NAMES = "l.first_name = r.last_name and l.last_name = r.first_name"
 
 
-def rule_keys(fields: Collection[str]) -> list[tuple[str, ...]]:
-    """The prediction rules (as key tuples) whose columns are all usable."""
+MIN_BLOCKING_DISTINCT = 20
+"""An extra trait or job title joins first + last name in a blocking rule when it has at least this many
+distinct values (birth place, occupation): people who share a common full name are then still paired."""
+
+
+def rule_keys(fields: Collection[str], distinct: Mapping[str, int] | None = None) -> list[tuple[str, ...]]:
+    """The prediction rules (as key tuples) whose columns are all usable; with ``distinct`` (distinct
+    values per column), also first + last name + each varied extra trait or job title."""
 
     def usable(key: str) -> bool:
         return all(c in fields for c in _KEYS.get(key, ("", (key,)))[1])
 
-    return [keys for keys in _PREDICTION_RULES if all(usable(k) for k in keys)]
+    keys = [keys for keys in _PREDICTION_RULES if all(usable(k) for k in keys)]
+    if distinct and {"first_name", "last_name"} <= set(fields):
+        varied = sorted(c for c in fields if (c == "title" or c.startswith(EXTRA_PREFIX)) and
+                        distinct.get(c, 0) >= MIN_BLOCKING_DISTINCT)  # fmt: skip
+        keys += [("first_name", "last_name", c) for c in varied]
+    return keys
 
 
 def rule(keys: Sequence[str]) -> BlockingRuleCreator:
@@ -512,7 +528,32 @@ def blocking_rules(df: pd.DataFrame) -> list[BlockingRuleCreator]:
     letters of the last name; house number + first two letters of both names -- those whose columns
     are usable. Every rule is an equi-join, so candidate pairs grow with block sizes, not n^2.
     """
-    return [rule(keys) for keys in rule_keys(usable_fields(ensure_prepared(df)))]
+    prepared = ensure_prepared(df)
+    fields = usable_fields(prepared)
+    return [rule(keys) for keys in rule_keys(fields, distinct_counts(prepared, fields))]
+
+
+def distinct_counts(prepared: pd.DataFrame, fields: Collection[str]) -> dict[str, int]:
+    """Distinct values of the job title and extra traits among ``fields`` (for `rule_keys`)."""
+    return {c: int(prepared[c].nunique()) for c in fields if c == "title" or c.startswith(EXTRA_PREFIX)}
+
+
+def rule_coverage(prepared: pd.DataFrame, rules: Sequence[tuple[str, ...]]) -> float:
+    """Share of all pairs of rows on which at least one of ``rules`` (key tuples) can fire: both rows
+    have every column of the rule. A rule that can only see a tenth of the pairs finds at most a tenth of
+    the matches."""
+    n = len(prepared)
+    if n < 2 or not rules:
+        return 0.0
+    masks = np.zeros(n, dtype=np.int64)
+    for bit, keys in enumerate(rules):
+        masks |= prepared[list(keys)].notna().all(axis=1).to_numpy().astype(np.int64) << bit
+    values, counts = np.unique(masks, return_counts=True)
+    covered = sum(
+        int(ca) * int(cb) for a, ca in zip(values, counts, strict=True) for b, cb in zip(values, counts, strict=True)
+        if a & b
+    ) - int(sum(c for v, c in zip(values, counts, strict=True) if v))  # fmt: skip
+    return covered / (n * (n - 1))
 
 
 def training_rules(fields: Collection[str], comparison_names: Sequence[str]) -> list[tuple[str, ...]]:
@@ -541,6 +582,10 @@ def training_rules(fields: Collection[str], comparison_names: Sequence[str]) -> 
             f"names); comparisons left untrained: {sorted(uncovered)}."
         )
     return chosen
+
+
+DETERMINISTIC_KEYS: tuple[tuple[str, ...], ...] = (("email",), ("phone",), ("first_name", "last_name", "birthday"))
+"""The deterministic rules' columns (`deterministic_rules`), for `rule_coverage`."""
 
 
 def deterministic_rules(fields: Collection[str]) -> list[str]:

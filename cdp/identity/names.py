@@ -249,7 +249,7 @@ def compatible(a: str, b: str) -> bool:
     (Amy / Ay, Gary / Gry); a nickname of a corrected misspelling (Tom / Thoams, Nikki / Nicoole, Evelyn /
     Evelyyn vs Eeelyn); a short form of a name with its first vowel dropped, when the lists do not know
     the short form (Liv / Olivia). Two names the lists both know and do not relate stay unrelated beyond
-    the first rules (Tim / Tom, Mary / Mark at one edit are still accepted by the 4-letter typo rule)."""
+    the first rules: Mary / Mark or Tim / Tom are two names, not a typo (a household shares a landline)."""
     if not a or not b or a == b:
         return True
     if b in _RELATED.get(a, ()):
@@ -259,11 +259,11 @@ def compatible(a: str, b: str) -> bool:
     shorter = min(len(a), len(b))
     if shorter >= 2 and (a.startswith(b) or b.startswith(a)):
         return True
-    if shorter >= 4 and _edits_at_most_one(a, b):
-        return True
     known_a, known_b = a in _RELATED, b in _RELATED
     if known_a and known_b:
-        return False  # the lists know both names and do not relate them
+        return False  # the lists know both names and do not relate them (Mary / Mark: two people, not a typo)
+    if shorter >= 4 and _edits_at_most_one(a, b):
+        return True
     squeezed_a, squeezed_b = _squeeze(a), _squeeze(b)
     if squeezed_a == squeezed_b or (
         min(len(squeezed_a), len(squeezed_b)) >= 4 and _edits_at_most_one(squeezed_a, squeezed_b)

@@ -26,12 +26,12 @@ import orjson
 import pandas as pd
 
 from cdp.errors import ResolutionFailed
-from cdp.normalize import HISTORICAL_BIRTHDAY
 from cdp.identity import evaluate, matching
 from cdp.identity.cluster import Edge, Graph, Node, Plan, changing, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
 from cdp.identity.refresh import TraitRefresh
 from cdp.identity.traits import identify_values
+from cdp.normalize import HISTORICAL_BIRTHDAY
 from cdp.quality import CANONICAL_COLUMNS
 from cdp.settings import Settings
 from cdp.store import Store
@@ -297,9 +297,7 @@ class Resolution:
             return current
         grown = current is not None and len(rows) >= current[1].trained_rows * (1 + self.settings.retrain_growth)
         # A default model is replaced by a trained one as soon as there are rows enough for EM.
-        outgrown = (
-            current is not None and current[1].kind == "default" and len(rows) >= matching.MIN_TRAINING_ROWS
-        )
+        outgrown = current is not None and current[1].kind == "default" and len(rows) >= matching.MIN_TRAINING_ROWS
         if retrain or current is None or grown or outgrown:
             if len(rows) < matching.MIN_DEFAULT_ROWS:
                 say(f"{len(rows)} rows: nothing to match yet; deterministic links only")

@@ -1,0 +1,272 @@
+"""Identity resolution on data shaped unlike our own: soft evidence, large noisy entities, a default model
+for small stores, and results that do not depend on labels or order (issue: identity that generalises).
+
+Real stores, real Splink models on DuckDB, the generated corpora of `cdp.demo.corpora`.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cdp import CDP
+from cdp.demo import corpora
+from cdp.identity import matching
+from cdp.identity.cluster import Graph, chain_support_needed, cluster
+from cdp.identity.graph import Rules, compatible_birthdays
+from cdp.settings import Settings
+
+
+def _store(tmp_path: Path, name: str = "cdp.db") -> CDP:
+    return CDP(Settings(db=tmp_path / name))
+
+
+def _partition(cdp: CDP) -> set[frozenset[str]]:
+    """The records' clusters as sets of external ids (labels and profile ids left out)."""
+    groups: dict[str, set[str]] = defaultdict(set)
+    for ext, profile in cdp.store.reader().execute(
+        "SELECT r.external_id, coalesce(p.merged_into, r.profile_id) FROM source_records r"
+        " JOIN profiles p ON p.id = r.profile_id"
+    ):
+        groups[profile].add(str(ext))
+    return {frozenset(g) for g in groups.values()}
+
+
+def _import(cdp: CDP, records: pd.DataFrame, tmp_path: Path, source: str, spec: corpora.Corpus) -> None:
+    path = tmp_path / f"{source}-{len(records)}.csv"
+    records.to_csv(path, index=False, quoting=csv.QUOTE_MINIMAL)
+    cdp.ingest.import_file(path, source=source, id_column=spec.id_column, mapping=dict(spec.mapping))
+
+
+# ------------------------------------------------------------------------------------------ soft evidence
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("1971-06-24", "1971-05-24", True),  # one digit
+        ("1971-03-04", "1971-04-03", True),  # day and month swapped
+        ("1971-06-24", "1917-06-24", True),  # two digits swapped
+        ("1971-06-24", "1980-01-02", False),
+        ("1971-06-24", "1971-08-27", False),  # two digits
+    ],
+)
+def test_birthdays_one_typo_apart_are_compatible(a: str, b: str, same: bool) -> None:
+    assert compatible_birthdays(a, b) is same
+    assert compatible_birthdays(b, a) is same
+
+
+def _others(n: int) -> list[dict[str, str]]:
+    """``n`` unrelated people, so that a small store's fields vary as a real one's do."""
+    firsts = [
+        "Ana",
+        "Li",
+        "Omar",
+        "Sofia",
+        "Jonas",
+        "Mei",
+        "Pedro",
+        "Aisha",
+        "Lars",
+        "Yuki",
+        "Ines",
+        "Tariq",
+        "Greta",
+        "Kofi",
+        "Nadia",
+        "Emil",
+        "Priya",
+        "Hugo",
+        "Zara",
+        "Ivan",
+    ]
+    lasts = [
+        "Silva",
+        "Chen",
+        "Haddad",
+        "Rossi",
+        "Berg",
+        "Tanaka",
+        "Costa",
+        "Bello",
+        "Novak",
+        "Kim",
+        "Moreau",
+        "Quinn",
+        "Farah",
+        "Lund",
+        "Patel",
+        "Ortiz",
+        "Weber",
+        "Dubois",
+        "Sato",
+        "Mensah",
+    ]
+    cities = ["York", "Bath", "Hull", "Derby", "Ely", "Wells", "Ripon"]
+    return [
+        {"source": "crm", "external_id": f"o{i}", "first_name": firsts[i % 20], "last_name": lasts[(i * 7) % 20],
+         "email": f"p{i}@example.net", "birthday": f"19{50 + i % 40}-{1 + i % 12:02d}-{1 + i % 27:02d}",
+         "address.city": cities[i % 5]}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_a_birthday_typo_and_a_nickname_merge_but_a_household_does_not(tmp_path: Path) -> None:
+    cdp = _store(tmp_path)
+    try:
+        cdp.ingest.upsert_records(_others(60))
+        base = {"last_name": "Okafor", "email": "r.okafor@mail.net", "address.city": "Leeds"}
+        cdp.ingest.upsert_records(
+            [
+                {"source": "crm", "external_id": "1", "first_name": "Robert", "birthday": "1971-06-24", **base},
+                # same email, a birthday one digit off and a nickname: the same person
+                {"source": "crm", "external_id": "2", "first_name": "Bob", "birthday": "1971-05-24", **base},
+                # a shared landline and address, another first name and a birthday far away: his daughter
+                {
+                    "source": "crm",
+                    "external_id": "3",
+                    "first_name": "Ngozi",
+                    "last_name": "Okafor",
+                    "phone": "+44 113 496 0000",
+                    "birthday": "1999-11-02",
+                    "address.city": "Leeds",
+                },
+                {
+                    "source": "crm",
+                    "external_id": "4",
+                    "first_name": "Robert",
+                    "last_name": "Okafor",
+                    "phone": "+44 113 496 0000",
+                    "birthday": "1971-06-24",
+                    "address.city": "Leeds",
+                },
+            ]
+        )
+        cdp.identity.run()
+        profile = {e: cdp.profiles.lookup_id(source="crm", external_id=e) for e in "1234"}
+        assert profile["1"] == profile["2"] == profile["4"]
+        assert profile["3"] != profile["1"]
+    finally:
+        cdp.close()
+
+
+# ------------------------------------------------------------------------------------------ clustering
+def _line_graph(n: int) -> Graph:
+    """``n`` record identifiers, each its own profile, no deterministic links."""
+    empty = np.empty(0, dtype=np.int64)
+    return Graph(
+        ids=np.arange(1, n + 1, dtype=np.int64),
+        types=np.zeros(n, dtype=np.int64),
+        type_names=["record"],
+        values=[f"s:{i}" for i in range(n)],
+        profiles=np.arange(n, dtype=np.int64),
+        profile_names=[f"p{i}" for i in range(n)],
+        shared=np.zeros(n, dtype=bool),
+        link_rows=np.empty((0, 2), dtype=np.int64),
+        link_alias=np.empty(0, dtype=bool),
+        attr_rows=empty,
+        attr_kinds=empty,
+        attr_kind_names=[],
+        attr_values=empty,
+        attr_value_names=[],
+    )
+
+
+def test_two_entities_joined_by_one_borderline_edge_stay_two(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    pairs: list[tuple[int, int, float]] = []
+    for offset in (0, 30):  # two people of 30 records each; a fifth of their pairs score above the threshold
+        for i in range(30):
+            for j in range(i + 1, 30):
+                if rng.random() < 0.2 or j == i + 1:
+                    pairs.append((offset + i, offset + j, float(rng.uniform(8, 20))))
+    pairs.append((29, 30, 7.0))  # one borderline pair across them, weaker than theirs
+    a, b, w = (np.array(x) for x in zip(*pairs, strict=True))
+    label, refused = cluster(_line_graph(60), (a, b, w), Rules(Settings(db=tmp_path / "x.db")))
+    assert len(set(label[:30].tolist())) == 1 and len(set(label[30:].tolist())) == 1
+    assert label[0] != label[30]
+    assert any(r.rule == "chaining" for r in refused)
+    assert chain_support_needed(30, 30) == 15 and chain_support_needed(2, 2) == 2
+
+
+def test_an_entity_of_sixty_noisy_records_ends_as_one_profile(tmp_path: Path) -> None:
+    spec = corpora.CORPORA["typos"]
+    # three large people among 600 others of 1-3 records (a store of one person has no non-matches to learn u)
+    records, truth = corpora.entity_sizes_corpus([60, 30, 10] + [1, 2, 3] * 100, seed=3)
+    cdp = _store(tmp_path)
+    try:
+        _import(cdp, records, tmp_path, spec.source, spec)
+        cdp.identity.run()
+        entity = dict(zip(truth["external_id"].astype(str), truth["entity"].astype(str), strict=True))
+        clusters = _partition(cdp)
+        biggest = max(clusters, key=lambda c: sum(entity[x] == "s0" for x in c))
+        # most records that carry evidence (four of the five fields) end in one profile (not yet all: see the
+        # identity issue's closing note)
+        filled = (records.set_index(spec.id_column).fillna("").astype(str) != "").sum(axis=1)
+        informative = {str(x) for x in filled.index[filled >= 4] if entity[str(x)] == "s0"}
+        assert len(informative) >= 20 and len(informative & biggest) >= 0.7 * len(informative)
+        assert {entity[x] for x in biggest} == {"s0"}  # and nobody else joined to it
+    finally:
+        cdp.close()
+
+
+# ------------------------------------------------------------------------------------------ label-blind
+def _two_stores(tmp_path: Path, shuffle: bool) -> tuple[set[frozenset[str]], set[frozenset[str]], int]:
+    spec = corpora.CORPORA["typos"]
+    records, _ = corpora.generate("typos", 400, seed=11)
+    other = records.sample(frac=1.0, random_state=4).reset_index(drop=True) if shuffle else records
+    first, second = _store(tmp_path, "a.db"), _store(tmp_path, "b.db")
+    try:
+        _import(first, records, tmp_path, "alpha", spec)
+        _import(second, other, tmp_path, "zeta_source", spec)
+        first.identity.run()
+        second.identity.run()
+        return _partition(first), _partition(second), len(records)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_same_rows_under_another_source_name_give_the_same_partition(tmp_path: Path) -> None:
+    first, second, records = _two_stores(tmp_path, shuffle=False)
+    assert first == second
+    assert len(first) < records  # and something was matched
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the model is order-blind, but the deterministic replay and equal-weight ties still follow the "
+    "order records arrived in (see the identity issue's closing note)",
+)
+def test_same_rows_in_another_order_give_the_same_partition(tmp_path: Path) -> None:
+    first, second, _ = _two_stores(tmp_path, shuffle=True)
+    assert first == second
+
+
+# ------------------------------------------------------------------------------------------ default model
+def test_a_small_store_uses_the_default_model_then_its_own(tmp_path: Path) -> None:
+    spec = corpora.CORPORA["typos"]
+    records, _ = corpora.generate("typos", 1400, seed=21)
+    small = records.head(300)
+    cdp = _store(tmp_path)
+    try:
+        _import(cdp, small, tmp_path, spec.source, spec)
+        result = cdp.identity.run()
+        version, model = cdp.identity.latest_model() or (None, None)
+        assert model is not None and model.kind == "default"
+        assert result["model_version"] == version and result["merges"] > 0
+        fuzzy = (
+            cdp.store.reader()
+            .execute("SELECT count(*) FROM merges WHERE json_extract(details, '$.evidence') = 'probabilistic'")
+            .fetchone()[0]
+        )
+        assert fuzzy > 0
+        _import(cdp, records, tmp_path, spec.source, spec)  # past MIN_TRAINING_ROWS
+        cdp.identity.run()
+        _, trained = cdp.identity.latest_model() or (None, None)
+        assert trained is not None and trained.kind == "trained" and trained.trained_rows >= matching.MIN_TRAINING_ROWS
+    finally:
+        cdp.close()
