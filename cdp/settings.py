@@ -187,7 +187,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _strong_at_least_the_threshold(self) -> Settings:
-        if self.match_threshold is not None and self.match_strong_threshold < self.match_threshold:
+        # Unset, a model picks its own threshold, at most 0.99: a strong match must be at least that.
+        if self.match_strong_threshold < (self.match_threshold or 0.99):
             raise ValueError(
                 f"match_strong_threshold ({self.match_strong_threshold}) must be at least match_threshold "
                 f"({self.match_threshold}): a strong match is one that already links"

@@ -49,9 +49,11 @@ def _import(cdp: CDP, records: pd.DataFrame, tmp_path: Path, source: str, spec: 
     [
         ("1971-06-24", "1971-05-24", True),  # one digit
         ("1971-03-04", "1971-04-03", True),  # day and month swapped
-        ("1971-06-24", "1917-06-24", True),  # two digits swapped
+        ("1971-06-24", "1971-06-42", True),  # two digits swapped
+        ("1971-06-24", "1917-06-24", False),  # the decade: fifty years
         ("1971-06-24", "1980-01-02", False),
         ("1971-06-24", "1971-08-27", False),  # two digits
+        ("1970-01-01", "1990-01-01", False),  # the decade: twenty years
     ],
 )
 def test_birthdays_one_typo_apart_are_compatible(a: str, b: str, same: bool) -> None:

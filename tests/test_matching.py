@@ -214,11 +214,11 @@ def test_blocking_rules_only_use_usable_fields(crm: pd.DataFrame) -> None:
 
 
 # ------------------------------------------------------------------------------------------ training
-def test_training_refuses_a_single_row(crm: pd.DataFrame) -> None:
+def test_training_refuses_too_few_rows(crm: pd.DataFrame) -> None:
     with pytest.raises(MatchingError, match=f"need at least {matching.MIN_DEFAULT_ROWS}") as caught:
-        matching.train(crm.head(1))
+        matching.train(crm.head(10))
     assert caught.value.code == "matching_failed"
-    assert caught.value.details == {"rows": 1, "min_rows": matching.MIN_DEFAULT_ROWS}
+    assert caught.value.details == {"rows": 10, "min_rows": matching.MIN_DEFAULT_ROWS}
 
 
 def test_a_small_store_gets_the_default_model_and_fuzzy_matches(crm: pd.DataFrame) -> None:

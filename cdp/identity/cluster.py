@@ -364,8 +364,7 @@ def _add_edges(
                 refused.append(
                     Refusal(
                         "chaining",
-                        f"only {support} of {na * nb} record pairs between the two clusters match"
-                        f" (needed {chain_support_needed(na, nb, chaining_density)})",
+                        f"only {support} of {na * nb} record pairs between the two clusters match",
                         int(graph.ids[x]),
                         int(graph.ids[y]),
                     )

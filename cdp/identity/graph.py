@@ -43,8 +43,9 @@ def _epoch(conn: sqlite3.Connection) -> int | None:
 
 def compatible_birthdays(a: str, b: str) -> bool:
     """Could these two ISO dates be one person's birthday written twice? Equal; one digit typed wrong or two
-    neighbouring characters swapped (1971-06-24 / 1971-05-24, 1971 / 1917); or day and month swapped
-    (1971-03-04 / 1971-04-03). Anything further apart is another birthday."""
+    neighbouring digits swapped (1971-06-24 / 1971-05-24, 1971-06-24 / 1971-06-42), but not in the century
+    or decade (1970 / 1990 is a father and son); or day and month swapped (1971-03-04 / 1971-04-03).
+    Anything further apart is another birthday."""
     if a == b:
         return True
     if len(a) == len(b) == 10 and a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7]:
@@ -52,9 +53,11 @@ def compatible_birthdays(a: str, b: str) -> bool:
     if len(a) != len(b):
         return False
     diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
-    return len(diff) == 1 or (
-        len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
-    )
+    if not diff or diff[0] in (1, 2):  # a wrong century or decade digit is ten years or more: another person
+        return False
+    if len(diff) == 1:
+        return True
+    return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
 
 
 def new_profile_id() -> str:

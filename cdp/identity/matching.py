@@ -158,8 +158,9 @@ default model (shipped m-probabilities, u and term frequencies from the store)."
 MAX_PRIOR = 0.01
 """At most one pair in a hundred is taken to match (a tiny store's estimate is noise)."""
 
-MIN_DEFAULT_ROWS = 2
-"""The default model needs at least a pair of rows."""
+MIN_DEFAULT_ROWS = 50
+"""The default model estimates u from the store's own random pairs: fewer rows than this give too few
+pairs to tell a common value from a rare one, and deterministic links alone decide."""
 
 PRIOR_RECALL = 0.6
 """Assumed share of all true links that the deterministic prior rules find."""

@@ -300,7 +300,7 @@ class Resolution:
         outgrown = current is not None and current[1].kind == "default" and len(rows) >= matching.MIN_TRAINING_ROWS
         if retrain or current is None or grown or outgrown:
             if len(rows) < matching.MIN_DEFAULT_ROWS:
-                say(f"{len(rows)} rows: nothing to match yet; deterministic links only")
+                say(f"{len(rows)} rows: too few for a match model yet; deterministic links only")
                 return current
             if len(rows) < matching.MIN_TRAINING_ROWS:
                 say(
