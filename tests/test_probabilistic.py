@@ -152,6 +152,9 @@ def test_rows_that_cannot_be_matched_leave_deterministic_links(fresh_db: CDP) ->
     from cdp.identity.matching import MatchingError
 
     fresh_db.ingest.upsert_records([{"source": "s", "external_id": str(i), "first_name": "a"} for i in range(20)])
+    with pytest.raises(MatchingError, match="at least 50 are needed"):
+        fresh_db.identity.run(retrain=True)
+    fresh_db.ingest.upsert_records([{"source": "s", "external_id": str(i), "first_name": "a"} for i in range(20, 60)])
     with pytest.raises(MatchingError, match="at least two usable fields"):
         fresh_db.identity.run(retrain=True)
     assert fresh_db.identity.run()["model_version"] is None  # deterministic only, no error

@@ -300,6 +300,11 @@ class Resolution:
         outgrown = current is not None and current[1].kind == "default" and len(rows) >= matching.MIN_TRAINING_ROWS
         if retrain or current is None or grown or outgrown:
             if len(rows) < matching.MIN_DEFAULT_ROWS:
+                if retrain:
+                    raise matching.MatchingError(
+                        f"{len(rows)} rows is too few for a match model;"
+                        f" at least {matching.MIN_DEFAULT_ROWS} are needed"
+                    )
                 say(f"{len(rows)} rows: too few for a match model yet; deterministic links only")
                 return current
             if len(rows) < matching.MIN_TRAINING_ROWS:
