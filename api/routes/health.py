@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from api.deps import CDPDep
 from cdp import __version__
+
+from ..deps import CDPDep
 
 router = APIRouter(tags=["health"])
 

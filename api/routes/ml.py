@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AdminKey, CDPDep, ReadKey
-from api.routes.segments import NOT_FOUND, _json_any
-from api.schemas import ERRORS
-from cdp.ml.personas import check_labels
+from cdp.errors import InvalidInput
+
+from ..deps import AdminKey, CDPDep, ReadKey, json_body
+from ..schemas import ERRORS
+from .segments import NOT_FOUND
 
 router = APIRouter(tags=["machine learning"])
 PNG = {200: {"content": {"image/png": {}}, "description": "A PNG picture"}}
@@ -48,8 +49,8 @@ def labels(cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
     summary="Label job titles with personas; retrains and refreshes every profile's persona",
 )
 async def add_labels(request: Request, cdp: CDPDep, _key: AdminKey) -> dict[str, Any]:
-    body = await _json_any(request)
-    return await run_in_threadpool(cdp.personas.label, check_labels(body))
+    body = await json_body(request)
+    return await run_in_threadpool(cdp.personas.label_json, body)
 
 
 @router.get("/v1/personas/uncertain", responses=ERRORS, summary="Titles the model is least sure of (label these next)")
@@ -60,10 +61,8 @@ async def uncertain(cdp: CDPDep, _key: ReadKey, n: int = Query(20, ge=1, le=1000
 
 @router.post("/v1/personas/predict", responses=ERRORS, summary="The persona the model gives some titles")
 async def predict(request: Request, cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
-    body = await _json_any(request)
+    body = await json_body(request)
     titles = body.get("titles") if isinstance(body, dict) else None
     if not isinstance(titles, list) or not all(isinstance(t, str) for t in titles) or not 1 <= len(titles) <= 1000:
-        from cdp.errors import InvalidInput
-
         raise InvalidInput('send {"titles": ["...", ...]} with 1 to 1000 titles', {"path": "/titles"})
     return {"data": await run_in_threadpool(cdp.personas.predict, titles)}

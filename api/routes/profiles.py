@@ -6,9 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import CDPDep, ReadKey
-from api.schemas import ERRORS
-from cdp.pagination import Page
+from cdp import Page
+
+from ..deps import CDPDep, ReadKey
+from ..schemas import ERRORS
 
 router = APIRouter(tags=["profiles"])
 NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such profile (the message says which id)"}}

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import CDPDep, ReadKey
-from api.schemas import ERRORS
+from ..deps import CDPDep, ReadKey
+from ..schemas import ERRORS
 
 router = APIRouter(tags=["quality"])
 

@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Body, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AdminKey, CDPDep, ReadKey, get_cdp, require_read
-from api.schemas import ERRORS
 from cdp.errors import InvalidJSON
-from cdp.segments import rules
+
+from ..deps import AdminKey, CDPDep, ReadKey, get_cdp, json_body, require_read
+from ..schemas import ERRORS
 
 router = APIRouter(tags=["segments"])
 NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such segment or profile (the message says which)"}}
@@ -21,25 +21,16 @@ DEFINITION = Body(..., description="A segment definition (see GET /v1/segments/s
 }])  # fmt: skip
 
 
-async def _json_any(request: Request) -> Any:
-    import orjson
-
-    try:
-        return orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc
-
-
 async def _json(request: Request) -> dict[str, Any]:
-    value = await _json_any(request)
+    value = await json_body(request)
     if not isinstance(value, dict):
         raise InvalidJSON("the body must be a JSON object (a segment definition)")
     return value
 
 
 @router.get("/v1/segments/schema", summary="The JSON Schema of segment definitions")
-def schema() -> dict[str, Any]:
-    return rules.SCHEMA
+def schema(cdp: CDPDep) -> dict[str, Any]:
+    return cdp.segments.schema()
 
 
 @router.post("/v1/segments", status_code=201, responses=ERRORS, summary="Create a segment")

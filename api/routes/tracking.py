@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from api.deps import credential, get_cdp
-from api.schemas import (
+from cdp.errors import PayloadTooLarge
+
+from ..deps import credential, get_cdp
+from ..schemas import (
     ERRORS,
     AliasMessage,
     BatchBody,
@@ -16,7 +18,6 @@ from api.schemas import (
     TrackMessage,
     body_doc,
 )
-from cdp.errors import PayloadTooLarge
 
 router = APIRouter(tags=["tracking"])
 SUCCESS = b'{"success":true}'

@@ -470,7 +470,7 @@ def label_sql(event: str, start: datetime, end: datetime) -> tuple[str, list[Any
 class LocalQuery:
     """Feature SQL over just some profiles' rows, copied from SQLite into an in-process DuckDB.
 
-    (No SQLite scanner is loaded in this process: see ``cdp.segments.engine``.)
+    (No SQLite scanner is loaded in this process: see ``cdp.duckdb_worker``.)
     """
 
     def __init__(self, conn: sqlite3.Connection, profile_ids: Sequence[str]) -> None:
