@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cdp import migrations
 from cdp.errors import StoreClosed
+from cdp.hooks import Hook
 from cdp.settings import Settings
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class Store:
         self._job_state = threading.local()
         # Called (in the writer thread, inside its transaction, with its connection) when another
         # connection or process changed the database since this writer's last transaction.
-        self.external_change_listeners: list[Callable[[sqlite3.Connection], None]] = []
+        self.external_change: Hook[[sqlite3.Connection]] = Hook("store.external_change")
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
 
@@ -198,8 +199,7 @@ class Store:
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._data_version = version
-            for listener in self.external_change_listeners:
-                listener(conn)
+            self.external_change(conn)
         # A lone job needs no savepoint: rolling back the transaction is the same thing.
         savepoints = len(jobs) > 1
         for job, future in jobs:

@@ -26,6 +26,6 @@ def identity_graph(store: Store, settings: Settings) -> IdentityGraph:
     """The store's identity graph: its cache forgets other processes' identity changes, and merges move
     memberships and write ``profile.merged`` outbox rows."""
     graph = IdentityGraph(settings, after_commit=store.after_commit)
-    store.external_change_listeners.append(graph.on_external_change)
+    store.external_change.connect(graph.on_external_change)
     graph.merge_hooks.append(on_merges)
     return graph

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -21,7 +21,9 @@ from typing import Any, Protocol
 import orjson
 
 from cdp import normalize
+from cdp.chunks import chunked, marks
 from cdp.errors import CDPError, InvalidBatch, InvalidMessage
+from cdp.hooks import Hook
 from cdp.identity.graph import IdentityGraph, Observation, ObservationTuple
 from cdp.identity.observations import from_message
 from cdp.keys import KeyInfo, Keys
@@ -167,8 +169,9 @@ class Tracking:
         self.identity = identity
         # Where validated rows are stored: this process's writer thread, or the ingest writer process.
         self.writer: BatchWriter = InlineWriter(store, identity)
-        # After events are committed: the stored rows, each with its profile id appended.
-        self.insert_hooks: list[Callable[[list[Row]], None]] = []
+        # After events are committed: the stored rows, each with its profile id appended. A follower's error
+        # is logged (the rows are committed; a follower must not fail the request).
+        self.events_stored: Hook[[list[Row]]] = Hook("events_stored")
 
     # -- entry points ----------------------------------------------------------------------------
 
@@ -220,13 +223,9 @@ class Tracking:
         if stored is not None and pending.work is not None:
             rows = pending.work[0]
             result.stored, result.duplicates, fresh, profiles = stored
-            if fresh and self.insert_hooks:
+            if fresh and self.events_stored:
                 kept = [(*rows[i], profile) for i, profile in zip(fresh, profiles, strict=True)]
-                for hook in self.insert_hooks:
-                    try:
-                        hook(kept)
-                    except Exception:  # the rows are committed; a follower must not fail the request
-                        log.exception("a hook on stored events failed")
+                self.events_stored.call_each(log, kept)
         if result.errors:
             if pending.single:
                 error = result.errors[0]
@@ -585,10 +584,8 @@ def _insert_events(conn: sqlite3.Connection, rows: list[Row]) -> None:
 
 def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
     found: set[str] = set()
-    for start in range(0, len(ids), 900):
-        chunk = ids[start : start + 900]
-        placeholders = ",".join("?" * len(chunk))
+    for part in chunked(ids):
         found.update(
-            row[0] for row in conn.execute(f"SELECT message_id FROM events WHERE message_id IN ({placeholders})", chunk)
+            row[0] for row in conn.execute(f"SELECT message_id FROM events WHERE message_id IN ({marks(part)})", part)
         )
     return found

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from cdp.errors import CDPError, InvalidInput, SegmentExists, SegmentInUse, UnknownSegment
+from cdp.hooks import Hook
 from cdp.outbox import identifiers_of
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
 from cdp.segments import rules
@@ -21,7 +22,6 @@ from cdp.store import Store
 from cdp.timeutil import format_ts, utcnow
 
 log = logging.getLogger("cdp.segments")
-ScheduleListener = Callable[[str, dict[str, str] | None], None]
 
 
 def _schedule(schedule: Any) -> dict[str, str] | None:
@@ -52,7 +52,8 @@ class Segments:
         self.engine = Engine(store)
         self.ml = MLSegments(store, self.engine)
         self.refresh_traits = refresh_traits
-        self.schedule_listeners: builtins.list[ScheduleListener] = []
+        # After a definition is created, changed or deleted: its key and its schedule (None: no schedule).
+        self.schedule_changed: Hook[[str, dict[str, str] | None]] = Hook("schedule_changed")
 
     # -- definitions -----------------------------------------------------------------------------
 
@@ -185,8 +186,7 @@ class Segments:
             )
 
     def _notify(self, key: str, schedule: dict[str, str] | None) -> None:
-        for listener in self.schedule_listeners:
-            listener(key, schedule)
+        self.schedule_changed(key, schedule)
 
     def require(self, key: str) -> dict[str, Any]:
         rows = self.store.query("SELECT * FROM segments WHERE key = ?", (key,))
