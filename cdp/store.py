@@ -16,15 +16,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from cdp import migrations
 from cdp.errors import StoreClosed
 from cdp.hooks import Hook
 from cdp.settings import Settings
-
-if TYPE_CHECKING:
-    import sqlite_utils
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -89,12 +86,6 @@ class Store:
             with self._readers_lock:
                 self._all_readers.append(conn)
         return conn
-
-    def db(self) -> sqlite_utils.Database:
-        """sqlite-utils view over this thread's read connection."""
-        import sqlite_utils  # it imports pandas: only for the callers that want this view
-
-        return sqlite_utils.Database(self.reader())
 
     def query(self, sql: str, params: tuple[Any, ...] | list[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         cursor = self.reader().execute(sql, params)
