@@ -10,7 +10,6 @@ from cdp.events import Events
 from cdp.identity.realtime import RealtimeMatcher
 from cdp.identity.resolve import Resolution
 from cdp.ingest import Ingest
-from cdp.ingest.writer import ProcessWriter
 from cdp.keys import Keys
 from cdp.ml.personas import Personas
 from cdp.profiles import Profiles
@@ -41,8 +40,6 @@ class CDP:
         self.keys = Keys(self.store, cache_seconds=self.settings.key_cache_seconds)
         self.graph = identity_graph(self.store, self.settings)
         self.ingest = Ingest(self.store, self.keys, self.settings, self.graph)
-        if self.settings.ingest_writer == "process" and ProcessWriter.usable(self.settings):
-            self.ingest.tracking.writer = ProcessWriter(self.settings)
         self.events = Events(self.store)
         self.profiles = Profiles(self.store, self.settings)
         self.identity = Resolution(self.store, self.settings, self.graph)
@@ -81,7 +78,7 @@ class CDP:
     def start_writer(self) -> None:
         """Start the ingest writer process, if tracking writes go through one (the server does this before its
         first request)."""
-        self.ingest.tracking.writer.start()
+        self.ingest.start_writer()
 
     def start_background(self) -> None:
         """Real-time fuzzy linking and segment re-evaluation threads (the server runs them)."""
@@ -94,7 +91,7 @@ class CDP:
         self.segments_realtime.stop()
         if "webhooks" in self.__dict__:
             self.webhooks.stop()
-        self.ingest.tracking.writer.close()
+        self.ingest.close()
         self.store.close()
 
     def __enter__(self) -> CDP:

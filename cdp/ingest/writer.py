@@ -181,7 +181,7 @@ class _Batcher:
     MAX_ROWS = 5_000  # a soft bound: one request of any size always goes alone
 
     def __init__(self, store: Any, graph: Any, answer: Any) -> None:
-        from cdp.ingest.tracking import store_batches
+        from cdp.ingest.storage import store_batches
 
         self.store, self.graph, self.answer, self.store_batches = store, graph, answer, store_batches
         self._pending: list[tuple[int, Any]] = []

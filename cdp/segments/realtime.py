@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 from cdp.debounce import Debouncer
+from cdp.ingest.rows import EventRow
 from cdp.segments import rules
 from cdp.segments.api import Segments
 from cdp.timeutil import utcnow
@@ -35,16 +36,15 @@ class RealtimeSegments:
         self._debouncer.stop()
 
     # Hooks, called inside ingest transactions: only queue work here.
-    def on_events(self, rows: list[tuple[Any, ...]]) -> None:
-        # Row layout from cdp.ingest.tracking: type at 1, event at 2, traits at 12, profile id last.
+    def on_events(self, rows: list[EventRow]) -> None:
         with self._lock:
             for row in rows:
-                profile = row[-1]
+                profile = row.profile_id
                 if profile is None:
                     continue
-                if row[2]:
-                    self._reasons[profile].add(row[2])
-                if row[1] == "identify" or row[12]:
+                if row.event:
+                    self._reasons[profile].add(row.event)
+                if row.type == "identify" or row.traits:
                     self._reasons[profile].add(TRAITS)
         self._debouncer.poke()
 
