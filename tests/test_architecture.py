@@ -86,3 +86,25 @@ def test_shared_infrastructure_imports_no_domain(module: str) -> None:
     domains = ("cdp.segments", "cdp.ml", "cdp.identity", "cdp.ingest", "cdp.webhooks", "cdp.core")
     wrong = [name for _, name in imports(ROOT / module) if name.startswith(domains)]
     assert wrong == []
+
+
+def test_every_route_declares_its_response_model(tmp_path: Path) -> None:
+    """``/openapi.json`` describes every answer: a named model (a ``$ref``), a picture, or 204 No Content."""
+    from api import create_app
+    from cdp import Settings
+
+    document = create_app(Settings(db=tmp_path / "cdp.db", scheduler_enabled=False)).openapi()
+    operations = [(path, method, op) for path, item in document["paths"].items() for method, op in item.items()]
+    assert len(operations) >= 40
+    undescribed = []
+    for path, method, op in operations:
+        success = {code: r for code, r in op["responses"].items() if code.startswith("2")}
+        if set(success) == {"204"}:
+            continue
+        content = next(iter(success.values())).get("content", {})
+        described = "$ref" in content.get("application/json", {}).get("schema", {}) or any(
+            kind.startswith("image/") for kind in content
+        )
+        if not described:
+            undescribed.append(f"{method.upper()} {path}")
+    assert undescribed == []

@@ -10,14 +10,20 @@ from starlette.concurrency import run_in_threadpool
 from cdp.errors import InvalidInput
 
 from ..deps import AdminKey, CDPDep, ReadKey, json_body
+from ..responses import DataList, DataPage, JSONObject
 from ..schemas import ERRORS
 from .segments import NOT_FOUND
 
 router = APIRouter(tags=["machine learning"])
-PNG = {200: {"content": {"image/png": {}}, "description": "A PNG picture"}}
+PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "A PNG picture"}}
 
 
-@router.get("/v1/segments/{key}/model", responses=NOT_FOUND, summary="An ML segment's model: metrics, top features")
+@router.get(
+    "/v1/segments/{key}/model",
+    response_model=JSONObject,
+    responses=NOT_FOUND,
+    summary="An ML segment's model: metrics, top features",
+)
 def model(cdp: CDPDep, _key: ReadKey, key: str) -> dict[str, Any]:
     return cdp.segments.model(key)
 
@@ -33,18 +39,29 @@ async def plot(cdp: CDPDep, _key: ReadKey, key: str) -> Response:
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/v1/personas", responses=ERRORS, summary="Persona labels per persona, the model and its accuracy history")
+@router.get(
+    "/v1/personas",
+    response_model=JSONObject,
+    responses=ERRORS,
+    summary="Persona labels per persona, the model and its accuracy history",
+)
 def personas(cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
     return cdp.personas.status()
 
 
-@router.get("/v1/personas/labels", responses=ERRORS, summary="Every title -> persona label given so far")
+@router.get(
+    "/v1/personas/labels",
+    response_model=DataPage,
+    responses=ERRORS,
+    summary="Every title -> persona label given so far",
+)
 def labels(cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
     return {"data": cdp.personas.labels(), "cursor": {"next": None, "has_more": False}}
 
 
 @router.post(
     "/v1/personas/labels",
+    response_model=JSONObject,
     responses=ERRORS,
     summary="Label job titles with personas; retrains and refreshes every profile's persona",
 )
@@ -53,13 +70,20 @@ async def add_labels(request: Request, cdp: CDPDep, _key: AdminKey) -> dict[str,
     return await run_in_threadpool(cdp.personas.label_json, body)
 
 
-@router.get("/v1/personas/uncertain", responses=ERRORS, summary="Titles the model is least sure of (label these next)")
+@router.get(
+    "/v1/personas/uncertain",
+    response_model=DataPage,
+    responses=ERRORS,
+    summary="Titles the model is least sure of (label these next)",
+)
 async def uncertain(cdp: CDPDep, _key: ReadKey, n: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:
     data = await run_in_threadpool(cdp.personas.uncertain, n)
     return {"data": data, "cursor": {"next": None, "has_more": False}}
 
 
-@router.post("/v1/personas/predict", responses=ERRORS, summary="The persona the model gives some titles")
+@router.post(
+    "/v1/personas/predict", response_model=DataList, responses=ERRORS, summary="The persona the model gives some titles"
+)
 async def predict(request: Request, cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
     body = await json_body(request)
     titles = body.get("titles") if isinstance(body, dict) else None

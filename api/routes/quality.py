@@ -7,11 +7,17 @@ from typing import Any
 from fastapi import APIRouter
 
 from ..deps import CDPDep, ReadKey
+from ..responses import JSONObject
 from ..schemas import ERRORS
 
 router = APIRouter(tags=["quality"])
 
 
-@router.get("/v1/quality", responses=ERRORS, summary="Completeness, validity, uniqueness and timeliness")
+@router.get(
+    "/v1/quality",
+    response_model=JSONObject,
+    responses=ERRORS,
+    summary="Completeness, validity, uniqueness and timeliness",
+)
 def quality(cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
     return cdp.quality.report()

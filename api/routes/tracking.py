@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
 
 from cdp.errors import PayloadTooLarge
 
@@ -22,7 +23,7 @@ from ..schemas import (
 router = APIRouter(tags=["tracking"])
 SUCCESS = b'{"success":true}'
 SHORT = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias", "b": "batch"}
-DOCS = {
+DOCS: dict[str, type[BaseModel]] = {
     "track": TrackMessage,
     "identify": IdentifyMessage,
     "page": PageMessage,
