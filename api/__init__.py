@@ -1,5 +1,5 @@
 """The HTTP layer: a thin FastAPI app over the ``cdp`` library."""
 
-from api.app import create_app
+from .app import create_app
 
 __all__ = ["create_app"]

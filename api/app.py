@@ -9,10 +9,10 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import errors
-from api.routes import events, health, ml, profiles, quality, records, segments, tracking, webhooks
-from cdp import CDP, Settings, __version__
-from cdp.scheduler import Scheduler
+from cdp import CDP, Scheduler, Settings, __version__
+
+from . import errors
+from .routes import events, health, ml, profiles, quality, records, segments, tracking, webhooks
 
 
 class TrackingCORS:
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
         instance = cdp if cdp is not None else CDP(settings)
         app.state.cdp = instance
         app.state.scheduler = None
-        instance.ingest.tracking.writer.start()  # the ingest writer process, if any: before the first request
+        instance.start_writer()  # the ingest writer process, if any: before the first request
         if run_scheduler:
             app.state.scheduler = Scheduler(instance)
             app.state.scheduler.start()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from cdp import CDP
-from cdp.keys import KeyInfo
+from cdp import CDP, KeyInfo
+from cdp.errors import InvalidJSON
 
 
 def get_cdp(request: Request) -> CDP:
@@ -50,3 +50,13 @@ def require_admin(request: Request, cdp: CDPDep) -> KeyInfo:
 
 ReadKey = Annotated[KeyInfo, Depends(require_read)]
 AdminKey = Annotated[KeyInfo, Depends(require_admin)]
+
+
+async def json_body(request: Request) -> Any:
+    """The request body as JSON, whatever its type; 400 ``invalid_json`` if it is not JSON."""
+    import orjson
+
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc

@@ -7,12 +7,23 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cdp.core import CDP
     from cdp.errors import CDPError
+    from cdp.keys import KeyInfo
+    from cdp.pagination import Page
+    from cdp.scheduler import Scheduler
     from cdp.settings import Settings
 
 __version__ = "0.1.0"
-__all__ = ["CDP", "CDPError", "Settings", "__version__"]
+__all__ = ["CDP", "CDPError", "KeyInfo", "Page", "Scheduler", "Settings", "__version__"]
 
-_EXPORTS = {"CDP": "cdp.core", "CDPError": "cdp.errors", "Settings": "cdp.settings"}
+# The public facade: what the HTTP layer (``api/``) and other programs import.
+_EXPORTS = {
+    "CDP": "cdp.core",
+    "CDPError": "cdp.errors",
+    "KeyInfo": "cdp.keys",
+    "Page": "cdp.pagination",
+    "Scheduler": "cdp.scheduler",
+    "Settings": "cdp.settings",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -90,8 +90,8 @@ def serve(
     """Run the HTTP API (and the scheduler)."""
     import uvicorn
 
-    from api import create_app
     from cdp.sample import dev_keys as make_dev_keys
+    from cdp.server import create_app
 
     overrides: dict[str, Any] = {}
     if host:

@@ -7,20 +7,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from cdp.events import Events
-from cdp.identity.graph import IdentityGraph
 from cdp.identity.realtime import RealtimeMatcher
 from cdp.identity.resolve import Resolution
 from cdp.ingest import Ingest
-from cdp.ingest.writer import ProcessWriter
 from cdp.keys import Keys
 from cdp.ml.personas import Personas
 from cdp.profiles import Profiles
 from cdp.quality import Quality
 from cdp.segments.api import Segments
-from cdp.segments.engine import follow_merges
 from cdp.segments.realtime import RealtimeSegments
 from cdp.settings import Settings
 from cdp.store import Store
+from cdp.wiring import identity_graph
 
 if TYPE_CHECKING:
     from cdp.webhooks import Webhooks
@@ -40,22 +38,18 @@ class CDP:
         if migrate:
             self.store.migrate()
         self.keys = Keys(self.store, cache_seconds=self.settings.key_cache_seconds)
-        self.graph = IdentityGraph(self.settings, after_commit=self.store.after_commit)
-        self.store.external_change_listeners.append(self.graph.on_external_change)
+        self.graph = identity_graph(self.store, self.settings)
         self.ingest = Ingest(self.store, self.keys, self.settings, self.graph)
-        if self.settings.ingest_writer == "process" and ProcessWriter.usable(self.settings):
-            self.ingest.tracking.writer = ProcessWriter(self.settings)
         self.events = Events(self.store)
         self.profiles = Profiles(self.store, self.settings)
         self.identity = Resolution(self.store, self.settings, self.graph)
         self.realtime = RealtimeMatcher(self.store, self.graph, self.identity)
-        self.ingest.records.upsert_hooks.append(self.realtime.on_records)
-        self.ingest.tracking.insert_hooks.append(self.realtime.on_events)
+        self.ingest.records.records_changed.connect(self.realtime.on_records)
+        self.ingest.tracking.events_stored.connect(self.realtime.on_events)
         self.segments = Segments(self.store, refresh_traits=self.identity.refresh_traits)
         self.segments_realtime = RealtimeSegments(self.segments)
-        self.ingest.tracking.insert_hooks.append(self.segments_realtime.on_events)
-        self.ingest.records.upsert_hooks.append(self.segments_realtime.on_records)
-        self.graph.merge_hooks.append(follow_merges)
+        self.ingest.tracking.events_stored.connect(self.segments_realtime.on_events)
+        self.ingest.records.records_changed.connect(self.segments_realtime.on_records)
         self.identity.after_run.append(self._after_resolution)
         self.quality = Quality(self.store)
         self.personas = Personas(self.store)
@@ -81,6 +75,11 @@ class CDP:
         if summary.get("moved_identifiers"):
             self.segments.compute_many(trigger="resolution")
 
+    def start_writer(self) -> None:
+        """Start the ingest writer process, if tracking writes go through one (the server does this before its
+        first request)."""
+        self.ingest.start_writer()
+
     def start_background(self) -> None:
         """Real-time fuzzy linking and segment re-evaluation threads (the server runs them)."""
         self.realtime.start()
@@ -92,7 +91,7 @@ class CDP:
         self.segments_realtime.stop()
         if "webhooks" in self.__dict__:
             self.webhooks.stop()
-        self.ingest.tracking.writer.close()
+        self.ingest.close()
         self.store.close()
 
     def __enter__(self) -> CDP:

@@ -82,6 +82,12 @@ class MigrationFailed(CDPError):
     status = 500
 
 
+class MigrationEdited(MigrationFailed):
+    """A migration file differs from the one applied to this store (forward-only: add a new file instead)."""
+
+    code = "migration_edited"
+
+
 class StoreClosed(CDPError):
     code = "store_closed"
     status = 503

@@ -12,7 +12,7 @@ from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
 from cdp.store import Store
 from cdp.timeutil import format_ts, parse_ts
 
-_COLUMNS = (
+COLUMNS = (
     "id, message_id, type, event, user_id, anonymous_id, group_id, previous_id, profile_id, timestamp,"
     " original_timestamp, sent_at, received_at, properties, traits, context, integrations, extra, source,"
     " quality_flags"
@@ -110,7 +110,7 @@ class Events:
                 raise InvalidInput("the cursor is not one this API returned", {"field": "cursor"})
             where.append("id < ?")
             params.append(position["id"])
-        sql = f"SELECT {_COLUMNS} FROM events"
+        sql = f"SELECT {COLUMNS} FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY id {order} LIMIT ?"

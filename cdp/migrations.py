@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdp.errors import MigrationFailed
+from cdp.errors import MigrationEdited, MigrationFailed
 from cdp.timeutil import now_iso
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -67,6 +67,10 @@ def split_statements(sql: str) -> list[str]:
     return statements
 
 
+def checksum(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
 def applied(conn: sqlite3.Connection) -> dict[int, str]:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -75,11 +79,33 @@ def applied(conn: sqlite3.Connection) -> dict[int, str]:
     return {row[0]: row[1] for row in conn.execute("SELECT version, name FROM schema_migrations")}
 
 
+def check_applied(conn: sqlite3.Connection, found: list[Migration]) -> None:
+    """Refuse a store whose applied migrations were edited since: the schema it has is not the one the files
+    describe. (Migrations are forward-only: a change goes into a new numbered file.)"""
+    recorded = {
+        v: (name, digest) for v, name, digest in conn.execute("SELECT version, name, checksum FROM schema_migrations")
+    }
+    for migration in found:
+        if migration.version not in recorded:
+            continue
+        name, digest = recorded[migration.version]
+        if digest != checksum(migration.sql):
+            raise MigrationEdited(
+                f"migration {migration.path.name} was edited after it was applied to this store"
+                f" (applied as {migration.version:04d}_{name}.sql, checksum {digest[:12]}); restore the file as it was"
+                " and put the change in a new numbered migration",
+                {"migration": migration.path.name, "version": migration.version},
+            )
+
+
 def apply(conn: sqlite3.Connection, directory: Path | None = None) -> list[Migration]:
-    """Apply the migrations not yet recorded, in order; returns those applied now."""
+    """Apply the migrations not yet recorded, in order; returns those applied now. Refuses (MigrationEdited) a
+    store whose applied migrations were edited since."""
     done = applied(conn)
+    found = discover(directory)
+    check_applied(conn, found)
     ran: list[Migration] = []
-    for migration in discover(directory):
+    for migration in found:
         if migration.version in done:
             continue
         sql = migration.sql
@@ -93,7 +119,7 @@ def apply(conn: sqlite3.Connection, directory: Path | None = None) -> list[Migra
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
-                (migration.version, migration.name, hashlib.sha256(sql.encode()).hexdigest(), now_iso()),
+                (migration.version, migration.name, checksum(sql), now_iso()),
             )
             conn.execute("COMMIT")
         except sqlite3.Error as exc:

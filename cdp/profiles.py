@@ -8,7 +8,7 @@ import orjson
 
 from cdp import normalize
 from cdp.errors import InvalidInput, UnknownProfile
-from cdp.events import _COLUMNS as EVENT_COLUMNS
+from cdp.events import COLUMNS as EVENT_COLUMNS
 from cdp.events import event_dict
 from cdp.identity.traits import computed_rows, profile_sources, unify
 from cdp.ml.scores import merge_scores

@@ -16,7 +16,17 @@ from cdp.core import CDP
 from cdp.errors import InvalidBatch, InvalidInput
 from cdp.timeutil import format_ts, parse_ts, utcnow
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "sample_data" / "demo"
+
+def sample_dir() -> Path:
+    """``cdp/sample_data/demo`` inside an installed wheel, else the repository's ``sample_data/demo``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "sample_data" / "demo", here.parent / "sample_data" / "demo"):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    return here.parent / "sample_data" / "demo"
+
+
+DEFAULT_DIR = sample_dir()
 _BATCH = 500
 
 

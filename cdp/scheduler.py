@@ -40,7 +40,7 @@ class Scheduler:
         self.add("identity.resolve", {"every": cdp.settings.resolve_schedule}, cdp.identity.run)
         for key, spec in cdp.segments.schedules().items():
             self.schedule_segment(key, spec)
-        cdp.segments.schedule_listeners.append(self.schedule_segment)
+        cdp.segments.schedule_changed.connect(self.schedule_segment)
 
     def schedule_segment(self, key: str, spec: dict[str, str] | None) -> None:
         """(Re)register a segment's own job; None removes it. Schedules live in the store, so they survive restarts."""

@@ -16,14 +16,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from cdp import migrations
 from cdp.errors import StoreClosed
+from cdp.hooks import Hook
 from cdp.settings import Settings
-
-if TYPE_CHECKING:
-    import sqlite_utils
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -61,7 +59,7 @@ class Store:
         self._job_state = threading.local()
         # Called (in the writer thread, inside its transaction, with its connection) when another
         # connection or process changed the database since this writer's last transaction.
-        self.external_change_listeners: list[Callable[[sqlite3.Connection], None]] = []
+        self.external_change: Hook[[sqlite3.Connection]] = Hook("store.external_change")
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
 
@@ -88,12 +86,6 @@ class Store:
             with self._readers_lock:
                 self._all_readers.append(conn)
         return conn
-
-    def db(self) -> sqlite_utils.Database:
-        """sqlite-utils view over this thread's read connection."""
-        import sqlite_utils  # it imports pandas: only for the callers that want this view
-
-        return sqlite_utils.Database(self.reader())
 
     def query(self, sql: str, params: tuple[Any, ...] | list[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         cursor = self.reader().execute(sql, params)
@@ -198,8 +190,7 @@ class Store:
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._data_version = version
-            for listener in self.external_change_listeners:
-                listener(conn)
+            self.external_change(conn)
         # A lone job needs no savepoint: rolling back the transaction is the same thing.
         savepoints = len(jobs) > 1
         for job, future in jobs:

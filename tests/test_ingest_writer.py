@@ -122,7 +122,7 @@ def test_hooks_see_committed_rows_in_both_modes(tmp_path: Path) -> None:
                 assert found.fetchone()[0] == len(ids)
                 seen.extend(rows)
 
-            cdp.ingest.tracking.insert_hooks.append(hook)
+            cdp.ingest.tracking.events_stored.connect(hook)
             cdp.ingest.batch(
                 {"batch": [{"type": "track", "userId": "u1", "event": "A", "messageId": "m1"}]}, write_key=key
             )

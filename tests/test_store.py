@@ -9,7 +9,7 @@ import pytest
 
 from cdp import CDP, Settings
 from cdp import migrations as mig
-from cdp.errors import MigrationFailed, StoreClosed
+from cdp.errors import MigrationEdited, MigrationFailed, StoreClosed
 from cdp.store import Store
 
 
@@ -45,6 +45,21 @@ def test_failing_migration_rolls_back_and_keeps_earlier_ones(tmp_path: Path) -> 
     assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1]
     (folder / "0002_two.sql").write_text("CREATE TABLE b (y INTEGER);\n")
     assert [m.version for m in mig.apply(conn, folder)] == [2]
+    conn.close()
+
+
+def test_store_with_an_edited_applied_migration_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_one.sql").write_text("CREATE TABLE a (x INTEGER);\n")
+    (folder / "0002_two.sql").write_text("CREATE TABLE b (y INTEGER);\n")
+    conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
+    assert [m.version for m in mig.apply(conn, folder)] == [1, 2]
+    (folder / "0002_two.sql").write_text("CREATE TABLE b (y INTEGER, z TEXT);\n")
+    (folder / "0003_three.sql").write_text("CREATE TABLE c (z INTEGER);\n")
+    with pytest.raises(MigrationEdited, match=r"0002_two\.sql was edited after it was applied"):
+        mig.apply(conn, folder)
+    assert "c" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import CDPDep, ReadKey
-from api.schemas import ERRORS, EventsPage
+from ..deps import CDPDep, ReadKey
+from ..schemas import ERRORS, EventsPage
 
 router = APIRouter(tags=["events"])
 

@@ -7,16 +7,23 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AdminKey, CDPDep, ReadKey
-from api.routes.segments import NOT_FOUND, _json_any
-from api.schemas import ERRORS
-from cdp.ml.personas import check_labels
+from cdp.errors import InvalidInput
+
+from ..deps import AdminKey, CDPDep, ReadKey, json_body
+from ..responses import DataList, DataPage, JSONObject
+from ..schemas import ERRORS
+from .segments import NOT_FOUND
 
 router = APIRouter(tags=["machine learning"])
-PNG = {200: {"content": {"image/png": {}}, "description": "A PNG picture"}}
+PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "A PNG picture"}}
 
 
-@router.get("/v1/segments/{key}/model", responses=NOT_FOUND, summary="An ML segment's model: metrics, top features")
+@router.get(
+    "/v1/segments/{key}/model",
+    response_model=JSONObject,
+    responses=NOT_FOUND,
+    summary="An ML segment's model: metrics, top features",
+)
 def model(cdp: CDPDep, _key: ReadKey, key: str) -> dict[str, Any]:
     return cdp.segments.model(key)
 
@@ -32,38 +39,54 @@ async def plot(cdp: CDPDep, _key: ReadKey, key: str) -> Response:
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/v1/personas", responses=ERRORS, summary="Persona labels per persona, the model and its accuracy history")
+@router.get(
+    "/v1/personas",
+    response_model=JSONObject,
+    responses=ERRORS,
+    summary="Persona labels per persona, the model and its accuracy history",
+)
 def personas(cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
     return cdp.personas.status()
 
 
-@router.get("/v1/personas/labels", responses=ERRORS, summary="Every title -> persona label given so far")
+@router.get(
+    "/v1/personas/labels",
+    response_model=DataPage,
+    responses=ERRORS,
+    summary="Every title -> persona label given so far",
+)
 def labels(cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
     return {"data": cdp.personas.labels(), "cursor": {"next": None, "has_more": False}}
 
 
 @router.post(
     "/v1/personas/labels",
+    response_model=JSONObject,
     responses=ERRORS,
     summary="Label job titles with personas; retrains and refreshes every profile's persona",
 )
 async def add_labels(request: Request, cdp: CDPDep, _key: AdminKey) -> dict[str, Any]:
-    body = await _json_any(request)
-    return await run_in_threadpool(cdp.personas.label, check_labels(body))
+    body = await json_body(request)
+    return await run_in_threadpool(cdp.personas.label_json, body)
 
 
-@router.get("/v1/personas/uncertain", responses=ERRORS, summary="Titles the model is least sure of (label these next)")
+@router.get(
+    "/v1/personas/uncertain",
+    response_model=DataPage,
+    responses=ERRORS,
+    summary="Titles the model is least sure of (label these next)",
+)
 async def uncertain(cdp: CDPDep, _key: ReadKey, n: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:
     data = await run_in_threadpool(cdp.personas.uncertain, n)
     return {"data": data, "cursor": {"next": None, "has_more": False}}
 
 
-@router.post("/v1/personas/predict", responses=ERRORS, summary="The persona the model gives some titles")
+@router.post(
+    "/v1/personas/predict", response_model=DataList, responses=ERRORS, summary="The persona the model gives some titles"
+)
 async def predict(request: Request, cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
-    body = await _json_any(request)
+    body = await json_body(request)
     titles = body.get("titles") if isinstance(body, dict) else None
     if not isinstance(titles, list) or not all(isinstance(t, str) for t in titles) or not 1 <= len(titles) <= 1000:
-        from cdp.errors import InvalidInput
-
         raise InvalidInput('send {"titles": ["...", ...]} with 1 to 1000 titles', {"path": "/titles"})
     return {"data": await run_in_threadpool(cdp.personas.predict, titles)}

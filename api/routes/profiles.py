@@ -6,15 +6,19 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import CDPDep, ReadKey
-from api.schemas import ERRORS
-from cdp.pagination import Page
+from cdp import Page
+
+from ..deps import CDPDep, ReadKey
+from ..responses import DataPage, JSONObject, Profile
+from ..schemas import ERRORS
 
 router = APIRouter(tags=["profiles"])
 NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such profile (the message says which id)"}}
 
 
-@router.get("/v1/profiles/lookup", responses=NOT_FOUND, summary="Find a profile by any identifier")
+@router.get(
+    "/v1/profiles/lookup", response_model=Profile, responses=NOT_FOUND, summary="Find a profile by any identifier"
+)
 def lookup(
     cdp: CDPDep,
     _key: ReadKey,
@@ -32,13 +36,21 @@ def lookup(
 
 
 @router.get(
-    "/v1/profiles/{profile_id}", responses=NOT_FOUND, summary="A unified profile (merged ids answer with the survivor)"
+    "/v1/profiles/{profile_id}",
+    response_model=Profile,
+    responses=NOT_FOUND,
+    summary="A unified profile (merged ids answer with the survivor)",
 )
 def get_profile(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
     return cdp.profiles.get(profile_id)
 
 
-@router.get("/v1/profiles/{profile_id}/events", responses=NOT_FOUND, summary="The profile's timeline, newest first")
+@router.get(
+    "/v1/profiles/{profile_id}/events",
+    response_model=DataPage,
+    responses=NOT_FOUND,
+    summary="The profile's timeline, newest first",
+)
 def profile_events(
     cdp: CDPDep,
     _key: ReadKey,
@@ -52,22 +64,39 @@ def profile_events(
     return cdp.profiles.events(profile_id, event=event, since=since, until=until, limit=limit, cursor=cursor).to_dict()
 
 
-@router.get("/v1/profiles/{profile_id}/identities", responses=NOT_FOUND, summary="Identifiers, CRM records, groups")
+@router.get(
+    "/v1/profiles/{profile_id}/identities",
+    response_model=JSONObject,
+    responses=NOT_FOUND,
+    summary="Identifiers, CRM records, groups",
+)
 def identities(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
     return cdp.profiles.identities(profile_id)
 
 
-@router.get("/v1/profiles/{profile_id}/explain", responses=NOT_FOUND, summary="Why these records are one profile")
+@router.get(
+    "/v1/profiles/{profile_id}/explain",
+    response_model=JSONObject,
+    responses=NOT_FOUND,
+    summary="Why these records are one profile",
+)
 def explain(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
     return cdp.profiles.explain(profile_id)
 
 
-@router.get("/v1/profiles/{profile_id}/merges", responses=NOT_FOUND, summary="Merges and splits, with reasons")
+@router.get(
+    "/v1/profiles/{profile_id}/merges",
+    response_model=DataPage,
+    responses=NOT_FOUND,
+    summary="Merges and splits, with reasons",
+)
 def merges(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
     return Page(cdp.profiles.merges(profile_id)).to_dict()
 
 
-@router.get("/v1/identity/conflicts", responses=ERRORS, summary="Links refused by merge protection")
+@router.get(
+    "/v1/identity/conflicts", response_model=DataPage, responses=ERRORS, summary="Links refused by merge protection"
+)
 def conflicts(
     cdp: CDPDep, _key: ReadKey, limit: int = Query(100, ge=1, le=1000), cursor: str | None = None
 ) -> dict[str, Any]:

@@ -6,12 +6,18 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import CDPDep, ReadKey
-from api.schemas import ERRORS
+from ..deps import CDPDep, ReadKey
+from ..responses import JSONObject
+from ..schemas import ERRORS
 
 router = APIRouter(tags=["quality"])
 
 
-@router.get("/v1/quality", responses=ERRORS, summary="Completeness, validity, uniqueness and timeliness")
+@router.get(
+    "/v1/quality",
+    response_model=JSONObject,
+    responses=ERRORS,
+    summary="Completeness, validity, uniqueness and timeliness",
+)
 def quality(cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
     return cdp.quality.report()

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CDPDep, credential
-from api.routes.tracking import read_body
-from api.schemas import ERRORS, ImportSummaryOut, RecordIn, body_doc
+from ..deps import CDPDep, credential
+from ..schemas import ERRORS, ImportSummaryOut, RecordIn, body_doc
+from .tracking import read_body
 
 router = APIRouter(tags=["records"])
 

@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Body, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AdminKey, CDPDep, ReadKey, get_cdp, require_read
-from api.schemas import ERRORS
 from cdp.errors import InvalidJSON
-from cdp.segments import rules
+
+from ..deps import AdminKey, CDPDep, ReadKey, get_cdp, json_body, require_read
+from ..responses import DataPage, JSONObject, Preview, Run, Segment
+from ..schemas import ERRORS
 
 router = APIRouter(tags=["segments"])
 NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such segment or profile (the message says which)"}}
@@ -21,39 +22,40 @@ DEFINITION = Body(..., description="A segment definition (see GET /v1/segments/s
 }])  # fmt: skip
 
 
-async def _json_any(request: Request) -> Any:
-    import orjson
-
-    try:
-        return orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc
-
-
 async def _json(request: Request) -> dict[str, Any]:
-    value = await _json_any(request)
+    value = await json_body(request)
     if not isinstance(value, dict):
         raise InvalidJSON("the body must be a JSON object (a segment definition)")
     return value
 
 
-@router.get("/v1/segments/schema", summary="The JSON Schema of segment definitions")
-def schema() -> dict[str, Any]:
-    return rules.SCHEMA
+@router.get("/v1/segments/schema", response_model=JSONObject, summary="The JSON Schema of segment definitions")
+def schema(cdp: CDPDep) -> dict[str, Any]:
+    return cdp.segments.schema()
 
 
-@router.post("/v1/segments", status_code=201, responses=ERRORS, summary="Create a segment")
+@router.post("/v1/segments", response_model=Segment, status_code=201, responses=ERRORS, summary="Create a segment")
 def create(cdp: CDPDep, _key: AdminKey, definition: dict[str, Any] = DEFINITION) -> dict[str, Any]:
     return cdp.segments.create(definition)
 
 
-@router.post("/v1/segments/preview", responses=ERRORS, summary="Size, sample members and SQL, without saving")
+@router.post(
+    "/v1/segments/preview",
+    response_model=Preview,
+    responses=ERRORS,
+    summary="Size, sample members and SQL, without saving",
+)
 async def preview(request: Request, cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
     definition = await _json(request)
     return await run_in_threadpool(cdp.segments.preview, definition)
 
 
-@router.get("/v1/segments", responses=ERRORS, summary="List segments (children of a cluster segment with ?parent=)")
+@router.get(
+    "/v1/segments",
+    response_model=DataPage,
+    responses=ERRORS,
+    summary="List segments (children of a cluster segment with ?parent=)",
+)
 def list_segments(
     cdp: CDPDep,
     _key: ReadKey,
@@ -64,12 +66,14 @@ def list_segments(
     return cdp.segments.list(parent=parent, limit=limit, cursor=cursor).to_dict()
 
 
-@router.get("/v1/segments/{key}", responses=NOT_FOUND, summary="One segment, with its size and last run")
+@router.get(
+    "/v1/segments/{key}", response_model=Segment, responses=NOT_FOUND, summary="One segment, with its size and last run"
+)
 def get(cdp: CDPDep, _key: ReadKey, key: str) -> dict[str, Any]:
     return cdp.segments.get(key)
 
 
-@router.put("/v1/segments/{key}", responses=NOT_FOUND, summary="Replace a segment's definition")
+@router.put("/v1/segments/{key}", response_model=Segment, responses=NOT_FOUND, summary="Replace a segment's definition")
 def update(cdp: CDPDep, _key: AdminKey, key: str, definition: dict[str, Any] = DEFINITION) -> dict[str, Any]:
     return cdp.segments.update(key, definition)
 
@@ -80,27 +84,44 @@ def delete(cdp: CDPDep, _key: AdminKey, key: str) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/v1/segments/{key}/members", responses=NOT_FOUND, summary="Current members, cursor-paginated")
+@router.get(
+    "/v1/segments/{key}/members",
+    response_model=DataPage,
+    responses=NOT_FOUND,
+    summary="Current members, cursor-paginated",
+)
 def members(
     cdp: CDPDep, _key: ReadKey, key: str, limit: int = Query(100, ge=1, le=1000), cursor: str | None = None
 ) -> dict[str, Any]:
     return cdp.segments.members(key, limit=limit, cursor=cursor).to_dict()
 
 
-@router.post("/v1/segments/{key}/compute", responses=NOT_FOUND, summary="Recompute now; returns the run")
+@router.post(
+    "/v1/segments/{key}/compute", response_model=Run, responses=NOT_FOUND, summary="Recompute now; returns the run"
+)
 async def compute(cdp: CDPDep, _key: AdminKey, key: str) -> dict[str, Any]:
     result = await run_in_threadpool(cdp.segments.compute, key)
     return result.to_dict()
 
 
-@router.get("/v1/segments/{key}/history", responses=NOT_FOUND, summary="Runs: time, duration, size, entered, exited")
+@router.get(
+    "/v1/segments/{key}/history",
+    response_model=DataPage,
+    responses=NOT_FOUND,
+    summary="Runs: time, duration, size, entered, exited",
+)
 def history(
     cdp: CDPDep, _key: ReadKey, key: str, limit: int = Query(100, ge=1, le=1000), cursor: str | None = None
 ) -> dict[str, Any]:
     return cdp.segments.history(key, limit=limit, cursor=cursor).to_dict()
 
 
-@router.get("/v1/profiles/{profile_id}/segments", responses=NOT_FOUND, summary="Segments the profile is in")
+@router.get(
+    "/v1/profiles/{profile_id}/segments",
+    response_model=DataPage,
+    responses=NOT_FOUND,
+    summary="Segments the profile is in",
+)
 async def profile_segments(request: Request, profile_id: str) -> dict[str, Any]:
     # The hot read path (real-time personalisation asks it per page view): one thread-pool hand-off, not the
     # three that sync dependencies and a sync handler cost. The key check (a cached lookup) runs on the event

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
 
-from api.deps import credential, get_cdp
-from api.schemas import (
+from cdp.errors import PayloadTooLarge
+
+from ..deps import credential, get_cdp
+from ..schemas import (
     ERRORS,
     AliasMessage,
     BatchBody,
@@ -16,12 +19,11 @@ from api.schemas import (
     TrackMessage,
     body_doc,
 )
-from cdp.errors import PayloadTooLarge
 
 router = APIRouter(tags=["tracking"])
 SUCCESS = b'{"success":true}'
 SHORT = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias", "b": "batch"}
-DOCS = {
+DOCS: dict[str, type[BaseModel]] = {
     "track": TrackMessage,
     "identify": IdentifyMessage,
     "page": PageMessage,

@@ -7,8 +7,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import AdminKey, CDPDep
-from api.schemas import ERRORS, Cursor
+from ..deps import AdminKey, CDPDep
+from ..schemas import ERRORS, Cursor
 
 router = APIRouter(tags=["webhooks"])
 NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such webhook (or message, for a replay)"}}

@@ -9,7 +9,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 import pandas as pd
@@ -21,6 +21,9 @@ from cdp.identity.graph import IdentityGraph, _Txn
 from cdp.identity.resolve import Resolution
 from cdp.store import Store
 from cdp.timeutil import now_iso
+
+if TYPE_CHECKING:
+    from cdp.ingest.rows import EventRow
 
 log = logging.getLogger("cdp.identity")
 
@@ -50,9 +53,8 @@ class RealtimeMatcher:
         found = conn.execute(f"SELECT source, external_id FROM source_records WHERE id IN ({marks})", record_ids)
         self.enqueue(("record", s, e) for s, e in found)
 
-    def on_events(self, rows: list[tuple[Any, ...]]) -> None:
-        # Row layout from cdp.ingest.tracking: type at 1, user_id at 3, traits at 12, context at 13.
-        users = [("user_id", r[3]) for r in rows if r[1] == "identify" and r[3] and (r[12] or r[13])]
+    def on_events(self, rows: list[EventRow]) -> None:
+        users = [("user_id", r.user_id) for r in rows if r.type == "identify" and r.user_id and (r.traits or r.context)]
         if users:
             self.enqueue(users)
 

@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from cdp.chunks import chunked
 from cdp.errors import ResolutionFailed
 from cdp.identity import evaluate, matching
 from cdp.identity.cluster import Edge, Graph, Node, Plan, changing, cluster, plan, summary
@@ -403,8 +404,7 @@ class Resolution:
         touched = set(result.moves)
         if touched:
             ids = list(touched)
-            for start in range(0, len(ids), 900):
-                part = ids[start : start + 900]
+            for part in chunked(ids):
                 current = conn.execute(
                     f"SELECT id, profile_id FROM identifiers WHERE id IN ({','.join('?' * len(part))})", part
                 ).fetchall()
@@ -568,8 +568,7 @@ def _edge_rows(edges: pd.DataFrame, version: int, now: str) -> list[tuple[Any, .
 def _ages(conn: sqlite3.Connection, profile_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
     """(created_at, rowid) of each profile: the oldest survives a merge."""
     wanted, out = list(profile_ids), {}
-    for start in range(0, len(wanted), 900):
-        part = wanted[start : start + 900]
+    for part in chunked(wanted):
         for pid, created, rowid in conn.execute(
             f"SELECT id, created_at, rowid FROM profiles WHERE id IN ({','.join('?' * len(part))})",
             part,

@@ -24,6 +24,14 @@ class Ingest:
         self.tracking = Tracking(store, keys, settings, identity)
         self.records = Records(store, settings, identity)
 
+    def start_writer(self) -> None:
+        """Start the writer of tracking batches (the ingest writer process, if the settings ask for one)."""
+        self.tracking.writer.start()
+
+    def close(self) -> None:
+        """Stop the writer once it has stored what it was sent."""
+        self.tracking.writer.close()
+
     # -- tracking --------------------------------------------------------------------------------
 
     def message(self, kind: str, msg: dict[str, Any], *, write_key: str | None = None) -> IngestResult:

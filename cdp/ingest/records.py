@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 
 from cdp import normalize
+from cdp.chunks import chunked, marks
+from cdp.hooks import Hook
 from cdp.identity.graph import IdentityGraph
 from cdp.identity.observations import from_record
 from cdp.quality import CANONICAL_COLUMNS, Tally
@@ -63,7 +65,6 @@ UPSERT = (
 )
 
 # After a chunk is upserted, in the same transaction: (connection, ids of inserted or changed rows).
-UpsertHook = Callable[[sqlite3.Connection, list[int]], None]
 SET_PROFILE = "UPDATE source_records SET profile_id = ? WHERE source = ? AND external_id = ?"
 
 
@@ -129,7 +130,8 @@ class Records:
         self.store = store
         self.settings = settings
         self.identity = identity
-        self.upsert_hooks: list[UpsertHook] = []
+        # After records are inserted or changed, in the same transaction: the connection, the records' row ids.
+        self.records_changed: Hook[[sqlite3.Connection, list[int]]] = Hook("records_changed")
 
     def upsert(
         self,
@@ -297,10 +299,8 @@ class Records:
                     conn, [from_record(r[0], r[1], r[2], r[3], r[4], r[6], now) for r in changed]
                 )
                 conn.executemany(SET_PROFILE, [(p, r[0], r[1]) for r, p in zip(changed, profiles, strict=True)])
-            if changed and self.upsert_hooks:
-                ids = _changed_ids(conn, [(r[0], r[1]) for r in changed])
-                for hook in self.upsert_hooks:
-                    hook(conn, ids)
+            if changed and self.records_changed:
+                self.records_changed(conn, _changed_ids(conn, [(r[0], r[1]) for r in changed]))
             tally.write(conn)
             rejects.write(conn)
             return inserted, updated, unchanged
@@ -317,12 +317,10 @@ def _existing_hashes(conn: sqlite3.Connection, keys: list[tuple[str, str]]) -> d
     for src, ext in keys:
         by_source.setdefault(src, []).append(ext)
     for src, ids in by_source.items():
-        for start in range(0, len(ids), 900):
-            part = ids[start : start + 900]
+        for part in chunked(ids):
             sql = (
-                "SELECT external_id, content_hash FROM source_records WHERE source = ? AND external_id IN ("
-                + ",".join("?" * len(part))
-                + ")"
+                "SELECT external_id, content_hash FROM source_records WHERE source = ?"
+                f" AND external_id IN ({marks(part)})"
             )
             for ext, digest in conn.execute(sql, [src, *part]):
                 found[(src, ext)] = digest

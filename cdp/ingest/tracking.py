@@ -1,29 +1,30 @@
-"""Segment HTTP Tracking API messages: validate, normalise, correct clocks, deduplicate, store.
+"""Segment HTTP Tracking API messages: validate, normalise, correct clocks; then hand the rows to a writer.
 
-Validation and normalisation run on the caller's thread (``prepare_*``); the rows then go to a
-writer (``Tracking.writer``: this process's store writer thread, or under ``cdp serve`` the ingest
-writer process of ``cdp.ingest.writer``), which drops messageIds already stored, links identities,
-inserts the rest and adds the data-quality counters in one transaction (``store_batch``). The call
-returns after COMMIT.
+Validation and normalisation run on the caller's thread (``prepare_*``) and make ``EventRow``s
+(``cdp.ingest.rows``); the rows then go to a writer (``Tracking.writer``, see ``cdp.ingest.storage``: this
+process's store writer thread, or under ``cdp serve`` the ingest writer process), which drops messageIds
+already stored, links identities, inserts the rest and adds the data-quality counters in one transaction.
+The call returns after COMMIT; then the followers of ``events_stored`` get the stored rows.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from cdp import normalize
 from cdp.errors import CDPError, InvalidBatch, InvalidMessage
-from cdp.identity.graph import IdentityGraph, Observation, ObservationTuple
+from cdp.hooks import Hook
+from cdp.identity.graph import IdentityGraph, ObservationTuple
 from cdp.identity.observations import from_message
+from cdp.ingest.rows import INSERT_EVENT, Batch, EventRow, Stored
+from cdp.ingest.storage import BatchWriter, make_writer, store_batch, store_batches
 from cdp.keys import KeyInfo, Keys
 from cdp.quality import Tally
 from cdp.settings import Settings
@@ -53,18 +54,20 @@ _KNOWN = frozenset(
     }
 )
 _LATE = timedelta(hours=24)
-INSERT_EVENT = (
-    "INSERT OR IGNORE INTO events (message_id, type, event, user_id, anonymous_id, group_id, previous_id,"
-    " timestamp, original_timestamp, sent_at, received_at, properties, traits, context, integrations, extra,"
-    " source, write_key_id, quality_flags, profile_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-Row = tuple[Any, ...]
-# Validated rows, their identity observations, their (source, event name), the quality counters.
-Batch = tuple[list[Row], list[ObservationTuple], list[tuple[str, str]], Tally]
-Stored = tuple[int, int, list[int], list[str | None]]
 log = logging.getLogger("cdp.ingest")
+
+# Where these lived before the write half moved to cdp.ingest.storage (kept importable from here).
+__all__ = [
+    "INSERT_EVENT",
+    "TYPES",
+    "Batch",
+    "IngestResult",
+    "Pending",
+    "Stored",
+    "Tracking",
+    "store_batch",
+    "store_batches",
+]
 
 
 class _Reject(Exception):
@@ -166,9 +169,10 @@ class Tracking:
         self.settings = settings
         self.identity = identity
         # Where validated rows are stored: this process's writer thread, or the ingest writer process.
-        self.writer: BatchWriter = InlineWriter(store, identity)
-        # After events are committed: the stored rows, each with its profile id appended.
-        self.insert_hooks: list[Callable[[list[Row]], None]] = []
+        self.writer: BatchWriter = make_writer(store, settings, identity)
+        # After events are committed: the stored rows, each with its profile id appended. A follower's error
+        # is logged (the rows are committed; a follower must not fail the request).
+        self.events_stored: Hook[[list[EventRow]]] = Hook("events_stored")
 
     # -- entry points ----------------------------------------------------------------------------
 
@@ -220,13 +224,9 @@ class Tracking:
         if stored is not None and pending.work is not None:
             rows = pending.work[0]
             result.stored, result.duplicates, fresh, profiles = stored
-            if fresh and self.insert_hooks:
-                kept = [(*rows[i], profile) for i, profile in zip(fresh, profiles, strict=True)]
-                for hook in self.insert_hooks:
-                    try:
-                        hook(kept)
-                    except Exception:  # the rows are committed; a follower must not fail the request
-                        log.exception("a hook on stored events failed")
+            if fresh and self.events_stored:
+                kept = [rows[i].stored(profile) for i, profile in zip(fresh, profiles, strict=True)]
+                self.events_stored.call_each(log, kept)
         if result.errors:
             if pending.single:
                 error = result.errors[0]
@@ -257,7 +257,7 @@ class Tracking:
 
         tally = Tally()
         result = IngestResult(received=len(items))
-        rows: list[Row] = []
+        rows: list[EventRow] = []
         observations: list[ObservationTuple] = []
         names: list[tuple[str, str]] = []
         for index, msg in enumerate(items):
@@ -288,10 +288,10 @@ class Tracking:
                 continue
             rows.append(row)
             observations.append(observation)
-            name = row[2] if row[1] == "track" else row[1]
-            names.append((row[16], name))
-            tally.add("events", row[16], name, "received")
-            tally.add("events", row[16], name, "stored")
+            name = row.name
+            names.append((row.source, name))
+            tally.add("events", row.source, name, "received")
+            tally.add("events", row.source, name, "stored")
 
         work: Batch | None = (rows, observations, names, tally) if rows or tally else None
         return Pending(result, work, single=batch is None)
@@ -310,7 +310,7 @@ class Tracking:
         received_at: str,
         batch_sent: tuple[datetime | None, object, str | None],
         tally: Tally,
-    ) -> tuple[Row, ObservationTuple]:
+    ) -> tuple[EventRow, ObservationTuple]:
         kind = msg.get("type")
         if kind not in TYPES:
             if kind is None:
@@ -397,7 +397,7 @@ class Tracking:
             f"event:{message_id}",
             received_at,
         ).as_tuple()
-        row = (
+        row = EventRow(
             message_id,
             kind,
             event,
@@ -469,126 +469,3 @@ def _name_of(msg: object) -> str:
 
 def _secret(value: object) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def store_batch(conn: sqlite3.Connection, graph: IdentityGraph, batch: Batch) -> Stored:
-    """The write half of ingest, in the writer's transaction: drop messageIds already stored, link
-    identities, insert the rest, add the data-quality counters.
-
-    Returns (stored, duplicates, index in the batch of each stored row, its profile id).
-    """
-    rows, observations, names, tally = batch
-    ids = [r[0] for r in rows]
-    existing = _existing_ids(conn, ids)
-    if not existing and len(set(ids)) == len(ids):  # the usual case: nothing seen before
-        fresh = list(range(len(rows)))
-    else:
-        # Validation counted every row as received and stored; a duplicate moves to its own count.
-        fresh = []
-        for index, (message_id, (source, name)) in enumerate(zip(ids, names, strict=True)):
-            if message_id in existing:
-                tally.add("events", source, name, "duplicates")
-                tally.add("events", source, name, "stored", -1)
-                continue
-            existing.add(message_id)
-            fresh.append(index)
-    profiles: list[str | None] = []
-    if fresh:
-        profiles = graph.observe(conn, [Observation(*observations[i]) for i in fresh])
-        stored = [(*rows[i], profile) for i, profile in zip(fresh, profiles, strict=True)]
-        _insert_events(conn, stored)
-        groups = [(r[-1], r[5], r[10]) for r in stored if r[5] and r[-1]]
-        if groups:
-            conn.executemany(
-                "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, first_seen) VALUES (?, ?, ?)", groups
-            )
-    tally.write(conn)
-    return len(fresh), len(rows) - len(fresh), fresh, profiles
-
-
-def store_batches(conn: sqlite3.Connection, graph: IdentityGraph, batches: list[Batch]) -> list[Stored]:
-    """Several requests' batches stored as one (one deduplication query, one pass of the identity
-    graph, one INSERT, one write of the counters), each request's outcome as if stored in turn."""
-    if len(batches) == 1:
-        return [store_batch(conn, graph, batches[0])]
-    rows: list[Row] = []
-    observations: list[ObservationTuple] = []
-    names: list[tuple[str, str]] = []
-    tally = Tally()
-    bounds: list[tuple[int, int]] = []
-    for batch_rows, batch_observations, batch_names, batch_tally in batches:
-        bounds.append((len(rows), len(rows) + len(batch_rows)))
-        rows += batch_rows
-        observations += batch_observations
-        names += batch_names
-        tally.merge(batch_tally)
-    _, _, fresh, profiles = store_batch(conn, graph, (rows, observations, names, tally))
-    out: list[Stored] = []
-    at = 0
-    for low, high in bounds:
-        mine: list[int] = []
-        theirs: list[str | None] = []
-        while at < len(fresh) and fresh[at] < high:
-            mine.append(fresh[at] - low)
-            theirs.append(profiles[at])
-            at += 1
-        out.append((len(mine), high - low - len(mine), mine, theirs))
-    return out
-
-
-class BatchWriter(Protocol):
-    def start(self) -> None: ...
-
-    def write(self, batch: Batch) -> Stored: ...
-
-    async def write_async(self, batch: Batch) -> Stored: ...
-
-    def close(self) -> None: ...
-
-
-class InlineWriter:
-    """Batches stored by this process's own writer thread (the library, the CLI, tests)."""
-
-    def __init__(self, store: Store, graph: IdentityGraph) -> None:
-        self.store = store
-        self.graph = graph
-
-    def start(self) -> None:
-        pass
-
-    def write(self, batch: Batch) -> Stored:
-        return self.store.write(lambda conn: store_batch(conn, self.graph, batch))
-
-    async def write_async(self, batch: Batch) -> Stored:
-        return await asyncio.to_thread(self.write, batch)
-
-    def close(self) -> None:
-        pass
-
-
-def _insert_events(conn: sqlite3.Connection, rows: list[Row]) -> None:
-    """``INSERT_EVENT`` for validated rows, without re-checking ``events.type`` row by row.
-
-    SQLite evaluates ``CHECK (type IN (<six names>))`` by building a temporary B-tree of the six
-    names for every row (a constant list of more than two values in a CHECK is not cached between
-    rows): ~5 µs per event on the single writer thread, more than the rest of the insert. ``_row``
-    has already refused any other type, so CHECK constraints are off for this one statement (the
-    flag is read when a statement is compiled: setting it recompiles, and switching it back makes
-    every later statement enforce them again). NOT NULL and UNIQUE are not affected.
-    """
-    conn.execute("PRAGMA ignore_check_constraints=ON")
-    try:
-        conn.executemany(INSERT_EVENT, rows)
-    finally:
-        conn.execute("PRAGMA ignore_check_constraints=OFF")
-
-
-def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(ids), 900):
-        chunk = ids[start : start + 900]
-        placeholders = ",".join("?" * len(chunk))
-        found.update(
-            row[0] for row in conn.execute(f"SELECT message_id FROM events WHERE message_id IN ({placeholders})", chunk)
-        )
-    return found

@@ -28,11 +28,9 @@ import os
 import pickle
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any
@@ -183,7 +181,7 @@ class _Batcher:
     MAX_ROWS = 5_000  # a soft bound: one request of any size always goes alone
 
     def __init__(self, store: Any, graph: Any, answer: Any) -> None:
-        from cdp.ingest.tracking import store_batches
+        from cdp.ingest.storage import store_batches
 
         self.store, self.graph, self.answer, self.store_batches = store, graph, answer, store_batches
         self._pending: list[tuple[int, Any]] = []
@@ -242,23 +240,15 @@ class _Batcher:
                 self.answer(request, True, stored)
 
 
-def _follow_merges(conn: sqlite3.Connection, merges: Sequence[tuple[str, str]]) -> None:
-    from cdp.segments.engine import follow_merges  # DuckDB and pandas: only when a merge happens
-
-    follow_merges(conn, merges)
-
-
 def _child(conn: Connection) -> None:
     """The child's main: one store, one identity graph, requests in, answers out."""
-    from cdp.identity.graph import IdentityGraph
     from cdp.store import Store
+    from cdp.wiring import identity_graph
 
     try:
         settings: Settings = pickle.loads(conn.recv_bytes())
         store = Store(settings)
-        graph = IdentityGraph(settings, after_commit=store.after_commit)
-        store.external_change_listeners.append(graph.on_external_change)
-        graph.merge_hooks.append(_follow_merges)
+        graph = identity_graph(store, settings)
     except Exception as exc:
         conn.send_bytes(pickle.dumps(f"{type(exc).__name__}: {exc}"))
         return

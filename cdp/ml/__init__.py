@@ -1,1 +1,2 @@
-"""Machine-learned segments and traits: clusters, propensity scores and job-title personas (scikit-learn)."""
+"""Machine-learning algorithms (scikit-learn): features, clustering, propensity, personas and plots. ML segments
+that use them are ``cdp.segments.ml_segments``; nothing here imports ``cdp.segments``."""

@@ -3,7 +3,7 @@
 across runs by matching centroids.
 
 Everything here is pure computation on a feature matrix; reading the store and writing memberships is
-``cdp.ml.api``'s job.
+``cdp.segments.ml_segments``' job.
 """
 
 from __future__ import annotations

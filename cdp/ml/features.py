@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
+from cdp.chunks import chunked, marks
 from cdp.errors import InvalidModel, NotEnoughData
 from cdp.timeutil import format_ts, parse_duration, parse_ts
 
@@ -470,7 +471,7 @@ def label_sql(event: str, start: datetime, end: datetime) -> tuple[str, list[Any
 class LocalQuery:
     """Feature SQL over just some profiles' rows, copied from SQLite into an in-process DuckDB.
 
-    (No SQLite scanner is loaded in this process: see ``cdp.segments.engine``.)
+    (No SQLite scanner is loaded in this process: see ``cdp.duckdb_worker``.)
     """
 
     def __init__(self, conn: sqlite3.Connection, profile_ids: Sequence[str]) -> None:
@@ -483,17 +484,16 @@ class LocalQuery:
         )
         self.con.execute("CREATE TABLE profiles (id VARCHAR, traits VARCHAR)")
         ids = list(profile_ids)
-        for start in range(0, len(ids), 900):
-            part = ids[start : start + 900]
-            marks = ",".join("?" * len(part))
+        for part in chunked(ids):
             events = conn.execute(
-                f"SELECT profile_id, type, event, timestamp, properties FROM events WHERE profile_id IN ({marks})",
+                "SELECT profile_id, type, event, timestamp, properties FROM events"
+                f" WHERE profile_id IN ({marks(part)})",
                 part,
             ).fetchall()
             if events:
                 self.con.executemany("INSERT INTO raw_events VALUES (?, ?, ?, ?, ?)", events)
             profiles = conn.execute(
-                f"SELECT id, traits FROM profiles WHERE id IN ({marks}) AND merged_into IS NULL", part
+                f"SELECT id, traits FROM profiles WHERE id IN ({marks(part)}) AND merged_into IS NULL", part
             ).fetchall()
             if profiles:
                 self.con.executemany("INSERT INTO profiles VALUES (?, ?)", profiles)

@@ -112,6 +112,10 @@ class Personas:
         updated = self.apply() if apply else 0
         return {**self.status(), "model": model, "profiles_updated": updated}
 
+    def label_json(self, body: Any) -> dict[str, Any]:
+        """``label`` for labels as JSON (one ``{"title", "persona"}`` object or a list of them); 400 if malformed."""
+        return self.label(check_labels(body))
+
     def labels(self) -> list[dict[str, str]]:
         return [
             {"title": t, "persona": p, "labeled_at": at}

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
 from cdp.errors import CDPError, InvalidInput, SegmentExists, SegmentInUse, UnknownSegment
-from cdp.ml.api import ML_TYPES, MLSegments, forget
+from cdp.hooks import Hook
+from cdp.outbox import identifiers_of
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
 from cdp.segments import rules
-from cdp.segments.engine import Engine, MemberList, RunResult, identifiers_of
+from cdp.segments.engine import Engine, RunResult
+from cdp.segments.ml_segments import ML_TYPES, MLSegments, forget
 from cdp.store import Store
 from cdp.timeutil import format_ts, utcnow
 
 log = logging.getLogger("cdp.segments")
-ScheduleListener = Callable[[str, dict[str, str] | None], None]
 
 
 def _schedule(schedule: Any) -> dict[str, str] | None:
@@ -51,11 +52,12 @@ class Segments:
         self.engine = Engine(store)
         self.ml = MLSegments(store, self.engine)
         self.refresh_traits = refresh_traits
-        self.schedule_listeners: builtins.list[ScheduleListener] = []
+        # After a definition is created, changed or deleted: its key and its schedule (None: no schedule).
+        self.schedule_changed: Hook[[str, dict[str, str] | None]] = Hook("schedule_changed")
 
     # -- definitions -----------------------------------------------------------------------------
 
-    def _rules(self, conn: sqlite3.Connection | None = None) -> dict[str, rules.Rule | None]:
+    def rules_by_key(self, conn: sqlite3.Connection | None = None) -> dict[str, rules.Rule | None]:
         conn = conn or self.store.reader()
         out: dict[str, rules.Rule | None] = {}
         for key, kind, definition in conn.execute("SELECT key, type, definition FROM segments"):
@@ -85,7 +87,7 @@ class Segments:
                     f"a segment with key {parsed.key!r} exists; PUT /v1/segments/{parsed.key} to change it",
                     {"key": parsed.key},
                 )
-            all_rules = {**self._rules(conn), parsed.key: parsed.rule}
+            all_rules = {**self.rules_by_key(conn), parsed.key: parsed.rule}
             rules.check_cycles(all_rules)
             conn.execute(
                 "INSERT INTO segments (key, name, description, type, definition, schedule, created_at, updated_at)"
@@ -107,7 +109,7 @@ class Segments:
         return self.get(parsed.key)
 
     def update(self, key: str, definition: Mapping[str, Any]) -> dict[str, Any]:
-        existing = self._require(key)
+        existing = self.require(key)
         self._not_a_child(existing)
         if definition.get("key", key) != key:
             raise InvalidInput(
@@ -124,7 +126,7 @@ class Segments:
         now = format_ts(utcnow())
 
         def job(conn: sqlite3.Connection) -> None:
-            rules.check_cycles({**self._rules(conn), key: parsed.rule})
+            rules.check_cycles({**self.rules_by_key(conn), key: parsed.rule})
             conn.execute(
                 "UPDATE segments SET name = ?, description = ?, type = ?, definition = ?, schedule = ?, updated_at = ?"
                 " WHERE key = ?",
@@ -144,14 +146,14 @@ class Segments:
         return self.get(key)
 
     def delete(self, key: str) -> None:
-        existing = self._require(key)
+        existing = self.require(key)
         self._not_a_child(existing)
         family = {key} | {
             r[0] for r in self.store.reader().execute("SELECT key FROM segments WHERE parent_key = ?", (key,))
         }
         users = [
             k
-            for k, rule in self._rules().items()
+            for k, rule in self.rules_by_key().items()
             if rule is not None and k not in family and family & rules.mentions(rule).segments
         ]
         if users:
@@ -184,17 +186,16 @@ class Segments:
             )
 
     def _notify(self, key: str, schedule: dict[str, str] | None) -> None:
-        for listener in self.schedule_listeners:
-            listener(key, schedule)
+        self.schedule_changed(key, schedule)
 
-    def _require(self, key: str) -> dict[str, Any]:
+    def require(self, key: str) -> dict[str, Any]:
         rows = self.store.query("SELECT * FROM segments WHERE key = ?", (key,))
         if not rows:
             raise UnknownSegment(f"no segment with key {key!r}; GET /v1/segments lists them", {"key": key})
         return rows[0]
 
     def get(self, key: str) -> dict[str, Any]:
-        segment = _row(self._require(key))
+        segment = _row(self.require(key))
         conn = self.store.reader()
         segment["size"] = conn.execute("SELECT count(*) FROM memberships WHERE segment_key = ?", (key,)).fetchone()[0]
         last = self.store.query(
@@ -227,6 +228,11 @@ class Segments:
         data = [{**_row(r), "size": sizes.get(r["key"], 0)} for r in rows]
         return Page(data, encode_cursor({"key": rows[-1]["key"]}) if more and rows else None)
 
+    @staticmethod
+    def schema() -> dict[str, Any]:
+        """The JSON Schema of segment definitions."""
+        return rules.SCHEMA
+
     def schedules(self) -> dict[str, dict[str, str]]:
         return {
             key: orjson.loads(schedule)
@@ -242,7 +248,7 @@ class Segments:
         parsed = rules.validate({"key": "preview", "name": "preview", **definition})
         if parsed.rule is None:
             raise InvalidInput("only rule segments can be previewed", {"path": "/rule"})
-        rules.check_cycles({**self._rules(), parsed.key: parsed.rule})
+        rules.check_cycles({**self.rules_by_key(), parsed.key: parsed.rule})
         now = utcnow()
         with self.engine.session(memberships=rules.mentions(parsed.rule).segments) as con:
             members = self.engine.members_sql(con, parsed.rule, now)
@@ -259,10 +265,10 @@ class Segments:
     def compute(self, key: str, *, trigger: str = "manual") -> RunResult:
         """Run one segment now. A machine-learned segment whose training fails for a reason the user can fix
         (not enough data, a bad model) raises it after recording the failed run in the history."""
-        segment = self._require(key)
+        segment = self.require(key)
         if segment["type"] in ML_TYPES:
-            owner = self._require(segment["parent_key"]) if segment["parent_key"] else segment
-            with self.engine._exclusive(owner["key"]):
+            owner = self.require(segment["parent_key"]) if segment["parent_key"] else segment
+            with self.engine.exclusive(owner["key"]):
                 results, error = self.ml.run(owner, trigger=trigger)
             if isinstance(error, CDPError):
                 raise error
@@ -279,19 +285,19 @@ class Segments:
         """Run segments (all by default) over one DuckDB session: machine-learned ones first (rules may use their
         clusters through in_segment), then rules in dependency order. Runs after an identity resolution leave
         the ML segments to their own schedules (memberships follow merges anyway)."""
-        all_rules = self._rules()
+        all_rules = self.rules_by_key()
         wanted = set(all_rules) if keys is None else set(keys)
         ml_keys: builtins.list[str] = []
         for key in sorted(wanted):
-            segment = self._require(key)
+            segment = self.require(key)
             if segment["type"] in ML_TYPES:
                 owner = segment["parent_key"] or key
                 if owner not in ml_keys and not (keys is None and trigger == "resolution"):
                     ml_keys.append(owner)
         results: builtins.list[RunResult] = []
         for key in ml_keys:
-            with self.engine._exclusive(key):
-                ml_results, _ = self.ml.run(self._require(key), trigger=trigger)
+            with self.engine.exclusive(key):
+                ml_results, _ = self.ml.run(self.require(key), trigger=trigger)
             results += ml_results
             if progress:
                 progress(ml_results[0])
@@ -307,37 +313,28 @@ class Segments:
         reads = rules.reads_events(r for key in order if (r := all_rules[key]) is not None)
         with self.engine.session(materialize=len(order) > 3, memberships=used, events=reads) as con:
             for key in order:
-                segment = self._require(key)
                 rule = all_rules[key]
                 assert rule is not None
-                with self.engine._exclusive(key):
-                    started, started_at = time.perf_counter(), format_ts(utcnow())
-                    try:
-                        members: MemberList | set[str] | None = self.engine.members_sorted(con, rule, now)
-                        error = None
-                    except Exception as exc:  # recorded in the history; previous members stay
-                        log.exception("segment %s failed", key)
-                        members, error = None, f"{type(exc).__name__}: {exc}"
-                    result = self.engine.record(
-                        segment, members, trigger=trigger, started=started, started_at=started_at, error=error
-                    )
-                    if key in used:
-                        self.engine.load_memberships(con, key)
+                result = self.engine.run_one(
+                    self.require(key), functools.partial(self.engine.members_sorted, con, rule, now), trigger=trigger
+                )
+                if key in used:
+                    self.engine.load_memberships(con, key)
                 results.append(result)
                 if progress:
                     progress(result)
         return results
 
     def model(self, key: str) -> dict[str, Any]:
-        return self.ml.model(key, self._require(key))
+        return self.ml.model(key, self.require(key))
 
     def plot(self, key: str) -> bytes:
-        return self.ml.plot(key, self._require(key))
+        return self.ml.plot(key, self.require(key))
 
     # -- reads -----------------------------------------------------------------------------------
 
     def members(self, key: str, *, limit: int | None = None, cursor: str | None = None) -> Page[dict[str, Any]]:
-        self._require(key)
+        self.require(key)
         limit = check_limit(limit)
         position = decode_cursor(cursor)
         after = str(position.get("id", "")) if position else ""
@@ -357,7 +354,7 @@ class Segments:
         return Page(data, encode_cursor({"id": rows[-1][0]}) if more and rows else None)
 
     def history(self, key: str, *, limit: int | None = None, cursor: str | None = None) -> Page[dict[str, Any]]:
-        self._require(key)
+        self.require(key)
         limit = check_limit(limit)
         position = decode_cursor(cursor)
         before = int(position.get("id", 0)) if position else 2**62

@@ -5,17 +5,18 @@ request path. Window expiries (someone ageing out of "last 30 days") are left to
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
-import time
 from collections import defaultdict
 from typing import Any
 
 from cdp.debounce import Debouncer
+from cdp.ingest.rows import EventRow
 from cdp.segments import rules
 from cdp.segments.api import Segments
-from cdp.timeutil import format_ts, utcnow
+from cdp.timeutil import utcnow
 
 log = logging.getLogger("cdp.segments")
 TRAITS = "\0traits"  # marker: the profile's traits changed
@@ -35,16 +36,15 @@ class RealtimeSegments:
         self._debouncer.stop()
 
     # Hooks, called inside ingest transactions: only queue work here.
-    def on_events(self, rows: list[tuple[Any, ...]]) -> None:
-        # Row layout from cdp.ingest.tracking: type at 1, event at 2, traits at 12, profile id last.
+    def on_events(self, rows: list[EventRow]) -> None:
         with self._lock:
             for row in rows:
-                profile = row[-1]
+                profile = row.profile_id
                 if profile is None:
                     continue
-                if row[2]:
-                    self._reasons[profile].add(row[2])
-                if row[1] == "identify" or row[12]:
+                if row.event:
+                    self._reasons[profile].add(row.event)
+                if row.type == "identify" or row.traits:
                     self._reasons[profile].add(TRAITS)
         self._debouncer.poke()
 
@@ -66,7 +66,7 @@ class RealtimeSegments:
             reasons, self._reasons = self._reasons, defaultdict(set)
         if not reasons:
             return []
-        all_rules = self.segments._rules()
+        all_rules = self.segments.rules_by_key()
         refresh = self.segments.refresh_traits
         if refresh is not None:
             refresh()
@@ -92,20 +92,14 @@ class RealtimeSegments:
             }
             if not profiles:
                 continue
-            segment = self.segments._require(key)
             scope = sorted(profiles)
-            with self.segments.engine._exclusive(key):
-                started, started_at = time.perf_counter(), format_ts(utcnow())
-                try:
-                    members: set[str] | None = self.segments.engine.members_python(rule, scope, utcnow())
-                    error = None
-                except Exception as exc:
-                    log.exception("real-time evaluation of %s failed", key)
-                    members, error = None, f"{type(exc).__name__}: {exc}"
-                result = self.segments.engine.record(
-                    segment, members, trigger="realtime", started=started, started_at=started_at, scope=scope,
-                    error=error,
-                )  # fmt: skip
+            engine = self.segments.engine
+            result = engine.run_one(
+                self.segments.require(key),
+                functools.partial(engine.members_python, rule, scope, utcnow()),
+                trigger="realtime",
+                scope=scope,
+            )
             if result.entered or result.exited:
                 changed[key] |= profiles
             results.append(result)

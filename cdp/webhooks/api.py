@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from cdp.errors import InvalidInput
+from cdp.outbox import new_message_id
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
-from cdp.segments.engine import new_message_id
 from cdp.settings import Settings
 from cdp.store import Store
 from cdp.timeutil import format_ts, parse_ts, utcnow

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 import orjson
 
+from cdp.chunks import chunked, marks
 from cdp.timeutil import format_ts, parse_ts
 
 EVENT_TYPES = ("segment.entered", "segment.exited", "profile.merged")
@@ -197,11 +198,9 @@ def release(conn: sqlite3.Connection, ids: Iterable[int], now: datetime) -> None
 def _current(conn: sqlite3.Connection, ids: list[int]) -> dict[int, tuple[int, int]]:
     """(attempts, failures) of these deliveries (absent: deleted with their endpoint meanwhile)."""
     found: dict[int, tuple[int, int]] = {}
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
-        marks = ",".join("?" * len(part))
+    for part in chunked(ids):
         for did, attempts, failures in conn.execute(
-            f"SELECT id, attempts, failures FROM webhook_deliveries WHERE id IN ({marks})", part
+            f"SELECT id, attempts, failures FROM webhook_deliveries WHERE id IN ({marks(part)})", part
         ):
             found[did] = (attempts, failures)
     return found

@@ -1,6 +1,7 @@
 """Machine-learned segments (``type`` ``cluster`` or ``propensity``): train, score, write memberships.
 
-A run reads features in a DuckDB worker process (see ``cdp.segments.engine``), trains in this process, and
+The algorithms (features, clustering, propensity, plots) are ``cdp.ml``'s; this module runs them as segments.
+A run reads features in a DuckDB worker process (``cdp.duckdb_worker``), trains in this process, and
 writes everything it changes (the model, child segments, memberships, enter/exit rows, history, outbox
 rows and scores) in ONE SQLite transaction: a run that fails or is interrupted leaves the previous model,
 scores and memberships as they were, and its error is in the segment's history.
@@ -8,7 +9,6 @@ scores and memberships as they were, and its error is in the segment's history.
 
 from __future__ import annotations
 
-import io
 import logging
 import pickle
 import sqlite3
@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 import orjson
 
+from cdp.duckdb_worker import DuckDBWorker, attach_sql
 from cdp.errors import CDPError, InvalidModel, ModelNotTrained, NotEnoughData
 from cdp.ml.features import FeatureSpec, LocalQuery, build, events_sql, label_sql, resolve
+from cdp.ml.plot import draw
 from cdp.ml.scores import score_path, score_trait
 from cdp.segments import rules
-from cdp.segments.engine import DuckDBWorker, Engine, MemberList, RunResult, _attach_sql
+from cdp.segments.engine import Engine, MemberList, RunResult
 from cdp.store import Store
 from cdp.timeutil import format_ts, parse_ts, utcnow
 
@@ -82,7 +84,7 @@ class MLSegments:
         traits = "traits" if with_traits else "'{}' AS traits"
         worker = DuckDBWorker(
             [
-                _attach_sql(self.store),
+                attach_sql(self.store.path),
                 "CREATE TEMP TABLE events AS " + events_sql("db.events"),
                 f"CREATE TEMP TABLE profiles AS SELECT id, {traits} FROM db.profiles WHERE merged_into IS NULL",
             ]
@@ -458,39 +460,6 @@ class MLSegments:
         owner, latest = self._trained(key, segment)
         model = self._load_model(latest[0])
         return draw(owner, model["artifact"], model["metrics"])
-
-
-def draw(key: str, artifact: Mapping[str, Any], metrics: Mapping[str, Any]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    plot = artifact["plot"]
-    numbers = artifact["numbers"]
-    names = {c["key"]: c["name"] for c in metrics.get("clusters", [])}
-    points = np.asarray(plot["points"], dtype=np.float64).reshape(-1, 2)
-    labels = np.asarray(plot["labels"], dtype=np.int64)
-    centres = np.asarray(plot["centroids"], dtype=np.float64).reshape(-1, 2)
-    figure = Figure(figsize=(11, 6), dpi=100, layout="constrained")
-    axes = figure.subplots()
-    colours = matplotlib.colormaps["tab10"]
-    for index, number in enumerate(numbers):
-        mask = labels == index
-        label = f"{key}.{number}: {names.get(f'{key}.{number}', '')}"
-        axes.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.5, color=colours(index % 10), label=label)
-        axes.scatter(
-            centres[index, 0], centres[index, 1], s=180, marker="X", color=colours(index % 10), edgecolors="black"
-        )
-    variance = plot.get("explained_variance", [])
-    axes.set_xlabel(f"PC1 ({variance[0]:.0%} of variance)" if variance else "PC1")
-    axes.set_ylabel(f"PC2 ({variance[1]:.0%} of variance)" if len(variance) > 1 else "PC2")
-    silhouette = metrics.get("silhouette")
-    axes.set_title(f"{key}: {len(numbers)} clusters" + (f", silhouette {silhouette:.2f}" if silhouette else ""))
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, markerscale=2, frameon=False)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
 
 
 def _member_of(ids: np.ndarray[Any, Any], among: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -1,0 +1,95 @@
+"""The webhook outbox: every notification is a row written in the transaction of the change it reports.
+
+Segments (enter/exit), the identity graph (``profile.merged``) and webhooks (pings) write through this
+module; the dispatcher (``cdp.webhooks``) delivers the rows. It needs only SQLite and orjson, so the ingest
+writer process can report merges without loading DuckDB or pandas.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from cdp.chunks import chunked, marks
+from cdp.timeutil import format_ts, utcnow
+
+_INSERT = (
+    "INSERT INTO outbox (message_id, type, segment_key, profile_id, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+MAX_IDENTIFIERS = 50  # a notification carries at most this many of the profile's identifiers
+
+
+def new_message_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def new_message_ids(n: int) -> list[str]:
+    """``n`` ids like ``new_message_id``'s, from one call to the system's random source."""
+    raw = secrets.token_bytes(12 * n).hex()
+    return ["msg_" + raw[i : i + 24] for i in range(0, 24 * n, 24)]
+
+
+def identifiers_of(conn: sqlite3.Connection, profile_ids: Iterable[str]) -> dict[str, list[dict[str, str]]]:
+    """Each profile's identifiers, ordered by type and value."""
+    ids = list(profile_ids)
+    out: dict[str, list[dict[str, str]]] = {pid: [] for pid in ids}
+    for part in chunked(ids):
+        for pid, kind, value in conn.execute(
+            f"SELECT profile_id, type, value FROM identifiers WHERE profile_id IN ({marks(part)}) ORDER BY type, value",
+            part,
+        ):
+            out[pid].append({"type": kind, "value": value})
+    return out
+
+
+def write_segment_changes(
+    conn: sqlite3.Connection,
+    segment: Mapping[str, Any],
+    run_id: int,
+    entering: list[str],
+    leaving: list[str],
+    now: str,
+) -> None:
+    """One ``segment.entered``/``segment.exited`` row per profile that entered or left in this run."""
+    if not entering and not leaving:
+        return
+    idents = identifiers_of(conn, [*entering, *leaving])
+    rows = []
+    for change, pids in (("segment.entered", entering), ("segment.exited", leaving)):
+        for pid in pids:
+            data = {
+                "segment": {"key": segment["key"], "name": segment["name"]},
+                "profile": {"id": pid, "identifiers": idents.get(pid, [])[:MAX_IDENTIFIERS]},
+                "run_id": run_id,
+                "entered_at" if change == "segment.entered" else "exited_at": now,
+            }
+            rows.append((change, segment["key"], pid, orjson.dumps(data).decode(), now))
+    conn.executemany(
+        _INSERT, [(message_id, *row) for message_id, row in zip(new_message_ids(len(rows)), rows, strict=True)]
+    )
+
+
+# The name segments' code used before this module existed.
+write_outbox = write_segment_changes
+
+
+def write_merges(conn: sqlite3.Connection, merges: Sequence[tuple[str, str]]) -> None:
+    """One ``profile.merged`` row per (survivor, gone) merge."""
+    if not merges:
+        return
+    now = format_ts(utcnow())
+    conn.executemany(
+        _INSERT,
+        [
+            (message_id, "profile.merged", None, survivor, orjson.dumps(_merged(survivor, gone, now)).decode(), now)
+            for message_id, (survivor, gone) in zip(new_message_ids(len(merges)), merges, strict=True)
+        ],
+    )
+
+
+def _merged(survivor: str, gone: str, now: str) -> dict[str, Any]:
+    return {"profile": {"id": survivor}, "merged_profile_id": gone, "merged_at": now}
