@@ -20,7 +20,7 @@ import pyarrow as pa
 from splink import DuckDBAPI, Linker, SettingsCreator
 
 from cdp.identity.matching import EM_MAX_PAIRS, PRIOR_RECALL, prepare
-from cdp.identity.matching_backend import COLUMNS, MAX_ITERATIONS
+from cdp.identity.matching_backend import MAX_ITERATIONS, arrow_table
 from cdp.identity.matching_spec import (
     blocking_rules,
     choose_comparisons,
@@ -46,15 +46,14 @@ def match_rows_from_csv(frame: pd.DataFrame, source: str = "febrl") -> pd.DataFr
             "address_street": frame["address.street"],
             "address_city": frame["address.city"],
             "address_postal_code": frame["address.postal_code"],
+            # the other columns cdp imports as traits, and compares as extra traits (x_*)
+            **{f"x_{c}": frame[c] for c in ("soc_sec_id", "state", "address_2") if c in frame.columns},
         }
     ).replace("", None)
 
 
 def _table(prepared: pd.DataFrame) -> pa.Table:
-    table = pa.Table.from_pandas(prepared[list(COLUMNS)], preserve_index=False)
-    table = table.cast(pa.schema([(c, pa.string()) for c in COLUMNS]))
-    index = table.schema.get_field_index("birthday")
-    return table.set_column(index, "birthday", table.column("birthday").cast(pa.date32()))
+    return arrow_table(prepared)
 
 
 def _clusters(clustered: Any) -> dict[tuple[str, str], str]:

@@ -412,7 +412,7 @@ def test_household_members_are_not_merged_but_nicknames_are_not_vetoed(model: Ma
     assert edges.empty  # same last name, address and phone: still two people
     why = matching.explain_pair(model, person, spouse)
     guard = next(c for c in why["comparisons"] if c["comparison"] == "first_name_conflict")
-    assert guard["level"] == "First names unrelated, birthdays not compatible"
+    assert guard["level"] == "First names unrelated, birthdays or email users differ"
     assert guard["partial_weight"] < -60 and why["match_probability"] < 1e-9
     for first, short in (("Robert", "Bob"), ("Jonathan", "Jon"), ("Jonathan", "J"), ("Oliver", "Ollie")):
         why = matching.explain_pair(model, {**person, "first_name": first}, {**spouse, "first_name": short})
@@ -498,7 +498,7 @@ def test_nicknames_come_from_the_published_list(model: MatchModel, crm: pd.DataF
     spouse = {**person, "first_name": "William", "birthday": None}
     why = matching.explain_pair(model, {**person, "first_name": "Robert"}, spouse)
     guard = next(c for c in why["comparisons"] if c["comparison"] == "first_name_conflict")
-    assert guard["level"] == "First names unrelated, birthdays not compatible"
+    assert guard["level"] == "First names unrelated, birthdays or email users differ"
 
 
 def test_explain_pair_is_the_waterfall(model: MatchModel, crm: pd.DataFrame) -> None:

@@ -79,6 +79,7 @@ from cdp.identity.matching_prepare import (
     DERIVED,
     EXTRA_PREFIX,
     FIELDS,
+    BLOCK_FLAGS,
     MAX_NAME_BLOCK,
     NAME_BLOCK_FLAG,
     STRING,
@@ -483,7 +484,7 @@ def label_blind(prepared: pd.DataFrame) -> pd.DataFrame:
     Splink keys its random samples (u, EM) on row ids, and a row sample here is taken in row order: with
     ids and order taken from the content, the same rows train the same model whatever their record ids,
     source names or import order (rows with identical content are interchangeable)."""
-    content = [c for c in prepared.columns if c not in ("unique_id", "source", NAME_BLOCK_FLAG)]
+    content = [c for c in prepared.columns if c not in ("unique_id", "source", *BLOCK_FLAGS)]
     digest = pd.util.hash_pandas_object(prepared[content].astype(object), index=False).to_numpy()
     order = np.argsort(digest, kind="stable")
     out = prepared.iloc[order].reset_index(drop=True)
@@ -639,12 +640,11 @@ class _Scorer:
         new_sdf = self.session.register(new)
         table = new_sdf.physical_name
         view = f"cdp_right_{next(Session._names)}"
-        common = f"cdp_common_{next(Session._names)}"
+        commons = {flag: f"cdp_common_{next(Session._names)}" for flag in BLOCK_FLAGS}
         try:
-            columns = self._recount_full_names(table, common)
+            columns, joins = self._recount_blocks(table, commons)
             self.con.execute(
-                f"CREATE TEMP VIEW {view} AS SELECT {columns} FROM cdp_cache c"
-                f" LEFT JOIN {common} k ON c.first_name = k.first_name AND c.last_name = k.last_name"
+                f"CREATE TEMP VIEW {view} AS SELECT {columns} FROM cdp_cache c {joins}"
                 f" WHERE c.unique_id NOT IN (SELECT unique_id FROM {table})"
                 f" UNION ALL SELECT {', '.join(self.columns)} FROM {table}"
             )
@@ -656,35 +656,43 @@ class _Scorer:
             scored.drop_table_from_database_and_remove_from_cache()
         finally:
             self.con.execute(f"DROP VIEW IF EXISTS {view}")
-            self.con.execute(f"DROP TABLE IF EXISTS {common}")
+            for common in commons.values():
+                self.con.execute(f"DROP TABLE IF EXISTS {common}")
             self.session.forget(new_sdf)
         return _edges(self.model, raw)
 
-    def _recount_full_names(self, table: str, common: str) -> str:
-        """Count ``full_name_blockable`` over cached + new rows, as `predict` would over them all.
+    def _recount_blocks(self, table: str, commons: dict[str, str]) -> tuple[str, str]:
+        """Count the `BLOCK_FLAGS` (common full names, common last name + initial) over cached + new rows,
+        as `predict` would over them all.
 
-        Writes the new rows' common full names (held by more than `MAX_NAME_BLOCK` rows) to table
-        ``common``, sets the flag on the new rows in ``table`` and returns the column list that gives
-        cached rows ``c`` (left-joined to ``common`` as ``k``) the same flag. Only the new rows' full
-        names need counting: the name rule pairs no other name with a new row.
+        For each flag, writes the new rows' common keys (held by more than the flag's limit of rows) to
+        its table in ``commons``, sets the flag on the new rows in ``table``, and returns the column list
+        and the joins that give cached rows ``c`` the same flags. Only the new rows' keys need counting:
+        a name rule pairs no other key with a new row.
         """
-        self.con.execute(
-            f"CREATE TEMP TABLE {common} AS SELECT a.first_name, a.last_name FROM ("
-            f" SELECT first_name, last_name FROM cdp_cache WHERE unique_id NOT IN (SELECT unique_id FROM {table})"
-            f" UNION ALL SELECT first_name, last_name FROM {table}) a"
-            f" SEMI JOIN {table} n ON a.first_name = n.first_name AND a.last_name = n.last_name"
-            f" GROUP BY ALL HAVING count(*) > {MAX_NAME_BLOCK}"
-        )
-        flag = (
-            "CASE WHEN {t}.first_name IS NULL OR {t}.last_name IS NULL OR k.first_name IS NOT NULL"
-            f" THEN NULL ELSE '1' END AS {NAME_BLOCK_FLAG}"
-        )
-        self.con.execute(
-            f"UPDATE {table} SET {NAME_BLOCK_FLAG} = f.{NAME_BLOCK_FLAG} FROM (SELECT x.unique_id, {flag.format(t='x')}"
-            f" FROM {table} x LEFT JOIN {common} k ON x.first_name = k.first_name AND x.last_name = k.last_name) f"
-            f" WHERE {table}.unique_id = f.unique_id"
-        )
-        return ", ".join(f"c.{c}" if c != NAME_BLOCK_FLAG else flag.format(t="c") for c in self.columns)
+        expressions: dict[str, str] = {}
+        joins: list[str] = []
+        for i, (flag, ((a, b), limit)) in enumerate(BLOCK_FLAGS.items()):
+            common, k = commons[flag], f"k{i}"
+            self.con.execute(
+                f"CREATE TEMP TABLE {common} AS SELECT x.{a}, x.{b} FROM ("
+                f" SELECT {a}, {b} FROM cdp_cache WHERE unique_id NOT IN (SELECT unique_id FROM {table})"
+                f" UNION ALL SELECT {a}, {b} FROM {table}) x"
+                f" SEMI JOIN {table} n ON x.{a} = n.{a} AND x.{b} = n.{b}"
+                f" GROUP BY ALL HAVING count(*) > {limit}"
+            )
+            value = "CASE WHEN {t}.%s IS NULL OR {t}.%s IS NULL OR %s.%s IS NOT NULL THEN NULL ELSE '1' END" % (
+                a, b, k, a
+            )
+            self.con.execute(
+                f"UPDATE {table} SET {flag} = f.v FROM (SELECT y.unique_id, {value.format(t='y')} AS v"
+                f" FROM {table} y LEFT JOIN {common} {k} ON y.{a} = {k}.{a} AND y.{b} = {k}.{b}) f"
+                f" WHERE {table}.unique_id = f.unique_id"
+            )
+            expressions[flag] = f"{value.format(t='c')} AS {flag}"
+            joins.append(f"LEFT JOIN {common} {k} ON c.{a} = {k}.{a} AND c.{b} = {k}.{b}")
+        columns = ", ".join(expressions.get(c, f"c.{c}") for c in self.columns)
+        return columns, " ".join(joins)
 
 
 def _raw_table(rows: pd.DataFrame, extras: Sequence[str] = ()) -> pa.Table:

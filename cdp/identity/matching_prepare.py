@@ -50,7 +50,9 @@ DERIVED: tuple[str, ...] = (
     "address_number",
     "first_name_nicknames",
     "first_name_known",
+    "first_initial",
     "full_name_blockable",
+    "initial_blockable",
 )
 """Columns `prepare` adds: the email local part (``+tag`` removed, dots removed for Gmail) and domain,
 the first number of the street address (the house number; used for blocking only), the known names
@@ -67,9 +69,22 @@ generated CRM rows the largest full-name block held 2,238 records and the name r
 candidate pairs; the blocks above 50 gave 28M pairs and no true match above the threshold. FEBRL3/4
 and the sample data have no block above 27."""
 
+INITIAL_BLOCK_FLAG = "initial_blockable"
+MAX_INITIAL_BLOCK = MAX_NAME_BLOCK
+"""Like `MAX_NAME_BLOCK`, for a last name with a first initial (the rule that pairs Kimberly and Kmiberly
+Jackson): a pair held by more than this many rows is not paired on it alone."""
+
+BLOCK_FLAGS: dict[str, tuple[tuple[str, str], int]] = {}
+"""Flag column -> (the two key columns it counts, the most rows a key may have to be blockable)."""
+
 NAME_BLOCK_FLAG = "full_name_blockable"
 """``'1'`` when first and last name are both known and the pair is held by at most `MAX_NAME_BLOCK`
 rows among those scored together, else null (so the equi-join of the name rule never pairs it)."""
+
+BLOCK_FLAGS.update(
+    {NAME_BLOCK_FLAG: (("first_name", "last_name"), MAX_NAME_BLOCK),
+     INITIAL_BLOCK_FLAG: (("first_initial", "last_name"), MAX_INITIAL_BLOCK)}
+)  # fmt: skip
 
 STRING = pd.StringDtype("pyarrow")
 """The dtype of every prepared column (nulls are ``pd.NA``)."""
@@ -347,7 +362,9 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     out["first_name_nicknames"] = pc.take(_nicknames(values), indices)
     known = pa.array(["1" if v and names.is_known(v) else None for v in values.to_pylist()], pa.string())
     out["first_name_known"] = pc.take(known, indices)
-    out[NAME_BLOCK_FLAG] = pa.nulls(n, pa.string())
+    out["first_initial"] = pc.utf8_slice_codeunits(out["first_name"], 0, 1)
+    for flag in BLOCK_FLAGS:
+        out[flag] = pa.nulls(n, pa.string())
     if "source" in df.columns:
         out["source"] = raw("source")
     for column in sorted(c for c in df.columns if isinstance(c, str) and c.startswith(EXTRA_PREFIX)):
@@ -358,16 +375,17 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def mark_common_full_names(prepared: pd.DataFrame) -> pd.DataFrame:
-    """``prepared`` with `NAME_BLOCK_FLAG` counted over its own rows (a copy; the input is unchanged).
+    """``prepared`` with the `BLOCK_FLAGS` (`NAME_BLOCK_FLAG`, `INITIAL_BLOCK_FLAG`) counted over its own rows
+    (a copy; the input is unchanged).
 
     The count must cover every row that is scored together: `prepare` and `cdp.identity.matching.predict`
     count over all their rows, real-time scoring recounts over the cached rows plus the new ones.
     """
-    names = prepared[["first_name", "last_name"]]
-    sizes = names.groupby(["first_name", "last_name"], dropna=True, sort=False)["first_name"].transform("size")
-    blockable = sizes.notna() & (sizes.fillna(MAX_NAME_BLOCK + 1) <= MAX_NAME_BLOCK)
     out = prepared.copy(deep=False)
-    out[NAME_BLOCK_FLAG] = pd.Series(pd.NA, index=prepared.index, dtype=STRING).mask(blockable.to_numpy(), "1")
+    for flag, ((a, b), limit) in BLOCK_FLAGS.items():
+        sizes = prepared[[a, b]].groupby([a, b], dropna=True, sort=False)[a].transform("size")
+        blockable = sizes.notna() & (sizes.fillna(limit + 1) <= limit)
+        out[flag] = pd.Series(pd.NA, index=prepared.index, dtype=STRING).mask(blockable.to_numpy(), "1")
     out.attrs = dict(prepared.attrs)
     return out
 

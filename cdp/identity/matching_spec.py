@@ -23,6 +23,7 @@ from cdp.identity.matching_prepare import (
     DERIVED,
     EXTRA_PREFIX,
     FIELDS,
+    INITIAL_BLOCK_FLAG,
     NAME_BLOCK_FLAG,
     MatchingError,
     ensure_prepared,
@@ -96,7 +97,9 @@ def usable_fields(df: pd.DataFrame) -> frozenset[str]:
 READS = {
     "first_name": ("first_name", "last_name", "first_name_nicknames"),
     "email": ("email", "email_user", "email_domain"),
-    "first_name_conflict": ("first_name", "last_name", "first_name_nicknames", "first_name_known", "birthday"),
+    "first_name_conflict": (
+        "first_name", "last_name", "first_name_nicknames", "first_name_known", "birthday", "email_user",
+    ),  # fmt: skip
 }
 """Columns a comparison's SQL reads in training, where more than its own field (the swapped-names level)."""
 
@@ -147,11 +150,12 @@ _PREFIX = (
 )
 _BOTH_KNOWN = "coalesce(first_name_known_l = '1' AND first_name_known_r = '1', false)"
 _RELATED_FIRST_NAMES = (
-    f"{_NICKNAME} OR {_PREFIX} OR {_SWAPPED} OR (NOT {_BOTH_KNOWN}"
-    f" AND ({{jw}}(first_name_l, first_name_r) >= 0.88 OR {_one_edit('first_name')}))"
+    f"{_NICKNAME} OR {_PREFIX} OR {_SWAPPED} OR (NOT {_BOTH_KNOWN} AND least(length(first_name_l),"
+    f" length(first_name_r)) >= 4 AND ({{jw}}(first_name_l, first_name_r) >= 0.88 OR {_one_edit('first_name')}))"
 )
 """First names of one person: a nickname or formal form, an initial or short form, swapped with the last
-name, or one typo apart -- unless the name lists know both (Mary / Mark are two people, not a typo)."""
+name, or one typo apart when both have four letters or more (R / J, Amy / Ada are other names) -- unless
+the name lists know both (Mary / Mark are two people, not a typo)."""
 
 
 def _name_comparison(column: str) -> ComparisonCreator:
@@ -318,7 +322,11 @@ _SWAPPED_DATE = (
     "year(birthday_l) = year(birthday_r) AND month(birthday_l) = dayofmonth(birthday_r)"
     " AND dayofmonth(birthday_l) = month(birthday_r)"
 )
-_ONE_TYPO_DATE = "{dl}(CAST(birthday_l AS STRING), CAST(birthday_r AS STRING)) <= 1"
+_ONE_TYPO_DATE = (
+    "{dl}(CAST(birthday_l AS STRING), CAST(birthday_r AS STRING)) <= 1"
+    " AND substr(CAST(birthday_l AS STRING), 2, 2) = substr(CAST(birthday_r AS STRING), 2, 2)"
+)
+"""One digit wrong or two neighbours swapped, but not in the century or decade (1970 / 1990 is ten years)."""
 _COMPATIBLE_BIRTHDAYS = f"birthday_l = birthday_r OR {_ONE_TYPO_DATE} OR ({_SWAPPED_DATE})"
 """One person's birthday written twice: equal, one digit typed wrong or two swapped, day and month swapped."""
 
@@ -365,9 +373,14 @@ def _text_comparison(column: str) -> ComparisonCreator:
 GUARD = "first_name_conflict"
 """The veto comparison: first names both known and unrelated, birthdays not compatible -> a huge negative weight."""
 _CONFLICT = (
-    f"first_name_l IS NOT NULL AND first_name_r IS NOT NULL AND NOT coalesce({_COMPATIBLE_BIRTHDAYS}, false)"
+    "first_name_l IS NOT NULL AND first_name_r IS NOT NULL"
+    f" AND (NOT coalesce({_COMPATIBLE_BIRTHDAYS}, false) OR coalesce(email_user_l <> email_user_r, false))"
     f" AND NOT coalesce({_RELATED_FIRST_NAMES}, false)"
 )
+"""First names both present and unrelated, and the birthdays not compatible or the email addresses of two
+different users: twins share a birthday, an address and a landline, but neither a first name nor an email
+address. (Equal birthdays alone do not lift the veto's doubt for nothing: in FEBRL a duplicate's first name
+is often replaced outright, and the rest of the record agrees.)"""
 
 
 def _guard_comparison() -> ComparisonCreator:
@@ -382,7 +395,7 @@ def _guard_comparison() -> ComparisonCreator:
         output_column_name=GUARD,
         comparison_description="veto: unrelated first names without a compatible birthday",
         comparison_levels=[
-            _SqlLevel(_CONFLICT, "First names unrelated, birthdays not compatible").configure(
+            _SqlLevel(_CONFLICT, "First names unrelated, birthdays or email users differ").configure(
                 m_probability=2.0**-60, u_probability=1.0, fix_m_probability=True, fix_u_probability=True
             ),
             cll.ElseLevel().configure(
@@ -448,7 +461,8 @@ def choose_comparisons(df: pd.DataFrame) -> list[ComparisonCreator]:
     address_country           exact, else
     company, title, x_*       exact (TF), Jaro-Winkler >= 0.9, >= 0.7, else (``x_*``: `usable_extras`)
     first_name_conflict       fixed veto (not trained): first names both known and unrelated and
-                              birthdays not compatible (equal, one typo, day/month swapped); else 0
+                              birthdays not compatible (equal, one typo, day/month swapped) or email
+                              users differ; else 0
     ========================  ==========================================================================
 
     Every comparison also has a null level (weight 0) for a missing value on either side.
@@ -470,6 +484,9 @@ _PREDICTION_RULES: tuple[tuple[str, ...], ...] = (
     ("address_postal_code", "first_name"),
     ("address_postal_code", "birthday"),
     ("first_name", "last_name", NAME_BLOCK_FLAG),
+    ("last_name", "first_initial", INITIAL_BLOCK_FLAG),
+    ("birthday", "first_name_2"),
+    ("email_user",),
     ("swapped_names",),
     ("address_street", "address_postal_code"),
     ("address_number", "address_postal_code"),
@@ -485,6 +502,7 @@ _KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
     "last_name_2": ("substr(last_name, 1, 2)", ("last_name",)),
     "swapped_names": ("", ("first_name", "last_name")),
     NAME_BLOCK_FLAG: (NAME_BLOCK_FLAG, ("first_name", "last_name")),
+    INITIAL_BLOCK_FLAG: (INITIAL_BLOCK_FLAG, ("first_name", "last_name")),
 }
 """Blocking keys that are not plain columns: SQL expression and the columns it needs."""
 _SWAPPED_NAMES = "l.first_name = r.last_name and l.last_name = r.first_name"
