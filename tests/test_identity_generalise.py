@@ -238,14 +238,10 @@ def test_same_rows_under_another_source_name_give_the_same_partition(tmp_path: P
     assert len(first) < records  # and something was matched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the model is order-blind, but the deterministic replay and equal-weight ties still follow the "
-    "order records arrived in (see the identity issue's closing note)",
-)
-def test_same_rows_in_another_order_give_the_same_partition(tmp_path: Path) -> None:
-    first, second, _ = _two_stores(tmp_path, shuffle=True)
+def test_same_rows_in_another_order_and_source_give_the_same_partition(tmp_path: Path) -> None:
+    first, second, records = _two_stores(tmp_path, shuffle=True)
     assert first == second
+    assert len(first) < records
 
 
 # ------------------------------------------------------------------------------------------ default model

@@ -239,6 +239,7 @@ def cluster(
     chaining_density: float = 0.5,
     strong_weight: float = np.inf,
     matched: np.ndarray | None = None,
+    content: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Refusal]]:
     """Each row's cluster (the smallest row in it), and the links/edges merge protection refused.
 
@@ -250,7 +251,10 @@ def cluster(
     so the edge that would join them is the strongest between them).
     ``matched`` (a mask over rows) says which identifiers were match rows: only those count as a
     cluster's members in that share (a ``user_id`` with no traits to match on was never compared, so
-    it can support no edge). Without it, every record and ``user_id`` counts.
+    it can support no edge). Without it, every record and ``user_id`` counts. ``content`` (an int64 per
+    row, from the row's content rather than its id or arrival) orders the replayed links and breaks ties
+    between equally strong edges, so that the same data gives the same clusters in any order and under any
+    source names; without it, arrival order (identifier ids) decides.
     """
     from scipy.sparse import coo_matrix  # a fifth of a second to import: only when clustering
     from scipy.sparse.csgraph import connected_components
@@ -271,7 +275,14 @@ def cluster(
         in_bad = bad[comp]
         rows = np.flatnonzero(in_bad)
         mine = in_bad[a]
-        root = _replay(graph, rows, np.stack([a[mine], b[mine]], axis=1), alias[mine], rules, refused)
+        pairs, kinds = np.stack([a[mine], b[mine]], axis=1), alias[mine]
+        if content is not None:  # in an order of their content, not of their arrival
+            lo, hi = np.minimum(content[pairs[:, 0]], content[pairs[:, 1]]), np.maximum(
+                content[pairs[:, 0]], content[pairs[:, 1]]
+            )
+            by_content = np.lexsort((hi, lo))
+            pairs, kinds = pairs[by_content], kinds[by_content]
+        root = _replay(graph, rows, pairs, kinds, rules, refused)
         smallest: dict[int, int] = {}
         for r in rows.tolist():  # rows ascend: the first row seen of a cluster is its smallest
             smallest.setdefault(root[r], r)
@@ -279,7 +290,8 @@ def cluster(
     if matched is None:
         matched = graph.matchable()
     guard = (chaining_density, strong_weight)
-    return _add_edges(graph, label, edges, rules, refused, guard, matched), refused
+    tiebreak = graph.ids if content is None else content
+    return _add_edges(graph, label, edges, rules, refused, guard, matched, tiebreak), refused
 
 
 def _add_edges(
@@ -290,13 +302,14 @@ def _add_edges(
     refused: list[Refusal],
     guard: tuple[float, float],
     matchable: np.ndarray,
+    tiebreak: np.ndarray,
 ) -> np.ndarray:
     """Probabilistic edges onto the clusters ``label`` (smallest row of each), strongest first."""
     ea, eb, weight = edges
     if not len(ea):
         return label
     chaining_density, strong_weight = guard
-    order = np.lexsort((graph.ids[eb], graph.ids[ea], -weight))
+    order = np.lexsort((tiebreak[eb], tiebreak[ea], -weight))
     ea, eb = ea[order].tolist(), eb[order].tolist()
     strong = (weight[order] >= strong_weight).tolist()
     ntypes = len(graph.type_names)

@@ -256,7 +256,7 @@ class Resolution:
                 t0 = time.perf_counter()
                 edges = matching.predict(model, rows)
                 say(f"scored pairs with model v{version}: {len(edges)} matches in {time.perf_counter() - t0:.1f}s")
-            matched = pd.Index(rows["unique_id"])
+            matched = pd.Series(_content_hashes(rows), index=pd.Index(rows["unique_id"]))
             del rows  # not needed any more: free it before clustering (a million rows hold about a gigabyte)
             snap = reading.result()
         for attempt in range(3):
@@ -332,7 +332,7 @@ class Resolution:
         self,
         snap: Snapshot,
         edges: pd.DataFrame,
-        matched: pd.Index,
+        matched: pd.Series,
         model_info: tuple[int, matching.MatchModel] | None,
         say: Progress,
     ) -> dict[str, Any]:
@@ -345,7 +345,7 @@ class Resolution:
             matchable = np.flatnonzero(graph.matchable())
             keys = pd.Index([f"{graph.type_names[t]}:{graph.values[r]}" for r, t in
                              zip(matchable.tolist(), graph.types[matchable].tolist(), strict=True)])  # fmt: skip
-            has_row[matchable[keys.isin(matched)]] = True
+            has_row[matchable[keys.isin(matched.index)]] = True
         if len(edges):
             left = keys.get_indexer(edges["unique_id_l"])
             right = keys.get_indexer(edges["unique_id_r"])
@@ -360,10 +360,20 @@ class Resolution:
                     graph.ids[a].tolist(), graph.ids[b].tolist(), weight.tolist(), probability.tolist(), strict=True
                 )
             ]
+        # Each identifier's content (a match row's cleaned values; an email's or phone's value), so that
+        # clustering follows the data, not the order it arrived in or the names of its sources.
+        content = pd.util.hash_array(
+            np.array([f"{graph.type_names[t]}:{v}" for t, v in zip(graph.types.tolist(), graph.values, strict=True)],
+                     dtype=object)
+        ).view(np.int64)  # fmt: skip
+        if len(matched):
+            where = keys.get_indexer(matched.index)
+            content[matchable[where[where >= 0]]] = matched.to_numpy()[where >= 0]
         strong = self.settings.match_strong_threshold
         label, refused = cluster(
-            graph, ends, self.graph.rules, strong_weight=math.log2(strong / (1 - strong)), matched=has_row
-        )
+            graph, ends, self.graph.rules, strong_weight=math.log2(strong / (1 - strong)), matched=has_row,
+            content=content,
+        )  # fmt: skip
         rows = changing(graph, label)
         nodes = graph.nodes(rows.tolist())
         root_of = dict(zip(graph.ids[rows].tolist(), graph.ids[label[rows]].tolist(), strict=True))
@@ -500,6 +510,14 @@ class Resolution:
         """Recompute unified and computed traits of profiles with new records, traits or events
         (see `cdp.identity.refresh`); returns how many profiles were refreshed."""
         return TraitRefresh(self.store, self.settings).run(chunk, dense_chunk)
+
+
+def _content_hashes(rows: pd.DataFrame) -> np.ndarray:
+    """A hash of each prepared match row's values (not its id, source or blocking flags), as int64."""
+    columns = [c for c in rows.columns if c not in ("unique_id", "source") and not c.endswith("_blockable")]
+    if not len(rows):
+        return np.empty(0, dtype=np.int64)
+    return pd.util.hash_pandas_object(rows[columns].astype(object), index=False).to_numpy().view(np.int64)
 
 
 def _describe(version: int, model: matching.MatchModel) -> str:
