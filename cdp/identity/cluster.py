@@ -277,8 +277,9 @@ def cluster(
         mine = in_bad[a]
         pairs, kinds = np.stack([a[mine], b[mine]], axis=1), alias[mine]
         if content is not None:  # in an order of their content, not of their arrival
-            lo, hi = np.minimum(content[pairs[:, 0]], content[pairs[:, 1]]), np.maximum(
-                content[pairs[:, 0]], content[pairs[:, 1]]
+            lo, hi = (
+                np.minimum(content[pairs[:, 0]], content[pairs[:, 1]]),
+                np.maximum(content[pairs[:, 0]], content[pairs[:, 1]]),
             )
             by_content = np.lexsort((hi, lo))
             pairs, kinds = pairs[by_content], kinds[by_content]

@@ -76,12 +76,11 @@ from cdp.identity.matching_backend import (
     with_extras,
 )
 from cdp.identity.matching_prepare import (
+    BLOCK_FLAGS,
     DERIVED,
     EXTRA_PREFIX,
     FIELDS,
-    BLOCK_FLAGS,
     MAX_NAME_BLOCK,
-    NAME_BLOCK_FLAG,
     STRING,
     MatchingError,
     ensure_prepared,
@@ -457,25 +456,75 @@ def train(
 
 
 def _em(training: Any, fields: frozenset[str], names: list[str], n: int) -> list[dict[str, Any]]:
-    """m by expectation maximisation on the `training_rules`; raises `MatchingError` when it cannot run."""
+    """m by expectation maximisation on the `training_rules`; raises `MatchingError` when it cannot run.
+
+    A level that no match reaches has its m driven towards 0 with every iteration; once it falls below
+    what a float can hold, Splink refuses the session (a ValueError). The session is then run again with
+    fewer iterations (`EM_RETRY_ITERATIONS`): the estimates of the other levels have mostly settled by then.
+    """
     em: list[dict[str, Any]] = []
+    owner = training._linker._settings_obj
+    budget = owner.training_settings
     for cols in training_rules(fields, names):
-        try:
-            em_session = training.estimate_parameters_using_expectation_maximisation(
-                rule(cols),
-                estimate_without_term_frequencies=True,
-                max_pairs=EM_MAX_PAIRS,
-                record_sample_proportion=min(1.0, max(0.01, 20_000 / n)),
-            )
-        except (EMTrainingException, SplinkException) as exc:
-            raise MatchingError(
-                f"EM training blocked on {list(cols)} failed ({exc}); the rows may have too few likely "
-                "duplicates. Add more rows.",
-                {"blocking_rule": list(cols)},
-            ) from exc
+        _bound_weights(training)
+        for attempt, iterations_cap in enumerate((MAX_ITERATIONS, *EM_RETRY_ITERATIONS)):
+            owner.training_settings = replace(budget, max_iterations=iterations_cap)
+            saved = owner.core_model_settings.copy()  # a failed session leaves its filtered comparisons behind
+            try:
+                em_session = training.estimate_parameters_using_expectation_maximisation(
+                    rule(cols),
+                    estimate_without_term_frequencies=True,
+                    max_pairs=EM_MAX_PAIRS,
+                    record_sample_proportion=min(1.0, max(0.01, 20_000 / n)),
+                )
+                break
+            except ValueError as exc:  # an m below what a float holds
+                owner.core_model_settings = saved
+                if attempt < len(EM_RETRY_ITERATIONS) and "below the minimum" in str(exc):
+                    continue
+                raise MatchingError(
+                    f"EM training blocked on {list(cols)} failed ({exc}).", {"blocking_rule": list(cols)}
+                ) from exc
+            except (EMTrainingException, SplinkException) as exc:
+                raise MatchingError(
+                    f"EM training blocked on {list(cols)} failed ({exc}); the rows may have too few likely "
+                    "duplicates. Add more rows.",
+                    {"blocking_rule": list(cols)},
+                ) from exc
+            finally:
+                owner.training_settings = budget
         iterations = len(em_session._core_model_settings_history) - 1
-        em.append({"blocking_rule": list(cols), "iterations": iterations, "converged": iterations < MAX_ITERATIONS})
+        em.append(
+            {"blocking_rule": list(cols), "iterations": iterations, "converged": iterations < iterations_cap,
+             "max_iterations": iterations_cap}
+        )  # fmt: skip
     return em
+
+
+EM_RETRY_ITERATIONS = (10, 4)
+"""Iteration caps for an EM session that drove an m below what a float holds (see `_em`)."""
+
+MIN_TRAINING_WEIGHT = -30.0
+"""While EM runs, no level's weight is let below this between sessions (see `_bound_weights`)."""
+
+
+def _bound_weights(training: Any) -> None:
+    """Raise every trained level's m to at least ``u * 2**MIN_TRAINING_WEIGHT`` before the next EM session.
+
+    One EM session may drive a level's m to nearly nothing (a weight of -200 and below): the next session,
+    which holds that level fixed while it trains others, then sees pairs whose match probability is
+    exactly 0.0 in floating point, and a level that only such pairs reach gets m = 0, which Splink cannot
+    hold. No single comparison needs to say more than 2**30 against a match (`no_worse_than_else` and the
+    veto settle the rest after training)."""
+    settings = training._linker._settings_obj
+    floor = 2.0**MIN_TRAINING_WEIGHT
+    for comparison in settings.comparisons:
+        for level in comparison.comparison_levels:
+            if level.is_null_level or level._fix_m_probability:
+                continue
+            m, u = level._m_probability, level._u_probability
+            if isinstance(m, float) and isinstance(u, float) and m < u * floor:
+                level.m_probability = u * floor
 
 
 def label_blind(prepared: pd.DataFrame) -> pd.DataFrame:
@@ -681,8 +730,12 @@ class _Scorer:
                 f" SEMI JOIN {table} n ON x.{a} = n.{a} AND x.{b} = n.{b}"
                 f" GROUP BY ALL HAVING count(*) > {limit}"
             )
-            value = "CASE WHEN {t}.%s IS NULL OR {t}.%s IS NULL OR %s.%s IS NOT NULL THEN NULL ELSE '1' END" % (
-                a, b, k, a
+            value = (
+                "CASE WHEN {t}."
+                + a
+                + " IS NULL OR {t}."
+                + b
+                + f" IS NULL OR {k}.{a} IS NOT NULL THEN NULL ELSE '1' END"
             )
             self.con.execute(
                 f"UPDATE {table} SET {flag} = f.v FROM (SELECT y.unique_id, {value.format(t='y')} AS v"

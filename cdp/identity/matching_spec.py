@@ -98,8 +98,13 @@ READS = {
     "first_name": ("first_name", "last_name", "first_name_nicknames"),
     "email": ("email", "email_user", "email_domain"),
     "first_name_conflict": (
-        "first_name", "last_name", "first_name_nicknames", "first_name_known", "birthday", "email_user",
-    ),  # fmt: skip
+        "first_name",
+        "last_name",
+        "first_name_nicknames",
+        "first_name_known",
+        "birthday",
+        "email_user",
+    ),
 }
 """Columns a comparison's SQL reads in training, where more than its own field (the swapped-names level)."""
 

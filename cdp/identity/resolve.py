@@ -517,7 +517,8 @@ def _content_hashes(rows: pd.DataFrame) -> np.ndarray:
     columns = [c for c in rows.columns if c not in ("unique_id", "source") and not c.endswith("_blockable")]
     if not len(rows):
         return np.empty(0, dtype=np.int64)
-    return pd.util.hash_pandas_object(rows[columns].astype(object), index=False).to_numpy().view(np.int64)
+    hashed: np.ndarray = pd.util.hash_pandas_object(rows[columns].astype(object), index=False).to_numpy()
+    return hashed.view(np.int64)
 
 
 def _describe(version: int, model: matching.MatchModel) -> str:
