@@ -190,16 +190,17 @@ def _name_comparison(column: str) -> ComparisonCreator:
 
 
 def _email_comparison() -> ComparisonCreator:
-    """Exact (TF); the same user at another domain; the same domain and a user one typo away (Jaro-Winkler
-    >= 0.88: robert255 / roberta25); else. EM weighs the fuzzy levels: a typo in an address is common in
-    forms, and two people who share a domain rarely have near-identical user names."""
+    """Exact (TF); the same domain and a user one typo away (Jaro-Winkler >= 0.88: robert255 / roberta25);
+    else. A typo in an address is common in forms, and two people who share a domain rarely have
+    near-identical user names. The same user at another domain is left out on purpose: most user names are
+    made of the person's name (david.smith@company), so it would count the name twice, and two David Smiths
+    at two employers would match."""
     return cl.CustomComparison(
         output_column_name="email",
-        comparison_description="email: exact, same user, same domain and similar user, else",
+        comparison_description="email: exact, same domain and similar user, else",
         comparison_levels=[
             cll.NullLevel("email"),
             cll.ExactMatchLevel("email", term_frequency_adjustments=True),
-            cll.ExactMatchLevel("email_user").configure(label_for_charts="Same user, other domain"),
             _SqlLevel(
                 "email_domain_l = email_domain_r AND {jw}(email_user_l, email_user_r) >= 0.88",
                 "Same domain, user Jaro-Winkler >= 0.88",
@@ -455,8 +456,7 @@ def choose_comparisons(df: pd.DataFrame) -> list[ComparisonCreator]:
                               liv / olivia), swapped with the last name, initial or short form
                               (j / jon / jonathan), Jaro-Winkler >= 0.7, else
     last_name                 exact (TF), Jaro-Winkler >= 0.92, >= 0.88, >= 0.7, else
-    email                     exact (TF), same user at another domain, same domain and user
-                              Jaro-Winkler >= 0.88, else
+    email                     exact (TF), same domain and user Jaro-Winkler >= 0.88, else
     phone                     exact (TF), same last 8 digits, one edit (Damerau-Levenshtein), else
     birthday                  on a DATE: exact (TF), one typo (Damerau-Levenshtein on the ISO text),
                               day and month swapped, <= 1 month, <= 1 year, <= 10 years, else
