@@ -403,6 +403,29 @@ def identity_train(db: Path | None) -> None:
     echo_json(model.metrics)
 
 
+@identity.command("model")
+@db_option
+@click.option("--json", "as_json", is_flag=True)
+def identity_model(db: Path | None, as_json: bool) -> None:
+    """Show the match model in use: trained or default, its threshold and how it was chosen."""
+    with open_cdp(db) as cdp:
+        found = cdp.identity.describe_model()
+    if as_json:
+        echo_json(found)
+        return
+    chosen = found["threshold_choice"]
+    click.echo(f"model v{found['version']} ({found['kind']}), {found['trained_rows']} rows, made {found['created_at']}")
+    how = (
+        f"chosen for expected precision {chosen.get('expected_precision')} (target {chosen.get('target_precision')})"
+        if chosen.get("method") == "estimated precision"
+        else "from CDP_MATCH_THRESHOLD"
+    )
+    click.echo(f"threshold {found['threshold']}: {how}")
+    for comparison in found["comparisons"]:
+        levels = ", ".join(f"{lv['level']} {lv['weight']:+.1f}" for lv in comparison["levels"])
+        click.echo(f"  {comparison['comparison']}: {levels}")
+
+
 @identity.command("evaluate")
 @db_option
 @click.option(

@@ -141,5 +141,11 @@ class NotEnoughData(CDPError):
     status = 422
 
 
+class MatchModelMissing(NotFound):
+    """No identity match model has been made yet."""
+
+    code = "match_model_missing"
+
+
 class ModelNotTrained(NotFound):
     code = "model_not_trained"

@@ -13,13 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from cdp import CDP
+from cdp.cli import cli
 from cdp.demo import corpora
 from cdp.identity import matching
 from cdp.identity.cluster import Graph, chain_support_needed, cluster
 from cdp.identity.graph import Rules, compatible_birthdays
 from cdp.settings import Settings
+from tests.conftest import LiveServer
 
 
 def _store(tmp_path: Path, name: str = "cdp.db") -> CDP:
@@ -268,3 +271,23 @@ def test_a_small_store_uses_the_default_model_then_its_own(tmp_path: Path) -> No
         assert trained is not None and trained.kind == "trained" and trained.trained_rows >= matching.MIN_TRAINING_ROWS
     finally:
         cdp.close()
+
+
+def test_the_model_in_use_is_described_over_http_and_the_cli(server: LiveServer, read_key: str, tmp_path: Path) -> None:
+    cdp = server.cdp
+    auth = {"Authorization": f"Bearer {read_key}"}
+    with server.client() as client:
+        missing = client.get("/v1/identity/model", headers=auth)
+        assert missing.status_code == 404 and missing.json()["code"] == "match_model_missing"
+        spec = corpora.CORPORA["typos"]
+        records, _ = corpora.generate("typos", 200, seed=5)
+        _import(cdp, records, tmp_path, spec.source, spec)
+        cdp.identity.run()
+        found = client.get("/v1/identity/model", headers=auth).json()
+    assert found["kind"] == "default" and found["version"] == 1 and found["trained_rows"] == len(records)
+    assert found["threshold_choice"]["method"] == "estimated precision"
+    assert found["threshold"] == found["threshold_choice"]["value"]
+    assert {c["comparison"] for c in found["comparisons"]} >= {"first_name", "last_name", "email", "birthday"}
+    shown = CliRunner().invoke(cli, ["identity", "model", "--db", str(cdp.settings.db)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("model v1 (default)") and "threshold" in shown.output

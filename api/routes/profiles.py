@@ -95,6 +95,16 @@ def merges(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
 
 
 @router.get(
+    "/v1/identity/model",
+    response_model=JSONObject,
+    responses=NOT_FOUND,
+    summary="The match model in use: trained or default, threshold and how it was chosen, weights",
+)
+def identity_model(cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
+    return cdp.identity.describe_model()
+
+
+@router.get(
     "/v1/identity/conflicts", response_model=DataPage, responses=ERRORS, summary="Links refused by merge protection"
 )
 def conflicts(

@@ -26,7 +26,7 @@ import orjson
 import pandas as pd
 
 from cdp.chunks import chunked
-from cdp.errors import ResolutionFailed
+from cdp.errors import MatchModelMissing, ResolutionFailed
 from cdp.identity import evaluate, matching
 from cdp.identity.cluster import Edge, Graph, Node, Plan, changing, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
@@ -79,6 +79,35 @@ class Resolution:
             return int(row[0]), matching.MatchModel.from_json(row[1])
         except matching.OutdatedModel:
             return None  # written by an earlier cdp: the next resolve trains a new one
+
+    def describe_model(self) -> dict[str, Any]:
+        """The match model in use: version, kind (``trained`` or ``default``), rows, threshold and how it
+        was chosen, comparisons with each level's weight, blocking rules. Raises `MatchModelMissing`."""
+        row = (
+            self.store.reader()
+            .execute("SELECT version, created_at FROM identity_models ORDER BY version DESC LIMIT 1")
+            .fetchone()
+        )
+        latest = self.latest_model()
+        if row is None or latest is None:
+            raise MatchModelMissing(
+                "no match model yet: `cdp resolve` makes one once the store holds "
+                f"{matching.MIN_DEFAULT_ROWS} records or identified users with names, emails or other fields to compare"
+            )
+        version, model = latest
+        return {
+            "version": version,
+            "kind": model.kind,
+            "created_at": row[1],
+            "trained_rows": model.trained_rows,
+            "threshold": model.threshold,
+            "threshold_choice": model.metrics.get("threshold", {"method": "setting", "value": model.threshold}),
+            "prior": model.prior,
+            "fields": list(model.fields),
+            "comparisons": model.metrics.get("comparisons", []),
+            "blocking_rules": model.metrics.get("blocking_rules", []),
+            "em": model.metrics.get("em", []),
+        }
 
     def train(self, rows: pd.DataFrame | None = None) -> tuple[int, matching.MatchModel]:
         """Train a new model version on the current rows and store it."""
