@@ -190,8 +190,8 @@ def _name_comparison(column: str) -> ComparisonCreator:
 
 
 def _email_comparison() -> ComparisonCreator:
-    """Exact (TF); the same domain and a user one typo away (Jaro-Winkler >= 0.88: robert255 / roberta25);
-    else. A typo in an address is common in forms, and two people who share a domain rarely have
+    """Exact (TF); the same domain and a user mistyped (same length, Jaro-Winkler >= 0.88: robert255 /
+    roberta25; a user with digits added, donna.grant / donna.grant56, is another address); else. A typo in an address is common in forms, and two people who share a domain rarely have
     near-identical user names. The same user at another domain is left out on purpose: most user names are
     made of the person's name (david.smith@company), so it would count the name twice, and two David Smiths
     at two employers would match."""
@@ -202,8 +202,9 @@ def _email_comparison() -> ComparisonCreator:
             cll.NullLevel("email"),
             cll.ExactMatchLevel("email", term_frequency_adjustments=True),
             _SqlLevel(
-                "email_domain_l = email_domain_r AND {jw}(email_user_l, email_user_r) >= 0.88",
-                "Same domain, user Jaro-Winkler >= 0.88",
+                "email_domain_l = email_domain_r AND length(email_user_l) = length(email_user_r)"
+                " AND {jw}(email_user_l, email_user_r) >= 0.88",
+                "Same domain, user of the same length and Jaro-Winkler >= 0.88",
             ),
             cll.ElseLevel(),
         ],
@@ -456,7 +457,8 @@ def choose_comparisons(df: pd.DataFrame) -> list[ComparisonCreator]:
                               liv / olivia), swapped with the last name, initial or short form
                               (j / jon / jonathan), Jaro-Winkler >= 0.7, else
     last_name                 exact (TF), Jaro-Winkler >= 0.92, >= 0.88, >= 0.7, else
-    email                     exact (TF), same domain and user Jaro-Winkler >= 0.88, else
+    email                     exact (TF), same domain and user of the same length with Jaro-Winkler
+                              >= 0.88, else
     phone                     exact (TF), same last 8 digits, one edit (Damerau-Levenshtein), else
     birthday                  on a DATE: exact (TF), one typo (Damerau-Levenshtein on the ISO text),
                               day and month swapped, <= 1 month, <= 1 year, <= 10 years, else
