@@ -551,3 +551,13 @@ def test_spark_backend_gives_the_same_edges(model: MatchModel, crm: pd.DataFrame
     # Splink's Spark Jaro-Winkler UDF and DuckDB's differ slightly: a borderline street can land one
     # level apart; everything else is identical.
     assert same.mean() >= 0.95
+
+
+def test_the_pairs_scored_to_choose_the_threshold_are_the_pairs_predict_finds(crm: pd.DataFrame) -> None:
+    rows = crm.sample(frac=1.0, random_state=9).head(1500)
+    scored: list[pd.DataFrame] = []
+    model = matching.train(rows, max_pairs=3e5, scores=scored)
+    assert len(scored) == 1
+    kept = scored[0][scored[0]["match_probability"] >= model.threshold].reset_index(drop=True)
+    again = matching.predict(model, rows)
+    pd.testing.assert_frame_equal(kept, again, check_exact=False, atol=1e-9)

@@ -303,8 +303,13 @@ def train(
     max_pairs: float = 1e6,
     max_rows: int | None = TRAIN_MAX_ROWS,
     backend: Backend = "duckdb",
+    scores: list[pd.DataFrame] | None = None,
 ) -> MatchModel:
     """Train a matching model on match rows, without labels.
+
+    With ``scores`` (a list), the edges it scored to choose the threshold -- when that scoring covered all
+    rows (no sample) -- are appended to it, at or above `THRESHOLD_FLOOR`, with the rows' own ids: the
+    caller can filter them at the model's threshold instead of scoring the same rows again.
 
     With more than ``max_rows`` rows (default `TRAIN_MAX_ROWS`), it trains on a seeded uniform sample
     of that many; ``model.trained_rows`` still counts all rows (the retraining policy compares it with
@@ -336,7 +341,10 @@ def train(
     started = time.perf_counter()
     if threshold is not None:
         threshold = _check_threshold(threshold)
-    prepared = label_blind(ensure_prepared(df))
+    given = ensure_prepared(df)
+    order = content_order(given)
+    original_ids = given["unique_id"].to_numpy(dtype=object)[order]
+    prepared = label_blind(given, order)
     total = n = len(prepared)
     if n < MIN_DEFAULT_ROWS:
         raise MatchingError(
@@ -443,8 +451,10 @@ def train(
     )
     tick = time.perf_counter()
     if threshold is None:
-        scores = predict(model, prepared, threshold=THRESHOLD_FLOOR, backend=backend)["match_probability"]
-        chosen = choose_threshold(scores.to_numpy(dtype=np.float64), precision)
+        scored = predict(model, prepared, threshold=THRESHOLD_FLOOR, backend=backend)
+        chosen = choose_threshold(scored["match_probability"].to_numpy(dtype=np.float64), precision)
+        if scores is not None and n == total:
+            scores.append(_with_ids(scored, original_ids))
         metrics["threshold"] = {"method": "estimated precision", "target_precision": precision, **chosen}
         model = replace(model, threshold=chosen["value"])
     else:
@@ -527,19 +537,37 @@ def _bound_weights(training: Any) -> None:
                 level.m_probability = u * floor
 
 
-def label_blind(prepared: pd.DataFrame) -> pd.DataFrame:
-    """The rows sorted by a hash of their content, with ids ``r000000001``... in that order.
+def content_order(prepared: pd.DataFrame) -> np.ndarray:
+    """Row positions sorted by a hash of each row's content (not its id, source or blocking flags)."""
+    content = [c for c in prepared.columns if c not in ("unique_id", "source", *BLOCK_FLAGS)]
+    digest = pd.util.hash_pandas_object(prepared[content].astype(object), index=False).to_numpy()
+    order: np.ndarray = np.argsort(digest, kind="stable")
+    return order
+
+
+def label_blind(prepared: pd.DataFrame, order: np.ndarray | None = None) -> pd.DataFrame:
+    """The rows sorted by a hash of their content (`content_order`), with ids ``r000000000``... in that order.
 
     Splink keys its random samples (u, EM) on row ids, and a row sample here is taken in row order: with
     ids and order taken from the content, the same rows train the same model whatever their record ids,
     source names or import order (rows with identical content are interchangeable)."""
-    content = [c for c in prepared.columns if c not in ("unique_id", "source", *BLOCK_FLAGS)]
-    digest = pd.util.hash_pandas_object(prepared[content].astype(object), index=False).to_numpy()
-    order = np.argsort(digest, kind="stable")
+    order = content_order(prepared) if order is None else order
     out = prepared.iloc[order].reset_index(drop=True)
     out["unique_id"] = pd.array([f"r{i:09d}" for i in range(len(out))], dtype=STRING)
     out.attrs = dict(prepared.attrs)
     return out
+
+
+def _with_ids(edges: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+    """Edges between `label_blind` rows with the rows' own ids (``ids[i]`` for ``r{i}``), in edge order."""
+    out = edges.copy()
+    for side in ("unique_id_l", "unique_id_r"):
+        out[side] = ids[out[side].str.slice(1).astype(np.int64).to_numpy()]
+    swap = (out["unique_id_l"] > out["unique_id_r"]).to_numpy()
+    left = out["unique_id_l"].to_numpy(dtype=object)
+    right = out["unique_id_r"].to_numpy(dtype=object)
+    out["unique_id_l"], out["unique_id_r"] = np.where(swap, right, left), np.where(swap, left, right)
+    return out.sort_values(["unique_id_l", "unique_id_r"], kind="mergesort").reset_index(drop=True)
 
 
 THRESHOLD_FLOOR = 0.05

@@ -191,10 +191,12 @@ def _name_comparison(column: str) -> ComparisonCreator:
 
 def _email_comparison() -> ComparisonCreator:
     """Exact (TF); the same domain and a user mistyped (same length, Jaro-Winkler >= 0.88: robert255 /
-    roberta25; a user with digits added, donna.grant / donna.grant56, is another address); else. A typo in an address is common in forms, and two people who share a domain rarely have
-    near-identical user names. The same user at another domain is left out on purpose: most user names are
-    made of the person's name (david.smith@company), so it would count the name twice, and two David Smiths
-    at two employers would match."""
+    roberta25; a user with digits added, donna.grant / donna.grant56, is another address); else.
+
+    A typo in an address is common in forms, and two people who share a domain rarely have near-identical
+    user names. The same user at another domain is left out on purpose: most user names are made of the
+    person's name (david.smith@company), so it would count the name twice, and two David Smiths at two
+    employers would match."""
     return cl.CustomComparison(
         output_column_name="email",
         comparison_description="email: exact, same domain and similar user, else",

@@ -109,11 +109,15 @@ class Resolution:
             "em": model.metrics.get("em", []),
         }
 
-    def train(self, rows: pd.DataFrame | None = None) -> tuple[int, matching.MatchModel]:
-        """Train a new model version on the current rows and store it."""
+    def train(
+        self, rows: pd.DataFrame | None = None, scores: list[pd.DataFrame] | None = None
+    ) -> tuple[int, matching.MatchModel]:
+        """Train a new model version on the current rows and store it (``scores``: see `matching.train`)."""
         rows = self.match_rows() if rows is None else rows
         started = time.perf_counter()
-        model = matching.train(rows, threshold=self.settings.match_threshold, precision=self.settings.match_precision)
+        model = matching.train(
+            rows, threshold=self.settings.match_threshold, precision=self.settings.match_precision, scores=scores
+        )
         seconds = round(time.perf_counter() - started, 2)
 
         def store(conn: sqlite3.Connection) -> int:
@@ -278,12 +282,16 @@ class Resolution:
         # moves has moved since, and edges to identifiers that are not in the snapshot are left out.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdp-snapshot") as pool:
             reading = pool.submit(self._read_snapshot, warm=True)
-            model_info = self._model_for(rows, retrain, say)
+            scored: list[pd.DataFrame] = []  # the rows scored while choosing a new model's threshold
+            model_info = self._model_for(rows, retrain, say, scored)
             edges = pd.DataFrame()
             if model_info is not None:
                 version, model = model_info
                 t0 = time.perf_counter()
-                edges = matching.predict(model, rows)
+                if scored:  # the same rows, the same model: keep the pairs at its threshold
+                    edges = scored[0][scored[0]["match_probability"] >= model.threshold].reset_index(drop=True)
+                else:
+                    edges = matching.predict(model, rows)
                 say(f"scored pairs with model v{version}: {len(edges)} matches in {time.perf_counter() - t0:.1f}s")
             matched = pd.Series(_content_hashes(rows), index=pd.Index(rows["unique_id"]))
             del rows  # not needed any more: free it before clustering (a million rows hold about a gigabyte)
@@ -320,7 +328,7 @@ class Resolution:
             conn.close()
 
     def _model_for(
-        self, rows: pd.DataFrame, retrain: bool | None, say: Progress
+        self, rows: pd.DataFrame, retrain: bool | None, say: Progress, scored: list[pd.DataFrame] | None = None
     ) -> tuple[int, matching.MatchModel] | None:
         current = self.latest_model()
         if retrain is False:
@@ -345,7 +353,7 @@ class Resolution:
             else:
                 say("training the match model")
             try:
-                version, model = self.train(rows)
+                version, model = self.train(rows, scored)
             except matching.MatchingError as exc:
                 if retrain:
                     raise
