@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 CDP_DB ?= ./cdp.db
 export CDP_DB
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean browsers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,16 @@ run: $(STAMP)
 	$(BIN)/cdp demo load --if-empty
 	$(BIN)/cdp serve --dev-keys
 
+## What the browser tests need beside the venv: Debian's Chromium and npm (the SDK bundles come from npm at test time).
+browsers:
+	@missing=""; [ -x /usr/bin/chromium ] || missing="chromium"; command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 ## The whole test suite (what CI runs).
-test: $(STAMP)
+test: $(STAMP) browsers
 	$(BIN)/pytest
 
 lint: $(STAMP)

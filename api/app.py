@@ -12,21 +12,26 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cdp import CDP, Scheduler, Settings, __version__
 
 from . import errors
-from .routes import events, health, ml, profiles, quality, records, segments, tracking, webhooks
+from .routes import events, health, ml, profiles, quality, records, sdk, segments, tracking, webhooks
 
 
 class TrackingCORS:
-    """CORS for the tracking paths only (browsers send analytics.js events cross-origin)."""
+    """CORS for what browsers call cross-origin: the tracking paths (POST) and the SDK settings (GET)."""
 
     def __init__(self, app: ASGIApp, origins: list[str]) -> None:
         self.app = app
         self.cors = CORSMiddleware(
             app, allow_origins=origins, allow_methods=["POST", "OPTIONS"], allow_headers=["*"], max_age=86400
         )
+        self.settings_cors = CORSMiddleware(
+            app, allow_origins=origins, allow_methods=["GET", "OPTIONS"], allow_headers=["*"], max_age=86400
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in tracking.TRACKING_PATHS:
             await self.cors(scope, receive, send)
+        elif scope["type"] == "http" and sdk.is_sdk_settings_path(scope["path"]):
+            await self.settings_cors(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -66,7 +71,7 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (tracking, records, events, profiles, segments, ml, webhooks, quality, health):
+    for module in (tracking, sdk, records, events, profiles, segments, ml, webhooks, quality, health):
         app.include_router(module.router)
     app.add_middleware(TrackingCORS, origins=settings.cors_origins)
     return app

@@ -73,6 +73,12 @@ class UnknownKey(NotFound):
     code = "unknown_key"
 
 
+class UnknownWriteKey(NotFound):
+    """A browser SDK asked for the settings of a write key that does not exist or was revoked."""
+
+    code = "unknown_write_key"
+
+
 class InvalidCursor(InvalidInput):
     code = "invalid_cursor"
 
