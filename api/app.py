@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cdp import CDP, Scheduler, Settings, __version__
 
-from . import errors
+from . import docs, errors
 from .routes import events, health, ml, profiles, quality, records, sdk, segments, tracking, webhooks
 
 
@@ -69,8 +69,11 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
             "`Authorization: Bearer <token>`."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
+    docs.install(app)
     for module in (tracking, sdk, records, events, profiles, segments, ml, webhooks, quality, health):
         app.include_router(module.router)
     app.add_middleware(TrackingCORS, origins=settings.cors_origins)

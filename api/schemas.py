@@ -111,6 +111,10 @@ class EventsPage(BaseModel):
     cursor: Cursor
 
 
+WRITE_KEY_SECURITY: list[dict[str, list[str]]] = [{"WriteKey": []}]
+TOKEN_SECURITY: list[dict[str, list[str]]] = [{"Token": []}]
+
+
 def body_doc(model: type[BaseModel], *, ndjson: bool = False, array: bool = False) -> dict[str, Any]:
     schema = model.model_json_schema()
     if array:
