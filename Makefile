@@ -2,6 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-runtime
 CDP_DB ?= ./cdp.db
 export CDP_DB
 
@@ -13,10 +14,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# `make run` needs the runtime dependencies only (a venv that already has the dev set will do).
+$(RUN_STAMP): pyproject.toml
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then touch $@; else \
+		$(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet -e . && touch $@; fi
+
+## The development environment (runtime, Spark, test and lint tools).
 install: $(STAMP)
 
 ## Migrate, load the sample data if the store is empty, start the API and the scheduler.
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/cdp migrate
 	$(BIN)/cdp demo load --if-empty
 	$(BIN)/cdp serve --dev-keys

@@ -105,11 +105,16 @@ def serve(
         settings = settings.model_copy(update={"ingest_writer": "process"})
     cdp = CDP(settings)
     url = f"http://{settings.host}:{settings.port}"
-    click.echo(f"cdp {url}  (OpenAPI docs: {url}/docs, store: {settings.db})")
+    click.echo(f"cdp is serving {url}")
+    click.echo(f"  API docs:    {url}/docs")
+    click.echo(f"  store:       {settings.db}")
+    click.echo(f"  cdp command: {Path(sys.argv[0]).resolve()}   (or `source .venv/bin/activate` in a checkout)")
     if dev_keys:
         keys = make_dev_keys(cdp, Path(f"{settings.db}.dev-keys.json"))
-        click.echo(f"  write key: {keys['write']}   (Segment SDKs: host={url}, write_key=<this>)")
-        click.echo(f"  read key:  {keys['read']}   (curl -H 'Authorization: Bearer <this>' {url}/v1/events)")
+        click.echo(f"  write key:   {keys['write']}   (SDKs: host/apiHost {url}, HTTP Basic username)")
+        click.echo(f"  read token:  {keys['read']}   (Authorization: Bearer <this>; /docs Authorize)")
+        click.echo(f"  admin token: {keys['admin']}   (segments, webhooks: Authorization: Bearer <this>)")
+        click.echo(f"  (kept in {settings.db}.dev-keys.json, reused next time)")
     app = create_app(cdp=cdp, scheduler=settings.scheduler_enabled)
     # Everything loaded so far (FastAPI, pydantic models, the identity cache's start) lives as long
     # as the process: out of the collector's sight, full collections scan only what ingest allocates
