@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cdp import CDP, Scheduler, Settings, __version__
 
 from . import docs, errors
+from .access_log import AccessLog
 from .routes import events, health, ml, profiles, quality, records, sdk, segments, tracking, webhooks
 
 
@@ -77,4 +78,6 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
     for module in (tracking, sdk, records, events, profiles, segments, ml, webhooks, quality, health):
         app.include_router(module.router)
     app.add_middleware(TrackingCORS, origins=settings.cors_origins)
+    if settings.access_log:
+        app.add_middleware(AccessLog)
     return app

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 ASSETS = "/docs-assets"
@@ -38,6 +38,11 @@ def install(app: FastAPI) -> None:
     """Mount the assets and the two pages; wrap ``app.openapi`` to declare the write-key scheme."""
     app.mount(ASSETS, StaticFiles(directory=assets_dir()), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        """What a person opening the server's address wants: the docs (the console, once it exists)."""
+        return RedirectResponse("/docs", status_code=307)
 
     @app.get("/docs", include_in_schema=False)
     def swagger() -> HTMLResponse:

@@ -115,6 +115,13 @@ def serve(
         click.echo(f"  read token:  {keys['read']}   (Authorization: Bearer <this>; /docs Authorize)")
         click.echo(f"  admin token: {keys['admin']}   (segments, webhooks: Authorization: Bearer <this>)")
         click.echo(f"  (kept in {settings.db}.dev-keys.json, reused next time)")
+    access = logging.getLogger("cdp.access")
+    if settings.access_log and log_level.lower() in ("trace", "debug", "info") and not access.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
     app = create_app(cdp=cdp, scheduler=settings.scheduler_enabled)
     # Everything loaded so far (FastAPI, pydantic models, the identity cache's start) lives as long
     # as the process: out of the collector's sight, full collections scan only what ingest allocates
