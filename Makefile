@@ -5,6 +5,8 @@ STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-runtime
 CDP_DB ?= ./cdp.db
 export CDP_DB
+# `make run` is for local use: webhooks may go to a receiver on this machine (see README, Webhooks).
+run: export CDP_WEBHOOKS_ALLOW_PRIVATE_URLS ?= true
 
 .PHONY: install run test lint format bench clean browsers
 
@@ -31,12 +33,13 @@ run: $(RUN_STAMP)
 ## What the browser tests need beside the venv: Debian's Chromium and npm (the SDK bundles come from npm at test time).
 browsers:
 	@missing=""; [ -x /usr/bin/chromium ] || missing="chromium"; command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing $$missing (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-## The whole test suite (what CI runs).
+## The whole test suite (what CI runs); installs Chromium, npm and curl with apt-get when missing.
 test: $(STAMP) browsers
 	$(BIN)/pytest
 

@@ -114,7 +114,8 @@ def serve(
         click.echo(f"  write key:   {keys['write']}   (SDKs: host/apiHost {url}, HTTP Basic username)")
         click.echo(f"  read token:  {keys['read']}   (Authorization: Bearer <this>; /docs Authorize)")
         click.echo(f"  admin token: {keys['admin']}   (segments, webhooks: Authorization: Bearer <this>)")
-        click.echo(f"  (kept in {settings.db}.dev-keys.json, reused next time)")
+        click.echo(f"  (kept in {settings.db}.dev-keys.json, reused next time; for the README's examples, paste:)")
+        click.echo(f"  export WRITE_KEY={keys['write']} READ_TOKEN={keys['read']} ADMIN_TOKEN={keys['admin']}")
     access = logging.getLogger("cdp.access")
     if settings.access_log and log_level.lower() in ("trace", "debug", "info") and not access.handlers:
         handler = logging.StreamHandler(sys.stderr)
