@@ -254,6 +254,7 @@ def import_records(
     mapping = _parse_maps(maps)
     with open_cdp(db) as cdp:
         fmt = files.detect_format(file, fmt)
+        files.check_columns(file, fmt, id_column=id_column, mapping=mapping, encoding=encoding)
         total = files.count_rows(file, fmt)
         bar: Any
         with click.progressbar(length=total, label=f"importing {file.name}", file=sys.stderr, show_pos=True) as bar:

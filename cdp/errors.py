@@ -43,6 +43,12 @@ class InvalidBatch(InvalidInput):
     code = "invalid_messages"
 
 
+class MissingColumns(InvalidInput):
+    """An import names a column (``--id-column``, a ``--map`` source) that the file does not have."""
+
+    code = "missing_columns"
+
+
 class InvalidRecords(InvalidInput):
     """Some CRM records were refused; the others were stored."""
 

@@ -111,7 +111,7 @@ def canonical_field(column: str) -> str | None:
     return ALIASES.get(_KEY.sub("", column.lower()))
 
 
-def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
+def flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in raw.items():
         if key == "address" and isinstance(value, Mapping):
@@ -207,7 +207,7 @@ class Records:
 
         canonical: dict[str, Any] = {}
         traits: dict[str, Any] = {}
-        for key, value in _flatten(raw).items():
+        for key, value in flatten(raw).items():
             if key == id_key or (key == "source" and source is None) or normalize.is_blank(value):
                 continue
             target = mapping.get(key)
