@@ -99,6 +99,9 @@ class ImportSummaryOut(BaseModel):
     rejected: int
     errors: list[dict[str, Any]]
     errors_truncated: bool
+    nulled: int = 0
+    warnings: list[dict[str, Any]] = []
+    warnings_truncated: bool = False
 
 
 class Cursor(BaseModel):

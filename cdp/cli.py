@@ -276,9 +276,17 @@ def import_records(
             click.echo(f"  row {error['row']}: {error['message']}", err=True)
         if summary.rejected > 20:
             click.echo(f"  ... and {summary.rejected - 20} more rejected rows (use --json for all)", err=True)
+        for warning in summary.warnings[:20]:
+            click.echo(
+                f"  row {warning['row']}: {warning['field']} {warning['value']!r} left empty: {warning['why']}",
+                err=True,
+            )
+        if summary.nulled > 20:
+            click.echo(f"  ... and {summary.nulled - 20} more values left empty (use --json for all)", err=True)
+        nulled = f", {summary.nulled} values left empty" if summary.nulled else ""
         click.echo(
             f"{summary.received} rows: {summary.inserted} inserted, {summary.updated} updated, "
-            f"{summary.unchanged} unchanged, {summary.rejected} rejected"
+            f"{summary.unchanged} unchanged, {summary.rejected} rejected{nulled}"
         )
 
 

@@ -50,13 +50,15 @@ RUDDER_PAGE = """<!doctype html><html><head><title>shop</title>
 """
 
 
-def _events(server: LiveServer, user_id: str, n: int, timeout: float = 20) -> list[dict[str, Any]]:
+def _events(server: LiveServer, user_id: str, n: int, page: Any, timeout: float = 20) -> list[dict[str, Any]]:
+    """The user's stored events once there are ``n``. Waits through the page (not ``time.sleep``): Playwright
+    hands the page's routed requests on only while its API is called."""
     deadline = time.monotonic() + timeout
     while True:
         rows = server.cdp.store.query("SELECT * FROM events WHERE user_id = ? ORDER BY id", (user_id,))
         if len(rows) >= n or time.monotonic() > deadline:
             return rows
-        time.sleep(0.1)
+        page.wait_for_timeout(100)
 
 
 def _site(tmp_path: Path, page: str, bundle: Path, bundle_name: str, **values: str) -> Path:
@@ -76,7 +78,7 @@ def test_segment_analytics_next_with_cdn_url(server: LiveServer, write_key: str,
         page.goto(f"{site}/index.html")
         page.wait_for_function("window.sent !== undefined", timeout=20_000)
         assert page.evaluate("window.sent") == "ok"
-        rows = _events(server, "user-1", 3)
+        rows = _events(server, "user-1", 3, page)
     assert outside == []
     assert sorted(r["type"] for r in rows) == ["identify", "page", "track"]
     by_type = {r["type"]: r for r in rows}
@@ -101,7 +103,7 @@ def test_rudderstack_v3_with_config_url(server: LiveServer, write_key: str, tmp_
     with static_site(root) as site, browser_page() as (page, outside):
         page.goto(f"{site}/index.html")
         page.wait_for_function("window.ready === true", timeout=20_000)
-        rows = _events(server, "user-2", 3)
+        rows = _events(server, "user-2", 3, page)
     assert outside == []
     assert sorted(r["type"] for r in rows) == ["identify", "page", "track"]
     by_type = {r["type"]: r for r in rows}

@@ -3,6 +3,7 @@ file's columns, exit non-zero (the real ``cdp`` script, a real store), for each 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,26 @@ def test_the_library_raises_before_reading(fresh_db: CDP, tmp_path: Path) -> Non
     assert caught.value.details == {"missing": ["Id"], "columns": ["Email", "First Name", "City"]}
     ok = fresh_db.ingest.import_file(file, source="crm", id_column="Email", mapping={"City": "address.city"})
     assert ok.inserted == 1
+
+
+def test_values_normalisation_empties_are_reported_per_row(tmp_path: Path) -> None:
+    file = tmp_path / "contacts.csv"
+    file.write_text(
+        "Id,Email,Phone,Birthday\n1,ada@example.com,+44 20 7946 0958,1990-12-10\n2,not-an-email,12,someday\n",
+        encoding="utf-8",
+    )
+    db = tmp_path / "cdp.db"
+    args = [str(CDP_SCRIPT), "import", "records", str(file), "--source", "crm", "--id-column", "Id", "--db", str(db)]
+    result = subprocess.run([*args, "--json"], capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["inserted"] == 2 and summary["rejected"] == 0 and summary["nulled"] == 3
+    assert {(w["row"], w["field"], w["value"]) for w in summary["warnings"]} == {
+        (2, "email", "not-an-email"),
+        (2, "phone", "12"),
+        (2, "birthday", "someday"),
+    }
+    assert all(w["why"] for w in summary["warnings"])
+    text = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
+    assert "row 2: email 'not-an-email' left empty: not a valid email address" in text.stderr
+    assert "0 inserted, 0 updated, 2 unchanged, 0 rejected, 3 values left empty" in text.stdout

@@ -68,6 +68,15 @@ UPSERT = (
 SET_PROFILE = "UPDATE source_records SET profile_id = ? WHERE source = ? AND external_id = ?"
 
 
+_WHY_NULL = {
+    "email": "not a valid email address",
+    "phone": "not a valid phone number (numbers without a country code are read in CDP_DEFAULT_PHONE_REGION)",
+    "birthday": "not a date, or not a plausible birthday (CDP_DATE_ORDER sets day/month order)",
+    "address.postal_code": "not a postal code",
+    "address.country": "not a known country name or code",
+}
+
+
 class BadRow(Exception):
     """A row that could not be read at all (broken JSON line, wrong type)."""
 
@@ -86,6 +95,13 @@ class ImportSummary:
     errors: list[dict[str, Any]] = field(default_factory=list)
     rejected: int = 0
     auto_mapped: dict[str, str] = field(default_factory=dict)
+    nulled: int = 0  # values kept out because normalisation turned them to null (the row itself is stored)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+
+    def null(self, row: int, field_name: str, value: Any, why: str) -> None:
+        self.nulled += 1
+        if len(self.warnings) < MAX_ERRORS_KEPT:
+            self.warnings.append({"row": row, "field": field_name, "value": str(value)[:200], "why": why})
 
     def reject(self, row: int, field_name: str, code: str, message: str) -> None:
         self.rejected += 1
@@ -101,6 +117,9 @@ class ImportSummary:
             "rejected": self.rejected,
             "errors": self.errors,
             "errors_truncated": self.rejected > len(self.errors),
+            "nulled": self.nulled,
+            "warnings": self.warnings,
+            "warnings_truncated": self.nulled > len(self.warnings),
         }
 
 
@@ -248,6 +267,9 @@ class Records:
                 clean = normalize.name(value)
             if clean is None:
                 flags.append(f"invalid:{field_name}")
+                summary.null(
+                    number, field_name, value, _WHY_NULL.get(field_name, "nothing usable was left after cleaning")
+                )
             values.append(clean)
         traits_json = orjson.dumps(traits, option=orjson.OPT_SORT_KEYS, default=str).decode()
         flags_json = orjson.dumps(flags).decode() if flags else None
