@@ -25,6 +25,7 @@ CHROMIUM = Path(os.environ.get("CDP_CHROMIUM", "/usr/bin/chromium"))
 # The browser SDK bundles the tests load, pinned (bump deliberately; README says which were tested).
 SEGMENT_ANALYTICS_NEXT = "1.84.3"
 RUDDERSTACK_ANALYTICS_JS = "3.34.1"
+SEGMENT_ANALYTICS_NODE = "3.1.0"
 
 
 def cache_dir() -> Path:

@@ -6,7 +6,9 @@ exercised as on a real site; the test then finds the events in the store with th
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 from tests.browser import (
     RUDDERSTACK_ANALYTICS_JS,
     SEGMENT_ANALYTICS_NEXT,
+    SEGMENT_ANALYTICS_NODE,
     browser_page,
     npm_package,
     static_site,
@@ -156,3 +159,31 @@ def test_sdk_settings_documents(server: LiveServer, write_key: str) -> None:
     assert segment["metrics"]["sampleRate"] == 0  # the SDK's own metrics would go to Segment
     assert rudder["source"]["enabled"] is True and rudder["source"]["destinations"] == []
     assert rudder["source"]["writeKey"] == write_key
+
+
+NODE_SCRIPT = """
+const { Analytics } = require("@segment/analytics-node");
+const analytics = new Analytics({ writeKey: process.env.WRITE_KEY, host: process.env.CDP_URL, flushAt: 10 });
+analytics.on("error", (err) => { console.error("error", err); process.exitCode = 1; });
+analytics.identify({ userId: "user-3", traits: { email: "Alan@Example.org" } });
+analytics.track({ userId: "user-3", event: "Order Completed", properties: { revenue: 7 } });
+analytics.page({ userId: "user-3", name: "Docs" });
+analytics.closeAndFlush().then(() => console.log("flushed"));
+"""
+
+
+def test_segment_analytics_node_with_host(server: LiveServer, write_key: str, tmp_path: Path) -> None:
+    """Segment's Node.js SDK, configured as its docs say plus our ``host``, still works."""
+    package = npm_package("@segment/analytics-node", SEGMENT_ANALYTICS_NODE)
+    script = tmp_path / "send.js"
+    script.write_text(NODE_SCRIPT, encoding="utf-8")
+    node = shutil.which("node")
+    assert node, "node is missing: `make test` installs npm (and node with it)"
+    env = {"PATH": os.environ.get("PATH", ""), "NODE_PATH": str(package.parent.parent), "WRITE_KEY": write_key,
+           "CDP_URL": server.url}  # fmt: skip
+    result = subprocess.run([node, str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0 and "flushed" in result.stdout, result.stderr
+    rows = server.cdp.store.query("SELECT * FROM events WHERE user_id = 'user-3' ORDER BY id")
+    assert sorted(r["type"] for r in rows) == ["identify", "page", "track"]
+    library = json.loads(rows[0]["context"])["library"]
+    assert library == {**library, "name": "@segment/analytics-node", "version": SEGMENT_ANALYTICS_NODE}
