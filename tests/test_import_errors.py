@@ -94,3 +94,23 @@ def test_values_normalisation_empties_are_reported_per_row(tmp_path: Path) -> No
     text = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
     assert "row 2: email 'not-an-email' left empty: not a valid email address" in text.stderr
     assert "0 inserted, 0 updated, 2 unchanged, 0 rejected, 3 values left empty" in text.stdout
+
+
+def test_reimport_counts_nothing_twice_and_a_rejected_run_leaves_no_source(fresh_db: CDP, tmp_path: Path) -> None:
+    file = tmp_path / "contacts.csv"
+    file.write_text("Id,Email\n1,ada@example.com\n2,not-an-email\n3,also-bad\n", encoding="utf-8")
+    for _ in range(3):
+        fresh_db.ingest.import_file(file, source="crm", id_column="Id")
+    crm = next(r for r in fresh_db.quality.report()["records"] if r["source"] == "crm")
+    assert crm["records"] == 3 and crm["invalid"] == {"email": 2}
+    assert crm["completeness"]["email"] == round(1 / 3, 4)
+
+    empty = tmp_path / "empty_ids.csv"
+    empty.write_text("Id,Email\n,ada@example.com\n,grace@example.com\n", encoding="utf-8")
+    summary = fresh_db.ingest.import_file(empty, source="newcrm", id_column="Id")
+    assert summary.rejected == 2 and [e["row"] for e in summary.errors] == [1, 2]
+    assert [r["source"] for r in fresh_db.quality.report()["records"]] == ["crm"]
+    again = fresh_db.ingest.import_file(empty, source="crm", id_column="Id")  # a known source keeps the count
+    assert again.rejected == 2
+    crm = next(r for r in fresh_db.quality.report()["records"] if r["source"] == "crm")
+    assert crm["rejected"] == 2 and crm["records"] == 3

@@ -281,10 +281,8 @@ class Records:
     ) -> None:
         # Within one chunk the last row for a (source, external_id) wins.
         latest: dict[tuple[str, str], tuple[Any, ...]] = {}
-        flags_of: dict[tuple[str, str], list[str]] = {}
-        for _, row, flags in chunk:
+        for _, row, _flags in chunk:
             latest[(row[0], row[1])] = row
-            flags_of[(row[0], row[1])] = flags
         superseded = len(chunk) - len(latest)
         rows = list(latest.values())
 
@@ -305,8 +303,6 @@ class Records:
                     tally.add("records", src, "", "updated")
                 else:
                     unchanged += 1
-                for flag in flags_of[key]:
-                    tally.add("records", src, "", flag)
             if rows:
                 conn.executemany(UPSERT, [(*row, now, now) for row in rows])
             changed = [r for r in rows if hashes.get((r[0], r[1])) != r[-1]]
@@ -324,6 +320,13 @@ class Records:
             if changed and self.records_changed:
                 self.records_changed(conn, _changed_ids(conn, [(r[0], r[1]) for r in changed]))
             tally.write(conn)
+            # Rejections count against a source that holds records; a run that stored nothing for a new
+            # source leaves no empty source in the quality report (its summary lists every rejected row).
+            sources = {key[1] for key in rejects.sums}
+            kept = {
+                s for s in sources if conn.execute("SELECT 1 FROM source_records WHERE source = ?", (s,)).fetchone()
+            }
+            rejects.keep_sources(kept)
             rejects.write(conn)
             return inserted, updated, unchanged
 
