@@ -68,7 +68,8 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
         description=(
             "An embedded customer data platform. Tracking endpoints speak Segment's HTTP API: "
             "authenticate with the write key as the HTTP Basic username. Read endpoints take "
-            "`Authorization: Bearer <token>`."
+            "`Authorization: Bearer <token>`. Here, press Authorize: the write key under `WriteKey` "
+            "(empty password), a read or admin token under `Token`."
         ),
         lifespan=lifespan,
         docs_url=None,
