@@ -11,22 +11,29 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cdp import CDP, Scheduler, Settings, __version__
 
-from . import errors
-from .routes import events, health, ml, profiles, quality, records, segments, tracking, webhooks
+from . import docs, errors
+from .access_log import AccessLog
+from .json_bodies import JSONBodies
+from .routes import events, health, ml, profiles, quality, records, sdk, segments, tracking, webhooks
 
 
 class TrackingCORS:
-    """CORS for the tracking paths only (browsers send analytics.js events cross-origin)."""
+    """CORS for what browsers call cross-origin: the tracking paths (POST) and the SDK settings (GET)."""
 
     def __init__(self, app: ASGIApp, origins: list[str]) -> None:
         self.app = app
         self.cors = CORSMiddleware(
             app, allow_origins=origins, allow_methods=["POST", "OPTIONS"], allow_headers=["*"], max_age=86400
         )
+        self.settings_cors = CORSMiddleware(
+            app, allow_origins=origins, allow_methods=["GET", "OPTIONS"], allow_headers=["*"], max_age=86400
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in tracking.TRACKING_PATHS:
             await self.cors(scope, receive, send)
+        elif scope["type"] == "http" and sdk.is_sdk_settings_path(scope["path"]):
+            await self.settings_cors(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -61,12 +68,19 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
         description=(
             "An embedded customer data platform. Tracking endpoints speak Segment's HTTP API: "
             "authenticate with the write key as the HTTP Basic username. Read endpoints take "
-            "`Authorization: Bearer <token>`."
+            "`Authorization: Bearer <token>`. Here, press Authorize: the write key under `WriteKey` "
+            "(empty password), a read or admin token under `Token`."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
-    for module in (tracking, records, events, profiles, segments, ml, webhooks, quality, health):
+    docs.install(app)
+    for module in (tracking, sdk, records, events, profiles, segments, ml, webhooks, quality, health):
         app.include_router(module.router)
+    app.add_middleware(JSONBodies, raw_paths=lambda path: path in tracking.TRACKING_PATHS or path == "/v1/records")
     app.add_middleware(TrackingCORS, origins=settings.cors_origins)
+    if settings.access_log:
+        app.add_middleware(AccessLog)
     return app

@@ -6,7 +6,8 @@ import base64
 import binascii
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cdp import CDP, KeyInfo
 from cdp.errors import InvalidJSON
@@ -40,11 +41,21 @@ def credential(request: Request) -> str | None:
     return None
 
 
-def require_read(request: Request, cdp: CDPDep) -> KeyInfo:
+# Declares the Bearer scheme on every read/admin route of /openapi.json (so /docs can authorize); the
+# token itself is read by ``credential`` (Bearer, or HTTP Basic with the token as username).
+TOKEN_SCHEME = HTTPBearer(
+    auto_error=False,
+    scheme_name="Token",
+    description="A read or admin token from `cdp keys create --kind read|admin` (admin implies read).",
+)
+BearerDoc = Annotated[HTTPAuthorizationCredentials | None, Security(TOKEN_SCHEME)]
+
+
+def require_read(request: Request, cdp: CDPDep, _doc: BearerDoc = None) -> KeyInfo:
     return cdp.keys.verify(credential(request), "read")
 
 
-def require_admin(request: Request, cdp: CDPDep) -> KeyInfo:
+def require_admin(request: Request, cdp: CDPDep, _doc: BearerDoc = None) -> KeyInfo:
     return cdp.keys.verify(credential(request), "admin")
 
 

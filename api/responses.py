@@ -84,3 +84,15 @@ class Preview(Open):
 
 class JSONObject(Open):
     """A JSON object whose fields the route's summary describes (reports, models, JSON Schemas)."""
+
+
+class SegmentSettings(Open):
+    """analytics.js settings: ``integrations["Segment.io"]`` says where and how to send."""
+
+    integrations: dict[str, Any]
+
+
+class RudderSourceConfig(Open):
+    """RudderStack v3 source configuration: ``source`` with ``id``, ``config`` and ``destinations``."""
+
+    source: dict[str, Any]

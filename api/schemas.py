@@ -99,6 +99,9 @@ class ImportSummaryOut(BaseModel):
     rejected: int
     errors: list[dict[str, Any]]
     errors_truncated: bool
+    nulled: int = 0
+    warnings: list[dict[str, Any]] = []
+    warnings_truncated: bool = False
 
 
 class Cursor(BaseModel):
@@ -109,6 +112,10 @@ class Cursor(BaseModel):
 class EventsPage(BaseModel):
     data: list[dict[str, Any]]
     cursor: Cursor
+
+
+WRITE_KEY_SECURITY: list[dict[str, list[str]]] = [{"WriteKey": []}]
+TOKEN_SECURITY: list[dict[str, list[str]]] = [{"Token": []}]
 
 
 def body_doc(model: type[BaseModel], *, ndjson: bool = False, array: bool = False) -> dict[str, Any]:

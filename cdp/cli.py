@@ -105,11 +105,24 @@ def serve(
         settings = settings.model_copy(update={"ingest_writer": "process"})
     cdp = CDP(settings)
     url = f"http://{settings.host}:{settings.port}"
-    click.echo(f"cdp {url}  (OpenAPI docs: {url}/docs, store: {settings.db})")
+    click.echo(f"cdp is serving {url}")
+    click.echo(f"  API docs:    {url}/docs")
+    click.echo(f"  store:       {settings.db}")
+    click.echo(f"  cdp command: {Path(sys.argv[0]).resolve()}   (or `source .venv/bin/activate` in a checkout)")
     if dev_keys:
         keys = make_dev_keys(cdp, Path(f"{settings.db}.dev-keys.json"))
-        click.echo(f"  write key: {keys['write']}   (Segment SDKs: host={url}, write_key=<this>)")
-        click.echo(f"  read key:  {keys['read']}   (curl -H 'Authorization: Bearer <this>' {url}/v1/events)")
+        click.echo(f"  write key:   {keys['write']}   (SDKs: host/apiHost {url}, HTTP Basic username)")
+        click.echo(f"  read token:  {keys['read']}   (Authorization: Bearer <this>; /docs Authorize)")
+        click.echo(f"  admin token: {keys['admin']}   (segments, webhooks: Authorization: Bearer <this>)")
+        click.echo(f"  (kept in {settings.db}.dev-keys.json, reused next time; for the README's examples, paste:)")
+        click.echo(f"  export WRITE_KEY={keys['write']} READ_TOKEN={keys['read']} ADMIN_TOKEN={keys['admin']}")
+    access = logging.getLogger("cdp.access")
+    if settings.access_log and log_level.lower() in ("trace", "debug", "info") and not access.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
     app = create_app(cdp=cdp, scheduler=settings.scheduler_enabled)
     # Everything loaded so far (FastAPI, pydantic models, the identity cache's start) lives as long
     # as the process: out of the collector's sight, full collections scan only what ingest allocates
@@ -241,6 +254,7 @@ def import_records(
     mapping = _parse_maps(maps)
     with open_cdp(db) as cdp:
         fmt = files.detect_format(file, fmt)
+        files.check_columns(file, fmt, id_column=id_column, mapping=mapping, encoding=encoding)
         total = files.count_rows(file, fmt)
         bar: Any
         with click.progressbar(length=total, label=f"importing {file.name}", file=sys.stderr, show_pos=True) as bar:
@@ -262,9 +276,17 @@ def import_records(
             click.echo(f"  row {error['row']}: {error['message']}", err=True)
         if summary.rejected > 20:
             click.echo(f"  ... and {summary.rejected - 20} more rejected rows (use --json for all)", err=True)
+        for warning in summary.warnings[:20]:
+            click.echo(
+                f"  row {warning['row']}: {warning['field']} {warning['value']!r} left empty: {warning['why']}",
+                err=True,
+            )
+        if summary.nulled > 20:
+            click.echo(f"  ... and {summary.nulled - 20} more values left empty (use --json for all)", err=True)
+        nulled = f", {summary.nulled} values left empty" if summary.nulled else ""
         click.echo(
             f"{summary.received} rows: {summary.inserted} inserted, {summary.updated} updated, "
-            f"{summary.unchanged} unchanged, {summary.rejected} rejected"
+            f"{summary.unchanged} unchanged, {summary.rejected} rejected{nulled}"
         )
 
 

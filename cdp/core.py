@@ -6,6 +6,7 @@ from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from cdp.browser import BrowserSDKs
 from cdp.events import Events
 from cdp.identity.realtime import RealtimeMatcher
 from cdp.identity.resolve import Resolution
@@ -39,6 +40,7 @@ class CDP:
             self.store.migrate()
         self.keys = Keys(self.store, cache_seconds=self.settings.key_cache_seconds)
         self.graph = identity_graph(self.store, self.settings)
+        self.browser = BrowserSDKs(self.keys)
         self.ingest = Ingest(self.store, self.keys, self.settings, self.graph)
         self.events = Events(self.store)
         self.profiles = Profiles(self.store, self.settings)

@@ -43,6 +43,12 @@ class InvalidBatch(InvalidInput):
     code = "invalid_messages"
 
 
+class MissingColumns(InvalidInput):
+    """An import names a column (``--id-column``, a ``--map`` source) that the file does not have."""
+
+    code = "missing_columns"
+
+
 class InvalidRecords(InvalidInput):
     """Some CRM records were refused; the others were stored."""
 
@@ -71,6 +77,12 @@ class NotFound(CDPError):
 
 class UnknownKey(NotFound):
     code = "unknown_key"
+
+
+class UnknownWriteKey(NotFound):
+    """A browser SDK asked for the settings of a write key that does not exist or was revoked."""
+
+    code = "unknown_write_key"
 
 
 class InvalidCursor(InvalidInput):

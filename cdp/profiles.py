@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from cdp import normalize
-from cdp.errors import InvalidInput, UnknownProfile
+from cdp.errors import InvalidInput, UnknownProfile, UnknownSegment
 from cdp.events import COLUMNS as EVENT_COLUMNS
 from cdp.events import event_dict
 from cdp.identity.traits import computed_rows, profile_sources, unify
@@ -18,6 +18,20 @@ from cdp.store import Store
 from cdp.timeutil import format_ts, parse_ts, utcnow
 
 LOOKUP_TYPES = ("user_id", "anonymous_id", "email", "phone")
+SEARCH_TYPES = ("user_id", "anonymous_id", "email", "phone", "external_id", "record")
+_LAST = "\U0010ffff"  # above every character: value >= q AND value < q || _LAST is a prefix match on an index
+_NAME_MATCH = """
+SELECT profile_id FROM source_records
+ WHERE profile_id IS NOT NULL AND (first_name LIKE :like ESCAPE '\\' OR last_name LIKE :like ESCAPE '\\'
+       OR external_id LIKE :like ESCAPE '\\'
+       OR (first_name || ' ' || last_name) LIKE :like ESCAPE '\\')
+UNION
+SELECT id FROM profiles
+ WHERE json_extract(traits, '$.first_name') LIKE :like ESCAPE '\\'
+    OR json_extract(traits, '$.last_name') LIKE :like ESCAPE '\\'
+    OR json_extract(traits, '$.name') LIKE :like ESCAPE '\\'
+    OR (json_extract(traits, '$.first_name') || ' ' || json_extract(traits, '$.last_name')) LIKE :like ESCAPE '\\'
+"""
 
 
 class Profiles:
@@ -92,6 +106,86 @@ class Profiles:
             "created_at": created,
             "updated_at": updated,
         }
+
+    def search(
+        self,
+        q: str | None = None,
+        *,
+        segment: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[dict[str, Any]]:
+        """Live profiles, most recently seen first (``updated_at``: the last event or record that touched
+        the profile), optionally only those in ``segment`` and those ``q`` prefix-matches.
+
+        ``q`` matches the start of any identifier (user_id, anonymous_id, email, phone, external ids; emails
+        case-insensitively, phones also as ``+<digits>``) or of a first name, last name or full name (in CRM
+        records, and in unified traits once resolution has refreshed them), case-insensitively.
+        """
+        limit = check_limit(limit)
+        position = decode_cursor(cursor)
+        conn = self.store.reader()
+        where: list[str] = ["p.merged_into IS NULL"]
+        params: dict[str, Any] = {"limit": limit + 1}
+        if segment is not None:
+            if conn.execute("SELECT 1 FROM segments WHERE key = ?", (segment,)).fetchone() is None:
+                raise UnknownSegment(f"no segment with key {segment!r}", {"segment": segment})
+            where.append("p.id IN (SELECT profile_id FROM memberships WHERE segment_key = :segment)")
+            params["segment"] = segment
+        if q is not None and q.strip():
+            where.append(f"p.id IN ({self._matching(q.strip(), params)})")
+        if position is not None:
+            at, pid = position.get("at"), position.get("id")
+            if not isinstance(at, str) or not isinstance(pid, str):
+                raise InvalidInput("the cursor is not one this API returned", {"field": "cursor"})
+            where.append("(p.updated_at < :at OR (p.updated_at = :at AND p.id < :id))")
+            params.update(at=at, id=pid)
+        rows = conn.execute(
+            f"SELECT p.id, p.created_at, p.updated_at FROM profiles p WHERE {' AND '.join(where)}"
+            " ORDER BY p.updated_at DESC, p.id DESC LIMIT :limit",
+            params,
+        ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        identifiers: dict[str, list[dict[str, str]]] = {str(r[0]): [] for r in rows}
+        if rows:
+            marks = ",".join("?" * len(rows))
+            for pid, kind, value in conn.execute(
+                f"SELECT profile_id, type, value FROM identifiers WHERE profile_id IN ({marks}) ORDER BY type, value",
+                [r[0] for r in rows],
+            ):
+                identifiers[pid].append({"type": kind, "value": value})
+        data = [
+            {
+                "id": pid,
+                "traits": unify(profile_sources(conn, pid), self.settings.trait_priority),
+                "identifiers": identifiers[pid],
+                "created_at": created,
+                "updated_at": updated,
+            }
+            for pid, created, updated in rows
+        ]
+        last = rows[-1] if rows else None
+        return Page(data, encode_cursor({"at": last[2], "id": last[0]}) if more and last else None)
+
+    @staticmethod
+    def _matching(q: str, params: dict[str, Any]) -> str:
+        """SQL for the live ids of profiles ``q`` prefix-matches (binds its values into ``params``)."""
+        prefixes = {q, q.lower()}
+        digits = "".join(ch for ch in q if ch.isdigit())
+        if digits and len(digits) >= len(q.replace(" ", "").replace("-", "").lstrip("+")):
+            prefixes.add("+" + digits)  # a phone typed with spaces or dashes, or without its +
+        parts = []
+        for n, prefix in enumerate(sorted(prefixes)):
+            params[f"lo{n}"], params[f"hi{n}"] = prefix, prefix + _LAST
+            types = ", ".join(f"'{t}'" for t in SEARCH_TYPES)
+            parts.append(
+                f"SELECT profile_id FROM identifiers WHERE type IN ({types}) AND value >= :lo{n} AND value < :hi{n}"
+            )
+        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params["like"] = escaped + "%"
+        found = " UNION ".join([*parts, _NAME_MATCH])
+        return f"SELECT coalesce(f.merged_into, f.id) FROM profiles f WHERE f.id IN ({found})"
 
     def identities(self, profile_id: str) -> dict[str, Any]:
         pid = self.live_id(profile_id)

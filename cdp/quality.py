@@ -49,6 +49,11 @@ class Tally:
     def __bool__(self) -> bool:
         return bool(self.sums or self.maxima)
 
+    def keep_sources(self, sources: set[str]) -> None:
+        """Drop the counts of every other source."""
+        self.sums = defaultdict(float, {k: v for k, v in self.sums.items() if k[1] in sources})
+        self.maxima = {k: v for k, v in self.maxima.items() if k[1] in sources}
+
     def merge(self, other: Tally) -> None:
         for key, value in other.sums.items():
             self.sums[key] += value
@@ -139,10 +144,19 @@ class Quality:
                     for field, count in zip(CANONICAL_COLUMNS, counts, strict=True)
                 },
                 "uniqueness": {"records_sharing_an_email": 0},
+                "invalid": {},
             }
         for source, shared in conn.execute(
             "SELECT source, sum(n) FROM (SELECT source, email, count(*) AS n FROM source_records"
             " WHERE email IS NOT NULL GROUP BY source, email HAVING n > 1) GROUP BY source"
         ):
             out[source]["uniqueness"]["records_sharing_an_email"] = int(shared)
+        # Validity from the records as stored now (their quality flags), so re-importing a file counts nothing twice.
+        for source, flag, n in conn.execute(
+            "SELECT r.source, j.value, count(*) FROM source_records r, json_each(r.quality_flags) j"
+            " WHERE r.quality_flags IS NOT NULL GROUP BY r.source, j.value"
+        ):
+            kind, _, field = str(flag).partition(":")
+            if kind == "invalid" and field:
+                out[source]["invalid"][field] = int(n)
         return out

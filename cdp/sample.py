@@ -124,7 +124,8 @@ def _named(progress: Callable[[str, int], None] | None, name: str) -> Callable[[
 
 
 def dev_keys(cdp: CDP, path: Path) -> dict[str, str]:
-    """A write and a read key for local use, kept in ``path`` (mode 600) and reused while active.
+    """A write key, a read token and an admin token for local use, kept in ``path`` (mode 600) and reused
+    while active.
 
     Only ``make run`` asks for this: production keys are made with ``cdp keys create`` and shown once.
     """
@@ -135,7 +136,7 @@ def dev_keys(cdp: CDP, path: Path) -> dict[str, str]:
         except ValueError:
             saved = {}
     out: dict[str, str] = {}
-    for kind in ("write", "read"):
+    for kind in ("write", "read", "admin"):
         secret = saved.get(kind)
         info = cdp.keys.lookup(secret) if secret else None
         if info is None or info.kind != kind:

@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     )
 
     # API
+    access_log: bool = Field(
+        True, description="Log one line per request (method, path, status, ms) on the cdp.access logger."
+    )
     cors_origins: list[str] = Field(default_factory=lambda: ["*"], description="Origins allowed on /v1/*.")
     key_cache_seconds: float = Field(5.0, ge=0, description="How long a verified key is cached in memory.")
 

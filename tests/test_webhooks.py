@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import ssl
@@ -615,7 +616,9 @@ class ScriptedServer:
             except (ssl.SSLError, OSError):  # the client refused our certificate
                 conn.close()
                 return
-        with conn:
+        # A client that resets a connection it is done with (a stale kept-alive one) has closed it: not an error
+        # of this script (it failed a full run once, as an unhandled exception in this thread).
+        with conn, contextlib.suppress(ConnectionResetError):
             buffer = b""
             while True:
                 while b"\r\n\r\n" not in buffer:

@@ -17,6 +17,28 @@ NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such profile (the 
 
 
 @router.get(
+    "/v1/profiles",
+    response_model=DataPage,
+    responses={**ERRORS, 404: ERRORS[400] | {"description": "No such segment"}},
+    summary="List and search profiles, most recently seen first",
+    description=(
+        "`q` prefix-matches any identifier (user_id, anonymous_id, email, phone, external ids) or a first, last "
+        "or full name; `segment` keeps the members of one segment. Items: `id`, `traits`, `identifiers`, "
+        "`created_at`, `updated_at` (last seen). Cursor pagination."
+    ),
+)
+def search(
+    cdp: CDPDep,
+    _key: ReadKey,
+    q: str | None = Query(None, description="Prefix of a name, email, phone or any identifier"),
+    segment: str | None = Query(None, description="Only members of this segment (its key)"),
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    return cdp.profiles.search(q, segment=segment, limit=limit, cursor=cursor).to_dict()
+
+
+@router.get(
     "/v1/profiles/lookup", response_model=Profile, responses=NOT_FOUND, summary="Find a profile by any identifier"
 )
 def lookup(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import CDPDep, credential
-from ..schemas import ERRORS, ImportSummaryOut, RecordIn, body_doc
+from ..schemas import ERRORS, WRITE_KEY_SECURITY, ImportSummaryOut, RecordIn, body_doc
 from .tracking import read_body
 
 router = APIRouter(tags=["records"])
@@ -18,7 +18,7 @@ router = APIRouter(tags=["records"])
     "/v1/records",
     response_model=ImportSummaryOut,
     responses=ERRORS,
-    openapi_extra=body_doc(RecordIn, ndjson=True, array=True),
+    openapi_extra={**body_doc(RecordIn, ndjson=True, array=True), "security": WRITE_KEY_SECURITY},
     summary="Upsert CRM records (idempotent per source and external_id)",
 )
 async def upsert_records(

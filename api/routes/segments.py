@@ -11,7 +11,7 @@ from cdp.errors import InvalidJSON
 
 from ..deps import AdminKey, CDPDep, ReadKey, get_cdp, json_body, require_read
 from ..responses import DataPage, JSONObject, Preview, Run, Segment
-from ..schemas import ERRORS
+from ..schemas import ERRORS, TOKEN_SECURITY
 
 router = APIRouter(tags=["segments"])
 NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such segment or profile (the message says which)"}}
@@ -120,6 +120,7 @@ def history(
     "/v1/profiles/{profile_id}/segments",
     response_model=DataPage,
     responses=NOT_FOUND,
+    openapi_extra={"security": TOKEN_SECURITY},
     summary="Segments the profile is in",
 )
 async def profile_segments(request: Request, profile_id: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from cdp.errors import PayloadTooLarge
 from ..deps import credential, get_cdp
 from ..schemas import (
     ERRORS,
+    WRITE_KEY_SECURITY,
     AliasMessage,
     BatchBody,
     GroupMessage,
@@ -71,7 +72,7 @@ def _route(kind: str) -> None:
     common = {
         "response_model": Success,
         "responses": ERRORS,
-        "openapi_extra": body_doc(DOCS[kind]),
+        "openapi_extra": {**body_doc(DOCS[kind]), "security": WRITE_KEY_SECURITY},
     }
     router.add_api_route(f"/v1/{kind}", endpoint, methods=["POST"], summary=summary, **common)  # type: ignore[arg-type]
     short = next(s for s, k in SHORT.items() if k == kind)

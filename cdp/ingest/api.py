@@ -94,7 +94,9 @@ class Ingest:
         encoding: str = "utf-8-sig",
         progress: Callable[[int], None] | None = None,
     ) -> ImportSummary:
+        """Import a file's rows; a missing ``id_column`` or ``mapping`` source is an error before any row."""
         fmt = files.detect_format(path, fmt)
+        files.check_columns(path, fmt, id_column=id_column, mapping=mapping or {}, encoding=encoding)
         return self.records.upsert(
             files.read_rows(path, fmt, encoding),
             source=source,

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from cdp.errors import InvalidInput
-from cdp.ingest.records import BadRow
+from cdp.errors import InvalidInput, MissingColumns
+from cdp.ingest.records import BadRow, flatten
 
 FORMATS = ("csv", "json", "ndjson", "parquet")
 _SUFFIXES = {".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".parquet": "parquet"}
@@ -46,6 +46,51 @@ def count_rows(path: Path, fmt: str) -> int | None:
             lines = sum(1 for line in handle if line.strip())
         return max(lines - 1, 0) if fmt == "csv" else lines
     return None
+
+
+def columns(path: Path, fmt: str, encoding: str = "utf-8-sig", sample: int = 1000) -> list[str]:
+    """The file's column names: a CSV's header, a Parquet schema, the keys of a JSON file's first
+    ``sample`` objects (``address.*`` and ``traits`` flattened as the import reads them)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        if not path.is_file():
+            raise InvalidInput(f"no such file: {path}", {"path": str(path)})
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    if fmt == "csv":
+        if not path.is_file():
+            raise InvalidInput(f"no such file: {path}", {"path": str(path)})
+        try:
+            with path.open(newline="", encoding=encoding) as handle:
+                header = next(csv.reader(handle), [])
+        except UnicodeDecodeError:
+            return []  # read_rows reports the encoding with its fix
+        return [h for h in header]
+    seen: dict[str, None] = {}
+    for n, (_, row) in enumerate(read_rows(path, fmt, encoding), start=1):
+        if isinstance(row, Mapping):
+            seen.update(dict.fromkeys(str(k) for k in row))
+            seen.update(dict.fromkeys(flatten(row)))
+        if n >= sample:
+            break
+    return list(seen)
+
+
+def check_columns(
+    path: Path, fmt: str, *, id_column: str, mapping: Mapping[str, str], encoding: str = "utf-8-sig"
+) -> None:
+    """MissingColumns, listing the file's columns, when ``id_column`` or a ``mapping`` source is not one."""
+    have = columns(path, fmt, encoding)
+    if not have:
+        return  # an empty or unreadable file: read_rows says why
+    wanted = [(id_column, "--id-column")] + [(col, f"--map {col}={field}") for col, field in mapping.items()]
+    missing = [(col, option) for col, option in wanted if col not in have]
+    if missing:
+        names = ", ".join(f"{col!r} ({option})" for col, option in missing)
+        raise MissingColumns(
+            f"{path.name} has no column {names}; its columns are: {', '.join(have)}",
+            {"missing": [col for col, _ in missing], "columns": have},
+        )
 
 
 def read_rows(path: Path, fmt: str, encoding: str = "utf-8-sig") -> Rows:

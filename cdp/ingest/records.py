@@ -68,6 +68,15 @@ UPSERT = (
 SET_PROFILE = "UPDATE source_records SET profile_id = ? WHERE source = ? AND external_id = ?"
 
 
+_WHY_NULL = {
+    "email": "not a valid email address",
+    "phone": "not a valid phone number (numbers without a country code are read in CDP_DEFAULT_PHONE_REGION)",
+    "birthday": "not a date, or not a plausible birthday (CDP_DATE_ORDER sets day/month order)",
+    "address.postal_code": "not a postal code",
+    "address.country": "not a known country name or code",
+}
+
+
 class BadRow(Exception):
     """A row that could not be read at all (broken JSON line, wrong type)."""
 
@@ -86,6 +95,13 @@ class ImportSummary:
     errors: list[dict[str, Any]] = field(default_factory=list)
     rejected: int = 0
     auto_mapped: dict[str, str] = field(default_factory=dict)
+    nulled: int = 0  # values kept out because normalisation turned them to null (the row itself is stored)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+
+    def null(self, row: int, field_name: str, value: Any, why: str) -> None:
+        self.nulled += 1
+        if len(self.warnings) < MAX_ERRORS_KEPT:
+            self.warnings.append({"row": row, "field": field_name, "value": str(value)[:200], "why": why})
 
     def reject(self, row: int, field_name: str, code: str, message: str) -> None:
         self.rejected += 1
@@ -101,6 +117,9 @@ class ImportSummary:
             "rejected": self.rejected,
             "errors": self.errors,
             "errors_truncated": self.rejected > len(self.errors),
+            "nulled": self.nulled,
+            "warnings": self.warnings,
+            "warnings_truncated": self.nulled > len(self.warnings),
         }
 
 
@@ -111,7 +130,7 @@ def canonical_field(column: str) -> str | None:
     return ALIASES.get(_KEY.sub("", column.lower()))
 
 
-def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
+def flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in raw.items():
         if key == "address" and isinstance(value, Mapping):
@@ -207,7 +226,7 @@ class Records:
 
         canonical: dict[str, Any] = {}
         traits: dict[str, Any] = {}
-        for key, value in _flatten(raw).items():
+        for key, value in flatten(raw).items():
             if key == id_key or (key == "source" and source is None) or normalize.is_blank(value):
                 continue
             target = mapping.get(key)
@@ -248,6 +267,9 @@ class Records:
                 clean = normalize.name(value)
             if clean is None:
                 flags.append(f"invalid:{field_name}")
+                summary.null(
+                    number, field_name, value, _WHY_NULL.get(field_name, "nothing usable was left after cleaning")
+                )
             values.append(clean)
         traits_json = orjson.dumps(traits, option=orjson.OPT_SORT_KEYS, default=str).decode()
         flags_json = orjson.dumps(flags).decode() if flags else None
@@ -259,10 +281,8 @@ class Records:
     ) -> None:
         # Within one chunk the last row for a (source, external_id) wins.
         latest: dict[tuple[str, str], tuple[Any, ...]] = {}
-        flags_of: dict[tuple[str, str], list[str]] = {}
-        for _, row, flags in chunk:
+        for _, row, _flags in chunk:
             latest[(row[0], row[1])] = row
-            flags_of[(row[0], row[1])] = flags
         superseded = len(chunk) - len(latest)
         rows = list(latest.values())
 
@@ -283,8 +303,6 @@ class Records:
                     tally.add("records", src, "", "updated")
                 else:
                     unchanged += 1
-                for flag in flags_of[key]:
-                    tally.add("records", src, "", flag)
             if rows:
                 conn.executemany(UPSERT, [(*row, now, now) for row in rows])
             changed = [r for r in rows if hashes.get((r[0], r[1])) != r[-1]]
@@ -302,6 +320,13 @@ class Records:
             if changed and self.records_changed:
                 self.records_changed(conn, _changed_ids(conn, [(r[0], r[1]) for r in changed]))
             tally.write(conn)
+            # Rejections count against a source that holds records; a run that stored nothing for a new
+            # source leaves no empty source in the quality report (its summary lists every rejected row).
+            sources = {key[1] for key in rejects.sums}
+            kept = {
+                s for s in sources if conn.execute("SELECT 1 FROM source_records WHERE source = ?", (s,)).fetchone()
+            }
+            rejects.keep_sources(kept)
             rejects.write(conn)
             return inserted, updated, unchanged
 

@@ -1,0 +1,64 @@
+"""Admin and read endpoints take a JSON body whatever its Content-Type, when it parses as JSON.
+
+``curl -d '{...}'`` sends ``application/x-www-form-urlencoded``; the tracking paths never cared (Segment's
+API does not), and users expect the same of ``POST /v1/webhooks`` and ``/v1/segments``. A body that is not
+JSON passes through untouched, so a form stays a form and the error names the Content-Type it saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MAX_BYTES = 1 << 20  # admin bodies are small; larger ones pass through as sent
+METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class JSONBodies:
+    def __init__(self, app: ASGIApp, raw_paths: Callable[[str], bool]) -> None:
+        self.app = app
+        self.raw_paths = raw_paths  # paths that read their body raw (tracking, records)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in METHODS or self.raw_paths(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        kind = next((v for k, v in headers if k == b"content-type"), b"").lower()
+        if b"json" in kind or kind.startswith(b"multipart/"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > MAX_BYTES:
+                break
+        body = b"".join(chunks)
+        if not more and body.strip():
+            try:
+                orjson.loads(body)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                scope = dict(scope)
+                scope["headers"] = [(k, v) for k, v in headers if k != b"content-type"]
+                scope["headers"].append((b"content-type", b"application/json"))
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": more}
+            return await receive()
+
+        await self.app(scope, replay, send)
