@@ -495,7 +495,6 @@ _PREDICTION_RULES: tuple[tuple[str, ...], ...] = (
     ("first_name", "last_name", NAME_BLOCK_FLAG),
     ("last_name", "first_initial", INITIAL_BLOCK_FLAG),
     ("birthday", "first_name_2"),
-    ("email_user",),
     ("swapped_names",),
     ("address_street", "address_postal_code"),
     ("address_number", "address_postal_code"),
