@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sqlite3
@@ -568,6 +569,7 @@ def _describe(version: int, model: matching.MatchModel) -> str:
     return f"model v{version} ({model.kind}, {model.trained_rows} rows): threshold {model.threshold} {how}"
 
 
+@functools.lru_cache(maxsize=4096)
 def _trait_column(key: str) -> str | None:
     """The match-row column for an extra trait (``x_<name>``), ``full_name`` for a full name, or None for
     a trait the matcher does not read (canonical fields, nested values)."""
@@ -591,7 +593,10 @@ def _with_trait_columns(frame: pd.DataFrame, traits: list[str | None]) -> pd.Dat
             column = _trait_column(key)
             if column is None or isinstance(value, bool) or not isinstance(value, str | int | float):
                 continue
-            columns.setdefault(column, [None] * len(traits))[i] = str(value)
+            values = columns.get(column)
+            if values is None:
+                values = columns[column] = [None] * len(traits)
+            values[i] = str(value)
     historical = columns.pop(HISTORICAL_BIRTHDAY, None)
     if historical is not None:  # a birthday before 1850 is no profile trait, but it is evidence
         frame["birthday"] = frame["birthday"].where(frame["birthday"].notna(), pd.Series(historical, index=frame.index))
