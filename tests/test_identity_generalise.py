@@ -194,7 +194,7 @@ def test_two_entities_joined_by_one_borderline_edge_stay_two(tmp_path: Path) -> 
     assert len(set(label[:30].tolist())) == 1 and len(set(label[30:].tolist())) == 1
     assert label[0] != label[30]
     assert any(r.rule == "chaining" for r in refused)
-    assert chain_support_needed(30, 30) == 15 and chain_support_needed(2, 2) == 2
+    assert chain_support_needed(30, 30) == 15 and chain_support_needed(2, 2) == 2 and chain_support_needed(3, 3) == 5
 
 
 def test_an_entity_of_sixty_noisy_records_ends_as_one_profile(tmp_path: Path) -> None:

@@ -406,8 +406,14 @@ def chain_support_needed(na: int, nb: int, share: float = 0.5) -> int:
     clusters' sizes. One person's records, however noisy, match each other many times over: each record
     of the smaller part typically matches at least one of the larger. Asking for a share of *all* pairs
     instead (as cdp did before) cut people with dozens of noisy records into pieces, since most pairs of
-    such records score low."""
-    return max(2, math.ceil(share * min(na, nb)))
+    such records score low. Small clusters still need ``share`` of all their pairs, up to `CHAIN_MIN_PAIRS`:
+    at a million rows, namesakes form many clusters of three or four records that two borderline pairs would
+    otherwise chain."""
+    return max(2, math.ceil(share * min(na, nb)), min(math.ceil(share * na * nb), CHAIN_MIN_PAIRS))
+
+
+CHAIN_MIN_PAIRS = 8
+"""Up to this many matching pairs, the chaining guard asks for ``share`` of all pairs between two clusters."""
 
 
 def changing(graph: Graph, label: np.ndarray) -> np.ndarray:

@@ -47,6 +47,7 @@ historical records hold real birthdays before 1900 (a profile trait keeps its ow
 DERIVED: tuple[str, ...] = (
     "email_user",
     "email_domain",
+    "email_digits",
     "address_number",
     "first_name_nicknames",
     "first_name_known",
@@ -355,6 +356,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
             out["first_name"], out["last_name"], raw("full_name")
         )
     out["email_user"] = pc.take(user, indices)
+    out["email_digits"] = _empty_to_null(pc.replace_substring_regex(out["email_user"], r"[^0-9]", ""))
     out["email_domain"] = pc.take(domain, indices)
     street_number = pc.struct_field(pc.extract_regex(out["address_street"], r"(?P<n>\d+)"), "n")
     out["address_number"] = street_number
