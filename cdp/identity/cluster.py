@@ -252,9 +252,10 @@ def cluster(
     ``matched`` (a mask over rows) says which identifiers were match rows: only those count as a
     cluster's members in that share (a ``user_id`` with no traits to match on was never compared, so
     it can support no edge). Without it, every record and ``user_id`` counts. ``content`` (an int64 per
-    row, from the row's content rather than its id or arrival) orders the replayed links and breaks ties
-    between equally strong edges, so that the same data gives the same clusters in any order and under any
-    source names; without it, arrival order (identifier ids) decides.
+    row, from the row's content rather than its id or arrival) breaks ties between equally strong edges, so
+    that they do not depend on source names or arrival; without it, identifier ids decide. Deterministic
+    links are still replayed in the order they arrived: a run must not undo what real-time linking decided
+    when nothing changed (stable ids).
     """
     from scipy.sparse import coo_matrix  # a fifth of a second to import: only when clustering
     from scipy.sparse.csgraph import connected_components
@@ -275,15 +276,8 @@ def cluster(
         in_bad = bad[comp]
         rows = np.flatnonzero(in_bad)
         mine = in_bad[a]
-        pairs, kinds = np.stack([a[mine], b[mine]], axis=1), alias[mine]
-        if content is not None:  # in an order of their content, not of their arrival
-            lo, hi = (
-                np.minimum(content[pairs[:, 0]], content[pairs[:, 1]]),
-                np.maximum(content[pairs[:, 0]], content[pairs[:, 1]]),
-            )
-            by_content = np.lexsort((hi, lo))
-            pairs, kinds = pairs[by_content], kinds[by_content]
-        root = _replay(graph, rows, pairs, kinds, rules, refused)
+        # in the order they arrived: a run must not undo what real-time linking decided when nothing changed
+        root = _replay(graph, rows, np.stack([a[mine], b[mine]], axis=1), alias[mine], rules, refused)
         smallest: dict[int, int] = {}
         for r in rows.tolist():  # rows ascend: the first row seen of a cluster is its smallest
             smallest.setdefault(root[r], r)

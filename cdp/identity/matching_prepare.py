@@ -356,8 +356,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
             out["first_name"], out["last_name"], raw("full_name")
         )
     out["email_user"] = pc.take(user, indices)
-    out["email_digits"] = _empty_to_null(pc.replace_substring_regex(out["email_user"], r"[^0-9]", ""))
     out["email_domain"] = pc.take(domain, indices)
+    out["email_digits"] = _empty_to_null(pc.replace_substring_regex(out["email_user"], r"[^0-9]", ""))
     street_number = pc.struct_field(pc.extract_regex(out["address_street"], r"(?P<n>\d+)"), "n")
     out["address_number"] = street_number
     indices, values = _distinct(out["first_name"])
