@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,7 +14,10 @@ from cdp.sample import dev_keys
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
+@pytest.mark.skipif(
+    not (ROOT / ".git").exists() and not os.environ.get("CI"),
+    reason="an unpacked source tree without .git (CI always runs on a clone, where a missing git fails)",
+)
 def test_files_a_running_store_creates_are_ignored(tmp_path: Path) -> None:
     settings = Settings(db=tmp_path / "cdp.db", scheduler_enabled=False, webhooks_allow_private_urls=True)
     with CDP(settings) as cdp:
