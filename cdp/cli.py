@@ -435,14 +435,8 @@ def identity_model(db: Path | None, as_json: bool) -> None:
     if as_json:
         echo_json(found)
         return
-    chosen = found["threshold_choice"]
     click.echo(f"model v{found['version']} ({found['kind']}), {found['trained_rows']} rows, made {found['created_at']}")
-    how = (
-        f"chosen for expected precision {chosen.get('expected_precision')} (target {chosen.get('target_precision')})"
-        if chosen.get("method") == "estimated precision"
-        else "from CDP_MATCH_THRESHOLD"
-    )
-    click.echo(f"threshold {found['threshold']}: {how}")
+    click.echo(f"threshold {found['threshold']}: {found['threshold_reason']}")
     for comparison in found["comparisons"]:
         levels = ", ".join(f"{lv['level']} {lv['weight']:+.1f}" for lv in comparison["levels"])
         click.echo(f"  {comparison['comparison']}: {levels}")

@@ -537,11 +537,18 @@ def _bound_weights(training: Any) -> None:
                 level.m_probability = u * floor
 
 
-def content_order(prepared: pd.DataFrame) -> np.ndarray:
-    """Row positions sorted by a hash of each row's content (not its id, source or blocking flags)."""
+def content_hashes(prepared: pd.DataFrame) -> np.ndarray:
+    """A hash of each prepared row's values (not its id, source or blocking flags), as int64."""
+    if not len(prepared):
+        return np.empty(0, dtype=np.int64)
     content = [c for c in prepared.columns if c not in ("unique_id", "source", *BLOCK_FLAGS)]
-    digest = pd.util.hash_pandas_object(prepared[content].astype(object), index=False).to_numpy()
-    order: np.ndarray = np.argsort(digest, kind="stable")
+    digest: np.ndarray = pd.util.hash_pandas_object(prepared[content].astype(object), index=False).to_numpy()
+    return digest.view(np.int64)
+
+
+def content_order(prepared: pd.DataFrame) -> np.ndarray:
+    """Row positions sorted by `content_hashes`."""
+    order: np.ndarray = np.argsort(content_hashes(prepared).view(np.uint64), kind="stable")
     return order
 
 

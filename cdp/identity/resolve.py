@@ -103,6 +103,7 @@ class Resolution:
             "trained_rows": model.trained_rows,
             "threshold": model.threshold,
             "threshold_choice": model.metrics.get("threshold", {"method": "setting", "value": model.threshold}),
+            "threshold_reason": _threshold_reason(model),
             "prior": model.prior,
             "fields": list(model.fields),
             "comparisons": model.metrics.get("comparisons", []),
@@ -294,7 +295,7 @@ class Resolution:
                 else:
                     edges = matching.predict(model, rows)
                 say(f"scored pairs with model v{version}: {len(edges)} matches in {time.perf_counter() - t0:.1f}s")
-            matched = pd.Series(_content_hashes(rows), index=pd.Index(rows["unique_id"]))
+            matched = pd.Series(matching.content_hashes(rows), index=pd.Index(rows["unique_id"]))
             del rows  # not needed any more: free it before clustering (a million rows hold about a gigabyte)
             snap = reading.result()
         for attempt in range(3):
@@ -398,12 +399,9 @@ class Resolution:
                     graph.ids[a].tolist(), graph.ids[b].tolist(), weight.tolist(), probability.tolist(), strict=True
                 )
             ]
-        # Each identifier's content (a match row's cleaned values; an email's or phone's value), so that
-        # clustering follows the data, not the order it arrived in or the names of its sources.
-        content = pd.util.hash_array(
-            np.array([f"{graph.type_names[t]}:{v}" for t, v in zip(graph.types.tolist(), graph.values, strict=True)],
-                     dtype=object)
-        ).view(np.int64)  # fmt: skip
+        # Ties between equally strong edges follow the match rows' content, not their ids (edges only join
+        # match rows; other identifiers keep their ids).
+        content = graph.ids.copy()
         if len(matched):
             where = keys.get_indexer(matched.index)
             content[matchable[where[where >= 0]]] = matched.to_numpy()[where >= 0]
@@ -550,23 +548,17 @@ class Resolution:
         return TraitRefresh(self.store, self.settings).run(chunk, dense_chunk)
 
 
-def _content_hashes(rows: pd.DataFrame) -> np.ndarray:
-    """A hash of each prepared match row's values (not its id, source or blocking flags), as int64."""
-    columns = [c for c in rows.columns if c not in ("unique_id", "source") and not c.endswith("_blockable")]
-    if not len(rows):
-        return np.empty(0, dtype=np.int64)
-    hashed: np.ndarray = pd.util.hash_pandas_object(rows[columns].astype(object), index=False).to_numpy()
-    return hashed.view(np.int64)
+def _threshold_reason(model: matching.MatchModel) -> str:
+    chosen = model.metrics.get("threshold", {})
+    if chosen.get("method") == "estimated precision":
+        expected, target = chosen.get("expected_precision"), chosen.get("target_precision")
+        return f"chosen for expected precision {expected} (target {target})"
+    return "from CDP_MATCH_THRESHOLD"
 
 
 def _describe(version: int, model: matching.MatchModel) -> str:
-    chosen = model.metrics.get("threshold", {})
-    how = (
-        f"chosen for expected precision {chosen.get('expected_precision')} (target {chosen.get('target_precision')})"
-        if chosen.get("method") == "estimated precision"
-        else "from the setting"
-    )
-    return f"model v{version} ({model.kind}, {model.trained_rows} rows): threshold {model.threshold} {how}"
+    reason = _threshold_reason(model)
+    return f"model v{version} ({model.kind}, {model.trained_rows} rows): threshold {model.threshold} {reason}"
 
 
 @functools.lru_cache(maxsize=4096)
