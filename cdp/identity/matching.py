@@ -64,6 +64,7 @@ from cdp.identity.matching_backend import (
     as_pandas,
     cap_term_frequencies,
     count_moves_once,
+    extra_columns,
     fill_untrained,
     label,
     no_worse_than_else,
@@ -434,8 +435,7 @@ def train(
         "seed": seed,
         "comparisons": parameter_summary(settings),
         "blocking_rules": [list(k) for k in keys],
-        "fill": {c: round(float(prepared[c].notna().mean()), 4) for c in (*FIELDS[1:], *prepared.columns)
-                 if c in prepared.columns and (c in FIELDS[1:] or c.startswith(EXTRA_PREFIX))},
+        "fill": {c: round(float(prepared[c].notna().mean()), 4) for c in (*FIELDS[1:], *extra_columns(prepared))},
         "versions": {"splink": splink.__version__, "duckdb": duckdb.__version__},
         "backend": backend,
     }  # fmt: skip
