@@ -290,11 +290,16 @@ class Resolution:
             if model_info is not None:
                 version, model = model_info
                 t0 = time.perf_counter()
-                if scored:  # the same rows, the same model: keep the pairs at its threshold
-                    edges = scored[0][scored[0]["match_probability"] >= model.threshold].reset_index(drop=True)
+                floor = self._support_floor(model)  # links and the weaker pairs that may corroborate them
+                if scored:  # the same rows, the same model: keep the pairs from that floor
+                    edges = scored[0][scored[0]["match_probability"] >= floor].reset_index(drop=True)
                 else:
-                    edges = matching.predict(model, rows)
-                say(f"scored pairs with model v{version}: {len(edges)} matches in {time.perf_counter() - t0:.1f}s")
+                    edges = matching.predict(model, rows, threshold=floor)
+                links = int((edges["match_probability"] >= model.threshold).sum()) if len(edges) else 0
+                say(
+                    f"scored pairs with model v{version}: {links} matches, {len(edges) - links} corroborating"
+                    f" pairs in {time.perf_counter() - t0:.1f}s"
+                )
             matched = pd.Series(matching.content_hashes(rows), index=pd.Index(rows["unique_id"]))
             del rows  # not needed any more: free it before clustering (a million rows hold about a gigabyte)
             snap = reading.result()
@@ -328,6 +333,11 @@ class Resolution:
                 conn.execute("COMMIT")
         finally:
             conn.close()
+
+    def _support_floor(self, model: matching.MatchModel) -> float:
+        """Pairs scored from here are kept for clustering: links (at the model's threshold) and the weaker
+        pairs that may corroborate them (``match_support_threshold``)."""
+        return min(self.settings.match_support_threshold, model.threshold)
 
     def _model_for(
         self, rows: pd.DataFrame, retrain: bool | None, say: Progress, scored: list[pd.DataFrame] | None = None
@@ -406,9 +416,10 @@ class Resolution:
             where = keys.get_indexer(matched.index)
             content[matchable[where[where >= 0]]] = matched.to_numpy()[where >= 0]
         strong = self.settings.match_strong_threshold
+        link = model_info[1].threshold if model_info is not None else strong
         label, refused = cluster(
             graph, ends, self.graph.rules, strong_weight=math.log2(strong / (1 - strong)), matched=has_row,
-            content=content,
+            content=content, link_weight=math.log2(link / (1 - link)),
         )  # fmt: skip
         rows = changing(graph, label)
         nodes = graph.nodes(rows.tolist())
@@ -425,6 +436,10 @@ class Resolution:
                 members.setdefault(node.profile_id, []).append(i)
         strongest = _strongest(by_id, edge_list)
         now = now_iso()
+        if len(edges) and model_info is not None:  # keep links, and corroborating pairs inside one profile
+            keep = edges["match_probability"].to_numpy(dtype=np.float64) >= model_info[1].threshold
+            keep[np.flatnonzero(found)[label[ends[0]] == label[ends[1]]]] = True
+            edges = edges[keep]
         edge_rows = _edge_rows(edges, model_info[0], now) if model_info is not None else None
         self.store.write(lambda c: self._apply(c, now, by_id, result, edge_rows, model_info, members, strongest))
         stats["profiles"] = int(
@@ -674,10 +689,13 @@ def _why(
     edge = strongest.get((min(survivor, gone), max(survivor, gone)))
     if edge is None:
         return {"evidence": "identifier", "identifiers": sorted(by_id[i].key for i in members.get(gone, ()))[:20]}
-    return {
+    why = {
         "evidence": "probabilistic",
         "model_version": model_info[0] if model_info else None,
         "match_weight": round(edge.weight, 3),
         "match_probability": round(edge.probability, 6),
         "pair": [by_id[edge.a].key, by_id[edge.b].key],
     }
+    if model_info is not None and edge.probability < model_info[1].threshold:
+        why["evidence"] = "corroborated"  # no pair reached the threshold; several between them agree
+    return why
