@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -20,6 +21,8 @@ from pydantic import ValidationError
 from cdp.core import CDP
 from cdp.errors import CDPError
 from cdp.settings import Settings
+from cdp.store import checkpoint_opened_stores
+from cdp.textsafe import clean
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,7 +34,9 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except CDPError as exc:
-            raise click.ClickException(exc.message) from exc
+            raise click.ClickException(clean(exc.message)) from exc
+        except sqlite3.Error as exc:  # the store failed under the command (read-only, disk full, locked)
+            raise click.ClickException(clean(f"the store failed: {exc}")) from exc
 
 
 def db_option(fn: F) -> F:
@@ -949,6 +954,7 @@ def main() -> None:
     except SystemExit as exc:
         code = exc.code
     if threading.active_count() > 1 or "pyspark" in sys.modules:
+        checkpoint_opened_stores()
         sys.exit(code)
     matching = sys.modules.get("cdp.identity.matching")
     if matching is not None:
@@ -956,6 +962,7 @@ def main() -> None:
     if code is not None and not isinstance(code, int):  # as sys.exit: printed, status 1
         print(code, file=sys.stderr)
         code = 1
+    checkpoint_opened_stores()  # the database file alone is the whole store once the command is done
     logging.shutdown()
     with contextlib.suppress(OSError):  # a closed pipe (cdp export ... | head) loses nothing more
         sys.stdout.flush()

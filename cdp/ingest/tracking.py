@@ -25,6 +25,7 @@ from cdp.identity.graph import IdentityGraph, ObservationTuple
 from cdp.identity.observations import from_message
 from cdp.ingest.rows import INSERT_EVENT, Batch, EventRow, Stored
 from cdp.ingest.storage import BatchWriter, make_writer, store_batch, store_batches
+from cdp.jsonlimits import MESSAGE_MAX_DEPTH
 from cdp.keys import KeyInfo, Keys
 from cdp.quality import Tally
 from cdp.settings import Settings
@@ -316,7 +317,13 @@ class Tracking:
             if kind is None:
                 raise _Reject("type", f"type is missing; use one of {', '.join(TYPES)}", "missing_field")
             raise _Reject("type", f"type {kind!r} is not one of {', '.join(TYPES)}")
-        if len(orjson.dumps(msg)) > self.settings.max_message_bytes:
+        try:
+            size = len(orjson.dumps(msg))
+        except orjson.JSONEncodeError as exc:  # its only cause here: nesting beyond the writer's limit
+            raise _Reject(
+                "", f"message nests objects and arrays deeper than {MESSAGE_MAX_DEPTH} levels", "nesting_too_deep"
+            ) from exc
+        if size > self.settings.max_message_bytes:
             raise _Reject(
                 "",
                 f"message is larger than {self.settings.max_message_bytes // 1024} KB",
@@ -375,7 +382,11 @@ class Tracking:
         if sent is None and sent_raw not in (None, ""):
             flags.append("invalid:sentAt")
         if original is not None and sent is not None:
-            timestamp = received_dt - (sent - original)
+            try:
+                timestamp = received_dt - (sent - original)
+            except OverflowError:  # clocks thousands of years apart: no correction, the device's time kept
+                flags.append("invalid:sentAt")
+                timestamp = original
         else:
             timestamp = original or received_dt
         if sent is not None:
