@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sqlite3
 import sys
 import threading
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
+from cdp import cli_backup
 from cdp.core import CDP
 from cdp.errors import CDPError
 from cdp.settings import Settings
@@ -137,6 +139,10 @@ def serve(
     # A /v1/batch body parses into thousands of containers that live until its request ends: with the
     # default threshold (700) young collections run several times per request and promote them all.
     gc.set_threshold(20_000, 10, 10)
+    # uvicorn sends a SIGTERM it caught back to the process once it has stopped: with the default handler the
+    # process would die there, before the writer child is stopped and the WAL folded. This handler lets
+    # `cdp serve` return only after that (the exit status is 0, as for Ctrl+C).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         uvicorn.run(
             app,
@@ -153,9 +159,10 @@ def serve(
 
 @cli.command()
 @db_option
-def migrate(db: Path | None) -> None:
+@click.option("--create", is_flag=True, help="Create the store's directory if it does not exist.")
+def migrate(db: Path | None, create: bool) -> None:
     """Apply pending schema migrations (also done at every start)."""
-    cdp = CDP(settings_for(db), migrate=False)
+    cdp = CDP(settings_for(db, **({"create_dirs": True} if create else {})), migrate=False)
     try:
         ran = cdp.store.migrate()
     finally:
@@ -307,7 +314,8 @@ def _event_line(event: dict[str, Any]) -> str:
     who = event.get("userId") or f"anon:{event.get('anonymousId')}"
     what = event.get("event") or event.get("name") or ""
     flags = f"  flags={','.join(event['qualityFlags'])}" if event.get("qualityFlags") else ""
-    return f"{event['receivedAt']}  {event['type']:<8} {what:<24} {who:<28} {event['source']}{flags}"
+    # Names and ids come from clients: control and bidi characters are shown escaped, never sent to the terminal.
+    return clean(f"{event['receivedAt']}  {event['type']:<8} {what:<24} {who:<28} {event['source']}{flags}")
 
 
 @events.command("tail")
@@ -936,6 +944,9 @@ def demo_load(db: Path | None, directory: Path | None, if_empty: bool, no_shift:
         f"{summary.events_rejected} rejected"
     )
     click.echo(f"{resolution['profiles']} profiles after identity resolution")
+
+
+cli_backup.register(cli, db_option, settings_for)
 
 
 def main() -> None:

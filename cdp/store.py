@@ -13,8 +13,10 @@ import errno
 import logging
 import os
 import queue
+import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import closing, contextmanager
@@ -28,6 +30,7 @@ from cdp.settings import Settings
 
 T = TypeVar("T")
 log = logging.getLogger("cdp.store")
+_STORAGE_FAILURE = re.compile(r"readonly|read-only|disk|I/O|full|unable to open")
 _OPENED: set[Path] = set()  # every store file this process opened (checkpointed when a CLI command ends)
 Job = Callable[[sqlite3.Connection], Any]
 
@@ -68,6 +71,8 @@ class Store:
         self._closed = False
         self._stop = threading.Event()
         self._job_state = threading.local()
+        self.write_error: str | None = None  # the last failure to write the store (None once a write succeeds)
+        self._logged_failure_at = -60.0
         # Called (in the writer thread, inside its transaction, with its connection) when another
         # connection or process changed the database since this writer's last transaction.
         self.external_change: Hook[[sqlite3.Connection]] = Hook("store.external_change")
@@ -128,6 +133,44 @@ class Store:
         with closing(self._connect()) as conn:
             row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         return int(row[0]), int(row[1]), int(row[2])
+
+    def probe_write(self) -> str | None:
+        """None if this process can write the store now; else why not, in one line (also logged).
+
+        Takes the write lock and changes the header inside a transaction it rolls back: nothing is written. A
+        store busy with another writer counts as writable.
+        """
+        if str(self.path) == ":memory:":
+            return None
+        if not os.access(self.path, os.R_OK | os.W_OK):  # SQLite may reuse a descriptor opened before the change
+            reason = f"the store {self.path} is read-only (or unreadable) for this user"
+            self.note_write_failure(reason)
+            return reason
+        try:
+            with closing(self._connect()) as conn:
+                conn.execute("PRAGMA busy_timeout=0")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(f"PRAGMA user_version={int(version)}")
+                finally:
+                    conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return None
+            reason = describe_failure(self.path, exc)
+            self.note_write_failure(reason)
+            return reason
+        self.write_error = None
+        return None
+
+    def note_write_failure(self, reason: str) -> None:
+        """Remember (for /healthz) and log a failure to write the store; logged once a minute at most."""
+        self.write_error = reason
+        now = time.monotonic()
+        if now - self._logged_failure_at >= 60:
+            self._logged_failure_at = now
+            log.error("cdp cannot write its store: %s", reason)
 
     def wal_bytes(self) -> int:
         """The size of the WAL file beside the database (0 when there is none)."""
@@ -226,6 +269,7 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            self.note_write_failure(describe_failure(self.path, exc))
             for _, future in jobs:
                 future.set_exception(exc)
             return
@@ -244,6 +288,8 @@ class Store:
             try:
                 result = job(conn)
             except BaseException as exc:  # the job's own error goes back to its caller
+                if isinstance(exc, sqlite3.OperationalError) and _STORAGE_FAILURE.search(str(exc)):
+                    self.note_write_failure(describe_failure(self.path, exc))
                 if savepoints:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
@@ -262,11 +308,13 @@ class Store:
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
+            self.note_write_failure(describe_failure(self.path, exc))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for future, _ in done:
                 future.set_exception(exc)
             return
+        self.write_error = None
         for callback in callbacks:
             callback()
         for future, result in done:
@@ -315,7 +363,8 @@ def check_location(path: Path, *, create: bool) -> None:
     if not parent.exists():
         if not create:
             raise StoreUnavailable(
-                f"the directory {parent} does not exist; create it, or pass --create to make it",
+                f"the directory {parent} does not exist; create it (or run `cdp migrate --create`, "
+                "or set CDP_CREATE_DIRS=true)",
                 {"path": str(path)},
             )
         try:

@@ -31,6 +31,10 @@ class Ingest:
         """Start the writer of tracking batches (the ingest writer process, if the settings ask for one)."""
         self.tracking.writer.start()
 
+    def write_error(self) -> str | None:
+        """Why the last tracking write failed (this process's store, or the ingest writer process), or None."""
+        return self.tracking.store.write_error or getattr(self.tracking.writer, "last_error", None)
+
     def close(self) -> None:
         """Stop the writer once it has stored what it was sent."""
         self.tracking.writer.close()
