@@ -123,6 +123,9 @@ def serve(
         click.echo(f"  admin token: {keys['admin']}   (segments, webhooks: Authorization: Bearer <this>)")
         click.echo(f"  (kept in {settings.db}.dev-keys.json, reused next time; for the README's examples, paste:)")
         click.echo(f"  export WRITE_KEY={keys['write']} READ_TOKEN={keys['read']} ADMIN_TOKEN={keys['admin']}")
+    key_problem = cdp.webhooks.key_problem()
+    if key_problem:
+        click.echo(key_problem, err=True)
     access = logging.getLogger("cdp.access")
     if settings.access_log and log_level.lower() in ("trace", "debug", "info") and not access.handlers:
         handler = logging.StreamHandler(sys.stderr)

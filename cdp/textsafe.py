@@ -18,6 +18,9 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def clean(text: str) -> str:
+def clean_text(text: str) -> str:
     """``text`` with every control or bidi-formatting character escaped (``"a\\x00b"`` for a NUL)."""
     return _UNSAFE.sub(_escape, text)
+
+
+clean = clean_text
