@@ -3,10 +3,11 @@ and a JSON 500 (on a connection that stays open) for anything a route did not ex
 
 What each route needs is declared once, on the route:
 
-- **scope**: taken from its dependencies. A route with ``AdminKey`` needs an admin token, one with ``ReadKey`` a
-  read token, one documented with the write-key security scheme a write key (checked here when the request
-  carries an ``Authorization`` header; the tracking API also accepts ``writeKey`` in the body). Anything else is
-  public. ``openapi_extra=guard.rule(scope=...)`` overrides the inference.
+- **scope**: taken from its dependencies. A route with ``AdminKey`` needs an admin token, one with ``ReadKey`` (or
+  documented with ``openapi_extra={"security": TOKEN_SECURITY}``) a read token, one documented with the write-key
+  scheme a write key (checked here when the request carries an ``Authorization`` header; the tracking API also
+  accepts ``writeKey`` in the body). Anything else is public. ``openapi_extra=guard.rule(scope=...)`` overrides
+  the inference; ``tests/test_auth_matrix.py`` holds the expected scope of every route.
 - **body limit**: ``Settings.max_body_bytes`` (1 MB) unless the route says otherwise with
   ``openapi_extra=guard.rule(max_body=...)``; the tracking and records routes use their own settings.
 
@@ -32,7 +33,7 @@ from cdp import check_json_body
 from cdp.errors import CDPError, PayloadTooLarge
 
 from .deps import credential, require_admin, require_read
-from .schemas import WRITE_KEY_SECURITY
+from .schemas import TOKEN_SECURITY, WRITE_KEY_SECURITY
 
 log = logging.getLogger("cdp.api")
 Kind = Literal["public", "write", "read", "admin"]
@@ -82,7 +83,7 @@ def policy_of(route: APIRoute, raw_paths: Any) -> Policy:
     calls = _dependency_calls(route)
     if require_admin in calls:
         scope = "admin"
-    elif require_read in calls:
+    elif require_read in calls or extra.get("security") == TOKEN_SECURITY:
         scope = "read"
     elif extra.get("security") == WRITE_KEY_SECURITY:
         scope = "write"

@@ -203,6 +203,12 @@ class Tracking:
 
     def prepare_batch(self, payload: dict[str, Any], *, write_key: str | None = None) -> Pending:
         items = payload.get("batch")
+        secret = write_key or _secret(payload.get("writeKey"))
+        key = self.keys.verify(secret, "write") if secret else None
+        if key is None and not (
+            isinstance(items, list) and any(isinstance(m, dict) and m.get("writeKey") for m in items)
+        ):
+            self.keys.verify(None, "write")  # no key anywhere: 401 (with the hint) before the body is judged
         if not isinstance(items, list):
             raise InvalidMessage(
                 "a batch body needs a `batch` array of messages",
@@ -213,10 +219,6 @@ class Tracking:
                 f"a batch holds at most {self.settings.max_batch_events} messages, this one has {len(items)}",
                 {"field": "batch", "reason": "too_many_messages", "limit": self.settings.max_batch_events},
             )
-        secret = write_key or _secret(payload.get("writeKey"))
-        key = self.keys.verify(secret, "write") if secret else None
-        if key is None and not any(isinstance(m, dict) and m.get("writeKey") for m in items):
-            self.keys.verify(None, "write")  # raises Unauthorized with the hint
         return self._validate(items, key, batch=payload)
 
     def finish(self, pending: Pending, stored: Stored | None) -> IngestResult:
