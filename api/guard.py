@@ -110,10 +110,12 @@ class Guard:
         self.raw_paths = raw_paths
         self._static: dict[tuple[str, str], Policy] | None = None
         self._dynamic: list[tuple[APIRoute, Policy]] = []
+        self._routes: list[APIRoute] = []
 
     def _table(self, scope: Scope) -> None:
         static: dict[tuple[str, str], Policy] = {}
-        for route in api_routes(scope["app"]):
+        self._routes = api_routes(scope["app"])
+        for route in self._routes:
             found = policy_of(route, self.raw_paths)
             if "{" in route.path:
                 self._dynamic.append((route, found))
@@ -134,6 +136,14 @@ class Guard:
             if match == Match.FULL:
                 return candidate
         return None
+
+    def methods_of(self, scope: Scope) -> list[str]:
+        """Every method some route takes on this path (sorted), HEAD with GET."""
+        methods: set[str] = set()
+        for route in self._routes:
+            if route.path_regex.match(scope["path"]):
+                methods |= route.methods or set()
+        return sorted(methods)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -169,8 +179,21 @@ class Guard:
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self.policy(scope)
-        if found is None:  # 404 or 405: the router answers
-            await self.app(scope, receive, send)
+        if found is None:
+            allowed = self.methods_of(scope)
+            if not allowed or scope["method"] in allowed:  # 404 (or a route outside FastAPI's): the router answers
+                await self.app(scope, receive, send)
+                return
+            # 405 with every method the path takes (Starlette's answer names only the first route's)
+            body = {
+                "code": "method_not_allowed",
+                "message": f"{scope['method']} is not allowed on {scope['path']}; it takes {', '.join(allowed)}",
+                "details": {"allowed": allowed},
+            }
+            start, end = error(405, body)
+            start["headers"].append((b"allow", ", ".join(allowed).encode()))
+            await send(start)
+            await send(end)
             return
         cdp = scope["app"].state.cdp
         headers = dict(scope["headers"])

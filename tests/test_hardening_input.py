@@ -256,3 +256,20 @@ def test_an_unexpected_error_is_a_json_500_and_the_connection_stays_open(fresh_d
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("OPTIONS", "/v1/segments", "GET, POST"),
+        ("PATCH", "/v1/segments/vip", "DELETE, GET, PUT"),
+        ("PUT", "/v1/webhooks/wh_1", "DELETE, GET, PATCH"),
+        ("DELETE", "/v1/personas/labels", "GET, POST"),
+    ],
+)
+def test_405_names_every_method_of_the_path(server: LiveServer, method: str, path: str, allowed: str) -> None:
+    with server.client() as client:
+        answer = client.request(method, path)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == allowed
+    assert answer.json()["code"] == "method_not_allowed"
