@@ -185,12 +185,12 @@ class Guard:
                 await self.app(scope, receive, send)
                 return
             # 405 with every method the path takes (Starlette's answer names only the first route's)
-            body = {
+            refusal = {
                 "code": "method_not_allowed",
                 "message": f"{scope['method']} is not allowed on {scope['path']}; it takes {', '.join(allowed)}",
                 "details": {"allowed": allowed},
             }
-            start, end = error(405, body)
+            start, end = error(405, refusal)
             start["headers"].append((b"allow", ", ".join(allowed).encode()))
             await send(start)
             await send(end)

@@ -51,9 +51,9 @@ class Store:
     AUTOCHECKPOINT_PAGES = 65_536
     # The WAL is folded back and cut to zero once it passes this (readers that never pause would otherwise keep
     # a PASSIVE checkpoint from ever restarting it), and SQLite trims it to JOURNAL_LIMIT whenever it restarts.
-    TRUNCATE_BYTES = 16 * 1024 * 1024
+    TRUNCATE_BYTES = 8 * 1024 * 1024
     JOURNAL_LIMIT = 64 * 1024 * 1024
-    TRUNCATE_WAIT_MS = 500  # how long a truncating checkpoint may hold writers back, waiting for readers
+    TRUNCATE_WAIT_MS = 2000  # how long a truncating checkpoint may hold writers back, waiting for readers
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
