@@ -10,6 +10,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cdp import clean_text
+
 logger = logging.getLogger("cdp.access")
 
 
@@ -34,4 +36,5 @@ class AccessLog:
             await self.app(scope, receive, sending)
         finally:
             ms = (time.perf_counter() - start) * 1000
-            logger.info("%s %s %d %.1fms", scope["method"], scope["path"], status, ms)
+            # the path is the client's text: control and bidi characters are logged escaped
+            logger.info("%s %s %d %.1fms", scope["method"], clean_text(scope["path"]), status, ms)

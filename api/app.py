@@ -13,6 +13,7 @@ from cdp import CDP, Scheduler, Settings, __version__
 
 from . import docs, errors
 from .access_log import AccessLog
+from .guard import Guard
 from .json_bodies import JSONBodies
 from .routes import events, health, ml, profiles, quality, records, sdk, segments, tracking, webhooks
 
@@ -79,7 +80,9 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
     docs.install(app)
     for module in (tracking, sdk, records, events, profiles, segments, ml, webhooks, quality, health):
         app.include_router(module.router)
-    app.add_middleware(JSONBodies, raw_paths=lambda path: path in tracking.TRACKING_PATHS or path == "/v1/records")
+    raw_paths = lambda path: path in tracking.TRACKING_PATHS or path == "/v1/records"  # noqa: E731
+    app.add_middleware(JSONBodies, raw_paths=raw_paths)
+    app.add_middleware(Guard, raw_paths=raw_paths)  # auth and body limits before any body is read; JSON 500s
     app.add_middleware(TrackingCORS, origins=settings.cors_origins)
     if settings.access_log:
         app.add_middleware(AccessLog)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .schemas import Cursor
 
@@ -32,9 +32,10 @@ class DataPage(DataList):
 
 
 class Health(Open):
-    status: str
+    status: str = Field(description="ok, or degraded when the store cannot be written (the answer is then 503)")
     version: str
     scheduler: str
+    store: str = Field("writable", description="writable, or why the store cannot be written")
 
 
 class Identifier(BaseModel):

@@ -7,18 +7,32 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cdp.core import CDP
     from cdp.errors import CDPError
+    from cdp.jsonlimits import check_json_body
     from cdp.keys import KeyInfo
     from cdp.pagination import Page
     from cdp.scheduler import Scheduler
     from cdp.settings import Settings
+    from cdp.textsafe import clean_text
 
 __version__ = "0.1.0"
-__all__ = ["CDP", "CDPError", "KeyInfo", "Page", "Scheduler", "Settings", "__version__"]
+__all__ = [
+    "CDP",
+    "CDPError",
+    "KeyInfo",
+    "Page",
+    "Scheduler",
+    "Settings",
+    "__version__",
+    "check_json_body",
+    "clean_text",
+]
 
 # The public facade: what the HTTP layer (``api/``) and other programs import.
 _EXPORTS = {
     "CDP": "cdp.core",
     "CDPError": "cdp.errors",
+    "check_json_body": "cdp.jsonlimits",
+    "clean_text": "cdp.textsafe",
     "KeyInfo": "cdp.keys",
     "Page": "cdp.pagination",
     "Scheduler": "cdp.scheduler",

@@ -7,6 +7,8 @@ import gc
 import json
 import logging
 import os
+import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -17,9 +19,12 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
+from cdp import cli_backup
 from cdp.core import CDP
 from cdp.errors import CDPError
 from cdp.settings import Settings
+from cdp.store import checkpoint_opened_stores
+from cdp.textsafe import clean
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,7 +36,9 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except CDPError as exc:
-            raise click.ClickException(exc.message) from exc
+            raise click.ClickException(clean(exc.message)) from exc
+        except sqlite3.Error as exc:  # the store failed under the command (read-only, disk full, locked)
+            raise click.ClickException(clean(f"the store failed: {exc}")) from exc
 
 
 def db_option(fn: F) -> F:
@@ -116,6 +123,9 @@ def serve(
         click.echo(f"  admin token: {keys['admin']}   (segments, webhooks: Authorization: Bearer <this>)")
         click.echo(f"  (kept in {settings.db}.dev-keys.json, reused next time; for the README's examples, paste:)")
         click.echo(f"  export WRITE_KEY={keys['write']} READ_TOKEN={keys['read']} ADMIN_TOKEN={keys['admin']}")
+    key_problem = cdp.webhooks.key_problem()
+    if key_problem:
+        click.echo(key_problem, err=True)
     access = logging.getLogger("cdp.access")
     if settings.access_log and log_level.lower() in ("trace", "debug", "info") and not access.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -132,6 +142,10 @@ def serve(
     # A /v1/batch body parses into thousands of containers that live until its request ends: with the
     # default threshold (700) young collections run several times per request and promote them all.
     gc.set_threshold(20_000, 10, 10)
+    # uvicorn sends a SIGTERM it caught back to the process once it has stopped: with the default handler the
+    # process would die there, before the writer child is stopped and the WAL folded. This handler lets
+    # `cdp serve` return only after that (the exit status is 0, as for Ctrl+C).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         uvicorn.run(
             app,
@@ -148,9 +162,10 @@ def serve(
 
 @cli.command()
 @db_option
-def migrate(db: Path | None) -> None:
+@click.option("--create", is_flag=True, help="Create the store's directory if it does not exist.")
+def migrate(db: Path | None, create: bool) -> None:
     """Apply pending schema migrations (also done at every start)."""
-    cdp = CDP(settings_for(db), migrate=False)
+    cdp = CDP(settings_for(db, **({"create_dirs": True} if create else {})), migrate=False)
     try:
         ran = cdp.store.migrate()
     finally:
@@ -302,7 +317,8 @@ def _event_line(event: dict[str, Any]) -> str:
     who = event.get("userId") or f"anon:{event.get('anonymousId')}"
     what = event.get("event") or event.get("name") or ""
     flags = f"  flags={','.join(event['qualityFlags'])}" if event.get("qualityFlags") else ""
-    return f"{event['receivedAt']}  {event['type']:<8} {what:<24} {who:<28} {event['source']}{flags}"
+    # Names and ids come from clients: control and bidi characters are shown escaped, never sent to the terminal.
+    return clean(f"{event['receivedAt']}  {event['type']:<8} {what:<24} {who:<28} {event['source']}{flags}")
 
 
 @events.command("tail")
@@ -933,6 +949,9 @@ def demo_load(db: Path | None, directory: Path | None, if_empty: bool, no_shift:
     click.echo(f"{resolution['profiles']} profiles after identity resolution")
 
 
+cli_backup.register(cli, db_option, settings_for)
+
+
 def main() -> None:
     """The ``cdp`` console script.
 
@@ -949,6 +968,7 @@ def main() -> None:
     except SystemExit as exc:
         code = exc.code
     if threading.active_count() > 1 or "pyspark" in sys.modules:
+        checkpoint_opened_stores()
         sys.exit(code)
     matching = sys.modules.get("cdp.identity.matching")
     if matching is not None:
@@ -956,6 +976,7 @@ def main() -> None:
     if code is not None and not isinstance(code, int):  # as sys.exit: printed, status 1
         print(code, file=sys.stderr)
         code = 1
+    checkpoint_opened_stores()  # the database file alone is the whole store once the command is done
     logging.shutdown()
     with contextlib.suppress(OSError):  # a closed pipe (cdp export ... | head) loses nothing more
         sys.stdout.flush()

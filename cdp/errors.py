@@ -105,6 +105,13 @@ class StoreClosed(CDPError):
     status = 503
 
 
+class StoreUnavailable(CDPError):
+    """The database cannot be opened or written (read-only, missing directory, disk full...)."""
+
+    code = "store_unavailable"
+    status = 503
+
+
 class WriterUnavailable(CDPError):
     """The ingest writer process could not take or finish a write; nothing was stored, retry."""
 

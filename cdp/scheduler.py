@@ -15,6 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from cdp import memory
 from cdp.core import CDP
 from cdp.timeutil import parse_duration
 
@@ -37,6 +38,7 @@ class Scheduler:
             timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
         )
         self.add("store.checkpoint", {"every": "15m"}, self._checkpoint)
+        self.add("memory.release", {"every": "1m"}, lambda: None)  # on-demand runs' memory too (see add)
         self.add("identity.resolve", {"every": cdp.settings.resolve_schedule}, cdp.identity.run)
         for key, spec in cdp.segments.schedules().items():
             self.schedule_segment(key, spec)
@@ -60,6 +62,8 @@ class Scheduler:
                 fn()
             except Exception:  # a failing job is logged and retried at its next run
                 log.exception("scheduled job %s failed", job_id)
+            finally:
+                memory.release()  # the job's working memory back to the system (RSS stays flat run after run)
 
         self._scheduler.add_job(run, trigger(spec), id=job_id, name=job_id, replace_existing=True)
 

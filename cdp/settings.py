@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CDP_", env_file=".env", extra="ignore", frozen=True)
 
     db: Path = Field(Path("cdp.db"), description="Path of the SQLite file (the system of record).")
+    create_dirs: bool = Field(
+        False, description="Create the store's directory when it does not exist (else that is an error)."
+    )
     host: str = Field("127.0.0.1", description="Interface the API server listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port the API server listens on.")
 
@@ -50,6 +53,9 @@ class Settings(BaseSettings):
         "MDY", description="How to read ambiguous slash dates such as 03/04/1985."
     )
 
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest body of any other route (segments, webhooks, ...), in bytes."
+    )
     # Tracking API limits (Segment's)
     max_message_bytes: int = Field(32 * 1024, description="Largest single message, in bytes of JSON.")
     max_batch_bytes: int = Field(500 * 1024, description="Largest batch request body, in bytes (uncompressed).")

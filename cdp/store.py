@@ -9,21 +9,29 @@ back after COMMIT, so anything acknowledged to a client is on disk.
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import queue
+import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cdp import migrations
-from cdp.errors import StoreClosed
+from cdp.errors import StoreClosed, StoreUnavailable
 from cdp.hooks import Hook
 from cdp.settings import Settings
 
 T = TypeVar("T")
+log = logging.getLogger("cdp.store")
+_STORAGE_FAILURE = re.compile(r"readonly|read-only|disk|I/O|full|unable to open")
+_OPENED: set[Path] = set()  # every store file this process opened (checkpointed when a CLI command ends)
 Job = Callable[[sqlite3.Connection], Any]
 
 
@@ -41,12 +49,18 @@ sqlite3.register_adapter(type(None), _null)
 class Store:
     CHECKPOINT_SECONDS = 1.0
     AUTOCHECKPOINT_PAGES = 65_536
+    # The WAL is folded back and cut to zero once it passes this (readers that never pause would otherwise keep
+    # a PASSIVE checkpoint from ever restarting it), and SQLite trims it to JOURNAL_LIMIT whenever it restarts.
+    TRUNCATE_BYTES = 8 * 1024 * 1024
+    JOURNAL_LIMIT = 64 * 1024 * 1024
+    TRUNCATE_WAIT_MS = 2000  # how long a truncating checkpoint may hold writers back, waiting for readers
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.path = Path(settings.db)
         if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            check_location(self.path, create=settings.create_dirs)
+            _OPENED.add(self.path.resolve())
         self._local = threading.local()
         self._all_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -57,16 +71,30 @@ class Store:
         self._closed = False
         self._stop = threading.Event()
         self._job_state = threading.local()
+        self.write_error: str | None = None  # the last failure to write the store (None once a write succeeds)
+        self._logged_failure_at = -60.0
         # Called (in the writer thread, inside its transaction, with its connection) when another
         # connection or process changed the database since this writer's last transaction.
         self.external_change: Hook[[sqlite3.Connection]] = Hook("store.external_change")
-        with self._connect() as conn:
+        with closing(self._open()) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
 
     # -- connections -----------------------------------------------------------------------------
 
+    def _open(self) -> sqlite3.Connection:
+        """The first connection: a store that cannot be opened or written is one clear StoreUnavailable."""
+        try:
+            conn = self._connect()
+            if str(self.path) != ":memory:":
+                conn.execute("BEGIN IMMEDIATE")  # takes the write lock: fails at once on a read-only file
+                conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(describe_failure(self.path, exc), {"path": str(self.path)}) from exc
+        return conn
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+        conn.execute(f"PRAGMA journal_size_limit={self.JOURNAL_LIMIT}")
         conn.execute(f"PRAGMA busy_timeout={int(self.settings.busy_timeout_ms)}")
         conn.execute(f"PRAGMA synchronous={self.settings.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -93,8 +121,63 @@ class Store:
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
     def migrate(self) -> list[migrations.Migration]:
-        with self._connect() as conn:
+        with closing(self._connect()) as conn:
             return migrations.apply(conn)
+
+    def checkpoint(self, mode: str = "TRUNCATE") -> tuple[int, int, int]:
+        """Fold the WAL into the database file (TRUNCATE: and cut the WAL to zero bytes).
+
+        Returns SQLite's (busy, wal pages, pages checkpointed); busy is 1 when readers or a writer kept it
+        from finishing.
+        """
+        with closing(self._connect()) as conn:
+            row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def probe_write(self) -> str | None:
+        """None if this process can write the store now; else why not, in one line (also logged).
+
+        Takes the write lock and changes the header inside a transaction it rolls back: nothing is written. A
+        store busy with another writer counts as writable.
+        """
+        if str(self.path) == ":memory:":
+            return None
+        if not os.access(self.path, os.R_OK | os.W_OK):  # SQLite may reuse a descriptor opened before the change
+            reason = f"the store {self.path} is read-only (or unreadable) for this user"
+            self.note_write_failure(reason)
+            return reason
+        try:
+            with closing(self._connect()) as conn:
+                conn.execute("PRAGMA busy_timeout=0")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(f"PRAGMA user_version={int(version)}")
+                finally:
+                    conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return None
+            reason = describe_failure(self.path, exc)
+            self.note_write_failure(reason)
+            return reason
+        self.write_error = None
+        return None
+
+    def note_write_failure(self, reason: str) -> None:
+        """Remember (for /healthz) and log a failure to write the store; logged once a minute at most."""
+        self.write_error = reason
+        now = time.monotonic()
+        if now - self._logged_failure_at >= 60:
+            self._logged_failure_at = now
+            log.error("cdp cannot write its store: %s", reason)
+
+    def wal_bytes(self) -> int:
+        """The size of the WAL file beside the database (0 when there is none)."""
+        try:
+            return Path(f"{self.path}-wal").stat().st_size
+        except OSError:
+            return 0
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -142,11 +225,13 @@ class Store:
         commit crosses the threshold. Doing it here keeps ingest latency flat.
         """
         conn = self._connect()
+        conn.execute(f"PRAGMA busy_timeout={self.TRUNCATE_WAIT_MS}")
         try:
             while not self._stop.wait(self.CHECKPOINT_SECONDS):
+                mode = "TRUNCATE" if self.wal_bytes() > self.TRUNCATE_BYTES else "PASSIVE"
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.OperationalError:  # busy: next time
+                    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+                except sqlite3.Error:  # busy, or the disk refused: next time
                     continue
         finally:
             conn.close()
@@ -184,6 +269,7 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            self.note_write_failure(describe_failure(self.path, exc))
             for _, future in jobs:
                 future.set_exception(exc)
             return
@@ -202,6 +288,8 @@ class Store:
             try:
                 result = job(conn)
             except BaseException as exc:  # the job's own error goes back to its caller
+                if isinstance(exc, sqlite3.OperationalError) and _STORAGE_FAILURE.search(str(exc)):
+                    self.note_write_failure(describe_failure(self.path, exc))
                 if savepoints:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
@@ -220,11 +308,13 @@ class Store:
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
+            self.note_write_failure(describe_failure(self.path, exc))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for future, _ in done:
                 future.set_exception(exc)
             return
+        self.write_error = None
         for callback in callbacks:
             callback()
         for future, result in done:
@@ -259,3 +349,62 @@ class Store:
             for conn in self._all_readers:
                 conn.close()
             self._all_readers.clear()
+        if str(self.path) != ":memory:":
+            # At rest the database file alone is the whole store (a copy of it is a backup; no -wal needed).
+            try:
+                self.checkpoint("TRUNCATE")
+            except sqlite3.Error as exc:
+                log.warning("could not fold the WAL into %s at close: %s", self.path, exc)
+
+
+def check_location(path: Path, *, create: bool) -> None:
+    """Refuse, in one sentence, a store whose directory is missing (unless ``create``) or cannot be written."""
+    parent = path.parent
+    if not parent.exists():
+        if not create:
+            raise StoreUnavailable(
+                f"the directory {parent} does not exist; create it (or run `cdp migrate --create`, "
+                "or set CDP_CREATE_DIRS=true)",
+                {"path": str(path)},
+            )
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create the directory {parent}: {exc.strerror}", {"path": str(path)}
+            ) from exc
+    if not parent.is_dir():
+        raise StoreUnavailable(f"{parent} is not a directory", {"path": str(path)})
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise StoreUnavailable(f"the store {path} is read-only (or unreadable) for this user", {"path": str(path)})
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreUnavailable(
+            f"the directory {parent} is not writable: SQLite needs to create {path.name}-wal and -shm beside the store",
+            {"path": str(path)},
+        )
+
+
+def describe_failure(path: Path, exc: sqlite3.Error) -> str:
+    """One line for a store that SQLite would not open or write."""
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return f"the store {path} is read-only: {text}"
+    if "unable to open" in text:
+        return f"cannot open the store {path}: {text} (check the path and its permissions)"
+    if "not a database" in text:
+        return f"{path} is not a cdp store (SQLite says: {text})"
+    if getattr(exc, "sqlite_errorcode", None) == errno.ENOSPC or "full" in text:
+        return f"the disk holding {path} is full: {text}"
+    return f"cannot use the store {path}: {text}"
+
+
+def checkpoint_opened_stores() -> None:
+    """Fold the WAL of every store this process opened into its database file and cut the WAL to zero."""
+    for path in sorted(_OPENED):
+        if not Path(f"{path}-wal").exists():
+            continue
+        try:
+            with closing(sqlite3.connect(path, timeout=5)) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("could not fold the WAL into %s: %s", path, exc)

@@ -54,7 +54,7 @@ def test_every_command_is_documented_in_the_readme() -> None:
     }.items():
         for name in names:
             assert f"cdp {group} {name}" in readme, f"cdp {group} {name}"
-    for name in ("serve", "migrate", "quality", "resolve"):
+    for name in ("serve", "migrate", "quality", "resolve", "backup", "restore"):
         assert f"cdp {name}" in readme
 
 

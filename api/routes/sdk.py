@@ -13,6 +13,7 @@ from ..responses import RudderSourceConfig, SegmentSettings
 from ..schemas import ERRORS
 
 router = APIRouter(tags=["browser SDKs"])
+UNKNOWN_KEY = {**ERRORS, 404: ERRORS[400] | {"description": "No active write key of that value"}}
 SOURCE_CONFIG_PATHS = ("/sourceConfig/", "/sourceConfig")
 
 
@@ -23,7 +24,7 @@ def is_sdk_settings_path(path: str) -> bool:
 @router.get(
     "/v1/projects/{write_key}/settings",
     response_model=SegmentSettings,
-    responses=ERRORS,
+    responses=UNKNOWN_KEY,
     summary="analytics.js settings for a write key (Segment's cdnURL points here)",
 )
 def segment_settings(write_key: str, request: Request, cdp: CDPDep) -> dict[str, Any]:
@@ -46,7 +47,7 @@ for _path in SOURCE_CONFIG_PATHS:
         source_config,
         methods=["GET"],
         response_model=RudderSourceConfig,
-        responses=ERRORS,
+        responses=UNKNOWN_KEY,
         summary="RudderStack v3 source configuration (the JS SDK's configUrl points at this host)",
         operation_id="rudderstack_source_config" + ("" if _path.endswith("/") else "_no_slash"),
         include_in_schema=_path.endswith("/"),

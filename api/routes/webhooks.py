@@ -63,6 +63,9 @@ class Webhook(BaseModel):
     last_success_at: str | None
     failing_since: str | None
     paused_until: str | None = Field(description="Set by a Retry-After on 429/503.")
+    held_reason: str | None = Field(
+        None, description="Why pending deliveries are held (e.g. the secret-key file is missing); null when not."
+    )
 
 
 class WebhookCreated(Webhook):
@@ -93,6 +96,7 @@ class Delivery(BaseModel):
     created_at: str
     finished_at: str | None
     attempts: list[Attempt]
+    held_reason: str | None = Field(None, description="Why this pending delivery is held (not yet sent), if it is.")
 
 
 class WebhooksPage(BaseModel):

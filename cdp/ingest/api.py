@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from cdp.errors import InvalidInput, InvalidRecords
 from cdp.identity.graph import IdentityGraph
@@ -12,6 +14,7 @@ from cdp.ingest import files
 from cdp.ingest.payload import decode_object, decompress, parse_json
 from cdp.ingest.records import BadRow, ImportSummary, Records
 from cdp.ingest.tracking import TYPES, IngestResult, Pending, Tracking
+from cdp.jsonlimits import MESSAGE_MAX_DEPTH, depth_at_most, loads_exact
 from cdp.keys import Keys
 from cdp.settings import Settings
 from cdp.store import Store
@@ -27,6 +30,10 @@ class Ingest:
     def start_writer(self) -> None:
         """Start the writer of tracking batches (the ingest writer process, if the settings ask for one)."""
         self.tracking.writer.start()
+
+    def write_error(self) -> str | None:
+        """Why the last tracking write failed (this process's store, or the ingest writer process), or None."""
+        return self.tracking.store.write_error or getattr(self.tracking.writer, "last_error", None)
 
     def close(self) -> None:
         """Stop the writer once it has stored what it was sent."""
@@ -120,9 +127,9 @@ class Ingest:
                 raise InvalidInput('send a JSON array of records, {"records": [...]}, or NDJSON')
             rows = enumerate(parsed, start=1)
         else:
-            rows = files.ndjson_lines(data.decode("utf-8", errors="replace").splitlines())
+            rows = _ndjson_bytes(data)
         summary = self.records.upsert(
-            ((n, r if isinstance(r, Mapping | BadRow) else BadRow("not an object")) for n, r in rows),
+            ((n, _checked(r) if isinstance(r, Mapping | BadRow) else BadRow("not an object")) for n, r in rows),
             source=source,
         )
         if summary.rejected:
@@ -133,3 +140,33 @@ class Ingest:
                 summary.to_dict(),
             )
         return summary
+
+
+def _ndjson_bytes(data: bytes) -> Iterator[tuple[int, Any]]:
+    """NDJSON lines, numbered from 1 (blank lines skipped); a line that is not UTF-8 or not JSON is refused."""
+    number = 0
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        number += 1
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield number, BadRow(f"line {number} is not valid UTF-8 (byte {exc.start + 1} of the line)")
+            continue
+        try:
+            item = loads_exact(text)
+        except orjson.JSONDecodeError as exc:
+            yield number, BadRow(f"line {number} is not valid JSON: {exc}")
+            continue
+        except InvalidInput as exc:
+            yield number, BadRow(f"line {number}: {exc.message}")
+            continue
+        yield number, item if isinstance(item, dict) else BadRow(f"not an object: {type(item).__name__}")
+
+
+def _checked(row: Any) -> Any:
+    """A record nested deeper than a message may be is refused (its row says so)."""
+    if isinstance(row, BadRow) or depth_at_most(row, MESSAGE_MAX_DEPTH) is None:
+        return row
+    return BadRow(f"the record nests objects and arrays deeper than {MESSAGE_MAX_DEPTH} levels")

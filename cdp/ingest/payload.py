@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from cdp.errors import InvalidJSON, InvalidMessage, PayloadTooLarge, UnsupportedEncoding
+from cdp.jsonlimits import loads_exact
 
 
 def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
@@ -40,7 +41,7 @@ def parse_json(data: bytes) -> Any:
     if not data.strip():
         raise InvalidJSON("the body is empty; send a JSON object")
     try:
-        return orjson.loads(data)
+        return loads_exact(data)  # integers beyond 64 bits kept exactly, as strings
     except orjson.JSONDecodeError as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}", {"position": exc.pos}) from exc
 

@@ -25,6 +25,7 @@ from cdp.identity.graph import IdentityGraph, ObservationTuple
 from cdp.identity.observations import from_message
 from cdp.ingest.rows import INSERT_EVENT, Batch, EventRow, Stored
 from cdp.ingest.storage import BatchWriter, make_writer, store_batch, store_batches
+from cdp.jsonlimits import MESSAGE_MAX_DEPTH
 from cdp.keys import KeyInfo, Keys
 from cdp.quality import Tally
 from cdp.settings import Settings
@@ -202,6 +203,12 @@ class Tracking:
 
     def prepare_batch(self, payload: dict[str, Any], *, write_key: str | None = None) -> Pending:
         items = payload.get("batch")
+        secret = write_key or _secret(payload.get("writeKey"))
+        key = self.keys.verify(secret, "write") if secret else None
+        if key is None and not (
+            isinstance(items, list) and any(isinstance(m, dict) and m.get("writeKey") for m in items)
+        ):
+            self.keys.verify(None, "write")  # no key anywhere: 401 (with the hint) before the body is judged
         if not isinstance(items, list):
             raise InvalidMessage(
                 "a batch body needs a `batch` array of messages",
@@ -212,10 +219,6 @@ class Tracking:
                 f"a batch holds at most {self.settings.max_batch_events} messages, this one has {len(items)}",
                 {"field": "batch", "reason": "too_many_messages", "limit": self.settings.max_batch_events},
             )
-        secret = write_key or _secret(payload.get("writeKey"))
-        key = self.keys.verify(secret, "write") if secret else None
-        if key is None and not any(isinstance(m, dict) and m.get("writeKey") for m in items):
-            self.keys.verify(None, "write")  # raises Unauthorized with the hint
         return self._validate(items, key, batch=payload)
 
     def finish(self, pending: Pending, stored: Stored | None) -> IngestResult:
@@ -316,7 +319,13 @@ class Tracking:
             if kind is None:
                 raise _Reject("type", f"type is missing; use one of {', '.join(TYPES)}", "missing_field")
             raise _Reject("type", f"type {kind!r} is not one of {', '.join(TYPES)}")
-        if len(orjson.dumps(msg)) > self.settings.max_message_bytes:
+        try:
+            size = len(orjson.dumps(msg))
+        except orjson.JSONEncodeError as exc:  # its only cause here: nesting beyond the writer's limit
+            raise _Reject(
+                "", f"message nests objects and arrays deeper than {MESSAGE_MAX_DEPTH} levels", "nesting_too_deep"
+            ) from exc
+        if size > self.settings.max_message_bytes:
             raise _Reject(
                 "",
                 f"message is larger than {self.settings.max_message_bytes // 1024} KB",
@@ -375,7 +384,11 @@ class Tracking:
         if sent is None and sent_raw not in (None, ""):
             flags.append("invalid:sentAt")
         if original is not None and sent is not None:
-            timestamp = received_dt - (sent - original)
+            try:
+                timestamp = received_dt - (sent - original)
+            except OverflowError:  # clocks thousands of years apart: no correction, the device's time kept
+                flags.append("invalid:sentAt")
+                timestamp = original
         else:
             timestamp = original or received_dt
         if sent is not None:

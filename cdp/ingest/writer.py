@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any
@@ -57,6 +58,8 @@ class ProcessWriter:
         self._process: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._closed = False
+        self.last_error: str | None = None  # why the last batch failed (None once one is stored)
+        self._logged_at = -60.0
 
     @staticmethod
     def usable(settings: Settings) -> bool:
@@ -135,9 +138,19 @@ class ProcessWriter:
             if future is None:
                 continue
             if ok:
+                self.last_error = None
                 future.set_result(value)
             else:
+                self._failed(str(value))
                 future.set_exception(WriterUnavailable(f"the write failed and nothing was stored: {value}"))
+
+    def _failed(self, why: str) -> None:
+        """A batch the child could not store: kept for /healthz, logged once a minute at most."""
+        self.last_error = why
+        now = time.monotonic()
+        if now - self._logged_at >= 60:
+            self._logged_at = now
+            log.error("the ingest writer process could not store a batch (answered 503): %s", why)
 
     def _lost(self, conn: Connection, why: str) -> None:
         """With the lock held: forget the child behind ``conn`` and fail what it had not answered."""

@@ -232,37 +232,61 @@ def _edges(rules: Mapping[str, Rule | None]) -> dict[str, list[tuple[str, str]]]
     return out
 
 
-def check_cycles(rules: Mapping[str, Rule | None]) -> None:
-    """Refuse in_segment loops (naming the cycle, ``a -> b -> a``) and references to unknown segments.
+MAX_IN_SEGMENT_DEPTH = 16  # a segment may depend on segments that depend on ... at most this many levels
 
-    ``rules`` maps every segment key to its rule (None for machine-learned segments).
+
+def check_cycles(rules: Mapping[str, Rule | None]) -> None:
+    """Refuse in_segment loops (naming the cycle, ``a -> b -> a``), references to unknown segments, and chains
+    of in_segment references deeper than :data:`MAX_IN_SEGMENT_DEPTH`.
+
+    ``rules`` maps every segment key to its rule (None for machine-learned segments). The walk keeps its own
+    stack (no recursion), so any chain is answered with a clear error.
     """
     edges = _edges(rules)
     state: dict[str, int] = {}  # 1 on the stack, 2 done
-    stack: list[tuple[str, str]] = []
-
-    def visit(key: str) -> None:
-        state[key] = 1
-        for target, where in edges.get(key, []):
-            stack.append((key, where))
+    depth: dict[str, int] = {}  # the longest chain of in_segment references below each key
+    for root in sorted(edges):
+        if root in state:
+            continue
+        state[root] = 1
+        stack: list[tuple[str, Iterator[tuple[str, str]]]] = [(root, iter(edges.get(root, [])))]
+        taken: list[tuple[str, str]] = []  # the (key, where) reference that led to each stack entry after the root
+        while stack:
+            key, pending = stack[-1]
+            step = next(pending, None)
+            if step is None:
+                stack.pop()
+                state[key] = 2
+                depth[key] = max((depth[t] + 1 for t, _ in edges.get(key, [])), default=0)
+                if depth[key] > MAX_IN_SEGMENT_DEPTH:
+                    where = edges[key][0][1]
+                    reason = (
+                        f"segment {key!r} depends on a chain of {depth[key]} in_segment references; at most "
+                        f"{MAX_IN_SEGMENT_DEPTH} are allowed: refer to a segment nearer the end of the chain"
+                    )
+                    raise InvalidSegment(
+                        f"invalid segment definition at {where}: {reason}",
+                        {"path": where, "reason": reason, "segment": key, "limit": MAX_IN_SEGMENT_DEPTH},
+                    )
+                if taken:
+                    taken.pop()
+                continue
+            target, where = step
             if state.get(target) == 1:
-                start = next(i for i, (k, _) in enumerate(stack) if k == target)
-                loop = [k for k, _ in stack[start:]] + [target]
+                trail = [*taken, (key, where)]
+                first = next(i for i, (k, _) in enumerate(trail) if k == target)
+                loop = [k for k, _ in trail[first:]] + [target]
                 cycle = " -> ".join(loop)
-                at = stack[start][1]
+                at = trail[first][1]
                 reason = f"in_segment references form a loop: {cycle}; remove one of these in_segment conditions"
                 raise InvalidSegment(
                     f"invalid segment definition at {at}: {reason}",
                     {"path": at, "reason": reason, "segment": loop[0], "cycle": loop},
                 )
             if state.get(target) is None:
-                visit(target)
-            stack.pop()
-        state[key] = 2
-
-    for key in sorted(edges):
-        if key not in state:
-            visit(key)
+                state[target] = 1
+                taken.append((key, where))
+                stack.append((target, iter(edges.get(target, []))))
 
 
 def evaluation_order(rules: Mapping[str, Rule | None]) -> list[str]:

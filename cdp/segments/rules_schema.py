@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from cdp.jsonlimits import out_of_range
 from cdp.ml import schema as ml_schema
 from cdp.segments.rules_model import (
     AGGREGATES,
@@ -514,6 +515,9 @@ def _schedule(value: object) -> Schedule | None:
 def validate(definition: Mapping[str, Any]) -> Definition:
     """Parse and check a segment definition; raises InvalidSegment naming the JSON-pointer path at fault."""
     top = _object(definition, (), "a segment definition")
+    huge = out_of_range(top)
+    if huge is not None:
+        _fail(huge[0], f"{huge[1]} is outside the 64-bit integer range; use a smaller number (or a float)")
     _check_keys(top, _TOP_KEYS, (), "a segment definition")
     key = _string(_required(top, "key", (), "a segment definition"), ("key",), "key")
     if not KEY_RE.match(key):

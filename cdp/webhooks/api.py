@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import logging
 import secrets
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,9 @@ from cdp.webhooks import sending, signing, urls
 from cdp.webhooks.deliveries import EVENT_TYPES, record
 from cdp.webhooks.dispatcher import Dispatcher, lease_seconds, policy
 from cdp.webhooks.errors import UnknownMessage, UnknownWebhook
-from cdp.webhooks.vault import Vault
+from cdp.webhooks.vault import Vault, key_file_path
+
+log = logging.getLogger("cdp.webhooks")
 
 FIELDS = ("url", "events", "segments", "description", "enabled")
 STATUSES = ("pending", "succeeded", "failed")
@@ -103,7 +106,24 @@ class Webhooks:
     # -- dispatcher ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        problem = self.key_problem()
+        if problem:
+            log.warning("%s", problem)
         self.dispatcher.start()
+
+    def key_problem(self) -> str | None:
+        """A loud sentence when endpoints exist but the key their secrets were sealed with is missing."""
+        path = key_file_path(self.settings)
+        if self.settings.secret_key is not None or path is None or path.exists():
+            return None
+        count = self.store.reader().execute("SELECT count(*) FROM webhook_endpoints").fetchone()[0]
+        if not count:
+            return None
+        return (
+            f"WARNING: the webhook secret-key file {path} is missing but {count} webhook endpoint(s) exist: their "
+            "signing secrets cannot be decrypted and their deliveries are held. Restore the file from a backup, "
+            "or rotate each endpoint's secret (cdp webhooks rotate-secret ID)."
+        )
 
     def stop(self) -> None:
         self.dispatcher.stop()
@@ -170,6 +190,7 @@ class Webhooks:
             out[f"{status}_deliveries"] = conn.execute(
                 "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = ? AND status = ?", (webhook_id, status)
             ).fetchone()[0]
+        out["held_reason"] = self.dispatcher.blocked.get(webhook_id)  # why pending deliveries are not sent, if so
         return out
 
     def list(self, *, limit: int | None = None, cursor: str | None = None) -> Page[dict[str, Any]]:
@@ -249,6 +270,7 @@ class Webhooks:
             )
 
         self.store.write(job)
+        self.dispatcher.unblock(webhook_id)  # deliveries held by the old secret go out at once
         return {**self.get(webhook_id), "secret": secret}
 
     def test(self, webhook_id: str) -> dict[str, Any]:
@@ -337,9 +359,11 @@ class Webhooks:
             ):
                 attempts[attempt.pop("delivery_id")].append(attempt)
         data = []
+        held = self.dispatcher.blocked.get(webhook_id)
         for row in rows:
             delivery_id = row.pop("id")
             row["attempt_count"] = row.pop("attempts")
+            row["held_reason"] = held if row["status"] == "pending" else None
             row["attempts"] = attempts[delivery_id]
             data.append(row)
         return Page(data, encode_cursor({"id": delivery_id}) if more and rows else None)

@@ -163,14 +163,17 @@ def claim(
             continue
         signing_previous = previous if previous and previous_expires and previous_expires > at else None
         rows = conn.execute(
-            "SELECT d.id, d.message_id, d.type, d.created_at, coalesce(d.payload, o.payload)"
+            "SELECT d.id, d.message_id, d.type, d.created_at, coalesce(d.payload, o.payload), d.outbox_id,"
+            " d.segment_key, d.profile_id"
             f" FROM webhook_deliveries d LEFT JOIN outbox o ON o.id = d.outbox_id WHERE {HEAD_OF_LINE}"
             " ORDER BY d.next_attempt_at LIMIT ?",
             (eid, at, wanted + len(in_flight)),
         ).fetchall()
-        for did, message_id, kind, created_at, data in rows:
+        for did, message_id, kind, created_at, data, outbox_id, segment_key, profile_id in rows:
             if did in in_flight or wanted <= 0:
                 continue
+            if data is not None and outbox_id is not None:
+                data = with_order(conn, data, outbox_id, kind, segment_key, profile_id, at)
             if data is None:  # the outbox row was removed: nothing left to send
                 conn.execute(
                     "UPDATE webhook_deliveries SET status = 'failed', finished_at = ?, next_attempt_at = NULL"
@@ -185,6 +188,35 @@ def claim(
         [(_ts(now, lease_seconds), c.id) for c in claimed],
     )
     return claimed
+
+
+def with_order(
+    conn: sqlite3.Connection,
+    data: str,
+    sequence: int,
+    kind: str,
+    segment_key: str | None,
+    profile_id: str | None,
+    at: str,
+) -> str:
+    """The payload with what lets a receiver apply messages in any order (added fields only):
+
+    - ``sequence``: the message's place in the outbox. It grows with every message, so for one profile a message
+      with a lower ``sequence`` than one already applied is stale (numbers are shared by all profiles: gaps are
+      normal);
+    - for ``segment.*`` messages, ``current``: the profile's membership of that segment when this attempt was
+      sent (``{"member": bool, "as_of": time}``), so a message replayed late still tells the truth now.
+    """
+    value = orjson.loads(data)
+    if not isinstance(value, dict):
+        return data
+    value["sequence"] = sequence
+    if kind.startswith("segment.") and segment_key is not None and profile_id is not None:
+        member = conn.execute(
+            "SELECT 1 FROM memberships WHERE segment_key = ? AND profile_id = ?", (segment_key, profile_id)
+        ).fetchone()
+        value["current"] = {"member": member is not None, "as_of": at}
+    return orjson.dumps(value).decode()
 
 
 def release(conn: sqlite3.Connection, ids: Iterable[int], now: datetime) -> None:

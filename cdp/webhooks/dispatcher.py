@@ -19,7 +19,7 @@ import logging
 import sqlite3
 import threading
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cdp.errors import StoreClosed
 from cdp.settings import Settings
@@ -36,6 +36,7 @@ FILL = 5  # leased per endpoint, as a multiple of its concurrency
 MIN_TICK_SECONDS = 0.01  # when busy, results are gathered this long into one transaction
 STOP_GRACE_SECONDS = 5.0
 ERROR_BACKOFF_SECONDS = 1.0
+BLOCKED_RETRY_SECONDS = 2.0  # deliveries held by an undecryptable secret are tried again this often
 
 
 def policy(settings: Settings) -> Policy:
@@ -69,7 +70,11 @@ class Dispatcher:
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._secrets: dict[tuple[str, str], str] = {}
         self._high_water = -1
-        self._broken_keys: set[str] = set()
+        # Endpoints whose signing secret cannot be decrypted (key file lost, wrong CDP_SECRET_KEY): why, shown on
+        # the endpoint and its pending deliveries; those are tried again every BLOCKED_RETRY_SECONDS, so a rotated
+        # secret (here or from another process) is used at once.
+        self.blocked: dict[str, str] = {}
+        self._blocked_ids: list[int] = []
 
     # -- control (any thread) --------------------------------------------------------------------
 
@@ -94,6 +99,13 @@ class Dispatcher:
                 loop.call_soon_threadsafe(stopping.set)
         thread.join(timeout=STOP_GRACE_SECONDS + self.settings.webhooks_timeout_seconds + 10)
         self._thread = None
+
+    def unblock(self, endpoint_id: str) -> None:
+        """The endpoint's secret changed: forget the failure and the cached secrets, and look for work now."""
+        self.blocked.pop(endpoint_id, None)
+        for key in [k for k in self._secrets if k[0] == endpoint_id]:
+            self._secrets.pop(key, None)
+        self.wake()
 
     def wake(self) -> None:
         """Look for work now (after a replay, an endpoint enabled, ...)."""
@@ -147,14 +159,17 @@ class Dispatcher:
     async def _tick(self, client: Client) -> bool:
         now = utcnow()
         results, self._results = self._results, []
-        if not results and not self._has_work(now):
+        blocked, self._blocked_ids = self._blocked_ids, []
+        if not results and not blocked and not self._has_work(now):
             return False
+        retry_blocked = now + timedelta(seconds=BLOCKED_RETRY_SECONDS)
         busy = {eid: set(ids) for eid, ids in self._in_flight.items()}
         first_delay = self.policy.schedule[0]
         lease = lease_seconds(self.settings)
 
         def job(conn: sqlite3.Connection) -> tuple[list[Claimed], int, int]:
             deliveries.record(conn, results, now, self.policy)
+            deliveries.release(conn, blocked, retry_blocked)
             consumed = deliveries.fan_out(conn, now, first_delay)
             return deliveries.claim(conn, now, lease, self.cap, busy), consumed, deliveries.high_water(conn)
 
@@ -162,6 +177,7 @@ class Dispatcher:
             claimed, consumed, self._high_water = await asyncio.wrap_future(self.store.submit(job))
         except BaseException:
             self._results = results + self._results  # not recorded: keep them for the next tick
+            self._blocked_ids = blocked + self._blocked_ids
             raise
         for result in results:
             self._in_flight[result.endpoint_id].discard(result.delivery_id)
@@ -178,13 +194,17 @@ class Dispatcher:
     def _outgoing(self, item: Claimed) -> sending.Outgoing | None:
         try:
             keys = [self._secret(item.endpoint_id, item.secret)]
-            if item.previous_secret:
-                keys.append(self._secret(item.endpoint_id, item.previous_secret))
         except SecretKeyUnavailable as exc:
-            if item.endpoint_id not in self._broken_keys:  # its deliveries wait; the lease retries them
-                log.error("webhook %s: %s", item.endpoint_id, exc.message)
-                self._broken_keys.add(item.endpoint_id)
+            if item.endpoint_id not in self.blocked:  # its deliveries wait, and are tried again shortly
+                log.error("webhook %s: deliveries are held: %s", item.endpoint_id, exc.message)
+            self.blocked[item.endpoint_id] = exc.message
+            self._blocked_ids.append(item.id)
             return None
+        self.blocked.pop(item.endpoint_id, None)
+        if item.previous_secret:
+            # the previous secret may be lost with the old key: then sign with the new one only
+            with contextlib.suppress(SecretKeyUnavailable):
+                keys.append(self._secret(item.endpoint_id, item.previous_secret))
         body = signing.body(item.type, item.created_at, item.data)
         return sending.Outgoing(item.id, item.endpoint_id, item.url, item.message_id, body, keys)
 
