@@ -709,7 +709,7 @@ def _webhook_line(hook: dict[str, Any]) -> str:
     "--event",
     "events",
     multiple=True,
-    type=click.Choice(["segment.entered", "segment.exited", "profile.merged"]),
+    type=click.Choice(["segment.entered", "segment.exited", "profile.merged", "profile.deleted"]),
     help="Event type to receive (repeatable; default: all).",
 )
 @click.option("--segment", "segments", multiple=True, help="Segment key to receive (repeatable; default: all).")
@@ -752,7 +752,7 @@ def webhooks_list(db: Path | None, as_json: bool) -> None:
     "--event",
     "events",
     multiple=True,
-    type=click.Choice(["segment.entered", "segment.exited", "profile.merged"]),
+    type=click.Choice(["segment.entered", "segment.exited", "profile.merged", "profile.deleted"]),
     help="Replace the event types (repeatable).",
 )
 @click.option("--segment", "segments", multiple=True, help="Replace the segment keys (repeatable).")
@@ -931,6 +931,16 @@ def demo_load(db: Path | None, directory: Path | None, if_empty: bool, no_shift:
         f"{summary.events_rejected} rejected"
     )
     click.echo(f"{resolution['profiles']} profiles after identity resolution")
+
+
+def _register_groups() -> None:
+    """Command groups kept in modules of their own (they use the helpers above)."""
+    from cdp.privacy import cli as privacy_cli
+
+    cli.add_command(privacy_cli.privacy)
+
+
+_register_groups()
 
 
 def main() -> None:
