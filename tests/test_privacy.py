@@ -189,8 +189,12 @@ def test_suppression_at_the_door(fresh_db: CDP, write_key: str) -> None:
     ])  # fmt: skip
     assert [r["user_id"] for r in cdp.store.query("SELECT user_id FROM events")] == ["someone-else"]
     assert count(cdp, "identifiers", "value IN ('new-device', 'gone@example.com', 'sup1')") == 0
-    records = cdp.ingest.upsert_records([{"source": "crm", "external_id": "c1", "email": "GONE@example.com"},
-                                         {"source": "crm", "external_id": "c2", "email": "kept@example.com"}])  # fmt: skip
+    records = cdp.ingest.upsert_records(
+        [
+            {"source": "crm", "external_id": "c1", "email": "GONE@example.com"},
+            {"source": "crm", "external_id": "c2", "email": "kept@example.com"},
+        ]
+    )
     assert records.inserted == 1 and count(cdp, "source_records") == 1
     report = cdp.quality.report()
     suppressed = sum(e["suppressed"] for e in report["events"])
@@ -234,14 +238,20 @@ def test_api_requests_and_export_download(tmp_path: Path, write_key: str, fresh_
             with live.client() as http:
                 bad = http.post("/v1/privacy/requests", json={"type": "erase", "profile_id": "x"}, headers=auth)
                 assert bad.status_code in (400, 422) and "type" in bad.text
-                both = http.post("/v1/privacy/requests", headers=auth, json={
-                    "type": "delete", "profile_id": "p", "identifiers": [{"type": "email", "value": "a@b.c"}]})  # fmt: skip
+                both = http.post(
+                    "/v1/privacy/requests",
+                    headers=auth,
+                    json={"type": "delete", "profile_id": "p", "identifiers": [{"type": "email", "value": "a@b.c"}]},
+                )
                 assert both.status_code == 400 and both.json()["code"] == "invalid_input"
                 forbidden = http.post("/v1/privacy/requests", json={"type": "export", "profile_id": "x"},
                                       headers={"Authorization": f"Bearer {read}"})  # fmt: skip
                 assert forbidden.status_code == 403
-                made = http.post("/v1/privacy/requests", headers=auth,
-                                 json={"type": "export", "identifiers": [{"type": "user_id", "value": "ex1"}]})  # fmt: skip
+                made = http.post(
+                    "/v1/privacy/requests",
+                    headers=auth,
+                    json={"type": "export", "identifiers": [{"type": "user_id", "value": "ex1"}]},
+                )
                 assert made.status_code == 202 and made.json()["status"] in ("pending", "running", "done")
                 rid = made.json()["id"]
                 done = _wait(lambda: (r := http.get(f"/v1/privacy/requests/{rid}", headers=auth).json())["status"]
@@ -261,8 +271,11 @@ def test_api_requests_and_export_download(tmp_path: Path, write_key: str, fresh_
                 gone = http.get(done["download"]["url"], headers=auth)
                 assert gone.status_code == 410 and gone.json()["code"] == "export_expired"
                 assert not list((tmp_path / "api.db.privacy-exports").glob("*.json"))
-                deleting = http.post("/v1/privacy/requests", headers=auth,
-                                     json={"type": "delete", "identifiers": [{"type": "user_id", "value": "ex1"}]})  # fmt: skip
+                deleting = http.post(
+                    "/v1/privacy/requests",
+                    headers=auth,
+                    json={"type": "delete", "identifiers": [{"type": "user_id", "value": "ex1"}]},
+                )
                 assert deleting.status_code == 202
                 rid = deleting.json()["id"]
                 _wait(lambda: http.get(f"/v1/privacy/requests/{rid}", headers=auth).json()["status"] == "done")
