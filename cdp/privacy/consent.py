@@ -138,6 +138,16 @@ def details(conn: sqlite3.Connection, profile_id: str) -> dict[str, Any]:
     return {"categories": categories, "conflicts": conflicts}
 
 
+def required(segment: Mapping[str, Any]) -> list[str]:
+    """The consent categories a segment requires: its definition's ``consent`` (a stored row or a parsed one)."""
+    if "consent" in segment:
+        return list(segment["consent"] or [])
+    definition = segment.get("definition")
+    if isinstance(definition, str) and '"consent"' in definition:
+        return list(orjson.loads(definition).get("consent") or [])
+    return []
+
+
 def allowed(conn: sqlite3.Connection, required: Sequence[str], profile_ids: Iterable[str]) -> set[str]:
     """The profiles among ``profile_ids`` that granted every ``required`` category."""
     ids = list(profile_ids)
