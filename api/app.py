@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
         app.state.cdp = instance
         app.state.scheduler = None
         instance.start_writer()  # the ingest writer process, if any: before the first request
+        instance.privacy.start()  # privacy requests a crash interrupted resume; new ones run in the background
         if run_scheduler:
             app.state.scheduler = Scheduler(instance)
             app.state.scheduler.start()

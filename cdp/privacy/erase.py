@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
+
 from cdp import outbox
 from cdp.chunks import chunked, marks
 
@@ -100,11 +102,57 @@ def delete_rest(conn: sqlite3.Connection, work: dict[str, Any], request_id: str)
     counts["webhook_deliveries"] += delete_in(conn, "webhook_deliveries", "id", sorted(deliveries))
     counts["outbox"] += delete_in(conn, "outbox", "id", outbox_ids)
     counts["profiles"] += delete_in(conn, "profiles", "id", profiles)
+    counts["identity_model_terms"] += scrub_models(conn, work.get("fields", {}), values)
 
     for live in work["live"]:
         merged = [p for p in profiles if p != live and work["owner"].get(p) == live]
         outbox.write_deleted(conn, live, merged, request_id)
     return {k: v for k, v in counts.items() if v}
+
+
+def scrub_models(conn: sqlite3.Connection, fields: dict[str, list[str]], identifiers: set[str]) -> int:
+    """Stored identity models keep term-frequency tables (``term_frequencies: {column: {value: share}}``): the
+    person's values leave them unless another record still holds the value. How many entries were removed."""
+    candidates = {v.lower() for values in fields.values() for v in values} | {v.lower() for v in identifiers}
+    if not candidates:
+        return 0
+    removed = 0
+    still_held: dict[tuple[str, str], bool] = {}
+    for version, text in conn.execute("SELECT version, model FROM identity_models").fetchall():
+        if not any(c in text.lower() for c in candidates):
+            continue
+        model = orjson.loads(text)
+        tables = model.get("term_frequencies") if isinstance(model, dict) else None
+        if not isinstance(tables, dict):
+            continue
+        changed = False
+        for column, table in tables.items():
+            if not isinstance(table, dict):
+                continue
+            for term in [t for t in table if isinstance(t, str) and t.lower() in candidates]:
+                key = (column, term.lower())
+                if key not in still_held:
+                    still_held[key] = _held_elsewhere(conn, column, term)
+                if not still_held[key]:
+                    del table[term]
+                    removed += 1
+                    changed = True
+        if changed:
+            conn.execute(
+                "UPDATE identity_models SET model = ? WHERE version = ?", (orjson.dumps(model).decode(), version)
+            )
+    return removed
+
+
+def _held_elsewhere(conn: sqlite3.Connection, column: str, term: str) -> bool:
+    """Whether a remaining record (this person's are already gone) holds the value in that column."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(source_records)")}
+    if column not in columns:
+        return False
+    if column in ("email", "phone"):  # indexed, and stored normalised
+        return conn.execute(f"SELECT 1 FROM source_records WHERE {column} = ? LIMIT 1", (term,)).fetchone() is not None
+    row = conn.execute(f"SELECT 1 FROM source_records WHERE lower({column}) = ? LIMIT 1", (term.lower(),)).fetchone()
+    return row is not None
 
 
 def _delete_conflicts(conn: sqlite3.Connection, needles: set[str]) -> int:

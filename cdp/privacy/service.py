@@ -220,7 +220,7 @@ class Privacy:
         )
         conn.execute("COMMIT")
 
-    def _load(self, conn: sqlite3.Connection, request_id: str) -> sqlite3.Row | None:
+    def _load(self, conn: sqlite3.Connection, request_id: str) -> sqlite3.Row:
         conn.row_factory = sqlite3.Row
         row: sqlite3.Row | None = conn.execute("SELECT * FROM privacy_requests WHERE id = ?", (request_id,)).fetchone()
         conn.row_factory = None
@@ -234,16 +234,40 @@ class Privacy:
         conn.execute(f"UPDATE privacy_requests SET {sets} WHERE id = ?", [*values, request_id])
 
     def _run(self, conn: sqlite3.Connection, request_id: str) -> None:
-        row = self._load(conn, request_id)
-        assert row is not None
-        if row["status"] in ("done", "failed"):
-            return
-        kind = row["type"]
+        """Step by step, each step in its own transaction that re-reads the request under the write lock: two
+        processes resuming one request never do a step twice."""
+        erased = False
+        while True:
+            row = self._load(conn, request_id)
+            if row["status"] in ("done", "failed"):
+                break
+            if row["step"] == "export":
+                self._export(conn, row)
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._load(conn, request_id)
+                if row["status"] not in ("done", "failed") and row["step"] != "export":
+                    erased |= self._step(conn, row)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        if erased:
+            truncated = self._truncate_wal(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            counts = orjson.loads(self._load(conn, request_id)["counts"])
+            self._save(conn, request_id, counts={**counts, "wal_truncated": int(truncated)})
+            conn.execute("COMMIT")
+            self._truncate_wal(conn)
+
+    def _step(self, conn: sqlite3.Connection, row: sqlite3.Row) -> bool:
+        """One step of a request, in the caller's transaction; True when it was the final erasure step."""
+        request_id, kind, step = row["id"], row["type"], row["step"]
         work = orjson.loads(row["work"] or "{}")
         counts: dict[str, int] = orjson.loads(row["counts"])
-        step = row["step"]
-        if step is None:  # find who the request is about; suppress first, so nothing new arrives meanwhile
-            conn.execute("BEGIN IMMEDIATE")
+        if step is None:  # who the request is about; suppression first, so nothing new arrives meanwhile
             given: list[tuple[str, str]] = [(i[0], i[1]) for i in work["given"]]
             found_work, found = subject.find(conn, given, work.get("profile_id"))
             work.update(found_work)
@@ -253,46 +277,42 @@ class Privacy:
                 counts["suppressed_identifiers"] = self._suppress(conn, request_id, given, work["identifiers"])
             elif kind == "unsuppress":
                 counts["unsuppressed_identifiers"] = self._unsuppress(conn, given)
-            step = {"delete": "events", "suppress_with_delete": "events", "export": "export"}.get(kind, "finish")
+            following = {"delete": "events", "suppress_with_delete": "events", "export": "export"}.get(kind)
+            if following is None:
+                self._finish(conn, request_id, counts, found=found, started_at=now_iso())
+                return False
             self._save(
                 conn, request_id, status="running", started_at=now_iso(), work=work, found=found, counts=counts,
-                step=step,
+                step=following,
             )  # fmt: skip
-            conn.execute("COMMIT")
-        if step == "events":
-            while True:
-                conn.execute("BEGIN IMMEDIATE")
-                removed = erase.delete_events_chunk(conn, work["profiles"])
-                counts["events"] = counts.get("events", 0) + removed
-                self._save(conn, request_id, counts=counts, step="events" if removed else "rest")
-                conn.execute("COMMIT")
-                if not removed:
-                    step = "rest"
-                    break
+            return False
+        if step == "events":  # a chunk at a time: ingest keeps going between chunks
+            removed = erase.delete_events_chunk(conn, work["profiles"])
+            counts["events"] = counts.get("events", 0) + removed
+            self._save(conn, request_id, counts=counts, step="events" if removed else "rest")
+            return False
         if step == "rest":
-            conn.execute("BEGIN IMMEDIATE")
             counts.update({k: counts.get(k, 0) + v for k, v in erase.delete_rest(conn, work, request_id).items()})
             self._finish(conn, request_id, counts)
-            conn.execute("COMMIT")
-            counts["wal_truncated"] = int(self._truncate_wal(conn))
-            conn.execute("BEGIN IMMEDIATE")
-            self._save(conn, request_id, counts=counts)
-            conn.execute("COMMIT")
-            self._truncate_wal(conn)
-            return
-        if step == "export":
-            path = self._export_path(request_id)
-            summary = {
-                "profile": [self._profile_view(conn, pid) for pid in work["live"]],
-            }
+            return True
+        raise ValueError(f"privacy request {request_id} is at an unknown step {step!r}")
+
+    def _export(self, conn: sqlite3.Connection, row: sqlite3.Row) -> None:
+        """Write the export file from one consistent snapshot, then end the request (if nobody else did)."""
+        request_id = row["id"]
+        work = orjson.loads(row["work"])
+        counts: dict[str, int] = orjson.loads(row["counts"])
+        path = self._export_path(request_id)
+        conn.execute("BEGIN")
+        try:
+            summary = {"profile": [self._profile_view(conn, pid) for pid in work["live"]]}
             counts.update(export.write(conn, work, path, request_id, summary))
-            expires = format_ts(utcnow() + timedelta(hours=self.settings.privacy_export_ttl_hours))
-            conn.execute("BEGIN IMMEDIATE")
-            self._finish(conn, request_id, counts, export_path=str(path), expires_at=expires)
+        finally:
             conn.execute("COMMIT")
-            return
+        expires = format_ts(utcnow() + timedelta(hours=self.settings.privacy_export_ttl_hours))
         conn.execute("BEGIN IMMEDIATE")
-        self._finish(conn, request_id, counts)
+        if self._load(conn, request_id)["status"] == "running":
+            self._finish(conn, request_id, counts, export_path=str(path), expires_at=expires)
         conn.execute("COMMIT")
 
     def _profile_view(self, conn: sqlite3.Connection, profile_id: str) -> dict[str, Any]:

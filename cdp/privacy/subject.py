@@ -13,6 +13,8 @@ from cdp.errors import InvalidInput
 
 IDENTIFIER_TYPES = ("user_id", "email", "phone", "anonymous_id", "record")
 MAX_IDENTIFIERS = 100
+RECORD_FIELDS = ("email", "phone", "first_name", "last_name", "birthday", "address_street", "address_city",
+                 "address_postal_code", "company", "title")  # fmt: skip
 
 
 def parse_identifiers(raw: object, phone_region: str) -> list[tuple[str, str]]:
@@ -113,6 +115,15 @@ def find(
         if kind == "record":
             source, _, external_id = value.partition(":")
             records.add((source, external_id))
+    # The records' field values: stored identity models keep term frequencies of some of them.
+    fields: dict[str, set[str]] = {}
+    for part in chunked(profiles):
+        cursor = conn.execute(f"SELECT * FROM source_records WHERE profile_id IN ({marks(part)})", part)
+        columns = [d[0] for d in cursor.description or ()]
+        for row in cursor:
+            for column, value in zip(columns, row, strict=True):
+                if column in RECORD_FIELDS and isinstance(value, str) and value:
+                    fields.setdefault(column, set()).add(value)
     given = set(identifiers)
     others = [i for i in idents if (i[1], i[2]) not in given]
     found: dict[str, Any] = {
@@ -132,4 +143,5 @@ def find(
         "profiles": profiles,
         "identifiers": idents,
         "records": sorted(records),
+        "fields": {column: sorted(values) for column, values in fields.items()},
     }, found
