@@ -39,11 +39,11 @@ def delete_in(conn: sqlite3.Connection, table: str, column: str, values: Sequenc
     return removed
 
 
-def delete_events_chunk(conn: sqlite3.Connection, profiles: Sequence[str]) -> int:
-    """Remove up to ``EVENTS_CHUNK`` of the profiles' events; 0 when none are left."""
+def delete_events_chunk(conn: sqlite3.Connection, profiles: Sequence[str], size: int = EVENTS_CHUNK) -> int:
+    """Remove up to ``size`` of the profiles' events; 0 when none are left."""
     removed = 0
     for part in chunked(list(profiles)):
-        left = EVENTS_CHUNK - removed
+        left = size - removed
         if left <= 0:
             break
         removed += conn.execute(

@@ -287,7 +287,7 @@ class Privacy:
             )  # fmt: skip
             return False
         if step == "events":  # a chunk at a time: ingest keeps going between chunks
-            removed = erase.delete_events_chunk(conn, work["profiles"])
+            removed = erase.delete_events_chunk(conn, work["profiles"], self.settings.privacy_events_chunk)
             counts["events"] = counts.get("events", 0) + removed
             self._save(conn, request_id, counts=counts, step="events" if removed else "rest")
             return False
