@@ -125,8 +125,9 @@ def _messages(rng: random.Random, n: int, round_no: int, batch_no: int) -> list[
             out.append({"type": "identify", "userId": user, "anonymousId": anon,
                         "traits": {"email": f"{user}@example.com", "plan": rng.choice(["free", "pro"])}})  # fmt: skip
         elif kind < 0.7:
-            out.append({"type": "track", "userId": user, "event": rng.choice(["Viewed", "Added", "Order Completed"]),
-                        "properties": {"revenue": rng.randrange(100), "sku": f"sku-{rng.randrange(1000)}"}})  # fmt: skip
+            event = rng.choice(["Viewed", "Added", "Order Completed"])
+            properties = {"revenue": rng.randrange(100), "sku": f"sku-{rng.randrange(1000)}"}
+            out.append({"type": "track", "userId": user, "event": event, "properties": properties})
         else:
             out.append({"type": "page", "anonymousId": anon, "name": "Home", "properties": {"path": "/"}})
     return out
