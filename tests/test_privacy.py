@@ -17,6 +17,10 @@ from cdp import CDP, Settings, sample
 from tests.conftest import LiveServer, count
 from tests.test_webhooks import Receiver, receiver  # noqa: F401  (the fixture)
 
+BUYERS = {"key": "buyers", "name": "Likely buyers", "type": "propensity",
+          "model": {"target_event": "Order Completed", "horizon_days": 7, "algorithm": "logistic"},
+          "select": {"top_quantile": 0.25}}  # fmt: skip
+
 
 @pytest.fixture(scope="module")
 def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -25,6 +29,8 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with CDP(Settings(db=path, scheduler_enabled=False, key_cache_seconds=0)) as cdp:
         sample.load(cdp, None, shift_to_now=True)
         cdp.identity.run()
+        cdp.segments.create(BUYERS)
+        assert cdp.segments.compute("buyers").status == "succeeded"  # a propensity score for every profile
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return path
@@ -78,15 +84,17 @@ def _values(cdp: CDP, pid: str) -> set[str]:
 
 
 def _text_hits(cdp: CDP, values: set[str]) -> dict[str, list[str]]:
-    """Every table's every text column, scanned for the values: a table added later is scanned too."""
+    """Every table's every column (text, numbers, blobs), scanned for the values: a table added later is scanned
+    too."""
     conn = cdp.store.reader()
     hits: dict[str, list[str]] = {}
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     for table in tables:
         columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
         for column in columns:
-            for (text,) in conn.execute(f"SELECT CAST({column} AS TEXT) FROM {table} WHERE {column} IS NOT NULL"):
-                found = [v for v in values if v in text]
+            for (value,) in conn.execute(f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL"):
+                data = value if isinstance(value, bytes) else str(value).encode()  # blobs (pickles) too
+                found = [v for v in values if v.encode() in data]
                 if found:
                     hits.setdefault(f"{table}.{column}", []).extend(found)
     return hits
@@ -127,9 +135,7 @@ def test_erasure_is_complete(loaded: CDP, receiver: Receiver) -> None:  # noqa: 
     cdp.segments.create({"key": "emailable", "name": "Has an email", "rule": {"trait": "email", "op": "exists"}})
     cdp.segments.compute("emailable")
     assert pid in {m["profile_id"] for m in cdp.segments.members("emailable", limit=1000).data}
-    cdp.store.write(lambda c: c.execute(
-        "UPDATE profiles SET scores = json_set(scores, '$.propensity_buyers', 0.42) WHERE id = ?", (pid,)
-    ))  # fmt: skip
+    assert "propensity_buyers" in cdp.profiles.get(pid)["computed"]
     cdp.webhooks.start()
     person_msgs = {r["message_id"] for r in cdp.store.query(
         "SELECT message_id FROM outbox WHERE profile_id = ? AND segment_key = 'emailable'", (pid,))}  # fmt: skip
@@ -280,6 +286,14 @@ def test_api_requests_and_export_download(tmp_path: Path, write_key: str, fresh_
                 rid = deleting.json()["id"]
                 _wait(lambda: http.get(f"/v1/privacy/requests/{rid}", headers=auth).json()["status"] == "done")
                 assert http.get("/v1/profiles/lookup?user_id=ex1", headers=auth).status_code == 404
+                # suppressed: acknowledged as Segment does (SDKs do not retry), not stored
+                body = {"type": "suppress", "identifiers": [{"type": "user_id", "value": "ex1"}]}
+                suppress = http.post("/v1/privacy/requests", headers=auth, json=body)
+                rid = suppress.json()["id"]
+                _wait(lambda: http.get(f"/v1/privacy/requests/{rid}", headers=auth).json()["status"] == "done")
+                tracked = http.post("/v1/track", auth=(key, ""), json={"userId": "ex1", "event": "Came Back"})
+                assert tracked.status_code == 200 and tracked.json() == {"success": True}
+                assert count(cdp, "events", "user_id = 'ex1'") == 0
         finally:
             srv.should_exit = True
             thread.join(timeout=10)
