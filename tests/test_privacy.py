@@ -206,6 +206,12 @@ def test_suppression_at_the_door(fresh_db: CDP, write_key: str) -> None:
     suppressed = sum(e["suppressed"] for e in report["events"])
     assert suppressed == 2
 
+    with CDP(cdp.settings) as again:  # suppression survives a restart (a new process, a new writer)
+        again.start_writer()
+        again.ingest.batch({"batch": [{"type": "track", "userId": "sup1", "event": "After restart"}]},
+                           write_key=write_key)  # fmt: skip
+    assert count(cdp, "events", "event = 'After restart'") == 0
+
     cdp.privacy.submit("unsuppress", [{"type": "email", "value": "gone@example.com"}], background=False)
     send([{"type": "track", "userId": "sup1", "event": "Welcome back"}])
     assert count(cdp, "events", "user_id = 'sup1'") == 1  # new data comes in; the deleted data does not come back

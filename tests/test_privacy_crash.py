@@ -98,11 +98,21 @@ def test_kill_9_mid_deletion_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert status == "running" and step == "events"
     assert 0 < left < EVENTS and orjson.loads(counts)["events"] == EVENTS + 1 - left  # counted with the deletes
 
+    # Meanwhile the person came back: a new device linked to them and an event (a plain delete does not suppress)
+    with CDP(Settings(db=db, scheduler_enabled=False, ingest_writer="thread")) as cdp:
+        key = cdp.keys.create("write", "late")[1]
+        cdp.ingest.batch({"batch": [{"type": "identify", "userId": "big", "anonymousId": "late-device"},
+                                    {"type": "track", "anonymousId": "late-device", "event": "Late"}]},
+                         write_key=key)  # fmt: skip
+
     resumed = subprocess.run([cdp_bin, "privacy", "resume", "--db", str(db)], capture_output=True, text=True,
                              timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert '"status": "done"' in resumed.stdout
     after, expected = _state(db), _state(reference)
+    requests = after.pop("requests")
+    assert isinstance(requests, list) and requests[0][1]["events"] == EVENTS + 3  # the late ones too
+    expected.pop("requests")
     assert after == expected
     events = after["events"]
     assert isinstance(events, list) and [u for _, u in events] == ["neighbour", "neighbour"]

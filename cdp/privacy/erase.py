@@ -22,6 +22,7 @@ import orjson
 
 from cdp import outbox
 from cdp.chunks import chunked, marks
+from cdp.privacy import subject
 
 EVENTS_CHUNK = 5_000
 Commit = Callable[[sqlite3.Connection, dict[str, int]], None]
@@ -54,7 +55,9 @@ def delete_events_chunk(conn: sqlite3.Connection, profiles: Sequence[str], size:
 
 
 def delete_rest(conn: sqlite3.Connection, work: dict[str, Any], request_id: str) -> dict[str, int]:
-    """Everything but the events, in the caller's transaction; the counts per kind."""
+    """Everything else, in the caller's transaction (events that arrived since the last chunk included); the
+    counts per kind."""
+    work = subject.refresh(conn, work)
     profiles: list[str] = work["profiles"]
     identifier_ids: list[int] = [i[0] for i in work["identifiers"]]
     values = {i[2] for i in work["identifiers"]}
@@ -62,6 +65,8 @@ def delete_rest(conn: sqlite3.Connection, work: dict[str, Any], request_id: str)
     nodes: list[str] = [f"record:{s}:{e}" for s, e in records]
     nodes += [f"{kind}:{value}" for _, kind, value in work["identifiers"] if kind == "user_id"]
     counts: Counter[str] = Counter()
+    while removed := delete_events_chunk(conn, profiles):
+        counts["events"] += removed
 
     counts["source_records"] += delete_in(conn, "source_records", "profile_id", profiles)
     for source, external_id in records:

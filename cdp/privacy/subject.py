@@ -70,6 +70,37 @@ def live_id(conn: sqlite3.Connection, profile_id: str) -> str | None:
     return current
 
 
+def closure(conn: sqlite3.Connection, live: Sequence[str]) -> dict[str, str]:
+    """Each live profile and every profile merged into it (at any depth), mapped to its live profile."""
+    owner: dict[str, str] = {}
+    for root in live:
+        owner[root] = root
+        frontier = [root]
+        while frontier:
+            nxt: list[str] = []
+            for part in chunked(frontier):
+                for (pid,) in conn.execute(f"SELECT id FROM profiles WHERE merged_into IN ({marks(part)})", part):
+                    if pid not in owner:
+                        owner[pid] = root
+                        nxt.append(pid)
+            frontier = nxt
+    return owner
+
+
+def refresh(conn: sqlite3.Connection, work: dict[str, Any]) -> dict[str, Any]:
+    """The work again under the final transaction's lock: what arrived for the person since it was found (a new
+    device linked, a profile merged in) is erased with the rest."""
+    owner = {**work["owner"], **closure(conn, work["live"])}
+    profiles = list(owner)
+    known = {i[0] for i in work["identifiers"]}
+    identifiers = list(work["identifiers"])
+    for part in chunked(profiles):
+        for row in conn.execute(f"SELECT id, type, value FROM identifiers WHERE profile_id IN ({marks(part)})", part):
+            if row[0] not in known:
+                identifiers.append(list(row))
+    return {**work, "owner": owner, "profiles": profiles, "identifiers": identifiers}
+
+
 def find(
     conn: sqlite3.Connection, identifiers: Sequence[tuple[str, str]], profile_id: str | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -85,18 +116,7 @@ def find(
     if profile_id is not None:
         starts.append(profile_id)
     live = list(dict.fromkeys(p for p in (live_id(conn, s) for s in starts) if p is not None))
-    owner: dict[str, str] = {}
-    for root in live:
-        owner[root] = root
-        frontier = [root]
-        while frontier:
-            nxt: list[str] = []
-            for part in chunked(frontier):
-                for (pid,) in conn.execute(f"SELECT id FROM profiles WHERE merged_into IN ({marks(part)})", part):
-                    if pid not in owner:
-                        owner[pid] = root
-                        nxt.append(pid)
-            frontier = nxt
+    owner = closure(conn, live)
     profiles = list(owner)
     idents: list[list[Any]] = []
     for part in chunked(profiles):
