@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -49,7 +50,7 @@ def write(
     ids: list[str] = work["profiles"]
     counts: dict[str, int] = {}
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")  # two resumers never share one
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(b'{"request_id": ' + orjson.dumps(request_id) + b', "generated_at": ' + orjson.dumps(now_iso()))

@@ -200,8 +200,9 @@ class Privacy:
         with self._lock:
             conn = _connect(self.store.path, int(self.settings.busy_timeout_ms))
             try:
+                self._load(conn, request_id)  # an unknown id is the caller's error, not the request's
                 self._run(conn, request_id)
-            except CDPError:
+            except UnknownPrivacyRequest:
                 raise
             except Exception as exc:
                 log.exception("privacy request %s failed", request_id)
