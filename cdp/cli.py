@@ -372,6 +372,7 @@ def quality(db: Path | None, as_json: bool) -> None:
         problems = ", ".join(
             [f"missing {k}: {v}" for k, v in row["missing"].items()]
             + [f"invalid {k}: {v}" for k, v in row["invalid"].items()]
+            + ([f"suppressed: {row['suppressed']}"] if row.get("suppressed") else [])
         )
         click.echo(
             f"  {row['source'][:16]:<16} {row['event'][:24]:<24} {row['received']:>9} {row['stored']:>8} "
@@ -385,6 +386,7 @@ def quality(db: Path | None, as_json: bool) -> None:
         click.echo(
             f"  {row['source']}: {row.get('records', 0)} records, {row['rejected']} rejected, invalid {invalid}; "
             f"sharing an email: {row.get('uniqueness', {}).get('records_sharing_an_email', 0)}"
+            + (f"; suppressed: {row['suppressed']}" if row.get("suppressed") else "")
         )
         click.echo(f"    completeness: {completeness}")
 
