@@ -15,7 +15,7 @@ from . import docs, errors
 from .access_log import AccessLog
 from .guard import Guard
 from .json_bodies import JSONBodies
-from .routes import events, health, ml, profiles, quality, records, sdk, segments, tracking, webhooks
+from .routes import events, health, ml, privacy, profiles, quality, records, sdk, segments, tracking, webhooks
 
 
 class TrackingCORS:
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
         app.state.cdp = instance
         app.state.scheduler = None
         instance.start_writer()  # the ingest writer process, if any: before the first request
+        instance.privacy.start()  # privacy requests a crash interrupted resume; new ones run in the background
         if run_scheduler:
             app.state.scheduler = Scheduler(instance)
             app.state.scheduler.start()
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
     )
     errors.install(app)
     docs.install(app)
-    for module in (tracking, sdk, records, events, profiles, segments, ml, webhooks, quality, health):
+    for module in (tracking, sdk, records, events, profiles, segments, ml, webhooks, privacy, quality, health):
         app.include_router(module.router)
     raw_paths = lambda path: path in tracking.TRACKING_PATHS or path == "/v1/records"  # noqa: E731
     app.add_middleware(JSONBodies, raw_paths=raw_paths)

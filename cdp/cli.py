@@ -388,6 +388,7 @@ def quality(db: Path | None, as_json: bool) -> None:
         problems = ", ".join(
             [f"missing {k}: {v}" for k, v in row["missing"].items()]
             + [f"invalid {k}: {v}" for k, v in row["invalid"].items()]
+            + ([f"suppressed: {row['suppressed']}"] if row.get("suppressed") else [])
         )
         click.echo(
             f"  {row['source'][:16]:<16} {row['event'][:24]:<24} {row['received']:>9} {row['stored']:>8} "
@@ -401,6 +402,7 @@ def quality(db: Path | None, as_json: bool) -> None:
         click.echo(
             f"  {row['source']}: {row.get('records', 0)} records, {row['rejected']} rejected, invalid {invalid}; "
             f"sharing an email: {row.get('uniqueness', {}).get('records_sharing_an_email', 0)}"
+            + (f"; suppressed: {row['suppressed']}" if row.get("suppressed") else "")
         )
         click.echo(f"    completeness: {completeness}")
 
@@ -725,7 +727,7 @@ def _webhook_line(hook: dict[str, Any]) -> str:
     "--event",
     "events",
     multiple=True,
-    type=click.Choice(["segment.entered", "segment.exited", "profile.merged"]),
+    type=click.Choice(["segment.entered", "segment.exited", "profile.merged", "profile.deleted"]),
     help="Event type to receive (repeatable; default: all).",
 )
 @click.option("--segment", "segments", multiple=True, help="Segment key to receive (repeatable; default: all).")
@@ -768,7 +770,7 @@ def webhooks_list(db: Path | None, as_json: bool) -> None:
     "--event",
     "events",
     multiple=True,
-    type=click.Choice(["segment.entered", "segment.exited", "profile.merged"]),
+    type=click.Choice(["segment.entered", "segment.exited", "profile.merged", "profile.deleted"]),
     help="Replace the event types (repeatable).",
 )
 @click.option("--segment", "segments", multiple=True, help="Replace the segment keys (repeatable).")
@@ -950,6 +952,16 @@ def demo_load(db: Path | None, directory: Path | None, if_empty: bool, no_shift:
 
 
 cli_backup.register(cli, db_option, settings_for)
+
+
+def _register_groups() -> None:
+    """Command groups kept in modules of their own (they use the helpers above)."""
+    from cdp.privacy import cli as privacy_cli
+
+    cli.add_command(privacy_cli.privacy)
+
+
+_register_groups()
 
 
 def main() -> None:

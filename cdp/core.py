@@ -13,6 +13,7 @@ from cdp.identity.resolve import Resolution
 from cdp.ingest import Ingest
 from cdp.keys import Keys
 from cdp.ml.personas import Personas
+from cdp.privacy.service import Privacy
 from cdp.profiles import Profiles
 from cdp.quality import Quality
 from cdp.segments.api import Segments
@@ -55,6 +56,7 @@ class CDP:
         self.identity.after_run.append(self._after_resolution)
         self.quality = Quality(self.store)
         self.personas = Personas(self.store)
+        self.privacy = Privacy(self.store, self.settings, self.profiles)
 
     @cached_property
     def webhooks(self) -> Webhooks:
@@ -87,8 +89,10 @@ class CDP:
         self.realtime.start()
         self.segments_realtime.start()
         self.webhooks.start()
+        self.privacy.start()
 
     def close(self) -> None:
+        self.privacy.stop()
         self.realtime.stop()
         self.segments_realtime.stop()
         if "webhooks" in self.__dict__:

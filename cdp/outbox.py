@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from cdp.chunks import chunked, marks
+from cdp.privacy.consent import consent_of
 from cdp.timeutil import format_ts, utcnow
 
 _INSERT = (
@@ -58,12 +59,17 @@ def write_segment_changes(
     if not entering and not leaving:
         return
     idents = identifiers_of(conn, [*entering, *leaving])
+    consents = consent_of(conn, [*entering, *leaving])
     rows = []
     for change, pids in (("segment.entered", entering), ("segment.exited", leaving)):
         for pid in pids:
             data = {
                 "segment": {"key": segment["key"], "name": segment["name"]},
-                "profile": {"id": pid, "identifiers": idents.get(pid, [])[:MAX_IDENTIFIERS]},
+                "profile": {
+                    "id": pid,
+                    "identifiers": idents.get(pid, [])[:MAX_IDENTIFIERS],
+                    "consent": consents.get(pid, {}),
+                },
                 "run_id": run_id,
                 "entered_at" if change == "segment.entered" else "exited_at": now,
             }
@@ -89,6 +95,17 @@ def write_merges(conn: sqlite3.Connection, merges: Sequence[tuple[str, str]]) ->
             for message_id, (survivor, gone) in zip(new_message_ids(len(merges)), merges, strict=True)
         ],
     )
+
+
+def write_deleted(conn: sqlite3.Connection, profile_id: str, merged_ids: Sequence[str], request_id: str) -> str:
+    """A ``profile.deleted`` row: destinations delete the profile too. It names the profile ids only (never the
+    identifiers: they would put the erased values back into the store)."""
+    now = format_ts(utcnow())
+    data = {"profile": {"id": profile_id}, "merged_profile_ids": list(merged_ids), "request_id": request_id,
+            "deleted_at": now}  # fmt: skip
+    message_id = new_message_id()
+    conn.execute(_INSERT, (message_id, "profile.deleted", None, profile_id, orjson.dumps(data).decode(), now))
+    return message_id
 
 
 def _merged(survivor: str, gone: str, now: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from cdp.events import event_dict
 from cdp.identity.traits import computed_rows, profile_sources, unify
 from cdp.ml.scores import merge_scores
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
+from cdp.privacy.consent import consent_of
 from cdp.settings import Settings
 from cdp.store import Store
 from cdp.timeutil import format_ts, parse_ts, utcnow
@@ -103,6 +104,7 @@ class Profiles:
                 )
             ],
             "merged_ids": self.get_merged_ids(pid),
+            "consent": consent_of(conn, [pid]).get(pid, {}),
             "created_at": created,
             "updated_at": updated,
         }

@@ -84,6 +84,7 @@ def _group(metrics: dict[str, float]) -> dict[str, Any]:
         "stored": int(metrics.get("stored", 0)),
         "updated": int(metrics.get("updated", 0)),
         "duplicates_dropped": int(metrics.get("duplicates", 0)),
+        "suppressed": int(metrics.get("suppressed", 0)),
         "rejected": int(metrics.get("rejected", 0)),
         "missing": {},
         "invalid": {},

@@ -197,6 +197,12 @@ class Settings(BaseSettings):
     webhooks_poll_seconds: float = Field(
         0.1, gt=0, description="How often the dispatcher looks for new outbox rows and due retries."
     )
+    privacy_events_chunk: int = Field(
+        5000, ge=100, le=100_000, description="Events an erasure removes per transaction (ingest runs in between)."
+    )
+    privacy_export_ttl_hours: float = Field(
+        72.0, gt=0, le=24 * 30, description="How long a privacy export stays downloadable before it is removed."
+    )
     secret_key: SecretStr | None = Field(
         None, description="Key that encrypts stored webhook secrets; without it, a key file is used (secret_key_file)."
     )

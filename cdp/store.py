@@ -99,6 +99,7 @@ class Store:
         conn.execute(f"PRAGMA synchronous={self.settings.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA secure_delete=ON")  # deleted or overwritten values leave no copy in free space
         conn.execute("PRAGMA cache_size=-65536")
         return conn
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from cdp import outbox
 from cdp.identity.graph import IdentityGraph
+from cdp.privacy import consent
 from cdp.segments import runs
 from cdp.settings import Settings
 from cdp.store import Store
@@ -18,6 +19,7 @@ from cdp.store import Store
 
 def on_merges(conn: sqlite3.Connection, merges: Sequence[tuple[str, str]]) -> None:
     """In the merging transaction: memberships follow each (survivor, gone) merge; subscribers hear of it."""
+    consent.follow_merges(conn, merges)
     runs.follow_merges(conn, merges)
     outbox.write_merges(conn, merges)
 

@@ -26,6 +26,7 @@ def test_openapi_declares_who_may_call_each_route(server: LiveServer) -> None:
     assert operations[("/v1/records", "post")]["security"] == [{"WriteKey": []}]
     assert operations[("/v1/segments", "post")]["security"] == [{"Token": []}]
     assert operations[("/v1/profiles/{profile_id}/segments", "get")]["security"] == [{"Token": []}]
+    assert operations[("/v1/privacy/requests", "post")]["security"] == [{"Token": []}]
 
 
 def test_swagger_ui_offline_authorizes_and_executes(server: LiveServer, read_key: str) -> None:

@@ -567,7 +567,8 @@ def test_escaped_paths() -> None:
 def test_schema_is_self_consistent() -> None:
     schema = rules.SCHEMA
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert set(schema["properties"]) == {"key", "name", "description", "schedule", "type", "rule", "model", "select"}
+    assert set(schema["properties"]) == {"key", "name", "description", "schedule", "type", "rule", "model", "select",
+                                         "consent"}  # fmt: skip
     assert schema["additionalProperties"] is False
 
     def refs(node: Any) -> Iterator[str]:

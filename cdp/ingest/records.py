@@ -21,6 +21,8 @@ from cdp.chunks import chunked, marks
 from cdp.hooks import Hook
 from cdp.identity.graph import IdentityGraph
 from cdp.identity.observations import from_record
+from cdp.privacy import consent
+from cdp.privacy.suppression import drop_suppressed_records
 from cdp.quality import CANONICAL_COLUMNS, Tally
 from cdp.settings import Settings
 from cdp.store import Store
@@ -284,12 +286,13 @@ class Records:
         for _, row, _flags in chunk:
             latest[(row[0], row[1])] = row
         superseded = len(chunk) - len(latest)
-        rows = list(latest.values())
+        every = list(latest.values())
 
         def job(conn: sqlite3.Connection) -> tuple[int, int, int]:
-            hashes = _existing_hashes(conn, list(latest))
-            now = now_iso()
             tally = Tally()
+            rows = drop_suppressed_records(conn, every, tally)
+            hashes = _existing_hashes(conn, [(r[0], r[1]) for r in rows])
+            now = now_iso()
             inserted = updated = unchanged = 0
             for row in rows:
                 src, key = row[0], (row[0], row[1])
@@ -317,6 +320,7 @@ class Records:
                     conn, [from_record(r[0], r[1], r[2], r[3], r[4], r[6], now) for r in changed]
                 )
                 conn.executemany(SET_PROFILE, [(p, r[0], r[1]) for r, p in zip(changed, profiles, strict=True)])
+                consent.record_records(conn, changed, profiles, 2 + len(CANONICAL_COLUMNS), now)
             if changed and self.records_changed:
                 self.records_changed(conn, _changed_ids(conn, [(r[0], r[1]) for r in changed]))
             tally.write(conn)

@@ -13,6 +13,8 @@ from typing import Protocol
 from cdp.chunks import chunked, marks
 from cdp.identity.graph import IdentityGraph, Observation, ObservationTuple
 from cdp.ingest.rows import INSERT_EVENT, Batch, EventRow, Stored
+from cdp.privacy import consent
+from cdp.privacy.suppression import drop_suppressed_events
 from cdp.quality import Tally
 from cdp.settings import Settings
 from cdp.store import Store
@@ -41,11 +43,13 @@ def store_batch(conn: sqlite3.Connection, graph: IdentityGraph, batch: Batch) ->
                 continue
             existing.add(message_id)
             fresh.append(index)
+    fresh = drop_suppressed_events(conn, fresh, observations, names, tally)
     profiles: list[str | None] = []
     if fresh:
         profiles = graph.observe(conn, [Observation(*observations[i]) for i in fresh])
         stored = [rows[i].stored(profile) for i, profile in zip(fresh, profiles, strict=True)]
         _insert_events(conn, stored)
+        consent.record_events(conn, stored)
         groups = [(r.profile_id, r.group_id, r.received_at) for r in stored if r.group_id and r.profile_id]
         if groups:
             conn.executemany(

@@ -14,12 +14,14 @@ from typing import Any
 
 from cdp.debounce import Debouncer
 from cdp.ingest.rows import EventRow
+from cdp.privacy import consent
 from cdp.segments import rules
 from cdp.segments.api import Segments
 from cdp.timeutil import utcnow
 
 log = logging.getLogger("cdp.segments")
 TRAITS = "\0traits"  # marker: the profile's traits changed
+CONSENT = "\0consent"  # marker: the message stated consent (context.consent.categoryPreferences)
 
 
 class RealtimeSegments:
@@ -46,6 +48,8 @@ class RealtimeSegments:
                     self._reasons[profile].add(row.event)
                 if row.type == "identify" or row.traits:
                     self._reasons[profile].add(TRAITS)
+                if row.context and '"consent"' in row.context:
+                    self._reasons[profile].add(CONSENT)
         self._debouncer.poke()
 
     def on_records(self, conn: sqlite3.Connection, record_ids: list[int]) -> None:
@@ -90,6 +94,9 @@ class RealtimeSegments:
                 or (why and any(t.startswith("propensity_") for t in mention.trait_keys()))
                 or any(pid in changed[s] for s in mention.segments)
             }
+            stated = {pid for pid, why in reasons.items() if CONSENT in why or TRAITS in why}
+            if stated and consent.required(self.segments.require(key)):
+                profiles |= stated  # consent given or withdrawn: segments that require it check again
             if not profiles:
                 continue
             scope = sorted(profiles)

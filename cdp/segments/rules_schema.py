@@ -124,6 +124,12 @@ SCHEMA: dict[str, Any] = {
             ]
         },
         "type": {"enum": list(SEGMENT_TYPES), "default": "rule"},
+        "consent": {
+            "description": "consent categories members must have granted (context.consent.categoryPreferences)",
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 100},
+            "maxItems": 20,
+        },
         "rule": {"$ref": "#/$defs/node"},
         "model": {
             "description": "type cluster: a cluster model; type propensity: a propensity model",
@@ -223,7 +229,7 @@ SCHEMA: dict[str, Any] = {
 
 # -- validation ---------------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("key", "name", "description", "schedule", "type", "rule", "model", "select")
+_TOP_KEYS = ("key", "name", "description", "schedule", "type", "rule", "model", "select", "consent")
 _EVENT_KEYS = ("event", "where", "within", "between", "count", *AGGREGATES)
 _NO_VALUE_OPS = ("exists", "not_exists")
 
@@ -512,6 +518,17 @@ def _schedule(value: object) -> Schedule | None:
     return Schedule(cron=cron)
 
 
+def _consent(value: object) -> None:
+    """``consent``: a list of category names members must have granted."""
+    if value is None:
+        return
+    if not isinstance(value, list) or len(value) > 20:
+        _fail(("consent",), 'consent must be a list of at most 20 category names, e.g. ["marketing"]')
+    for i, category in enumerate(value):
+        if not isinstance(category, str) or not 1 <= len(category) <= 100:
+            _fail(("consent", i), 'a consent category is a name of 1-100 characters, e.g. "marketing"')
+
+
 def validate(definition: Mapping[str, Any]) -> Definition:
     """Parse and check a segment definition; raises InvalidSegment naming the JSON-pointer path at fault."""
     top = _object(definition, (), "a segment definition")
@@ -531,6 +548,7 @@ def validate(definition: Mapping[str, Any]) -> Definition:
         if len(description) > 2000:
             _fail(("description",), "description is longer than 2000 characters")
     schedule = _schedule(top.get("schedule"))
+    _consent(top.get("consent"))
     kind = top.get("type", "rule")
     if not isinstance(kind, str) or kind not in SEGMENT_TYPES:
         _fail(("type",), f"unknown type {kind!r}; {_suggest(str(kind), SEGMENT_TYPES)}")

@@ -13,6 +13,7 @@ from typing import Any
 
 from cdp import outbox
 from cdp.chunks import chunked, marks
+from cdp.privacy import consent
 from cdp.timeutil import format_ts, utcnow
 
 
@@ -70,7 +71,7 @@ def write_run(
     key = segment["key"]
     now = format_ts(utcnow())
     duration = int((time.perf_counter() - started) * 1000)
-    if isinstance(members, MemberList) and scope is None:
+    if isinstance(members, MemberList) and scope is None and not consent.required(segment):
         # The stored members as one string: when it equals the new one nothing changed, and no id needs to
         # become a Python object (the usual scheduled run).
         count, text = stored_members(conn, key)
@@ -83,6 +84,9 @@ def write_run(
     wanted = set(members.ids()) if isinstance(members, MemberList) else members
     if scope is not None:
         wanted &= set(scope)
+    required = consent.required(segment)
+    if required:  # members must have granted these consent categories: the others leave or never enter
+        wanted = consent.allowed(conn, required, wanted)
     # Only live profiles can be members (a profile merged away meanwhile is not).
     entering = _live(conn, sorted(wanted - current))
     leaving = sorted(current - wanted)

@@ -1,0 +1,1 @@
+"""Privacy and data-subject rights: erasure, suppression, export and consent (``CDP.privacy``)."""
