@@ -328,8 +328,8 @@ class Segments:
     def model(self, key: str) -> dict[str, Any]:
         return self.ml.model(key, self.require(key))
 
-    def plot(self, key: str) -> bytes:
-        return self.ml.plot(key, self.require(key))
+    def plot(self, key: str, fmt: str = "png", kind: str = "clusters") -> bytes:
+        return self.ml.plot(key, self.require(key), fmt, kind)
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -359,13 +359,27 @@ class Segments:
         position = decode_cursor(cursor)
         before = int(position.get("id", 0)) if position else 2**62
         rows = self.store.query(
-            "SELECT id, trigger, started_at, finished_at, duration_ms, status, size, entered, exited, error"
+            "SELECT id, trigger, started_at, finished_at, duration_ms, status, size, entered, exited, error, note"
             " FROM segment_runs WHERE segment_key = ? AND id < ? ORDER BY id DESC LIMIT ?",
             (key, before, limit + 1),
         )
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(rows, encode_cursor({"id": rows[-1]["id"]}) if more and rows else None)
+
+    def history_chart(self, key: str, fmt: str = "png", *, runs: int = 5000) -> bytes:
+        """The segment's size over time with entries and exits (the last ``runs`` runs), as PNG or SVG."""
+        from cdp.ml.plot import check_format
+        from cdp.segments.charts import draw_history
+
+        check_format(fmt)
+        segment = self.require(key)
+        rows = self.store.query(
+            "SELECT id, finished_at, status, size, entered, exited FROM segment_runs WHERE segment_key = ?"
+            " ORDER BY id DESC LIMIT ?",
+            (key, runs),
+        )
+        return draw_history(str(segment["name"]), rows, fmt)
 
     def of_profile(self, profile_id: str) -> builtins.list[dict[str, Any]]:
         """Segments a (live) profile is in, with the time it entered each."""
