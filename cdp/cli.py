@@ -267,6 +267,7 @@ def import_records(
                 encoding=encoding,
                 progress=bar.update,
             )
+        cdp.refresh_personas()  # titles that arrived or changed get their persona now
     if as_json:
         echo_json(summary.to_dict())
     else:

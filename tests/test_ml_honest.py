@@ -148,3 +148,77 @@ def test_a_propensity_model_without_signal_is_not_predictive(fresh_db: CDP, writ
     after_model = fresh_db.segments.model("likely_buyers")
     assert after_model["model_id"] == before_model["model_id"]
     assert after_model["last_run"]["status"] == "not_predictive"
+
+
+# -- personas follow the data ----------------------------------------------------------------------------------
+
+
+def trained_personas(cdp: CDP) -> None:
+    from tests.test_ml import TITLES, _label
+
+    cdp.personas.label([_label(t, p) for p, titles in TITLES.items() for t in titles[:8]])
+
+
+def persona_of(cdp: CDP, user: str) -> tuple[Any, Any]:
+    computed = cdp.profiles.get(cdp.profiles.lookup_id(user_id=user))["computed"]
+    return computed.get("persona"), computed.get("persona_confidence")
+
+
+def test_a_new_or_changed_title_gets_its_persona_without_labelling(fresh_db: CDP, write_key: str) -> None:
+    trained_personas(fresh_db)
+    labels = fresh_db.personas.status()["labels"]
+    models = fresh_db.store.query("SELECT count(*) AS n FROM ml_models WHERE owner = 'personas'")[0]["n"]
+    fresh_db.segments_realtime.drain()
+    # A profile identified after training, with a title nobody labelled (and a typo in it).
+    send(fresh_db, write_key, [{"type": "identify", "userId": "late", "traits": {"title": "Sr. Software Engneer"}}])
+    fresh_db.segments_realtime.drain()  # what the server's real-time thread does half a second after the write
+    persona, confidence = persona_of(fresh_db, "late")
+    assert persona == "engineer" and 0 < confidence < 1
+    # The title changes: the persona follows (a labelled title answers with its label).
+    send(fresh_db, write_key, [{"type": "identify", "userId": "late", "traits": {"title": "Account Executive"}}])
+    fresh_db.segments_realtime.drain()
+    assert persona_of(fresh_db, "late") == ("sales", 1.0)
+    # Rules on persona see it in the same real-time pass.
+    fresh_db.segments.create({"key": "sellers", "name": "Sellers", "rule": {"trait": "persona", "op": "eq",
+                                                                              "value": "sales"}})  # fmt: skip
+    fresh_db.segments.compute("sellers")
+    send(fresh_db, write_key, [{"type": "identify", "userId": "late2", "traits": {"title": "VP of Sales"}}])
+    fresh_db.segments_realtime.drain()
+    late2 = fresh_db.profiles.lookup_id(user_id="late2")
+    assert "sellers" in [s["key"] for s in fresh_db.segments.of_profile(late2)]
+    # Nobody labelled or retrained meanwhile.
+    assert fresh_db.personas.status()["labels"] == labels
+    assert fresh_db.store.query("SELECT count(*) AS n FROM ml_models WHERE owner = 'personas'")[0]["n"] == models
+
+
+def test_imported_and_resolved_titles_get_their_persona(fresh_db: CDP, write_key: str, tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from cdp.cli import cli
+
+    trained_personas(fresh_db)
+    csv = tmp_path / "crm.csv"
+    csv.write_text(
+        "id,email,title\nC-1,ann@example.com,Head of Growth Marketing\nC-2,bob@example.com,Backend Engneer\n"
+    )
+    command = ["import", "records", str(csv), "--db", str(fresh_db.settings.db), "--source", "crm", "--id-column", "id"]
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 0, result.output
+    found = {
+        r["email"]: r["persona"]
+        for r in fresh_db.store.query(
+            "SELECT json_extract(traits, '$.email') AS email, json_extract(scores, '$.persona') AS persona"
+            " FROM profiles WHERE merged_into IS NULL AND json_extract(traits, '$.email') IS NOT NULL"
+        )
+    }
+    assert found == {"ann@example.com": "marketer", "bob@example.com": "engineer"}
+    # A title that changes in the CRM: re-imported, the persona follows.
+    csv.write_text("id,email,title\nC-1,ann@example.com,Regional Sales Manager\n")
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 0, result.output
+    ann = fresh_db.profiles.lookup_id(email="ann@example.com")
+    assert fresh_db.profiles.get(ann)["computed"]["persona"] == "sales"
+    # A title that arrives through an identity resolution run (an event profile whose traits change).
+    send(fresh_db, write_key, [{"type": "identify", "userId": "u9", "traits": {"title": "Data Engneer"}}])
+    fresh_db.identity.run()
+    assert persona_of(fresh_db, "u9")[0] == "engineer"
