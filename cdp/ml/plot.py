@@ -121,8 +121,8 @@ def cluster_figure(
     by_size = sorted(clusters, key=lambda c: -c["size"])
     for c in by_size:  # large clusters first, so small ones are drawn on top
         mask = labels == c["index"]
-        axes.scatter(jx[mask], jy[mask], s=10, alpha=0.35, color=colour(c["index"]), linewidths=0,
-                     label="_nolegend_", gid=f"points-{c['key']}", zorder=2)  # fmt: skip
+        axes.scatter(jx[mask], jy[mask], s=10, alpha=0.5, color=colour(c["index"]), linewidths=0,
+                     label="_nolegend_", gid=f"points-{c['key']}", zorder=4)  # fmt: skip
     for c in by_size:
         mask = labels == c["index"]
         if mask.any():
@@ -130,13 +130,18 @@ def cluster_figure(
         else:
             cx, cy = float(np.median(xs)), float(np.median(ys))
         share = c["size"] / total
-        axes.scatter([cx], [cy], s=250 + 2600 * share, color=colour(c["index"]), alpha=0.85,
-                     edgecolors="black", linewidths=1.2, zorder=3, gid=f"cluster-{c['key']}",
+        axes.scatter([cx], [cy], s=250 + 2600 * share, color=colour(c["index"]), alpha=0.45,
+                     edgecolors="black", linewidths=1.5, zorder=3, gid=f"cluster-{c['key']}",
                      label=f"{c['name']}: {c['size']:,} ({share:.0%})")  # fmt: skip
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:,.0f}" if abs(value) >= 1 or value == 0 else f"{value:.1f}")
     if x_log:
         axes.set_xscale("symlog", linthresh=1)
+        axes.xaxis.set_major_formatter(plain)
     if y_log:
         axes.set_yscale("symlog", linthresh=1)
+        axes.yaxis.set_major_formatter(plain)
     axes.set_xlabel(axis_label(features[x_i]) if x_i < len(features) else "")
     if y_i is not None:
         axes.set_ylabel(axis_label(features[y_i]))

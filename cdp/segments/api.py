@@ -329,7 +329,24 @@ class Segments:
         return self.ml.model(key, self.require(key))
 
     def plot(self, key: str, fmt: str = "png", kind: str = "clusters") -> bytes:
+        """A cluster segment's picture: ``clusters`` or ``profiles`` (see ``cdp.ml.plot``), PNG or SVG."""
         return self.ml.plot(key, self.require(key), fmt, kind)
+
+    def figure(self, key: str, kind: str = "clusters") -> Any:
+        return self.ml.figure(key, self.require(key), kind)
+
+    def history_figure(self, key: str, *, runs: int = 5000) -> Any:
+        from cdp.segments.charts import history_figure
+
+        segment = self.require(key)
+        return history_figure(str(segment["name"]), self._runs(key, runs))
+
+    def _runs(self, key: str, runs: int) -> builtins.list[dict[str, Any]]:
+        return self.store.query(
+            "SELECT id, finished_at, status, size, entered, exited FROM segment_runs WHERE segment_key = ?"
+            " ORDER BY id DESC LIMIT ?",
+            (key, runs),
+        )
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -374,12 +391,7 @@ class Segments:
 
         check_format(fmt)
         segment = self.require(key)
-        rows = self.store.query(
-            "SELECT id, finished_at, status, size, entered, exited FROM segment_runs WHERE segment_key = ?"
-            " ORDER BY id DESC LIMIT ?",
-            (key, runs),
-        )
-        return draw_history(str(segment["name"]), rows, fmt)
+        return draw_history(str(segment["name"]), self._runs(key, runs), fmt)
 
     def of_profile(self, profile_id: str) -> builtins.list[dict[str, Any]]:
         """Segments a (live) profile is in, with the time it entered each."""

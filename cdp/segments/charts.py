@@ -37,7 +37,7 @@ def history_figure(name: str, runs: Sequence[Mapping[str, Any]]) -> Any:
     if ok:
         top.step([t for t, _ in ok], [s for _, s in ok], where="post", color="tab:blue", linewidth=2,
                  label="members", gid="size")  # fmt: skip
-        top.plot([t for t, _ in ok], [s for _, s in ok], "o", color="tab:blue", markersize=3)
+        top.plot([t for t, _ in ok], [s for _, s in ok], "o", color="tab:blue", markersize=3 if len(ok) > 50 else 6)
     for status, marker, tint in (("failed", "x", "firebrick"), ("not_predictive", "D", "darkorange")):
         bad = [(t, r["size"] or 0) for t, r in zip(times, rows, strict=True) if r["status"] == status]
         if bad:
@@ -50,7 +50,8 @@ def history_figure(name: str, runs: Sequence[Mapping[str, Any]]) -> Any:
     numeric = np.asarray(mdates.date2num(times))  # type: ignore[no-untyped-call]
     span = float(numeric.max() - numeric.min())
     buckets = max(1, min(MAX_BARS, len(rows)))
-    edges = np.linspace(numeric.min() - 0.5 * max(span, 1 / 24) / buckets, numeric.max() + 1e-6, buckets + 1)
+    step = max(span / buckets, 1 / 1440)  # a bucket is at least a minute
+    edges = numeric.min() - step / 2 + step * np.arange(int(np.ceil(span / step)) + 2)
     entered, _ = np.histogram(numeric, bins=edges, weights=[r["entered"] for r in rows])
     exited, _ = np.histogram(numeric, bins=edges, weights=[r["exited"] for r in rows])
     centres = (edges[:-1] + edges[1:]) / 2
@@ -61,6 +62,7 @@ def history_figure(name: str, runs: Sequence[Mapping[str, Any]]) -> Any:
     bottom.set_ylabel("Entered / exited")
     bottom.grid(True, alpha=0.25)
     bottom.legend(loc="upper left", frameon=False, fontsize=9)
+    bottom.set_xlim(float(edges[0]) - step / 2, float(edges[-1]) + step / 2)
     bottom.xaxis.set_major_formatter(
         mdates.ConciseDateFormatter(bottom.xaxis.get_major_locator())  # type: ignore[no-untyped-call]
     )

@@ -24,7 +24,7 @@ import orjson
 from cdp.duckdb_worker import DuckDBWorker, attach_sql
 from cdp.errors import CDPError, InvalidModel, ModelNotTrained, NotEnoughData
 from cdp.ml.features import FeatureSpec, LocalQuery, build, events_sql, label_sql, resolve
-from cdp.ml.plot import check_format, draw, draw_profiles
+from cdp.ml.plot import check_format, cluster_figure, profile_figure, render
 from cdp.ml.scores import score_path, score_trait
 from cdp.segments import rules
 from cdp.segments.engine import Engine, MemberList, RunResult
@@ -493,14 +493,20 @@ class MLSegments:
         clusters apart most, a bubble per cluster sized by its share) or ``profiles`` (each cluster's feature
         means in original units beside everyone's)."""
         check_format(fmt)
+        return render(self.figure(key, segment, kind), fmt)
+
+    def figure(self, key: str, segment: Mapping[str, Any], kind: str = "clusters") -> Any:
+        """``plot``'s matplotlib figure (what was drawn can be read back from its artists)."""
         if segment["type"] != "cluster":
             raise InvalidModel(f"segment {key!r} is not a cluster segment; only those have a plot")
+        if kind not in ("clusters", "profiles"):
+            raise InvalidModel(f"a cluster picture is of clusters or profiles, not {kind!r}")
         owner, latest = self._trained(key, segment)
         model = self._load_model(latest[0])
         name = self.store.reader().execute("SELECT name FROM segments WHERE key = ?", (owner,)).fetchone()[0]
         features = FeatureSpec.from_json(model["features"]).features
-        draw_one = draw_profiles if kind == "profiles" else draw
-        return draw_one(owner, str(name), model["artifact"], model["metrics"], features, fmt)
+        draw_one = profile_figure if kind == "profiles" else cluster_figure
+        return draw_one(owner, str(name), model["artifact"], model["metrics"], features)
 
 
 def original_units(X: np.ndarray[Any, Any], features: list[Any]) -> np.ndarray[Any, Any]:
