@@ -573,18 +573,21 @@ def segments_compute(db: Path | None, key: str | None, all_: bool) -> None:
 @click.argument("key")
 @click.option("--limit", default=100, show_default=True, help="How many (0 for all).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON member per line.")
-def segments_members(db: Path | None, key: str, limit: int, as_json: bool) -> None:
-    """List a segment's members with their identifiers."""
+@click.option("--traits", default=None, help="Comma-separated traits to show, e.g. email,first_name (max 20).")
+def segments_members(db: Path | None, key: str, limit: int, as_json: bool, traits: str | None) -> None:
+    """List a segment's members with their identifiers (and chosen traits)."""
     with open_cdp(db) as cdp:
         shown, cursor = 0, None
         while True:
-            page = cdp.segments.members(key, limit=1000 if limit == 0 else min(limit - shown, 1000), cursor=cursor)
+            size = 1000 if limit == 0 else min(limit - shown, 1000)
+            page = cdp.segments.members(key, limit=size, cursor=cursor, traits=traits)
             for member in page.data:
                 if as_json:
                     click.echo(json.dumps(member))
                 else:
                     ids = ", ".join(f"{i['type']}={i['value']}" for i in member["identifiers"][:4])
-                    click.echo(f"{member['profile_id']}  entered {member['entered_at']}  {ids}")
+                    picked = "  ".join(f"{k}={v}" for k, v in member.get("traits", {}).items())
+                    click.echo(f"{member['profile_id']}  entered {member['entered_at']}  {ids}  {picked}".rstrip())
             shown += len(page.data)
             if not page.next or (limit and shown >= limit):
                 break
@@ -769,12 +772,22 @@ def _webhook_line(hook: dict[str, Any]) -> str:
 )
 @click.option("--segment", "segments", multiple=True, help="Segment key to receive (repeatable; default: all).")
 @click.option("--description", default=None)
+@click.option(
+    "--trait", "traits", multiple=True, help="Trait to carry in segment payloads, e.g. email (repeatable; max 20)."
+)
 def webhooks_create(
-    db: Path | None, url: str, events: tuple[str, ...], segments: tuple[str, ...], description: str | None
+    db: Path | None,
+    url: str,
+    events: tuple[str, ...],
+    segments: tuple[str, ...],
+    description: str | None,
+    traits: tuple[str, ...],
 ) -> None:
     """Subscribe URL. The signing secret is printed once, alone on the last line."""
     with open_cdp(db) as cdp:
-        hook = cdp.webhooks.create(url, list(events) or None, list(segments) or None, description)
+        hook = cdp.webhooks.create(
+            url, list(events) or None, list(segments) or None, description, traits=list(traits) or None
+        )
     click.echo(f"created webhook {hook['id']} -> {hook['url']}; its signing secret is shown only now:")
     click.echo(hook["secret"])
 

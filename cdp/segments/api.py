@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from cdp import trait_picks
 from cdp.errors import CDPError, InvalidInput, SegmentExists, SegmentInUse, UnknownSegment
 from cdp.hooks import Hook
 from cdp.outbox import identifiers_of
@@ -350,7 +351,16 @@ class Segments:
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def members(self, key: str, *, limit: int | None = None, cursor: str | None = None) -> Page[dict[str, Any]]:
+    def members(
+        self,
+        key: str,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        traits: builtins.list[str] | str | None = None,
+    ) -> Page[dict[str, Any]]:
+        """Current members with their identifiers; ``traits`` (names, or "a,b") adds each one's ``traits``."""
+        names = trait_picks.check(traits)
         self.require(key)
         limit = check_limit(limit)
         position = decode_cursor(cursor)
@@ -368,6 +378,10 @@ class Segments:
         rows = rows[:limit]
         idents = identifiers_of(self.store.reader(), [r[0] for r in rows])
         data = [{"profile_id": pid, "identifiers": idents[pid], "entered_at": at} for pid, at in rows]
+        if names:
+            picked = trait_picks.pick(self.store.reader(), [r[0] for r in rows], names)
+            for item in data:
+                item.update(picked[item["profile_id"]])
         return Page(data, encode_cursor({"id": rows[-1][0]}) if more and rows else None)
 
     def history(self, key: str, *, limit: int | None = None, cursor: str | None = None) -> Page[dict[str, Any]]:
