@@ -41,14 +41,15 @@ def test_the_cluster_picture_shows_every_cluster_with_its_name_size_and_share(fr
     children = personas(fresh_db, write_key)
     figure = fresh_db.segments.figure("behaviour")
     assert figure.get_suptitle() == "Behavioural personas"  # the segment's name, not its key
-    (axes,) = figure.axes
-    legend = [t.get_text() for t in axes.get_legend().get_texts()]
-    assert len(legend) == len(children) == 4
+    axes = figure.axes[0]  # the overview
+    (legend,) = [a.get_legend() for a in figure.axes if a.get_legend() is not None]
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert len(texts) == len(children) == 4
     for child in children:
         share = f"{child['size'] / 195:.0%}"
-        assert f"{child['name']}: {child['size']:,} ({share})" in legend
+        assert any(t.endswith(f"{child['name']}: {child['size']:,} ({share})") for t in texts), (child, texts)
     # Largest first in the legend.
-    sizes = [int(t.rsplit(": ", 1)[1].split(" ")[0].replace(",", "")) for t in legend]
+    sizes = [int(t.rsplit(": ", 1)[1].split(" ")[0].replace(",", "")) for t in texts]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] == 90
     x0, x1 = sorted(axes.get_xlim())
     y0, y1 = sorted(axes.get_ylim())
@@ -66,6 +67,18 @@ def test_the_cluster_picture_shows_every_cluster_with_its_name_size_and_share(fr
     assert set(bubbles) == {c["key"] for c in children}
     biggest = max(children, key=lambda c: c["size"])
     assert bubbles[biggest["key"]] == max(bubbles.values())
+    # And its own small panel, where nothing can hide it: its profiles inside the panel's axes.
+    panels = {a.get_gid(): a for a in figure.axes if (a.get_gid() or "").startswith("panel-")}
+    assert set(panels) == {f"panel-{c['key']}" for c in children}
+    for child in children:
+        panel = panels[f"panel-{child['key']}"]
+        (mine,) = [c for c in panel.collections if c.get_gid() == f"panel-points-{child['key']}"]
+        offsets = np.asarray(mine.get_offsets())
+        px0, px1 = sorted(panel.get_xlim())
+        py0, py1 = sorted(panel.get_ylim())
+        inside = (offsets[:, 0] >= px0) & (offsets[:, 0] <= px1) & (offsets[:, 1] >= py0) & (offsets[:, 1] <= py1)
+        assert inside.sum() >= min(child["size"], 1) and inside.mean() >= 0.99
+        assert f"{child['size']:,} profiles" in panel.get_title()
     # Axes in words and units people know, not principal components.
     assert "PC" not in axes.get_xlabel() and axes.get_xlabel() and axes.get_ylabel()
     profile = fresh_db.segments.figure("behaviour", "profiles")

@@ -80,9 +80,46 @@ def _clusters(artifact: Mapping[str, Any], metrics: Mapping[str, Any], key: str)
     return out
 
 
+def _axes_pair(
+    raw: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], clusters: Sequence[Mapping[str, Any]], separation: Any
+) -> tuple[int, int | None]:
+    """The two features (among the eight that separate clusters most) whose cluster medians lie farthest
+    apart at their closest pair, so that the fewest clusters hide behind one another."""
+    order = [int(i) for i in np.argsort(-np.asarray(separation), kind="stable")][:8]
+    if len(order) < 2:
+        return order[0], None
+    spread = raw.std(axis=0)
+    spread[spread == 0] = 1.0
+    medians = (
+        np.vstack(
+            [
+                np.median(raw[labels == c["index"]], axis=0) if (labels == c["index"]).any() else raw.mean(axis=0)
+                for c in clusters
+            ]
+        )
+        / spread
+    )
+    best: tuple[float, float, int, int] | None = None
+    for a_pos, a in enumerate(order):
+        for b in order[a_pos + 1 :]:
+            points = medians[:, [a, b]]
+            gaps = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(axis=2))
+            closest = float(gaps[np.triu_indices(len(points), 1)].min()) if len(points) > 1 else 0.0
+            score = (round(closest, 3), float(separation[a]) + float(separation[b]), -a, -b)
+            if best is None or score > best:
+                best = score
+    assert best is not None
+    return -best[2], -best[3]
+
+
 def cluster_figure(
     key: str, name: str, artifact: Mapping[str, Any], metrics: Mapping[str, Any], features: Sequence[Feature]
 ) -> Any:
+    """An overview (every profile coloured by cluster, a numbered bubble per cluster at its median, sized by its
+    share, the legend with name, size and share) above one small panel per cluster (its profiles over everyone
+    else's in grey), so a cluster hidden behind others in the overview still shows."""
+    from matplotlib.ticker import FuncFormatter
+
     plot = artifact["plot"]
     clusters = _clusters(artifact, metrics, key)
     labels = np.asarray(plot["labels"], dtype=np.int64)
@@ -90,13 +127,11 @@ def cluster_figure(
     if raw.size == 0:  # a model trained before raw samples were kept: its principal components
         raw = np.asarray(plot["points"], dtype=np.float64).reshape(-1, 2)
         features = [Feature("PC1", "base"), Feature("PC2", "base")]
-        separation = [1.0, 0.5]
+        separation: Any = [1.0, 0.5]
     else:
         raw = raw.reshape(len(labels), -1)
         separation = list(plot.get("separation") or np.ones(raw.shape[1]))
-    order = [int(i) for i in np.argsort(-np.asarray(separation), kind="stable")]
-    x_i = order[0]
-    y_i = order[1] if len(order) > 1 else None
+    x_i, y_i = _axes_pair(raw, labels, clusters, separation)
     values = raw.copy()
     for i, feature in enumerate(features[: raw.shape[1]]):
         if feature.log:
@@ -112,45 +147,60 @@ def cluster_figure(
         span = float(np.ptp(column)) if len(column) else 0.0
         return column + rng.normal(0, 0.012 * (span or 1.0), len(column))
 
-    x_log = bool(getattr(features[x_i], "log", False)) if x_i < len(features) else False
+    x_log = bool(features[x_i].log) if x_i < len(features) else False
     y_log = bool(features[y_i].log) if y_i is not None and y_i < len(features) else False
     jx, jy = jitter(xs, x_log), jitter(ys, y_log)
-    figure = new_figure(10.5, 6.4)
-    axes = figure.subplots()
+    per_row = 4
+    rows = (len(clusters) + per_row - 1) // per_row
+    figure = new_figure(12.5, 6.0 + 2.3 * rows)
+    grid = figure.add_gridspec(1 + rows, per_row, height_ratios=[6.0] + [2.3] * rows)
+    axes = figure.add_subplot(grid[0, :2])
+    key_axes = figure.add_subplot(grid[0, 2:], gid="legend")  # the legend's own space: no wasted canvas
+    key_axes.axis("off")
     total = sum(c["size"] for c in clusters) or 1
     by_size = sorted(clusters, key=lambda c: -c["size"])
+    number = {c["key"]: str(rank + 1) for rank, c in enumerate(by_size)}
+    plain = FuncFormatter(lambda value, _: f"{value:,.0f}" if abs(value) >= 1 or value == 0 else f"{value:.1f}")
+
+    def frame(ax: Any, small: bool) -> None:
+        if x_log:
+            ax.set_xscale("symlog", linthresh=1)
+            ax.xaxis.set_major_formatter(plain)
+        if y_log:
+            ax.set_yscale("symlog", linthresh=1)
+            ax.yaxis.set_major_formatter(plain)
+        ax.grid(True, alpha=0.25)
+        if small:
+            ax.tick_params(labelsize=7)
+        else:
+            ax.set_xlabel(axis_label(features[x_i]) if x_i < len(features) else "")
+            ax.set_ylabel(axis_label(features[y_i]) if y_i is not None else "")
+        if y_i is None:
+            ax.set_yticks([])
+
+    centres = {}
     for c in by_size:  # large clusters first, so small ones are drawn on top
         mask = labels == c["index"]
         axes.scatter(jx[mask], jy[mask], s=10, alpha=0.5, color=colour(c["index"]), linewidths=0,
                      label="_nolegend_", gid=f"points-{c['key']}", zorder=4)  # fmt: skip
+        centres[c["key"]] = (
+            (float(np.median(xs[mask])), float(np.median(ys[mask])))
+            if mask.any()
+            else (float(np.median(xs)), float(np.median(ys)))
+        )
     for c in by_size:
-        mask = labels == c["index"]
-        if mask.any():
-            cx, cy = float(np.median(xs[mask])), float(np.median(ys[mask]))
-        else:
-            cx, cy = float(np.median(xs)), float(np.median(ys))
         share = c["size"] / total
+        cx, cy = centres[c["key"]]
         axes.scatter([cx], [cy], s=250 + 2600 * share, color=colour(c["index"]), alpha=0.45,
                      edgecolors="black", linewidths=1.5, zorder=3, gid=f"cluster-{c['key']}",
-                     label=f"{c['name']}: {c['size']:,} ({share:.0%})")  # fmt: skip
-    from matplotlib.ticker import FuncFormatter
-
-    plain = FuncFormatter(lambda value, _: f"{value:,.0f}" if abs(value) >= 1 or value == 0 else f"{value:.1f}")
-    if x_log:
-        axes.set_xscale("symlog", linthresh=1)
-        axes.xaxis.set_major_formatter(plain)
-    if y_log:
-        axes.set_yscale("symlog", linthresh=1)
-        axes.yaxis.set_major_formatter(plain)
-    axes.set_xlabel(axis_label(features[x_i]) if x_i < len(features) else "")
-    if y_i is not None:
-        axes.set_ylabel(axis_label(features[y_i]))
-    else:
-        axes.set_yticks([])
+                     label=f"{number[c['key']]}. {_shorten(c['name'], 52)}: {c['size']:,} ({share:.0%})")  # fmt: skip
+        axes.annotate(number[c["key"]], (cx, cy), ha="center", va="center", fontsize=9, fontweight="bold",
+                      zorder=5)  # fmt: skip
+    frame(axes, small=False)
     axes.margins(0.08)
-    axes.grid(True, alpha=0.25)
-    legend = axes.legend(title="Cluster: profiles (share), largest first", loc="upper left",
-                         bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9, labelspacing=1.1)  # fmt: skip
+    handles, texts = axes.get_legend_handles_labels()
+    legend = key_axes.legend(handles, texts, title="Cluster: profiles (share)",
+                             loc="center left", frameon=False, fontsize=8.5, labelspacing=1.0)  # fmt: skip
     for handle in legend.legend_handles:
         if handle is not None and hasattr(handle, "set_sizes"):
             handle.set_sizes([90])
@@ -162,7 +212,23 @@ def cluster_figure(
     warning = (metrics.get("quality") or {}).get("warning")
     axes.set_title(subtitle + ("\n" + warning.split(".")[0] if warning else ""), fontsize=9,
                    color="firebrick" if warning else "dimgray")  # fmt: skip
+    limits = axes.get_xlim(), axes.get_ylim()
+    for position, c in enumerate(by_size):  # one small panel per cluster: nothing hides it
+        panel = figure.add_subplot(grid[1 + position // per_row, position % per_row], gid=f"panel-{c['key']}")
+        mask = labels == c["index"]
+        panel.scatter(jx[~mask], jy[~mask], s=4, color="lightgray", linewidths=0, zorder=2)
+        panel.scatter(jx[mask], jy[mask], s=7, color=colour(c["index"]), alpha=0.8, linewidths=0, zorder=3,
+                      gid=f"panel-points-{c['key']}")  # fmt: skip
+        frame(panel, small=True)
+        panel.set_xlim(*limits[0])
+        panel.set_ylim(*limits[1])
+        title = f"{number[c['key']]}. {_shorten(c['name'], 34)}"
+        panel.set_title(f"{title}\n{c['size']:,} profiles ({c['size'] / total:.0%})", fontsize=8)
     return figure
+
+
+def _shorten(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1].rstrip(" ·") + "…"
 
 
 def draw(

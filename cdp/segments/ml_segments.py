@@ -428,6 +428,20 @@ class MLSegments:
         owner = str(segment["parent_key"] or key)
         latest = self._latest(owner)
         if latest is None:
+            last = (
+                self.store.reader()
+                .execute(
+                    "SELECT status, coalesce(note, error) FROM segment_runs WHERE segment_key = ? ORDER BY id DESC"
+                    " LIMIT 1",
+                    (owner,),
+                )
+                .fetchone()
+            )
+            if last is not None and last[0] != "succeeded":
+                raise ModelNotTrained(
+                    f"segment {owner!r} has no model in use: its last run was {last[0]}: {last[1]}",
+                    {"key": owner, "last_run": {"status": last[0], "note": last[1]}},
+                )
             raise ModelNotTrained(
                 f"segment {owner!r} has no trained model yet; POST /v1/segments/{owner}/compute trains one",
                 {"key": owner},
