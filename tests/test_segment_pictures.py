@@ -91,7 +91,7 @@ def test_the_cluster_picture_shows_every_cluster_with_its_name_size_and_share(fr
         assert any(line.get_linestyle() == "--" for line in panel.get_lines())  # the population's average
     revenue = next(p for p in panels if p.get_title() == "order revenue")
     whale_key = max(children, key=lambda c: "high spend" in c["name"])["key"]
-    order = [c for c in fresh_db.segments.model("behaviour")["metrics"]["clusters"]]
+    order = sorted(fresh_db.segments.model("behaviour")["metrics"]["clusters"], key=lambda c: -c["size"])
     widths = {c["key"]: bar.get_width() for c, bar in zip(order, revenue.patches, strict=True)}
     assert max(widths, key=lambda k: widths[k]) == whale_key and widths[whale_key] > 1000  # dollars, not z-scores
 

@@ -246,7 +246,7 @@ def profile_figure(
     key: str, name: str, artifact: Mapping[str, Any], metrics: Mapping[str, Any], features: Sequence[Feature]
 ) -> Any:
     """Small multiples: one panel per feature (those that set clusters apart most), one bar per cluster."""
-    clusters = _clusters(artifact, metrics, key)
+    clusters = sorted(_clusters(artifact, metrics, key), key=lambda c: -c["size"])  # as numbered in the picture
     population = metrics.get("population") or {}
     separation = list(artifact["plot"].get("separation") or np.ones(len(features)))
     order = [int(i) for i in np.argsort(-np.asarray(separation), kind="stable")][:MAX_PROFILE_FEATURES]
@@ -255,7 +255,7 @@ def profile_figure(
     rows = (len(shown) + columns - 1) // columns
     figure = new_figure(3.4 * columns + 1.5, 0.45 * len(clusters) * rows + 1.4 * rows + 0.8)
     grid = figure.subplots(rows, columns, squeeze=False)
-    names = [f"{c['name']} ({c['share']:.0%})" for c in clusters]
+    names = [f"{rank + 1}. {c['name']} ({c['share']:.0%})" for rank, c in enumerate(clusters)]
     for panel, feature in enumerate(shown):
         axes = grid[panel // columns][panel % columns]
         values = [float(c["profile"].get(feature.name, 0.0)) for c in clusters]

@@ -43,14 +43,17 @@ def history_figure(name: str, runs: Sequence[Mapping[str, Any]]) -> Any:
         if bad:
             top.plot([t for t, _ in bad], [s for _, s in bad], marker, color=tint, markersize=8, linestyle="none",
                      label=f"{status.replace('_', ' ')} run (members kept)", gid=status)  # fmt: skip
+    from matplotlib.ticker import MaxNLocator
+
     top.set_ylabel("Members")
-    top.set_ylim(bottom=0)
+    top.set_ylim(0, max([1.0, *(float(s) * 1.08 for _, s in ok)]))
+    top.yaxis.set_major_locator(MaxNLocator(integer=True))
     top.grid(True, alpha=0.25)
     top.legend(loc="upper left", frameon=False, fontsize=9)
     numeric = np.asarray(mdates.date2num(times))  # type: ignore[no-untyped-call]
     span = float(numeric.max() - numeric.min())
     buckets = max(1, min(MAX_BARS, len(rows)))
-    step = max(span / buckets, 1 / 1440)  # a bucket is at least a minute
+    step = max(span / buckets, 1 / 86400)  # a bucket is at least a second
     edges = numeric.min() - step / 2 + step * np.arange(int(np.ceil(span / step)) + 2)
     entered, _ = np.histogram(numeric, bins=edges, weights=[r["entered"] for r in rows])
     exited, _ = np.histogram(numeric, bins=edges, weights=[r["exited"] for r in rows])
@@ -59,14 +62,18 @@ def history_figure(name: str, runs: Sequence[Mapping[str, Any]]) -> Any:
     bottom.bar(centres, entered, width=width, color="seagreen", label="entered", gid="entered")
     bottom.bar(centres, -exited, width=width, color="indianred", label="exited", gid="exited")
     bottom.axhline(0, color="black", linewidth=0.8)
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
+    reach = max(1.0, float(entered.max(initial=0)), float(exited.max(initial=0))) * 1.1
+    bottom.set_ylim(-reach, reach)
     bottom.set_ylabel("Entered / exited")
     bottom.grid(True, alpha=0.25)
-    bottom.legend(loc="upper left", frameon=False, fontsize=9)
+    bottom.legend(loc="best", frameon=False, fontsize=9)
     bottom.set_xlim(float(edges[0]) - step / 2, float(edges[-1]) + step / 2)
     bottom.xaxis.set_major_formatter(
         mdates.ConciseDateFormatter(bottom.xaxis.get_major_locator())  # type: ignore[no-untyped-call]
     )
-    top.set_title(f"{len(rows)} runs from {rows[0]['finished_at'][:16]} to {rows[-1]['finished_at'][:16]} UTC",
+    runs_text = f"{len(rows)} run{'s' if len(rows) != 1 else ''}"
+    top.set_title(f"{runs_text} from {rows[0]['finished_at'][:16]} to {rows[-1]['finished_at'][:16]} UTC",
                   fontsize=9, color="dimgray")  # fmt: skip
     return figure
 
