@@ -15,7 +15,20 @@ from . import docs, errors
 from .access_log import AccessLog
 from .guard import Guard
 from .json_bodies import JSONBodies
-from .routes import events, health, ml, privacy, profiles, quality, records, sdk, segments, tracking, webhooks
+from .routes import (
+    charts,
+    events,
+    health,
+    ml,
+    privacy,
+    profiles,
+    quality,
+    records,
+    sdk,
+    segments,
+    tracking,
+    webhooks,
+)
 
 
 class TrackingCORS:
@@ -79,7 +92,7 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
     )
     errors.install(app)
     docs.install(app)
-    for module in (tracking, sdk, records, events, profiles, segments, ml, webhooks, privacy, quality, health):
+    for module in (tracking, sdk, records, events, profiles, segments, charts, ml, webhooks, privacy, quality, health):
         app.include_router(module.router)
     raw_paths = lambda path: path in tracking.TRACKING_PATHS or path == "/v1/records"  # noqa: E731
     app.add_middleware(JSONBodies, raw_paths=raw_paths)

@@ -74,6 +74,7 @@ class Run(Open):
     exited: int
     duration_ms: int
     error: str | None
+    note: str | None = None
 
 
 class Preview(Open):

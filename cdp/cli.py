@@ -282,6 +282,7 @@ def import_records(
                 encoding=encoding,
                 progress=bar.update,
             )
+        cdp.refresh_personas()  # titles that arrived or changed get their persona now
     if as_json:
         echo_json(summary.to_dict())
     else:
@@ -572,11 +573,15 @@ def segments_compute(db: Path | None, key: str | None, all_: bool) -> None:
         if result.status == "failed":
             failed += 1
             click.echo(f"{result.segment_key}: FAILED: {result.error}", err=True)
+        elif result.status == "not_predictive":
+            click.echo(f"{result.segment_key}: NOT PREDICTIVE, {result.size} members kept: {result.note}", err=True)
         else:
             click.echo(
                 f"{result.segment_key}: {result.size} members (+{result.entered} -{result.exited}) "
                 f"in {result.duration_ms} ms"
             )
+            if result.note:
+                click.echo(f"{result.segment_key}: {result.note}", err=True)
     if failed:
         raise click.ClickException(f"{failed} segment run(s) failed; previous members were kept")
 
@@ -586,44 +591,97 @@ def segments_compute(db: Path | None, key: str | None, all_: bool) -> None:
 @click.argument("key")
 @click.option("--limit", default=100, show_default=True, help="How many (0 for all).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON member per line.")
-def segments_members(db: Path | None, key: str, limit: int, as_json: bool) -> None:
-    """List a segment's members with their identifiers."""
+@click.option("--traits", default=None, help="Comma-separated traits to show, e.g. email,first_name (max 20).")
+def segments_members(db: Path | None, key: str, limit: int, as_json: bool, traits: str | None) -> None:
+    """List a segment's members with their identifiers (and chosen traits)."""
     with open_cdp(db) as cdp:
         shown, cursor = 0, None
         while True:
-            page = cdp.segments.members(key, limit=1000 if limit == 0 else min(limit - shown, 1000), cursor=cursor)
+            size = 1000 if limit == 0 else min(limit - shown, 1000)
+            page = cdp.segments.members(key, limit=size, cursor=cursor, traits=traits)
             for member in page.data:
                 if as_json:
                     click.echo(json.dumps(member))
                 else:
                     ids = ", ".join(f"{i['type']}={i['value']}" for i in member["identifiers"][:4])
-                    click.echo(f"{member['profile_id']}  entered {member['entered_at']}  {ids}")
+                    picked = "  ".join(f"{k}={v}" for k, v in member.get("traits", {}).items())
+                    click.echo(f"{member['profile_id']}  entered {member['entered_at']}  {ids}  {picked}".rstrip())
             shown += len(page.data)
             if not page.next or (limit and shown >= limit):
                 break
             cursor = page.next
 
 
+def _picture_format(target: Path) -> str:
+    fmt = target.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise click.BadParameter(f"{target.name}: the file must end in .png or .svg", param_hint="FILE")
+    return fmt
+
+
 @segments.command("plot")
 @db_option
 @click.argument("key")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="PNG file (default KEY.png).")
-def segments_plot(db: Path | None, key: str, output: Path | None) -> None:
-    """Draw a cluster segment's last run: 2-D PCA scatter by cluster, centroids marked (PNG)."""
-    with open_cdp(db) as cdp:
-        png = cdp.segments.plot(key)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="PNG or SVG file (default KEY.png)."
+)
+@click.option("--profiles", is_flag=True, help="Each cluster's feature averages in original units instead.")
+def segments_plot(db: Path | None, key: str, output: Path | None, profiles: bool) -> None:
+    """Draw a cluster segment's clusters on the two features that set them apart most, with each cluster's name,
+    size and share (or, with --profiles, each cluster's averages beside everyone's)."""
     target = output or Path(f"{key}.png")
-    target.write_bytes(png)
-    click.echo(f"wrote {target} ({len(png)} bytes)")
+    fmt = _picture_format(target)
+    with open_cdp(db) as cdp:
+        picture = cdp.segments.plot(key, fmt, "profiles" if profiles else "clusters")
+    target.write_bytes(picture)
+    click.echo(f"wrote {target} ({len(picture)} bytes)")
 
 
 @segments.command("model")
 @db_option
 @click.argument("key")
-def segments_model(db: Path | None, key: str) -> None:
-    """A machine-learned segment's model: settings, features, quality metrics, top features or clusters."""
+@click.option("--json", "as_json", is_flag=True, help="The whole model summary as JSON (for scripts).")
+def segments_model(db: Path | None, key: str, as_json: bool) -> None:
+    """A machine-learned segment's model: its clusters (name, size, share, what sets each apart in original units)
+    or its propensity quality and top features."""
+    from cdp.segments.charts import model_table
+
     with open_cdp(db) as cdp:
-        echo_json(cdp.segments.model(key))
+        model = cdp.segments.model(key)
+    if as_json:
+        click.echo(json.dumps(model, indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(model_table(model))
+
+
+@segments.command("history")
+@db_option
+@click.argument("key")
+@click.option("--limit", default=20, show_default=True, help="How many recent runs to list.")
+@click.option(
+    "--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), help="Also draw size over time (.png/.svg)."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON run per line.")
+def segments_history(db: Path | None, key: str, limit: int, plot_file: Path | None, as_json: bool) -> None:
+    """A segment's runs, newest first: size, entered, exited, status and notes; --plot draws size over time."""
+    fmt = _picture_format(plot_file) if plot_file else None
+    with open_cdp(db) as cdp:
+        runs = cdp.segments.history(key, limit=max(1, min(limit, 1000))).data
+        picture = cdp.segments.history_chart(key, fmt) if fmt else None
+    if as_json:
+        for run in runs:
+            click.echo(json.dumps(run))
+    else:
+        click.echo(f"{'FINISHED':<25} {'TRIGGER':<10} {'STATUS':<15} {'SIZE':>8} {'IN':>7} {'OUT':>7}  NOTE")
+        for run in runs:
+            size = "" if run["size"] is None else f"{run['size']:,}"
+            click.echo(
+                f"{run['finished_at']:<25} {run['trigger']:<10} {run['status']:<15} {size:>8} {run['entered']:>7,}"
+                f" {run['exited']:>7,}  {run.get('note') or run.get('error') or ''}"
+            )
+    if plot_file is not None and picture is not None:
+        plot_file.write_bytes(picture)
+        click.echo(f"wrote {plot_file} ({len(picture)} bytes)", err=as_json)
 
 
 # -- personas --------------------------------------------------------------------------------------
@@ -732,12 +790,22 @@ def _webhook_line(hook: dict[str, Any]) -> str:
 )
 @click.option("--segment", "segments", multiple=True, help="Segment key to receive (repeatable; default: all).")
 @click.option("--description", default=None)
+@click.option(
+    "--trait", "traits", multiple=True, help="Trait to carry in segment payloads, e.g. email (repeatable; max 20)."
+)
 def webhooks_create(
-    db: Path | None, url: str, events: tuple[str, ...], segments: tuple[str, ...], description: str | None
+    db: Path | None,
+    url: str,
+    events: tuple[str, ...],
+    segments: tuple[str, ...],
+    description: str | None,
+    traits: tuple[str, ...],
 ) -> None:
     """Subscribe URL. The signing secret is printed once, alone on the last line."""
     with open_cdp(db) as cdp:
-        hook = cdp.webhooks.create(url, list(events) or None, list(segments) or None, description)
+        hook = cdp.webhooks.create(
+            url, list(events) or None, list(segments) or None, description, traits=list(traits) or None
+        )
     click.echo(f"created webhook {hook['id']} -> {hook['url']}; its signing secret is shown only now:")
     click.echo(hook["secret"])
 

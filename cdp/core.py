@@ -57,6 +57,7 @@ class CDP:
         self.quality = Quality(self.store)
         self.personas = Personas(self.store)
         self.privacy = Privacy(self.store, self.settings, self.profiles)
+        self.segments_realtime.traits_refreshed.connect(self.personas.apply_to)
 
     @cached_property
     def webhooks(self) -> Webhooks:
@@ -75,9 +76,19 @@ class CDP:
         )
 
     def _after_resolution(self, summary: dict[str, object]) -> None:
-        """Segments depend on profiles: a run that changed any is followed by the segment runs."""
+        """Segments depend on profiles: a run that changed any is followed by the segment runs (after the
+        personas of profiles whose title arrived or changed)."""
+        self.personas.apply()
         if summary.get("moved_identifiers"):
             self.segments.compute_many(trigger="resolution")
+
+    def refresh_personas(self) -> int:
+        """After a bulk import: bring traits up to date and predict the persona of every profile whose title
+        arrived or changed (with the current model; nothing to do before the first labels)."""
+        if not self.personas.active():
+            return 0
+        self.identity.refresh_traits()
+        return self.personas.apply()
 
     def start_writer(self) -> None:
         """Start the ingest writer process, if tracking writes go through one (the server does this before its

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from cdp import trait_picks
 from cdp.chunks import chunked, marks
 from cdp.privacy.consent import consent_of
 from cdp.timeutil import format_ts, utcnow
@@ -60,16 +61,22 @@ def write_segment_changes(
         return
     idents = identifiers_of(conn, [*entering, *leaving])
     consents = consent_of(conn, [*entering, *leaving])
+    # The traits subscriptions to this segment asked for (each endpoint receives only its own; cdp.trait_picks).
+    wanted = trait_picks.wanted_for_segment(conn, segment["key"])
+    picked = trait_picks.pick(conn, [*entering, *leaving], wanted) if wanted else {}
     rows = []
     for change, pids in (("segment.entered", entering), ("segment.exited", leaving)):
         for pid in pids:
+            profile: dict[str, Any] = {
+                "id": pid,
+                "identifiers": idents.get(pid, [])[:MAX_IDENTIFIERS],
+                "consent": consents.get(pid, {}),
+            }
+            if wanted:
+                profile.update(picked.get(pid, {"traits": dict.fromkeys(wanted)}))
             data = {
                 "segment": {"key": segment["key"], "name": segment["name"]},
-                "profile": {
-                    "id": pid,
-                    "identifiers": idents.get(pid, [])[:MAX_IDENTIFIERS],
-                    "consent": consents.get(pid, {}),
-                },
+                "profile": profile,
                 "run_id": run_id,
                 "entered_at" if change == "segment.entered" else "exited_at": now,
             }

@@ -10,7 +10,7 @@ from cdp import normalize
 from cdp.errors import InvalidInput, UnknownProfile, UnknownSegment
 from cdp.events import COLUMNS as EVENT_COLUMNS
 from cdp.events import event_dict
-from cdp.identity.traits import computed_rows, profile_sources, unify
+from cdp.identity.traits import computed_rows, explain, profile_sources, unify
 from cdp.ml.scores import merge_scores
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
 from cdp.privacy.consent import consent_of
@@ -86,16 +86,24 @@ class Profiles:
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def get(self, profile_id: str) -> dict[str, Any]:
+    def get(self, profile_id: str, *, explain_traits: bool = False) -> dict[str, Any]:
+        """The unified profile; with ``explain_traits``, also ``trait_sources``: each trait's value, the record
+        or event it came from and the survivorship rule that chose it."""
         pid = self.live_id(profile_id)
         conn = self.store.reader()
+        if explain_traits:
+            sources = profile_sources(conn, pid)
+            return {
+                **self.get(pid),
+                "trait_sources": explain(sources, self.settings.trait_priority, self.settings.trait_majority),
+            }
         created, updated, scores = conn.execute(
             "SELECT created_at, updated_at, scores FROM profiles WHERE id = ?", (pid,)
         ).fetchone()
         computed = merge_scores(computed_rows(conn, utcnow(), pid).get(pid, {}), scores)
         return {
             "id": pid,
-            "traits": unify(profile_sources(conn, pid), self.settings.trait_priority),
+            "traits": unify(profile_sources(conn, pid), self.settings.trait_priority, self.settings.trait_majority),
             "computed": computed,
             "identifiers": [
                 {"type": kind, "value": value}
@@ -160,7 +168,7 @@ class Profiles:
         data = [
             {
                 "id": pid,
-                "traits": unify(profile_sources(conn, pid), self.settings.trait_priority),
+                "traits": unify(profile_sources(conn, pid), self.settings.trait_priority, self.settings.trait_majority),
                 "identifiers": identifiers[pid],
                 "created_at": created,
                 "updated_at": updated,

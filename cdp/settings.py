@@ -156,6 +156,14 @@ class Settings(BaseSettings):
             "listed sources win in that order; otherwise the most recent non-null value wins."
         ),
     )
+    trait_majority: list[str] = Field(
+        default_factory=list,
+        description=(
+            'Traits for which the value seen in the most records and events wins, e.g. ["first_name", '
+            '"last_name"]: a one-off variant (a typo) loses to the spelling most sources agree on. After '
+            "trait_priority, before recency."
+        ),
+    )
     retrain_growth: float = Field(
         0.5, ge=0, description="The scheduled resolution retrains the model when the data grew by this share."
     )

@@ -32,7 +32,7 @@ def model(cdp: CDPDep, _key: ReadKey, key: str) -> dict[str, Any]:
     "/v1/segments/{key}/plot.png",
     responses={**NOT_FOUND, **PNG},
     response_class=Response,
-    summary="A cluster segment's last run: 2-D PCA scatter coloured by cluster, centroids marked",
+    summary="A cluster segment's clusters on the two features that set them apart most; legend with sizes",
 )
 async def plot(cdp: CDPDep, _key: ReadKey, key: str) -> Response:
     png = await run_in_threadpool(cdp.segments.plot, key)

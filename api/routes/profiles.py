@@ -63,8 +63,15 @@ def lookup(
     responses=NOT_FOUND,
     summary="A unified profile (merged ids answer with the survivor)",
 )
-def get_profile(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
-    return cdp.profiles.get(profile_id)
+def get_profile(
+    cdp: CDPDep,
+    _key: ReadKey,
+    profile_id: str,
+    explain_traits: bool = Query(
+        False, description="Add trait_sources: each trait's record or event and the survivorship rule that chose it"
+    ),
+) -> dict[str, Any]:
+    return cdp.profiles.get(profile_id, explain_traits=explain_traits)
 
 
 @router.get(

@@ -91,9 +91,16 @@ def delete(cdp: CDPDep, _key: AdminKey, key: str) -> Response:
     summary="Current members, cursor-paginated",
 )
 def members(
-    cdp: CDPDep, _key: ReadKey, key: str, limit: int = Query(100, ge=1, le=1000), cursor: str | None = None
+    cdp: CDPDep,
+    _key: ReadKey,
+    key: str,
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = None,
+    traits: str | None = Query(
+        None, description="Comma-separated trait names to add to each member (e.g. email,first_name; at most 20)"
+    ),
 ) -> dict[str, Any]:
-    return cdp.segments.members(key, limit=limit, cursor=cursor).to_dict()
+    return cdp.segments.members(key, limit=limit, cursor=cursor, traits=traits).to_dict()
 
 
 @router.post(

@@ -22,6 +22,11 @@ class WebhookIn(BaseModel):
     segments: list[str] | None = Field(None, description="Segment keys (children included); null for every segment.")
     description: str | None = Field(None, max_length=1000)
     enabled: bool = True
+    traits: list[str] | None = Field(
+        None,
+        description="Trait names (dotted paths, at most 20) to carry in segment.entered/exited payloads as"
+        " profile.traits; null: identifiers only. A value over 512 bytes of JSON is sent as null.",
+    )
 
 
 class WebhookPatch(BaseModel):
@@ -31,6 +36,11 @@ class WebhookPatch(BaseModel):
     segments: list[str] | None = Field(None, description="null: every segment")
     description: str | None = Field(None, max_length=1000)
     enabled: bool | None = Field(None, description="false pauses deliveries; true resumes them (and the backlog)")
+    traits: list[str] | None = Field(
+        None,
+        description="Trait names (dotted paths, at most 20) to carry in segment.entered/exited payloads as"
+        " profile.traits; null: identifiers only. A value over 512 bytes of JSON is sent as null.",
+    )
 
 
 class RotateIn(BaseModel):
@@ -53,6 +63,7 @@ class Webhook(BaseModel):
     description: str | None
     events: list[str]
     segments: list[str] | None
+    traits: list[str] | None = None
     enabled: bool
     disabled_reason: Literal["manual", "gone", "failing"] | None
     disabled_at: str | None
@@ -116,7 +127,7 @@ class Replayed(BaseModel):
 
 @router.post("/v1/webhooks", status_code=201, response_model=WebhookCreated, responses=ERRORS, summary="Subscribe")
 def create(cdp: CDPDep, _key: AdminKey, body: WebhookIn) -> dict[str, Any]:
-    return cdp.webhooks.create(body.url, body.events, body.segments, body.description, body.enabled)
+    return cdp.webhooks.create(body.url, body.events, body.segments, body.description, body.enabled, body.traits)
 
 
 @router.get("/v1/webhooks", response_model=WebhooksPage, responses=ERRORS, summary="List webhooks")

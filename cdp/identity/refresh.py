@@ -92,12 +92,12 @@ class TraitRefresh:
         select = f"SELECT {_RECORD_COLUMNS} FROM source_records WHERE profile_id IN ({marks})"
         for values in conn.execute(select, profile_ids):
             sources[values[0]].append(record_source_of(values, 1))
-        for pid, source, at, traits, context in conn.execute(
-            f"SELECT profile_id, source, timestamp, traits, context FROM events"
+        for pid, source, at, traits, context, event_id in conn.execute(
+            f"SELECT profile_id, source, timestamp, traits, context, id FROM events"
             f" WHERE profile_id IN ({marks}) AND type = 'identify'",
             profile_ids,
         ):
-            sources[pid].append(TraitSource(source, at, identify_values(traits, context)))
+            sources[pid].append(TraitSource(source, at, identify_values(traits, context), event_id))
         return self._trait_rows(profile_ids, sources, computed_rows(conn, now, profile_ids))
 
     def _all_traits(
@@ -111,7 +111,7 @@ class TraitRefresh:
                 records.setdefault(values[0], []).append(values)
         identifies: dict[str, list[tuple[Any, ...]]] = {}
         for values in conn.execute(
-            "SELECT profile_id, source, timestamp, traits, context FROM events"
+            "SELECT profile_id, source, timestamp, traits, context, id FROM events"
             " WHERE type = 'identify' AND profile_id IS NOT NULL"
         ):
             if values[0] in wanted:
@@ -127,8 +127,8 @@ class TraitRefresh:
                     traits = unify_one(record_values(mine[0], 1))
                 else:
                     sources = [record_source_of(r, 1) for r in mine]
-                    sources += [TraitSource(r[1], r[2], identify_values(r[3], r[4])) for r in seen]
-                    traits = unify(sources, priority)
+                    sources += [TraitSource(r[1], r[2], identify_values(r[3], r[4]), r[5]) for r in seen]
+                    traits = unify(sources, priority, self.settings.trait_majority)
                 found = aggregates.pop(p, None)
                 computed = orjson.dumps(computed_from(now, *found)).decode() if found is not None else "{}"
                 out.append((orjson.dumps(traits).decode(), computed, stamp, p))
@@ -140,7 +140,7 @@ class TraitRefresh:
         stamp = now_iso()
         return [
             (
-                orjson.dumps(unify(sources[p], self.settings.trait_priority)).decode(),
+                orjson.dumps(unify(sources[p], self.settings.trait_priority, self.settings.trait_majority)).decode(),
                 orjson.dumps(computed.get(p, {})).decode(),
                 stamp,
                 p,

@@ -1,8 +1,16 @@
 """Unified traits (survivorship) and computed traits of a profile.
 
-Survivorship: for each trait, the most recent non-null value wins, unless ``trait_priority`` lists
-sources for it, in which case a listed source beats an unlisted one and an earlier-listed one beats a
-later one. Sources are CRM sources (``salesforce``) and write-key names (``web``).
+Survivorship, per trait, among the non-empty values of the profile's records and identify events:
+
+1. ``trait_priority`` (per trait, a list of sources): a listed source beats an unlisted one, an
+   earlier-listed one a later one. Sources are CRM sources (``salesforce``) and write-key names (``web``).
+2. ``trait_majority`` (a list of traits): for these, a value seen in more records and events beats one
+   seen in fewer (a one-off typo loses to the spelling most sources agree on).
+3. The most recent value wins: a record's last change (``updated_at``), an event's ``timestamp``.
+4. Ties on time (rows of one import or batch share it) go to the one stored later: the record or event
+   with the higher id, i.e. the later row of the file or batch.
+
+``explain`` says, for each trait, which record or event it came from and which of these rules chose it.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ class TraitSource:
     source: str
     at: str
     values: Mapping[str, Any]  # flat, dotted keys (address.city)
+    seq: int = 0  # the record's or event's id: later rows of one import or batch win ties on time
+    ref: Mapping[str, Any] | None = None  # where the values come from: {"record": {...}} or {"event": {...}}
 
 
 def flatten_event_traits(traits: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,21 +74,66 @@ def identify_values(traits: str | None, context: str | None) -> dict[str, Any]:
     return values
 
 
-def unify(sources: Iterable[TraitSource], priority: Mapping[str, list[str]]) -> dict[str, Any]:
+def unify(
+    sources: Iterable[TraitSource], priority: Mapping[str, list[str]], majority: Collection[str] = ()
+) -> dict[str, Any]:
     """Merged traits, nested (``{"address": {"city": ...}}``)."""
     if isinstance(sources, list) and len(sources) == 1:  # nothing to choose between (most profiles)
         return unify_one(sources[0].values)
-    best: dict[str, tuple[tuple[int, str], Any]] = {}
-    for src in sources:
+    return _nested((key, value) for key, (value, _, _) in _choose(sources, priority, majority).items())
+
+
+def _choose(
+    sources: Iterable[TraitSource], priority: Mapping[str, list[str]], majority: Collection[str]
+) -> dict[str, tuple[Any, TraitSource, tuple[int, int, str, int]]]:
+    """Per flat trait key: the winning value, its source and its score (see the module's rules)."""
+    listed = list(sources)
+    counts: dict[tuple[str, str], int] = {}
+    if majority:
+        for src in listed:
+            for key, value in src.values.items():
+                if key in majority and value is not None and value != "":
+                    counts[key, _plain(value)] = counts.get((key, _plain(value)), 0) + 1
+    best: dict[str, tuple[Any, TraitSource, tuple[int, int, str, int]]] = {}
+    for src in listed:
         for key, value in src.values.items():
             if value is None or value == "":
                 continue
             order = priority.get(key)
             rank = order.index(src.source) if order and src.source in order else len(order or ())
-            score = (-rank, src.at)
-            if key not in best or score > best[key][0]:
-                best[key] = (score, value)
-    return _nested((key, value) for key, (_, value) in best.items())
+            seen = counts.get((key, _plain(value)), 0) if key in majority else 0
+            score = (-rank, seen, src.at, src.seq)
+            if key not in best or score > best[key][2]:
+                best[key] = (value, src, score)
+    return best
+
+
+def _plain(value: Any) -> str:
+    return value.strip().lower() if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def explain(
+    sources: Iterable[TraitSource], priority: Mapping[str, list[str]], majority: Collection[str] = ()
+) -> dict[str, dict[str, Any]]:
+    """Per flat trait key (``address.city``): its value, where it came from and the rule that chose it."""
+    listed = list(sources)
+    out: dict[str, dict[str, Any]] = {}
+    for key, (value, src, score) in sorted(_choose(listed, priority, majority).items()):
+        rivals = [
+            s for s in listed if s is not src and s.values.get(key) not in (None, "") and s.values.get(key) != value
+        ]
+        if not rivals:
+            rule = "only value"
+        elif priority.get(key) and src.source in priority[key]:
+            rule = f"source priority ({', '.join(priority[key])})"
+        elif key in majority and score[1] > 1:
+            rule = f"majority (seen in {score[1]} records or events)"
+        elif any(s.at == src.at for s in rivals):
+            rule = "latest (same time: the later row of the import or batch)"
+        else:
+            rule = "latest"
+        out[key] = {"value": value, "source": src.source, "at": src.at, **(src.ref or {}), "rule": rule}
+    return out
 
 
 def unify_one(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,17 +156,25 @@ def record_source(row: Mapping[str, Any]) -> TraitSource:
     for field, column in CANONICAL_COLUMNS.items():
         if row.get(column) is not None:
             values[field] = row[column]
-    return TraitSource(row["source"], row["updated_at"], values)
+    ref = {"record": {"source": row["source"], "external_id": row.get("external_id")}}
+    return TraitSource(row["source"], row["updated_at"], values, int(row.get("id") or 0), ref)
 
 
-RECORD_COLUMNS = ("source", "updated_at", "traits", *CANONICAL_COLUMNS.values())
+RECORD_COLUMNS = ("source", "updated_at", "traits", *CANONICAL_COLUMNS.values(), "id", "external_id")
 """The source_records columns `record_source_of` reads, in its order."""
 _CANONICAL_AT = tuple((field, 3 + i) for i, field in enumerate(CANONICAL_COLUMNS))
+_ID_AT = 3 + len(CANONICAL_COLUMNS)
 
 
 def record_source_of(row: Sequence[Any], offset: int = 0) -> TraitSource:
     """`record_source` of a row holding `RECORD_COLUMNS` from ``offset`` on (no dictionary per row)."""
-    return TraitSource(row[offset], row[offset + 1], record_values(row, offset))
+    ref = {"record": {"source": row[offset], "external_id": row[offset + _ID_AT + 1]}}
+    return TraitSource(row[offset], row[offset + 1], record_values(row, offset), int(row[offset + _ID_AT]), ref)
+
+
+def event_source(event_id: int, message_id: str | None, source: str, at: str, values: Mapping[str, Any]) -> TraitSource:
+    """An identify event's traits as a source."""
+    return TraitSource(source, at, values, event_id, {"event": {"id": event_id, "message_id": message_id}})
 
 
 def record_values(row: Sequence[Any], offset: int = 0) -> dict[str, Any]:
@@ -129,11 +192,12 @@ def profile_sources(conn: sqlite3.Connection, profile_id: str) -> list[TraitSour
     columns = [d[0] for d in cursor.description]
     for row in cursor:
         out.append(record_source(dict(zip(columns, row, strict=True))))
-    for source, at, traits, context in conn.execute(
-        "SELECT source, timestamp, traits, context FROM events WHERE profile_id = ? AND type = 'identify'",
+    for event_id, message_id, source, at, traits, context in conn.execute(
+        "SELECT id, message_id, source, timestamp, traits, context FROM events WHERE profile_id = ?"
+        " AND type = 'identify'",
         (profile_id,),
     ):
-        out.append(TraitSource(source, at, identify_values(traits, context)))
+        out.append(event_source(event_id, message_id, source, at, identify_values(traits, context)))
     return out
 
 

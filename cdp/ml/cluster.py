@@ -39,6 +39,11 @@ EVAL_SAMPLE = 3_000  # rows silhouette and the other scores are computed on
 AGGLOMERATIVE_SAMPLE = 5_000
 PLOT_POINTS = 2_000
 MODEL_KEYS = ("algorithm", "k", "features", "min_cluster_share", "scaler", "seed")
+# A clustering below either floor is reported as weak (in its run's note and its model's ``quality``): the
+# silhouette (-1..1) says how well separated the clusters are, the stability (adjusted Rand index of two fits
+# on disjoint halves, 0..1) whether the same clusters come back on other data.
+SILHOUETTE_FLOOR = 0.25
+STABILITY_FLOOR = 0.6
 
 
 @dataclass(frozen=True)
@@ -257,9 +262,11 @@ def fit(X: np.ndarray[Any, Any], params: ClusterParams, previous: np.ndarray[Any
         start = np.asarray(scaler.transform(previous))
     if start is not None:
         # From the last run's centroids, and from scratch: the better fit wins (ties to the last run's), so a
-        # re-run on the same data changes nothing and a real shift in the data is still found.
+        # re-run on the same data changes nothing and a real shift in the data is still found. The warm fit of
+        # the k-means family is full-batch Lloyd from the last centroids (a fixed point of it on unchanged data):
+        # mini-batch updates from there would drift with no change in the data.
         rows = Zs if algorithm == "gmm" else Z
-        warm = _fit_centroids(algorithm, rows, k, params.seed, start)
+        warm = _fit_centroids("kmeans" if algorithm == "minibatch_kmeans" else algorithm, rows, k, params.seed, start)
         cold = _fit_centroids(algorithm, rows, k, params.seed)
         centroids, gmm = warm if _fit_score(rows, *warm) >= _fit_score(rows, *cold) - 1e-9 else cold
     elif algorithm in ("agglomerative", "gmm") and n > FIT_SAMPLE:
@@ -286,13 +293,19 @@ def fit(X: np.ndarray[Any, Any], params: ClusterParams, previous: np.ndarray[Any
         labels = fitted.assign(X)
         merged += 1
     if gmm is None:  # centroids as the means of the final clusters (what nearest-centroid assignment uses)
-        fitted.centroids = np.vstack(
-            [
-                Z[labels == c].mean(axis=0) if (labels == c).any() else fitted.centroids[c]
-                for c in range(len(fitted.kept))
-            ]
-        )
-        labels = fitted.assign(X)
+        # For the k-means family, to a fixed point (means and assignment agree), so that the next run, warm
+        # started from these centroids on the same data, moves nobody.
+        rounds = 100 if algorithm in ("kmeans", "minibatch_kmeans") else 1
+        for _ in range(rounds):
+            fitted.centroids = np.vstack(
+                [
+                    Z[labels == c].mean(axis=0) if (labels == c).any() else fitted.centroids[c]
+                    for c in range(len(fitted.kept))
+                ]
+            )
+            previous_labels, labels = labels, fitted.assign(X)
+            if np.array_equal(previous_labels, labels):
+                break
     else:
         fitted.centroids = np.vstack(
             [
@@ -302,7 +315,32 @@ def fit(X: np.ndarray[Any, Any], params: ClusterParams, previous: np.ndarray[Any
         )
     metrics = _metrics(Z, labels, fit_rows, eval_rows, params, len(fitted.kept), rng)
     metrics.update({"k": len(fitted.kept), "k_tried": tried, "merged_small_clusters": merged, "profiles": n})
-    return Result(fitted, labels, metrics, _plot(Z, labels, fitted, rng))
+    return Result(fitted, labels, metrics, _plot(X, Z, labels, fitted, rng))
+
+
+def quality_warning(metrics: Mapping[str, Any]) -> str | None:
+    """Words for a clustering below the documented floors (None when it clears them)."""
+    problems = []
+    silhouette, stability = metrics.get("silhouette"), metrics.get("stability_ari")
+    if silhouette is not None and silhouette < SILHOUETTE_FLOOR:
+        problems.append(f"silhouette {silhouette:.2f} is below {SILHOUETTE_FLOOR} (clusters overlap)")
+    if stability is not None and stability < STABILITY_FLOOR:
+        problems.append(f"stability {stability:.2f} is below {STABILITY_FLOOR} (other samples give other clusters)")
+    if not problems:
+        return None
+    return (
+        f"weak clusters: {'; '.join(problems)}. Read the clusters as rough groups, not distinct personas;"
+        " to improve, try other features, another k or algorithm, or wait for more data"
+    )
+
+
+def quality_summary(metrics: Mapping[str, Any], warning: str | None) -> dict[str, Any]:
+    return {
+        "ok": warning is None,
+        "silhouette_floor": SILHOUETTE_FLOOR,
+        "stability_floor": STABILITY_FLOOR,
+        "warning": warning,
+    }
 
 
 def _sample_algorithm(algorithm: str) -> str:
@@ -352,7 +390,11 @@ def _metrics(
 
 
 def _plot(
-    Z: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], fitted: Fitted, rng: np.random.Generator
+    X: np.ndarray[Any, Any],
+    Z: np.ndarray[Any, Any],
+    labels: np.ndarray[Any, Any],
+    fitted: Fitted,
+    rng: np.random.Generator,
 ) -> dict[str, Any]:
     rows = _sample(rng, len(Z), PLOT_POINTS)
     pca = PCA(n_components=min(2, Z.shape[1]), random_state=0).fit(Z[_sample(rng, len(Z), FIT_SAMPLE)])
@@ -366,7 +408,21 @@ def _plot(
         "labels": labels[rows].tolist(),
         "centroids": centres.round(4).tolist(),
         "explained_variance": [round(float(v), 4) for v in pca.explained_variance_ratio_],
+        "raw": X[rows].round(4).tolist(),  # the sample in feature units (log features as log1p)
+        "separation": [round(float(v), 4) for v in separation(Z, labels)],
     }
+
+
+def separation(Z: np.ndarray[Any, Any], labels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Per feature, the share of its variance that lies between clusters (0..1; the features that set the
+    clusters apart most score highest)."""
+    total = Z.var(axis=0) * len(Z)
+    between = np.zeros(Z.shape[1])
+    mean = Z.mean(axis=0)
+    for c in np.unique(labels):
+        part = Z[labels == c]
+        between += len(part) * (part.mean(axis=0) - mean) ** 2
+    return np.asarray(np.divide(between, total, out=np.zeros_like(between), where=total > 0))
 
 
 # -- names and stable keys -----------------------------------------------------------------------------------

@@ -271,10 +271,41 @@ class Personas:
             predictions.sort(key=lambda e: (e.get("margin", 1.0), -e["profiles"], e["title"]))
         return predictions[:n]
 
+    def active(self) -> bool:
+        """Whether there is anything to predict with (a model, or at least labels)."""
+        conn = self.store.reader()
+        return self._model() is not None or bool(conn.execute("SELECT 1 FROM persona_labels LIMIT 1").fetchone())
+
+    def apply_to(self, profile_ids: Iterable[str]) -> int:
+        """``apply`` for these profiles only (their title arrived or changed): the current model predicts their
+        persona at once, with no labelling. Returns how many changed."""
+        ids = sorted(set(profile_ids))
+        if not ids or not self.active():
+            return 0
+        conn = self.store.reader()
+        rows: list[tuple[str, Any, str]] = []
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            rows += conn.execute(
+                f"SELECT id, json_extract(traits, ?), scores FROM profiles WHERE id IN ({','.join('?' * len(part))})"
+                " AND merged_into IS NULL",
+                (TITLE_PATH, *part),
+            ).fetchall()
+        spellings: dict[str, str] = {}
+        for _, title, _ in rows:
+            if isinstance(title, str) and title_key(title):
+                spellings.setdefault(title_key(title), title.strip())
+        keys = list(spellings)
+        verdict = {
+            key: (entry["persona"], entry["confidence"])
+            for key, entry in zip(keys, self.predict([spellings[k] for k in keys]), strict=True)
+        }
+        return self._write(rows, verdict)
+
     def apply(self, chunk: int = 5000) -> int:
         """Write ``persona`` / ``persona_confidence`` for live profiles with a title; returns how many changed."""
         conn = self.store.reader()
-        if self._model() is None and not conn.execute("SELECT 1 FROM persona_labels LIMIT 1").fetchone():
+        if not self.active():
             return 0
         titles = self._titles(conn)
         keys = list(titles)
@@ -282,15 +313,22 @@ class Personas:
             key: (entry["persona"], entry["confidence"])
             for key, entry in zip(keys, self.predict([titles[k][0] for k in keys]), strict=True)
         }
-        sets: list[tuple[str, float, str]] = []
-        removes: list[tuple[str]] = []
-        for pid, title, scores in conn.execute(
+        rows = conn.execute(
             "SELECT id, json_extract(traits, ?), scores FROM profiles WHERE merged_into IS NULL"
             " AND (json_type(traits, ?) = 'text' OR scores LIKE '%\"persona\"%')",
             (TITLE_PATH, TITLE_PATH),
-        ):
+        )
+        return self._write(rows, verdict, chunk)
+
+    def _write(
+        self, rows: Iterable[tuple[str, Any, str]], verdict: dict[str, tuple[Any, Any]], chunk: int = 5000
+    ) -> int:
+        """Set or remove each profile's persona where it differs from ``verdict`` (title key -> persona)."""
+        sets: list[tuple[str, float, str]] = []
+        removes: list[tuple[str]] = []
+        for pid, title, scores in rows:
             current = orjson.loads(scores)
-            persona, confidence = verdict.get(title_key(str(title)) if title is not None else "", (None, None))
+            persona, confidence = verdict.get(title_key(title) if isinstance(title, str) else "", (None, None))
             if current.get("persona") == persona and current.get("persona_confidence") == confidence:
                 continue
             if persona is None:

@@ -38,6 +38,10 @@ HOLDOUT_SHARE = 0.25
 SHUFFLE_ROWS = 10_000
 PERMUTATIONS = 200
 PERMUTATION_ROWS = 100_000
+# A model must beat its controls to replace the previous one: the permutation test's p-value at most
+# MAX_P_VALUE, and the holdout AUC at least AUC_MARGIN above the shuffled-label models' mean AUC.
+MAX_P_VALUE = 0.05
+AUC_MARGIN = 0.02
 
 
 @dataclass(frozen=True)
@@ -267,6 +271,28 @@ def _shuffled_auc(
         model = _model(params.algorithm, params.seed).fit(X[rows], labels)
         found.append(float(roc_auc_score(y[test_rows], model.predict_proba(X[test_rows])[:, 1])))
     return round(float(np.mean(found)), 4)
+
+
+def not_predictive(metrics: Mapping[str, Any], params: PropensityParams) -> str | None:
+    """Why a trained model does not beat its label-shuffle controls, and what to change; None when it does."""
+    auc = float(metrics["auc"])
+    p_value = float(metrics["permutation_test"]["p_value"])
+    shuffled = metrics.get("shuffled_label_auc")
+    floor = (float(shuffled) if shuffled is not None else 0.5) + AUC_MARGIN
+    problems = []
+    if p_value > MAX_P_VALUE:
+        problems.append(f"permutation p-value {p_value:.2f} is above {MAX_P_VALUE}")
+    if auc < floor:
+        problems.append(f"holdout AUC {auc:.3f} is below the shuffled-label AUC plus {AUC_MARGIN} ({floor:.3f})")
+    if not problems:
+        return None
+    return (
+        f"not predictive: {'; '.join(problems)}, so the model ranks {params.target_event!r} no better than chance"
+        f" ({metrics['positives']} positive rows of {metrics['training_rows'] + metrics['holdout_rows']})."
+        " The previous model, scores and members were kept. To fix: wait for more data, try another horizon_days"
+        f" (now {params.horizon_days}) or more snapshots, add features (e.g. events, traits), or predict another"
+        " target_event"
+    )
 
 
 def permutation_test(

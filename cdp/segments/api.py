@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from cdp import trait_picks
 from cdp.errors import CDPError, InvalidInput, SegmentExists, SegmentInUse, UnknownSegment
 from cdp.hooks import Hook
 from cdp.outbox import identifiers_of
@@ -328,12 +329,38 @@ class Segments:
     def model(self, key: str) -> dict[str, Any]:
         return self.ml.model(key, self.require(key))
 
-    def plot(self, key: str) -> bytes:
-        return self.ml.plot(key, self.require(key))
+    def plot(self, key: str, fmt: str = "png", kind: str = "clusters") -> bytes:
+        """A cluster segment's picture: ``clusters`` or ``profiles`` (see ``cdp.ml.plot``), PNG or SVG."""
+        return self.ml.plot(key, self.require(key), fmt, kind)
+
+    def figure(self, key: str, kind: str = "clusters") -> Any:
+        return self.ml.figure(key, self.require(key), kind)
+
+    def history_figure(self, key: str, *, runs: int = 5000) -> Any:
+        from cdp.segments.charts import history_figure
+
+        segment = self.require(key)
+        return history_figure(str(segment["name"]), self._runs(key, runs))
+
+    def _runs(self, key: str, runs: int) -> builtins.list[dict[str, Any]]:
+        return self.store.query(
+            "SELECT id, finished_at, status, size, entered, exited FROM segment_runs WHERE segment_key = ?"
+            " ORDER BY id DESC LIMIT ?",
+            (key, runs),
+        )
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def members(self, key: str, *, limit: int | None = None, cursor: str | None = None) -> Page[dict[str, Any]]:
+    def members(
+        self,
+        key: str,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        traits: builtins.list[str] | str | None = None,
+    ) -> Page[dict[str, Any]]:
+        """Current members with their identifiers; ``traits`` (names, or "a,b") adds each one's ``traits``."""
+        names = trait_picks.check(traits)
         self.require(key)
         limit = check_limit(limit)
         position = decode_cursor(cursor)
@@ -351,6 +378,10 @@ class Segments:
         rows = rows[:limit]
         idents = identifiers_of(self.store.reader(), [r[0] for r in rows])
         data = [{"profile_id": pid, "identifiers": idents[pid], "entered_at": at} for pid, at in rows]
+        if names:
+            picked = trait_picks.pick(self.store.reader(), [r[0] for r in rows], names)
+            for item in data:
+                item.update(picked[item["profile_id"]])
         return Page(data, encode_cursor({"id": rows[-1][0]}) if more and rows else None)
 
     def history(self, key: str, *, limit: int | None = None, cursor: str | None = None) -> Page[dict[str, Any]]:
@@ -359,13 +390,22 @@ class Segments:
         position = decode_cursor(cursor)
         before = int(position.get("id", 0)) if position else 2**62
         rows = self.store.query(
-            "SELECT id, trigger, started_at, finished_at, duration_ms, status, size, entered, exited, error"
+            "SELECT id, trigger, started_at, finished_at, duration_ms, status, size, entered, exited, error, note"
             " FROM segment_runs WHERE segment_key = ? AND id < ? ORDER BY id DESC LIMIT ?",
             (key, before, limit + 1),
         )
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(rows, encode_cursor({"id": rows[-1]["id"]}) if more and rows else None)
+
+    def history_chart(self, key: str, fmt: str = "png", *, runs: int = 5000) -> bytes:
+        """The segment's size over time with entries and exits (the last ``runs`` runs), as PNG or SVG."""
+        from cdp.ml.plot import check_format
+        from cdp.segments.charts import draw_history
+
+        check_format(fmt)
+        segment = self.require(key)
+        return draw_history(str(segment["name"]), self._runs(key, runs), fmt)
 
     def of_profile(self, profile_id: str) -> builtins.list[dict[str, Any]]:
         """Segments a (live) profile is in, with the time it entered each."""

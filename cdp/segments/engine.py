@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -213,6 +213,7 @@ class Engine:
         started_at: str,
         scope: list[str] | None = None,
         before: Callable[[sqlite3.Connection], None] | None = None,
+        notes: Mapping[str, str] | None = None,
     ) -> list[RunResult]:
         """Several segments' new members (and ``before``'s writes) in ONE transaction; on failure nothing changes
         and each segment's history says why."""
@@ -221,7 +222,10 @@ class Engine:
             if before is not None:
                 before(conn)
             return [
-                write_run(conn, segment, members, trigger, started, started_at, scope) for segment, members in changes
+                write_run(
+                    conn, segment, members, trigger, started, started_at, scope, (notes or {}).get(segment["key"])
+                )
+                for segment, members in changes
             ]
 
         try:
@@ -251,6 +255,7 @@ class Engine:
         entered: int = 0,
         exited: int = 0,
         error: str | None = None,
+        note: str | None = None,
     ) -> RunResult:
         """A history row alone, with no membership change of its own: a failed run, or the summary run of a
         cluster segment whose children hold the members."""
@@ -259,7 +264,9 @@ class Engine:
         def job(conn: sqlite3.Connection) -> RunResult:
             now = format_ts(utcnow())
             duration = int((time.perf_counter() - started) * 1000)
-            run_id = insert_run(conn, key, trigger, started_at, now, duration, status, size, entered, exited, error)
-            return RunResult(key, run_id, status, size, entered, exited, duration, error)
+            run_id = insert_run(
+                conn, key, trigger, started_at, now, duration, status, size, entered, exited, error, note
+            )
+            return RunResult(key, run_id, status, size, entered, exited, duration, error, note)
 
         return self.store.write(job)

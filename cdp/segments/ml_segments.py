@@ -24,7 +24,7 @@ import orjson
 from cdp.duckdb_worker import DuckDBWorker, attach_sql
 from cdp.errors import CDPError, InvalidModel, ModelNotTrained, NotEnoughData
 from cdp.ml.features import FeatureSpec, LocalQuery, build, events_sql, label_sql, resolve
-from cdp.ml.plot import draw
+from cdp.ml.plot import check_format, cluster_figure, profile_figure, render
 from cdp.ml.scores import score_path, score_trait
 from cdp.segments import rules
 from cdp.segments.engine import Engine, MemberList, RunResult
@@ -140,6 +140,7 @@ class MLSegments:
         sizes = np.bincount(result.labels, minlength=len(raw))
         names = cluster.describe(fitted.centroids, sizes.tolist(), spec.features)
         n = len(matrix.ids)
+        units = original_units(matrix.X, spec.features)
         now_text = format_ts(utcnow())
         child_rows: list[dict[str, Any]] = []
         changes: list[tuple[dict[str, Any], set[str]]] = []
@@ -155,6 +156,8 @@ class MLSegments:
                 "size": int(sizes[index]),
                 "share": round(float(sizes[index]) / n, 4) if n else 0.0,
                 "retired": False,
+                # the cluster's feature means in original units (days, orders, dollars)
+                "profile": _means(units[result.labels == index], spec.names),
             }
             child = {"key": child_key, "name": names[index], "type": "cluster", "cluster": info}
             child_rows.append(child)
@@ -165,10 +168,19 @@ class MLSegments:
                 child = {"key": c["key"], "name": c["name"], "type": "cluster", "cluster": info}
                 child_rows.append(child)
                 changes.append((child, set()))
+        warning = cluster.quality_warning(result.metrics)
         metrics = {
             **result.metrics,
+            "quality": cluster.quality_summary(result.metrics, warning),
+            "population": _means(units, spec.names),
             "clusters": [
-                {"key": c["key"], "name": c["name"], "size": c["cluster"]["size"], "share": c["cluster"]["share"]}
+                {
+                    "key": c["key"],
+                    "name": c["name"],
+                    "size": c["cluster"]["size"],
+                    "share": c["cluster"]["share"],
+                    "profile": c["cluster"]["profile"],
+                }
                 for c in child_rows
                 if not c["cluster"]["retired"]
             ],
@@ -194,21 +206,20 @@ class MLSegments:
                 )
             _save_model(conn, key, "cluster", spec, params.to_json(), metrics, artifact, now_text)
 
+        # The cluster segment itself holds the union of its clusters (every profile clustered), so its size,
+        # members and history add up; its run carries the quality warning, if any.
         results = self.engine.apply(
-            [({"key": c["key"], "name": c["name"]}, m) for c, m in changes],
+            [({"key": key, "name": segment["name"]}, set(matrix.ids.tolist()))]
+            + [({"key": c["key"], "name": c["name"]}, m) for c, m in changes],
             trigger=trigger,
             started=started,
             started_at=started_at,
             before=before,
+            notes={key: warning} if warning else None,
         )
         if any(r.status == "failed" for r in results):
             raise RuntimeError(next(r.error for r in results if r.status == "failed"))
-        # The cluster segment's own history row: how many profiles were clustered, moves between clusters.
-        parent = self.engine.record_run(
-            segment, "succeeded", trigger=trigger, started=started, started_at=started_at, size=n,
-            entered=sum(r.entered for r in results), exited=sum(r.exited for r in results),
-        )  # fmt: skip
-        return [parent, *results]
+        return results
 
     def _run_propensity(
         self, segment: dict[str, Any], definition: dict[str, Any], trigger: str, started: float, started_at: str
@@ -241,6 +252,18 @@ class MLSegments:
             current = build(query, spec, now)
         X, y, ids = np.vstack(parts_X), np.concatenate(parts_y), np.concatenate(parts_ids)
         trained = propensity.train(X, y, ids, spec.features, params, select)
+        reason = propensity.not_predictive(trained.metrics, params)
+        if reason is not None:  # the previous model, scores and members stay; the history says why
+            size = (
+                self.store.reader()
+                .execute("SELECT count(*) FROM memberships WHERE segment_key = ?", (key,))
+                .fetchone()[0]
+            )
+            result = self.engine.record_run(
+                segment, "not_predictive", trigger=trigger, started=started, started_at=started_at, size=size,
+                note=reason,
+            )  # fmt: skip
+            return [result]
         keep = np.ones(len(current.ids), dtype=bool)
         if params.filter is not None:
             rule = _filter_rule(params.filter)
@@ -324,6 +347,7 @@ class MLSegments:
                         if row is None:
                             continue
                         changes.append(({"key": child_key, "name": row[0]}, set(matrix.ids[labels == index].tolist())))
+                    changes.insert(0, ({"key": key, "name": name}, set(matrix.ids.tolist())))
                     results = self.engine.apply(
                         changes, trigger=trigger, started=started, started_at=started_at, scope=scope
                     )
@@ -404,6 +428,20 @@ class MLSegments:
         owner = str(segment["parent_key"] or key)
         latest = self._latest(owner)
         if latest is None:
+            last = (
+                self.store.reader()
+                .execute(
+                    "SELECT status, coalesce(note, error) FROM segment_runs WHERE segment_key = ? ORDER BY id DESC"
+                    " LIMIT 1",
+                    (owner,),
+                )
+                .fetchone()
+            )
+            if last is not None and last[0] != "succeeded":
+                raise ModelNotTrained(
+                    f"segment {owner!r} has no model in use: its last run was {last[0]}: {last[1]}",
+                    {"key": owner, "last_run": {"status": last[0], "note": last[1]}},
+                )
             raise ModelNotTrained(
                 f"segment {owner!r} has no trained model yet; POST /v1/segments/{owner}/compute trains one",
                 {"key": owner},
@@ -450,16 +488,54 @@ class MLSegments:
         }
         if kind == "propensity":
             out["score_trait"] = score_trait(owner)
+        last = (
+            self.store.reader()
+            .execute(
+                "SELECT status, finished_at, error, note FROM segment_runs WHERE segment_key = ? ORDER BY id DESC"
+                " LIMIT 1",
+                (owner,),
+            )
+            .fetchone()
+        )
+        out["last_run"] = (
+            {"status": last[0], "finished_at": last[1], "error": last[2], "note": last[3]} if last else None
+        )
         return out
 
-    def plot(self, key: str, segment: Mapping[str, Any]) -> bytes:
-        """A PNG: the profiles of the last run in the first two principal components, coloured by cluster, with
-        the centroids marked."""
+    def plot(self, key: str, segment: Mapping[str, Any], fmt: str = "png", kind: str = "clusters") -> bytes:
+        """A picture of the last run (PNG or SVG): ``clusters`` (profiles on the two features that set the
+        clusters apart most, a bubble per cluster sized by its share) or ``profiles`` (each cluster's feature
+        means in original units beside everyone's)."""
+        check_format(fmt)
+        return render(self.figure(key, segment, kind), fmt)
+
+    def figure(self, key: str, segment: Mapping[str, Any], kind: str = "clusters") -> Any:
+        """``plot``'s matplotlib figure (what was drawn can be read back from its artists)."""
         if segment["type"] != "cluster":
             raise InvalidModel(f"segment {key!r} is not a cluster segment; only those have a plot")
+        if kind not in ("clusters", "profiles"):
+            raise InvalidModel(f"a cluster picture is of clusters or profiles, not {kind!r}")
         owner, latest = self._trained(key, segment)
         model = self._load_model(latest[0])
-        return draw(owner, model["artifact"], model["metrics"])
+        name = self.store.reader().execute("SELECT name FROM segments WHERE key = ?", (owner,)).fetchone()[0]
+        features = FeatureSpec.from_json(model["features"]).features
+        draw_one = profile_figure if kind == "profiles" else cluster_figure
+        return draw_one(owner, str(name), model["artifact"], model["metrics"], features)
+
+
+def original_units(X: np.ndarray[Any, Any], features: list[Any]) -> np.ndarray[Any, Any]:
+    """The feature matrix in the units people read (log features back from log1p)."""
+    out = np.array(X, dtype=np.float64, copy=True)
+    for i, feature in enumerate(features):
+        if feature.log:
+            out[:, i] = np.expm1(out[:, i])
+    return out
+
+
+def _means(rows: np.ndarray[Any, Any], names: list[str]) -> dict[str, float]:
+    if len(rows) == 0:
+        return {name: 0.0 for name in names}
+    return {name: round(float(v), 2) for name, v in zip(names, rows.mean(axis=0), strict=True)}
 
 
 def _member_of(ids: np.ndarray[Any, Any], among: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

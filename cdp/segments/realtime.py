@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 from cdp.debounce import Debouncer
+from cdp.hooks import Hook
 from cdp.ingest.rows import EventRow
 from cdp.privacy import consent
 from cdp.segments import rules
@@ -30,6 +31,9 @@ class RealtimeSegments:
         self._debouncer = Debouncer("cdp-segments-realtime", self._flush, delay, max_wait)
         self._reasons: dict[str, set[str]] = defaultdict(set)
         self._lock = threading.Lock()
+        # After the queued profiles' traits were refreshed, before segments are re-evaluated: the profiles whose
+        # traits changed (personas are predicted here, so rules on ``persona`` see them).
+        self.traits_refreshed: Hook[[list[str]]] = Hook("traits_refreshed")
 
     def start(self) -> None:
         self._debouncer.start()
@@ -74,6 +78,7 @@ class RealtimeSegments:
         refresh = self.segments.refresh_traits
         if refresh is not None:
             refresh()
+        self.traits_refreshed.call_each(log, sorted(pid for pid, why in reasons.items() if TRAITS in why))
         results = []
         changed: dict[str, set[str]] = defaultdict(set)  # segment -> profiles whose membership was re-checked
         try:  # clusters and propensity scores first: rules may use them (in_segment, propensity_<key>)

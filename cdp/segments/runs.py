@@ -27,6 +27,7 @@ class RunResult:
     exited: int
     duration_ms: int
     error: str | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -67,6 +68,7 @@ def write_run(
     started: float,
     started_at: str,
     scope: list[str] | None,
+    note: str | None = None,
 ) -> RunResult:
     key = segment["key"]
     now = format_ts(utcnow())
@@ -76,8 +78,8 @@ def write_run(
         # become a Python object (the usual scheduled run).
         count, text = stored_members(conn, key)
         if (count, text) == (members.count, members.text):
-            run_id = insert_run(conn, key, trigger, started_at, now, duration, "succeeded", count, 0, 0, None)
-            return RunResult(key, run_id, "succeeded", count, 0, 0, duration)
+            run_id = insert_run(conn, key, trigger, started_at, now, duration, "succeeded", count, 0, 0, None, note)
+            return RunResult(key, run_id, "succeeded", count, 0, 0, duration, note=note)
         current = _current(conn, key, None) if text is None else set(text.split(_SEP) if count else ())
     else:
         current = _current(conn, key, scope)
@@ -99,7 +101,7 @@ def write_run(
     )
     size = conn.execute("SELECT count(*) FROM memberships WHERE segment_key = ?", (key,)).fetchone()[0]
     run_id = insert_run(
-        conn, key, trigger, started_at, now, duration, "succeeded", size, len(entering), len(leaving), None
+        conn, key, trigger, started_at, now, duration, "succeeded", size, len(entering), len(leaving), None, note
     )
     changes = [(run_id, key, pid, "entered", now) for pid in entering]
     changes += [(run_id, key, pid, "exited", now) for pid in leaving]
@@ -108,7 +110,7 @@ def write_run(
         changes,
     )
     outbox.write_segment_changes(conn, segment, run_id, entering, leaving, now)
-    return RunResult(key, run_id, "succeeded", size, len(entering), len(leaving), duration)
+    return RunResult(key, run_id, "succeeded", size, len(entering), len(leaving), duration, note=note)
 
 
 def _current(conn: sqlite3.Connection, key: str, scope: list[str] | None) -> set[str]:
@@ -148,11 +150,12 @@ def insert_run(
     entered: int,
     exited: int,
     error: str | None,
+    note: str | None = None,
 ) -> int:
     cursor = conn.execute(
         "INSERT INTO segment_runs (segment_key, trigger, started_at, finished_at, duration_ms, status, size, entered,"
-        " exited, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (key, trigger, started_at, finished_at, duration, status, size, entered, exited, error),
+        " exited, error, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (key, trigger, started_at, finished_at, duration, status, size, entered, exited, error, note),
     )
     return int(cursor.lastrowid or 0)
 

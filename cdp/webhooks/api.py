@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from cdp import trait_picks
 from cdp.errors import InvalidInput
 from cdp.outbox import new_message_id
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
@@ -26,11 +27,11 @@ from cdp.webhooks.vault import Vault, key_file_path
 
 log = logging.getLogger("cdp.webhooks")
 
-FIELDS = ("url", "events", "segments", "description", "enabled")
+FIELDS = ("url", "events", "segments", "description", "enabled", "traits")
 STATUSES = ("pending", "succeeded", "failed")
 MAX_DESCRIPTION = 1000
 _PUBLIC = (
-    "id, url, description, events, segments, enabled, disabled_reason, disabled_at, created_at, updated_at,"
+    "id, url, description, events, segments, traits, enabled, disabled_reason, disabled_at, created_at, updated_at,"
     " secret_rotated_at, previous_secret_expires_at, last_success_at, failing_since, paused_until"
 )
 
@@ -39,6 +40,7 @@ def _endpoint(row: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["events"] = orjson.loads(row["events"])
     out["segments"] = orjson.loads(row["segments"]) if row["segments"] else None
+    out["traits"] = orjson.loads(row["traits"]) if row["traits"] else None
     out["enabled"] = bool(row["enabled"])
     return out
 
@@ -140,9 +142,12 @@ class Webhooks:
         segments: Sequence[str] | None = None,
         description: str | None = None,
         enabled: bool = True,
+        traits: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """A new endpoint; the answer holds its signing ``secret``, which is never shown again."""
+        """A new endpoint; the answer holds its signing ``secret``, which is never shown again. ``traits``: trait
+        names to carry in its segment.entered/exited payloads (see ``cdp.trait_picks``)."""
         checked_url = self._url(url)
+        names = trait_picks.check(list(traits) if traits is not None else None)
         kinds = _events(events)
         text = _description(description)
         on = _enabled(enabled)
@@ -154,15 +159,16 @@ class Webhooks:
         def job(conn: sqlite3.Connection) -> None:
             keys = _segments(segments, conn)
             conn.execute(
-                "INSERT INTO webhook_endpoints (id, url, description, events, segments, enabled, disabled_reason,"
-                " disabled_at, secret, after_outbox_id, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(id), 0) FROM outbox), ?, ?)",
+                "INSERT INTO webhook_endpoints (id, url, description, events, segments, traits, enabled,"
+                " disabled_reason, disabled_at, secret, after_outbox_id, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(id), 0) FROM outbox), ?, ?)",
                 (
                     webhook_id,
                     checked_url,
                     text,
                     orjson.dumps(kinds).decode(),
                     orjson.dumps(keys).decode() if keys is not None else None,
+                    orjson.dumps(names).decode() if names is not None else None,
                     int(on),
                     None if on else "manual",
                     None if on else now,
@@ -205,7 +211,8 @@ class Webhooks:
         return Page([_endpoint(r) for r in rows], encode_cursor({"id": rows[-1]["id"]}) if more and rows else None)
 
     def update(self, webhook_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Change any of ``url``, ``events``, ``segments`` (null: every segment), ``description``, ``enabled``."""
+        """Change any of ``url``, ``events``, ``segments`` (null: every segment), ``description``, ``enabled``,
+        ``traits`` (null: identifiers only)."""
         self._require(webhook_id)
         unknown = sorted(set(changes) - set(FIELDS))
         if unknown:
@@ -219,6 +226,9 @@ class Webhooks:
             sets["events"] = orjson.dumps(_events(changes["events"])).decode()
         if "description" in changes:
             sets["description"] = _description(changes["description"])
+        if "traits" in changes:
+            names = trait_picks.check(changes["traits"])
+            sets["traits"] = orjson.dumps(names).decode() if names is not None else None
         now = format_ts(utcnow())
         if "enabled" in changes:
             on = _enabled(changes["enabled"])

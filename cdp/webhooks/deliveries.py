@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 import orjson
 
+from cdp import trait_picks
 from cdp.chunks import chunked, marks
 from cdp.timeutil import format_ts, parse_ts
 
@@ -156,6 +157,10 @@ def claim(
     """Lease deliveries so that each endpoint has at most ``cap`` in flight (``busy``: already in flight)."""
     claimed: list[Claimed] = []
     at = format_ts(now)
+    traits = {
+        eid: orjson.loads(names) if names else None
+        for eid, names in conn.execute("SELECT id, traits FROM webhook_endpoints WHERE traits IS NOT NULL")
+    }
     for eid, url, secret, previous, previous_expires in sendable_endpoints(conn, now):
         in_flight = busy.get(eid, set())
         wanted = cap - len(in_flight)
@@ -181,6 +186,7 @@ def claim(
                     (at, did),
                 )
                 continue
+            data = trait_picks.for_endpoint(data, traits.get(eid))  # only the traits this endpoint named
             claimed.append(Claimed(did, eid, url, message_id, kind, created_at, data, secret, signing_previous))
             wanted -= 1
     conn.executemany(
