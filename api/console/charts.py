@@ -14,11 +14,12 @@ from markupsafe import Markup
 GOOD, BAD, INK, MUTED, ACCENT = "#1a7f37", "#cf222e", "#1f2328", "#59636e", "#0969da"
 
 
-def _svg(width: int, height: int, label: str, body: str) -> Markup:
+def _svg(width: int, height: int, label: str, body: str, role: str = "img") -> Markup:
+    """``role="img"`` for a picture; ``"group"`` for one holding links (an image may not contain controls)."""
     text = escape(label)
     return Markup(
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}"'
-        f' role="img" aria-label="{text}"><title>{text}</title>{body}</svg>'
+        f' role="{role}" aria-label="{text}"><title>{text}</title>{body}</svg>'
     )
 
 
@@ -161,18 +162,19 @@ def explain_graph(nodes: Sequence[str], edges: Sequence[dict[str, Any]], *, size
         kind, _, value = node.partition(":")
         text = value if len(value) <= 28 else value[:27] + "…"
         out.append(
-            f'<circle cx="{_num(nx)}" cy="{_num(ny)}" r="7" fill="{INK if kind == "record" else ACCENT}"/>'
+            f'<g pointer-events="none"><circle cx="{_num(nx)}" cy="{_num(ny)}" r="7"'
+            f' fill="{INK if kind == "record" else ACCENT}"/>'
             f'<text x="{_num(nx)}" y="{_num(ny + 20)}" font-size="11" text-anchor="middle" fill="{INK}">'
             f"{escape(kind)}</text>"
             f'<text x="{_num(nx)}" y="{_num(ny + 33)}" font-size="11" text-anchor="middle" fill="{MUTED}">'
-            f"{escape(text)}</text>"
+            f"{escape(text)}</text></g>"
         )
     shared = sum(1 for e in edges if e["kind"] != "probabilistic")
     label = (
         f"{len(nodes)} identifiers held together by {shared} shared-identifier links and "
         f"{len(edges) - shared} Splink matches"
     )
-    return _svg(size, size, label, "".join(out))
+    return _svg(size, size, label, "".join(out), role="group")
 
 
 def model_weights(comparisons: Sequence[dict[str, Any]], *, width: int = 640) -> Markup:

@@ -157,7 +157,7 @@ def webhook(request: Request, webhook_id: str, _session: session.Viewer) -> Resp
 @router.post("/console/webhooks/{webhook_id}/test")
 def test_webhook(request: Request, webhook_id: str, _admin: session.Admin) -> Response:
     delivery = cdp_of(request).webhooks.test(webhook_id)
-    return _webhook_page(request, webhook_id, notice=f"Ping sent: {delivery['status']}")
+    return RedirectResponse(f"/console/webhooks/{webhook_id}?pinged={delivery['status']}", status_code=303)
 
 
 @router.post("/console/webhooks/{webhook_id}/rotate")
