@@ -15,7 +15,6 @@ import uvicorn
 
 from api import create_app
 from cdp import CDP, Settings
-
 from tests.conftest import LiveServer, count, free_port
 from tests.console_helpers import HTML, csrf_of, sign_in
 
