@@ -38,7 +38,11 @@ def sparkline(values: Sequence[float], *, width: int = 120, height: int = 28, la
         f"{_num(2 + i * step)},{_num(height - 3 - (v - lo) / span * (height - 6))}" for i, v in enumerate(values)
     )
     text = label or f"size over the last {len(values)} runs: from {values[0]:g} to {values[-1]:g}"
-    body = f'<polyline fill="none" stroke="{ACCENT}" stroke-width="1.5" points="{points}"/>'
+    last_x, last_y = points.rsplit(" ", 1)[-1].split(",")
+    body = (
+        f'<polyline fill="none" stroke="{ACCENT}" stroke-width="1.5" points="{points}"/>'
+        f'<circle cx="{last_x}" cy="{last_y}" r="2" fill="{ACCENT}"/>'
+    )
     return _svg(width, height, text, body)
 
 
@@ -61,7 +65,7 @@ def size_over_time(runs: Sequence[dict[str, Any]], *, width: int = 640, height: 
         f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" font-size="11" fill="{MUTED}">{top_value:g}</text>',
         f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" font-size="11" fill="{MUTED}">0</text>',
     ]
-    bar = max(step / 3, 1)
+    bar = min(max(step / 3, 1), 24)
     for i, run in enumerate(runs):
         x = left + i * step + step / 2
         entered, exited = float(run.get("entered") or 0), float(run.get("exited") or 0)
@@ -77,6 +81,11 @@ def size_over_time(runs: Sequence[dict[str, Any]], *, width: int = 640, height: 
             )
     points = " ".join(f"{_num(left + i * step + step / 2)},{_num(y(s))}" for i, s in enumerate(sizes))
     parts.append(f'<polyline fill="none" stroke="{ACCENT}" stroke-width="2" points="{points}"/>')
+    if len(runs) <= 60:  # a dot per run (a single run has no line to show)
+        parts += [
+            f'<circle cx="{_num(left + i * step + step / 2)}" cy="{_num(y(v))}" r="3" fill="{ACCENT}"/>'
+            for i, v in enumerate(sizes)
+        ]
     first, last = str(runs[0].get("started_at", ""))[:10], str(runs[-1].get("started_at", ""))[:10]
     parts.append(f'<text x="{left}" y="{height - 12}" font-size="11" fill="{MUTED}">{escape(first)}</text>')
     parts.append(

@@ -3,6 +3,7 @@ CSRF token, a route class that shows errors as pages, and the sign-in redirect."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -102,13 +103,21 @@ def sign_in_redirect(request: Request) -> RedirectResponse:
 
 
 class ConsoleRoute(APIRoute):
-    """Errors inside the console: a navigation without a session goes to the sign-in form; other errors of a page
+    """Each answer says its server time (``Server-Timing: app;dur=<ms>``, read by ``bench/console.py``).
+
+    Errors inside the console: a navigation without a session goes to the sign-in form; other errors of a page
     render as a page with the message; fragments and posts from scripts get the JSON error body."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def guarded(request: Request) -> Response:
+            started = time.perf_counter()
+            response = await answer(request)
+            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+            return response
+
+        async def answer(request: Request) -> Response:
             try:
                 return await handler(request)
             except session.SignInRequired:

@@ -62,7 +62,8 @@ def explain_picture(explain: dict[str, Any], identifiers: list[dict[str, str]]) 
             contributions = {k: float(v) for k, v in edge["comparisons"].items()}
             weight = float(edge["match_weight"])
             prior = weight - sum(contributions.values())
-            parts = sorted(contributions.items(), key=lambda item: -abs(item[1]))
+            # Comparisons that said nothing (both sides empty: weight 0) are left out of the picture.
+            parts = sorted(((k, v) for k, v in contributions.items() if abs(v) >= 0.005), key=lambda kv: -abs(kv[1]))
             waterfalls.append(
                 {
                     "n": n,
@@ -73,6 +74,7 @@ def explain_picture(explain: dict[str, Any], identifiers: list[dict[str, str]]) 
                     "model_version": edge["model_version"],
                     "chart": charts.waterfall(prior, parts, weight),
                     "parts": [("prior", prior), *parts],
+                    "silent": len(contributions) - len(parts),
                 }
             )
             edges.append(
