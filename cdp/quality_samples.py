@@ -20,11 +20,15 @@ class QualitySamples:
     def events(
         self, source: str, event: str, flag: str | None = None, *, limit: int | None = 50
     ) -> list[dict[str, Any]]:
-        """The newest stored events of ``source`` named ``event`` that validation flagged (with ``flag``, e.g.
+        """The newest stored events of ``source`` named ``event`` (or of that type) that validation flagged (with ``flag``, e.g.
         ``invalid:email``, or any flag), each with its flags and properties."""
         limit = check_limit(limit)
-        where = "source = ? AND event IS ? AND quality_flags IS NOT NULL AND quality_flags != '[]'"
-        params: list[Any] = [source, event or None]
+        # The report names a message without an event name (identify, group, alias) by its type.
+        where = (
+            "source = ? AND (event = ? OR (event IS NULL AND type = ?))"
+            " AND quality_flags IS NOT NULL AND quality_flags != '[]'"
+        )
+        params: list[Any] = [source, event, event]
         if flag:
             where += " AND EXISTS (SELECT 1 FROM json_each(events.quality_flags) j WHERE j.value = ?)"
             params.append(flag)
