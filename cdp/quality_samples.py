@@ -20,8 +20,8 @@ class QualitySamples:
     def events(
         self, source: str, event: str, flag: str | None = None, *, limit: int | None = 50
     ) -> list[dict[str, Any]]:
-        """The newest stored events of ``source`` named ``event`` (or of that type) that validation flagged (with ``flag``, e.g.
-        ``invalid:email``, or any flag), each with its flags and properties."""
+        """The newest stored events of ``source`` named ``event`` (or of that type) that validation flagged (with
+        ``flag``, e.g. ``invalid:email``, or any flag), each with its flags and properties."""
         limit = check_limit(limit)
         # The report names a message without an event name (identify, group, alias) by its type.
         where = (
