@@ -153,3 +153,28 @@ def test_segment_list_sparklines_and_size_chart_describe_themselves(store: LiveS
         page = client.get("/console/segments/buyers", headers=HTML)
         label = re.search(r'<svg[^>]*role="img" aria-label="(size over 2 runs[^"]*)"', page.text)
         assert label and "1 entries and 0 exits" in label.group(1)
+
+
+@pytest.mark.slow
+def test_machine_learned_segments_show_their_model(server: LiveServer, write_key: str, read_key: str) -> None:
+    from tests.test_ml import LIKELY_BUYERS, PERSONAS_SEGMENT, planted_clusters, planted_purchases
+
+    cdp = server.cdp
+    planted_clusters(cdp, write_key)
+    cdp.segments.create(PERSONAS_SEGMENT)
+    cdp.segments.compute(PERSONAS_SEGMENT["key"])
+    planted_purchases(cdp, write_key)
+    cdp.segments.create(LIKELY_BUYERS)
+    cdp.segments.compute(LIKELY_BUYERS["key"])
+    with server.client() as client:
+        sign_in(client, read_key)
+        personas = client.get(f"/console/segments/{PERSONAS_SEGMENT['key']}", headers=HTML)
+        assert personas.status_code == 200 and 'src="data:image/png;base64,' in personas.text
+        clusters = cdp.segments.list(parent=PERSONAS_SEGMENT["key"]).data
+        assert len(clusters) >= 2 and all(c["name"] in personas.text for c in clusters)
+        assert "Silhouette" in personas.text
+        buyers = client.get(f"/console/segments/{LIKELY_BUYERS['key']}", headers=HTML)
+        auc = cdp.segments.model(LIKELY_BUYERS["key"])["metrics"]["auc"]
+        assert f"Holdout AUC <strong>{auc}</strong>" in buyers.text
+        assert 'aria-label="calibration, predicted against observed' in buyers.text
+        assert "Top features" in buyers.text

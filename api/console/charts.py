@@ -214,3 +214,31 @@ def model_weights(comparisons: Sequence[dict[str, Any]], *, width: int = 640) ->
         )
     label = "match weights per comparison level: " + "; ".join(f"{c} {lv} {w:+.2f}" for c, lv, w in rows)
     return _svg(width, height, label, "".join(out))
+
+
+def calibration(bins: Sequence[dict[str, Any]], *, size: int = 240) -> Markup:
+    """Predicted against observed rate per score bin, with the diagonal a calibrated model follows."""
+    if not bins:
+        return _svg(size, size, "no calibration bins", "")
+    pad = 30
+    span = size - 2 * pad
+
+    def at(v: float) -> float:
+        return pad + max(0.0, min(1.0, v)) * span
+
+    out = [
+        f'<rect x="{pad}" y="{pad}" width="{span}" height="{span}" fill="none" stroke="{MUTED}"/>',
+        f'<line x1="{pad}" y1="{size - pad}" x2="{size - pad}" y2="{pad}" stroke="{MUTED}" stroke-dasharray="4 3"/>',
+        f'<text x="{size / 2}" y="{size - 8}" font-size="11" text-anchor="middle" fill="{MUTED}">predicted</text>',
+        f'<text x="10" y="{size / 2}" font-size="11" fill="{MUTED}" transform="rotate(-90 10 {size / 2})"'
+        ' text-anchor="middle">observed</text>',
+    ]
+    points = [(float(b["predicted"]), float(b["observed"])) for b in bins]
+    out.append(
+        f'<polyline fill="none" stroke="{ACCENT}" stroke-width="2" points="'
+        + " ".join(f"{_num(at(px))},{_num(size - at(py))}" for px, py in points)
+        + '"/>'
+    )
+    out += [f'<circle cx="{_num(at(px))}" cy="{_num(size - at(py))}" r="3" fill="{ACCENT}"/>' for px, py in points]
+    label = "calibration, predicted against observed per bin: " + "; ".join(f"{px:.2f} → {py:.2f}" for px, py in points)
+    return _svg(size, size, label, "".join(out))

@@ -244,6 +244,7 @@ def segment(request: Request, key: str, _session: session.Viewer, cursor: str | 
         members_next=members_page.next,
         runs=runs,
         chart=charts.size_over_time(list(reversed(runs))),
+        calibration=charts.calibration(model["metrics"].get("calibration") or []) if model else None,
         model=model,
         plot=plot,
         children=children,
