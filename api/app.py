@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cdp import CDP, Scheduler, Settings, __version__
 
-from . import docs, errors
+from . import console, docs, errors
 from .access_log import AccessLog
 from .guard import Guard
 from .json_bodies import JSONBodies
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
     )
     errors.install(app)
     docs.install(app)
+    console.install(app)
     for module in (tracking, sdk, records, events, profiles, segments, charts, ml, webhooks, privacy, quality, health):
         app.include_router(module.router)
     raw_paths = lambda path: path in tracking.TRACKING_PATHS or path == "/v1/records"  # noqa: E731

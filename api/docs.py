@@ -46,8 +46,8 @@ def install(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
-        """What a person opening the server's address wants: the docs (the console, once it exists)."""
-        return RedirectResponse("/docs", status_code=307)
+        """What a person opening the server's address wants: the console (it asks for a token first)."""
+        return RedirectResponse("/console", status_code=307)
 
     @app.get("/docs", include_in_schema=False)
     def swagger() -> HTMLResponse:

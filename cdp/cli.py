@@ -113,6 +113,7 @@ def serve(
     cdp = CDP(settings)
     url = f"http://{settings.host}:{settings.port}"
     click.echo(f"cdp is serving {url}")
+    click.echo(f"  console:     {url}/console   (sign in with a read or admin token)")
     click.echo(f"  API docs:    {url}/docs")
     click.echo(f"  store:       {settings.db}")
     click.echo(f"  cdp command: {Path(sys.argv[0]).resolve()}   (or `source .venv/bin/activate` in a checkout)")

@@ -12,10 +12,12 @@ from cdp.identity.realtime import RealtimeMatcher
 from cdp.identity.resolve import Resolution
 from cdp.ingest import Ingest
 from cdp.keys import Keys
+from cdp.lineage import Lineage
 from cdp.ml.personas import Personas
 from cdp.privacy.service import Privacy
 from cdp.profiles import Profiles
 from cdp.quality import Quality
+from cdp.quality_samples import QualitySamples
 from cdp.segments.api import Segments
 from cdp.segments.realtime import RealtimeSegments
 from cdp.settings import Settings
@@ -45,6 +47,7 @@ class CDP:
         self.ingest = Ingest(self.store, self.keys, self.settings, self.graph)
         self.events = Events(self.store)
         self.profiles = Profiles(self.store, self.settings)
+        self.lineage = Lineage(self.store, self.settings, self.profiles.live_id)
         self.identity = Resolution(self.store, self.settings, self.graph)
         self.realtime = RealtimeMatcher(self.store, self.graph, self.identity)
         self.ingest.records.records_changed.connect(self.realtime.on_records)
@@ -55,6 +58,7 @@ class CDP:
         self.ingest.records.records_changed.connect(self.segments_realtime.on_records)
         self.identity.after_run.append(self._after_resolution)
         self.quality = Quality(self.store)
+        self.quality_samples = QualitySamples(self.store)
         self.personas = Personas(self.store)
         self.privacy = Privacy(self.store, self.settings, self.profiles)
         self.segments_realtime.traits_refreshed.connect(self.personas.apply_to)

@@ -21,18 +21,29 @@ from cdp.timeutil import format_ts, parse_ts, utcnow
 LOOKUP_TYPES = ("user_id", "anonymous_id", "email", "phone")
 SEARCH_TYPES = ("user_id", "anonymous_id", "email", "phone", "external_id", "record")
 _LAST = "\U0010ffff"  # above every character: value >= q AND value < q || _LAST is a prefix match on an index
-_NAME_MATCH = """
-SELECT profile_id FROM source_records
- WHERE profile_id IS NOT NULL AND (first_name LIKE :like ESCAPE '\\' OR last_name LIKE :like ESCAPE '\\'
-       OR external_id LIKE :like ESCAPE '\\'
-       OR (first_name || ' ' || last_name) LIKE :like ESCAPE '\\')
-UNION
-SELECT id FROM profiles
- WHERE json_extract(traits, '$.first_name') LIKE :like ESCAPE '\\'
-    OR json_extract(traits, '$.last_name') LIKE :like ESCAPE '\\'
-    OR json_extract(traits, '$.name') LIKE :like ESCAPE '\\'
-    OR (json_extract(traits, '$.first_name') || ' ' || json_extract(traits, '$.last_name')) LIKE :like ESCAPE '\\'
-"""
+# Name prefixes, each a range on an expression index of migration 0011 (lower-cased; "first last" also covers a
+# first-name prefix). One UNION branch per index: SQLite seeks each.
+_RECORD_FULL = "lower(coalesce(first_name, '') || ' ' || coalesce(last_name, ''))"
+_PROFILE_FULL = (
+    "lower(coalesce(json_extract(traits, '$.first_name'), '') || ' '"
+    " || coalesce(json_extract(traits, '$.last_name'), ''))"
+)
+_NAME_MATCH = " UNION ".join(
+    [
+        *(
+            f"SELECT profile_id FROM source_records WHERE {expr} >= :nlo AND {expr} < :nhi AND profile_id IS NOT NULL"
+            for expr in (_RECORD_FULL, "lower(last_name)", "lower(external_id)")
+        ),
+        *(
+            f"SELECT id FROM profiles WHERE {expr} >= :nlo AND {expr} < :nhi"
+            for expr in (
+                _PROFILE_FULL,
+                "lower(json_extract(traits, '$.last_name'))",
+                "lower(json_extract(traits, '$.name'))",
+            )
+        ),
+    ]
+)
 
 
 class Profiles:
@@ -192,8 +203,7 @@ class Profiles:
             parts.append(
                 f"SELECT profile_id FROM identifiers WHERE type IN ({types}) AND value >= :lo{n} AND value < :hi{n}"
             )
-        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        params["like"] = escaped + "%"
+        params["nlo"], params["nhi"] = q.lower(), q.lower() + _LAST
         found = " UNION ".join([*parts, _NAME_MATCH])
         return f"SELECT coalesce(f.merged_into, f.id) FROM profiles f WHERE f.id IN ({found})"
 

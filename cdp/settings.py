@@ -175,6 +175,18 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=lambda: ["*"], description="Origins allowed on /v1/*.")
     key_cache_seconds: float = Field(5.0, ge=0, description="How long a verified key is cached in memory.")
 
+    # Console
+    console_session_seconds: int = Field(
+        8 * 3600, ge=1, le=30 * 86400, description="How long a console sign-in lasts before the token is asked again."
+    )
+    console_secret: SecretStr | None = Field(
+        None,
+        description=(
+            "Key that signs console session cookies (32+ characters). Unset: a random one per server process, "
+            "so a restart signs everyone out."
+        ),
+    )
+
     # Scheduler
     scheduler_enabled: bool = Field(True, description="Run scheduled jobs inside the server process.")
     resolve_schedule: str = Field("1h", description="How often the full identity-resolution job runs.")

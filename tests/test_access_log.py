@@ -36,8 +36,10 @@ def test_one_line_per_request_without_secrets(
     assert write_key not in text and read_key not in text
 
 
-def test_root_leads_to_the_docs(server: LiveServer) -> None:
-    with server.client() as client:
+def test_root_leads_to_the_console_sign_in(server: LiveServer) -> None:
+    with server.client(headers={"Accept": "text/html"}) as client:
         response = client.get("/", follow_redirects=False)
-        assert response.status_code == 307 and response.headers["location"] == "/docs"
-        assert "swagger-ui" in client.get("/", follow_redirects=True).text
+        assert response.status_code == 307 and response.headers["location"] == "/console"
+        landed = client.get("/", follow_redirects=True)
+        assert landed.url.path == "/console/sign-in" and "API token (read or admin)" in landed.text
+        assert "swagger-ui" in client.get("/docs").text

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.console_helpers import sign_in
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,6 +91,12 @@ def test_installed_wheel_loads_the_demo_and_serves(tmp_path: Path) -> None:
         assert page.status_code == 200, page.text
         assert len(page.json()["data"]) == 5
         assert httpx.get(f"{url}/openapi.json", timeout=10).status_code == 200
+        # The console's templates and static files travel in the wheel: sign in and see people.
+        assert httpx.get(f"{url}/console/static/console.css", timeout=10).status_code == 200
+        with httpx.Client(base_url=url, timeout=10) as client:
+            sign_in(client, key)
+            people = client.get("/console/people", headers={"Accept": "text/html"})
+            assert people.status_code == 200 and "Most recently seen profiles" in people.text
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -52,6 +52,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         exports = re.search(r"export (WRITE_KEY=\S+) (READ_TOKEN=\S+) (ADMIN_TOKEN=\S+)", printed)
         assert exports, printed
         assert f"API docs:    {url}/docs" in printed and "cdp command: " in printed
+        assert f"console:     {url}/console" in printed
         keys = dict(pair.split("=", 1) for pair in exports.groups())
         yield url, {**env, **keys}
     finally:
