@@ -709,7 +709,7 @@ def _webhook_line(hook: dict[str, Any]) -> str:
     "--event",
     "events",
     multiple=True,
-    type=click.Choice(["segment.entered", "segment.exited", "profile.merged"]),
+    type=click.Choice(["segment.entered", "segment.exited", "profile.merged", "profile.split"]),
     help="Event type to receive (repeatable; default: all).",
 )
 @click.option("--segment", "segments", multiple=True, help="Segment key to receive (repeatable; default: all).")
@@ -752,7 +752,7 @@ def webhooks_list(db: Path | None, as_json: bool) -> None:
     "--event",
     "events",
     multiple=True,
-    type=click.Choice(["segment.entered", "segment.exited", "profile.merged"]),
+    type=click.Choice(["segment.entered", "segment.exited", "profile.merged", "profile.split"]),
     help="Replace the event types (repeatable).",
 )
 @click.option("--segment", "segments", multiple=True, help="Replace the segment keys (repeatable).")

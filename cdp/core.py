@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING
 
 from cdp.browser import BrowserSDKs
 from cdp.events import Events
+from cdp.identity.labels import Labels
 from cdp.identity.realtime import RealtimeMatcher
 from cdp.identity.resolve import Resolution
+from cdp.identity.review import Review
+from cdp.identity.stewardship import Stewardship
 from cdp.ingest import Ingest
 from cdp.keys import Keys
 from cdp.ml.personas import Personas
@@ -54,6 +57,10 @@ class CDP:
         self.ingest.records.records_changed.connect(self.segments_realtime.on_records)
         self.identity.after_run.append(self._after_resolution)
         self.quality = Quality(self.store)
+        self.stewardship = Stewardship(self.store, self.settings, self.graph)
+        self.stewardship.after_change.append(self._after_stewardship)
+        self.review = Review(self.store, self.stewardship.merge, Stewardship.live)
+        self.labels = Labels(self.store)
         self.personas = Personas(self.store)
 
     @cached_property
@@ -76,6 +83,17 @@ class CDP:
         """Segments depend on profiles: a run that changed any is followed by the segment runs."""
         if summary.get("moved_identifiers"):
             self.segments.compute_many(trigger="resolution")
+
+    def _after_stewardship(self, profile_ids: list[str]) -> None:
+        """A manual merge, split or undo: traits of the profiles it changed, then the segments."""
+        self.identity.refresh_traits()
+        self.segments.compute_many(trigger="stewardship")
+
+    def identity_quality(self) -> dict[str, object]:
+        """The labels' verdict on the current match threshold (see `cdp.identity.label_quality`)."""
+        from cdp.identity import label_quality
+
+        return label_quality.estimate(self.identity)
 
     def start_writer(self) -> None:
         """Start the ingest writer process, if tracking writes go through one (the server does this before its

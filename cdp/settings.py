@@ -133,6 +133,15 @@ class Settings(BaseSettings):
             "weaker edge needs at least half of the record pairs between them to match (the chaining guard)."
         ),
     )
+    review_threshold: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description=(
+            "Match probability from which a pair below the match threshold is kept in the review queue "
+            "(GET /v1/identity/review, cdp identity review) for a person to decide."
+        ),
+    )
     trait_priority: dict[str, list[str]] = Field(
         default_factory=dict,
         description=(
