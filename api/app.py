@@ -14,7 +14,7 @@ from cdp import CDP, Scheduler, Settings, __version__
 from . import docs, errors
 from .access_log import AccessLog
 from .json_bodies import JSONBodies
-from .routes import events, health, ml, profiles, quality, records, sdk, segments, tracking, webhooks
+from .routes import events, health, identity, ml, profiles, quality, records, sdk, segments, tracking, webhooks
 
 
 class TrackingCORS:
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
     )
     errors.install(app)
     docs.install(app)
-    for module in (tracking, sdk, records, events, profiles, segments, ml, webhooks, quality, health):
+    for module in (tracking, sdk, records, events, profiles, identity, segments, ml, webhooks, quality, health):
         app.include_router(module.router)
     app.add_middleware(JSONBodies, raw_paths=lambda path: path in tracking.TRACKING_PATHS or path == "/v1/records")
     app.add_middleware(TrackingCORS, origins=settings.cors_origins)

@@ -50,9 +50,7 @@ def test_cannot_link_cuts_a_chain_of_five_at_its_weakest_edge_only(tmp_path: Pat
     # every edge strong enough to pass the chaining guard: only the label can cut the chain
     label, _ = cluster(_graph(5), _edges(chain), _rules(tmp_path), strong_weight=5.0)
     assert len(set(label.tolist())) == 1  # without the label: one person
-    label, refused = cluster(
-        _graph(5), _edges(chain), _rules(tmp_path), strong_weight=5.0, cannot=np.array([[0, 4]])
-    )
+    label, refused = cluster(_graph(5), _edges(chain), _rules(tmp_path), strong_weight=5.0, cannot=np.array([[0, 4]]))
     left, right = set(range(weakest + 1)), set(range(weakest + 1, 5))
     assert {int(label[r]) for r in left} != {int(label[r]) for r in right}
     assert len({int(label[r]) for r in left}) == 1 and len({int(label[r]) for r in right}) == 1

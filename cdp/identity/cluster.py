@@ -315,6 +315,7 @@ def cluster(
     if len(cannot):
         together = comp[cannot[:, 0]] == comp[cannot[:, 1]]
         bad[comp[cannot[together, 0]]] = True
+    if bad.any():
         in_bad = bad[comp]
         rows = np.flatnonzero(in_bad)
         mine = in_bad[a]

@@ -86,5 +86,3 @@ def _record_keys(conn: Any, pairs: list[tuple[str, ...]]) -> list[tuple[str, str
                 out.append((value[:at], value[at + 1 :]))
                 break
     return out
-
-
