@@ -55,7 +55,8 @@ def export(cdp: CDP, pid: str) -> dict[str, Any]:
         "records": sorted(conn.execute("SELECT source, external_id FROM source_records WHERE profile_id = ?", (pid,))),
         "events": sorted(r[0] for r in conn.execute("SELECT message_id FROM events WHERE profile_id = ?", (pid,))),
         "identifiers": sorted((i["type"], i["value"]) for i in profile["identifiers"]),
-        "segments": sorted(r[0] for r in conn.execute("SELECT segment_key FROM memberships WHERE profile_id = ?", (pid,))),
+        "segments": sorted(r[0] for r in conn.execute("SELECT segment_key FROM memberships WHERE profile_id = ?",
+                                                      (pid,))),
         "traits": profile["traits"],
         "computed": profile["computed"],
     }  # fmt: skip
@@ -116,8 +117,8 @@ def test_undo_restores_the_ids_and_a_run_keeps_a_manual_merge(fresh_db: CDP, wri
     fresh_db.identity.run()
     assert fresh_db.profiles.lookup_id(user_id="ub") == fresh_db.profiles.lookup_id(user_id="ua") == ann
     # split, undo the split: one profile again
-    split = fresh_db.stewardship.split(ann, [{"source": "crm", "external_id": "2"}], [{"type": "user_id", "value": "ub"},
-                                        {"type": "email", "value": "bob@y.com"}])  # fmt: skip
+    bob_ids = [{"type": "user_id", "value": "ub"}, {"type": "email", "value": "bob@y.com"}]
+    split = fresh_db.stewardship.split(ann, [{"source": "crm", "external_id": "2"}], bob_ids)
     assert fresh_db.profiles.lookup_id(user_id="ub") == split["new_profile_id"]
     assert fresh_db.stewardship.undo(ann)["kind"] == "unsplit"
     assert fresh_db.profiles.lookup_id(user_id="ub") == ann
