@@ -412,7 +412,7 @@ def resolve(db: Path | None, retrain: bool | None, as_json: bool) -> None:
 
 @cli.group(cls=Group)
 def identity() -> None:
-    """The probabilistic match model and its evaluation."""
+    """The probabilistic match model, its evaluation, and stewardship (review, merge, split, labels)."""
 
 
 @identity.command("train")
@@ -466,6 +466,11 @@ def identity_evaluate(db: Path | None, truth: Path, as_json: bool) -> None:
         f"adjusted Rand {result['adjusted_rand']:.4f}; clusters {result['clusters']['predicted']} "
         f"(true {result['clusters']['true']})"
     )
+
+
+from cdp.cli_steward import add_commands as _add_stewardship  # noqa: E402
+
+_add_stewardship(identity, db_option, open_cdp, echo_json)
 
 
 # -- segments --------------------------------------------------------------------------------------

@@ -485,9 +485,21 @@ class Resolution:
         refusals = [r for r in refused if r.rule != "cannot_link"]
         ends = graph.rows_of(np.array([x for r in refusals for x in (r.a, r.b)], dtype=np.int64)).reshape(-1, 2)
         apart: list[tuple[Any, str, str]] = []
+        # A refused link between identifiers that are not match rows (an email, a device) is shown as the
+        # pair of records it would have joined: a match row of each side's cluster.
+        matchable = graph.matchable()
+        stand_in: dict[int, int] = {}
+        needed = {int(label[z]) for x, y in ends.tolist() for z in (x, y) if z >= 0 and not matchable[z]}
+        if needed:
+            for row in np.flatnonzero(matchable & np.isin(label, list(needed))).tolist():
+                stand_in.setdefault(int(label[row]), row)
+
+        def shown(row: int) -> int:
+            return row if matchable[row] else stand_in.get(int(label[row]), row)
+
         for r, (x, y) in zip(refusals, ends.tolist(), strict=True):
             if x >= 0 and y >= 0 and label[x] != label[y]:
-                apart.append((r, _key(graph, x), _key(graph, y)))
+                apart.append((r, _key(graph, shown(x)), _key(graph, shown(y))))
         scores = _scores(edges, {(min(a, b), max(a, b)) for _, a, b in apart})
         for r, a, b in apart:
             found = scores.get((min(a, b), max(a, b)))
