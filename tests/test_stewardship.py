@@ -207,3 +207,38 @@ def test_api_merge_split_and_webhooks_verified(
     assert "record:crm:2" in split_event["moved"] and split_event["split_at"]
     # the merge, the split, the undo of the split (a merge), the undo of the merge (a split)
     assert sorted(k for k, _ in kinds) == ["profile.merged", "profile.merged", "profile.split", "profile.split"]
+
+
+def test_review_and_decisions_work_the_same_with_the_small_store_default_model(fresh_db: CDP, tmp_path: Path) -> None:
+    import csv
+
+    from cdp.demo import corpora
+
+    spec = corpora.CORPORA["typos"]
+    records, truth = corpora.generate("typos", 400, 11)
+    path = tmp_path / "records.csv"
+    records.to_csv(path, index=False, quoting=csv.QUOTE_MINIMAL)
+    fresh_db.ingest.import_file(path, source=spec.source, id_column=spec.id_column, mapping=dict(spec.mapping))
+    fresh_db.identity.run()
+    assert fresh_db.identity.describe_model()["kind"] == "default"
+    items = fresh_db.review.page(limit=1000).data
+    assert items, "the default model leaves doubtful pairs too"
+    entity = {
+        (str(s), str(e)): str(t) for s, e, t in truth[["source", "external_id", "entity"]].itertuples(index=False)
+    }
+    for item in items[:10]:
+        same = (
+            entity[(item["left"]["source"], item["left"]["external_id"])]
+            == entity[(item["right"]["source"], item["right"]["external_id"])]
+        )
+        fresh_db.review.decide(item["id"], "match" if same else "no_match", key_id="k")
+    fresh_db.identity.run()
+    for label in fresh_db.labels.all():
+        sides = []
+        for key in (label["left"], label["right"]):
+            kind, _, value = key.partition(":")
+            found = fresh_db.store.query(
+                "SELECT profile_id FROM identifiers WHERE type = ? AND value = ?", (kind, value)
+            )
+            sides.append(fresh_db.profiles.live_id(found[0]["profile_id"]))
+        assert (sides[0] == sides[1]) == (label["decision"] == "match"), label
