@@ -85,9 +85,15 @@ class CDP:
             self.segments.compute_many(trigger="resolution")
 
     def _after_stewardship(self, profile_ids: list[str]) -> None:
-        """A manual merge, split or undo: traits of the profiles it changed, then the segments."""
+        """A manual merge, split or undo: traits of the profiles it changed, then their segment memberships."""
+        conn = self.store.reader()
+        events = {
+            pid: {str(e) for (e,) in conn.execute(
+                "SELECT DISTINCT event FROM events WHERE profile_id = ? AND event IS NOT NULL", (pid,))}
+            for pid in profile_ids
+        }  # fmt: skip
         self.identity.refresh_traits()
-        self.segments.compute_many(trigger="stewardship")
+        self.segments_realtime.recheck(events)
 
     def identity_quality(self) -> dict[str, object]:
         """The labels' verdict on the current match threshold (see `cdp.identity.label_quality`)."""

@@ -74,6 +74,8 @@ def test_manual_merge_then_split_returns_everything_where_it_was(fresh_db: CDP, 
     together = export(fresh_db, survivor)
     assert together["events"] == sorted(before[ann]["events"] + before[bob]["events"])
     assert together["records"] == [("crm", "1"), ("crm", "2")]
+    # memberships follow the merged traits at once (the most recent plan wins)
+    assert together["segments"] == (["pro"] if together["traits"]["plan"] == "pro" else [])
     assert fresh_db.profiles.live_id(bob) == ann
     history = fresh_db.profiles.merges(ann)
     assert history[-1]["reason"] == "manual" and history[-1]["details"]["note"] == "same household account"

@@ -113,6 +113,9 @@ class RealtimeMatcher:
         merged = 0
         doubts: list[review.Doubt] = []
         threshold = self._model.threshold
+        cannot = (
+            conn.execute("SELECT 1 FROM identity_labels WHERE decision = 'no_match' LIMIT 1").fetchone() is not None
+        )
         contribution_columns = [c for c in edges.columns if c.startswith("mw_")]
 
         def doubt(row: Any, reason: str, message: str) -> review.Doubt:
@@ -149,7 +152,9 @@ class RealtimeMatcher:
             pa, pb = txn.live(a[1]), txn.live(b[1])
             if pa == pb:
                 continue
-            if labels.cannot_link_between(conn, labels.profile_keys(conn, pa), labels.profile_keys(conn, pb)):
+            if cannot and labels.cannot_link_between(
+                conn, labels.profile_keys(conn, pa), labels.profile_keys(conn, pb)
+            ):
                 continue  # a person said these are different people
             decision = self.graph.rules.check(txn.counts(pa), txn.counts(pb), {}, {}, attributes=False)
             strong = float(row.match_probability) >= self.resolution.settings.match_strong_threshold

@@ -515,6 +515,10 @@ class Resolution:
             different = np.zeros(len(doubtful), dtype=bool)
             different[found] = label[rows[left[found]]] != label[rows[right[found]]]
             picked = doubtful[different]
+            if len(picked) > review.MAX_ITEMS:  # only the most informative can be kept: build no more
+                assert threshold is not None
+                distance = picked["match_weight"].to_numpy(dtype=np.float64) - math.log2(threshold / (1 - threshold))
+                picked = picked.iloc[np.argsort(np.abs(distance), kind="stable")[: review.MAX_ITEMS]]
             names = [c for c in picked.columns if c.startswith("mw_")]
             for row in picked.itertuples(index=False):
                 contributions = orjson.dumps({c[3:]: round(float(getattr(row, c)), 3) for c in names}).decode()
