@@ -59,7 +59,7 @@ class CDP:
         self.quality = Quality(self.store)
         self.stewardship = Stewardship(self.store, self.settings, self.graph)
         self.stewardship.after_change.append(self._after_stewardship)
-        self.review = Review(self.store, self.stewardship.merge, Stewardship.live)
+        self.review = Review(self.store, self.stewardship)
         self.labels = Labels(self.store)
         self.personas = Personas(self.store)
 

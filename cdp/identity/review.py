@@ -21,6 +21,7 @@ import orjson
 
 from cdp.errors import CDPError, InvalidInput, NotFound
 from cdp.identity import labels
+from cdp.identity.stewardship import Stewardship
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
 from cdp.store import Store
 from cdp.timeutil import now_iso
@@ -128,12 +129,10 @@ def _labelled(conn: sqlite3.Connection, pairs: Iterable[tuple[str, str]]) -> set
 class Review:
     """``CDP.review``: list the queue, show an item side by side, decide."""
 
-    def __init__(
-        self, store: Store, merge: Callable[..., dict[str, Any]], live: Callable[[sqlite3.Connection, str], str]
-    ) -> None:
+    def __init__(self, store: Store, stewardship: Stewardship) -> None:
         self.store = store
-        self._merge = merge  # Stewardship.merge
-        self._live = live
+        self.stewardship = stewardship
+        self._live = stewardship.live
 
     def page(
         self,
@@ -203,36 +202,42 @@ class Review:
         found = self.store.query("SELECT node_l, node_r, status FROM review_items WHERE id = ?", (item_id,))
         if not found:
             raise UnknownReviewItem(f"no review item with id {item_id}", {"id": item_id})
-        left, right, status = found[0]["node_l"], found[0]["node_r"], found[0]["status"]
-        if status == "decided":
-            raise ReviewItemDecided(
-                f"review item {item_id} is already decided; relabel the pair with a manual merge or split",
-                {"id": item_id},
-            )
-        merged: dict[str, Any] | None = None
-        if decision == "match":
-            profiles = self._profiles_of(left, right)
-            if profiles is not None and profiles[0] != profiles[1]:
-                merged = self._merge(profiles[0], profiles[1], note=note, key_id=key_id, review_item=item_id)
+        left, right = found[0]["node_l"], found[0]["node_r"]
 
-        def store(conn: sqlite3.Connection) -> None:
+        def store(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            """The label, the item's status and (a match between two profiles) the merge: one transaction."""
+            status = conn.execute("SELECT status FROM review_items WHERE id = ?", (item_id,)).fetchone()[0]
+            if status == "decided":
+                raise ReviewItemDecided(
+                    f"review item {item_id} is already decided; relabel the pair with a manual merge or split",
+                    {"id": item_id},
+                )
             now = now_iso()
+            merged = None
+            if decision == "match":
+                profiles = self._profiles_of(conn, left, right)
+                if profiles is not None and profiles[0] != profiles[1]:
+                    merged = self.stewardship.merge_in(
+                        conn, profiles[0], profiles[1], note=note, key_id=key_id, review_item=item_id
+                    )
             if decision != "skip":
                 labels.write(conn, left, right, decision, "review", key_id=key_id, note=note, now=now)
             conn.execute(
                 "UPDATE review_items SET status = ?, decision = ?, note = ?, decided_by = ?, decided_at = ?,"
-                " updated_at = ? WHERE id = ?",
+                " updated_at = ? WHERE id = ? AND status != 'decided'",
                 ("skipped" if decision == "skip" else "decided", decision, note, key_id, now, now, item_id),
             )
+            return merged
 
-        self.store.write(store)
+        merged = self.store.write(store)
+        if merged is not None:
+            self.stewardship.changed([merged["profile_id"]])
         item = self.get(item_id)
         if merged is not None:
             item["merge"] = merged
         return item
 
-    def _profiles_of(self, left: str, right: str) -> tuple[str, str] | None:
-        conn = self.store.reader()
+    def _profiles_of(self, conn: sqlite3.Connection, left: str, right: str) -> tuple[str, str] | None:
         out = []
         for key in (left, right):
             kind, _, value = key.partition(":")

@@ -74,7 +74,9 @@ class Stewardship:
         best = min(rows, key=lambda r: (r[1] not in MATCHABLE, PRIORITY.get(r[1], 99), r[0]))
         return f"{best[1]}:{best[2]}"
 
-    def _done(self, profile_ids: list[str]) -> None:
+    def changed(self, profile_ids: list[str]) -> None:
+        """After a manual action committed: forget cached identity facts; traits and segments follow."""
+        self.graph.invalidate()
         for hook in self.after_change:
             hook(profile_ids)
 
@@ -100,14 +102,13 @@ class Stewardship:
                 raise StewardshipRefused(
                     f"{profile_id} and {other} are already one profile ({a})", {"profile_id": a, "other": other}
                 )
-            return self._merge(conn, a, b, note=note, key_id=key_id, review_item=review_item)
+            return self.merge_in(conn, a, b, note=note, key_id=key_id, review_item=review_item)
 
         result = self.store.write(run)
-        self.graph.invalidate()
-        self._done([result["profile_id"]])
+        self.changed([result["profile_id"]])
         return result
 
-    def _merge(
+    def merge_in(
         self, conn: sqlite3.Connection, a: str, b: str, *, note: str | None, key_id: str | None, review_item: int | None
     ) -> dict[str, Any]:
         now = now_iso()
@@ -163,8 +164,7 @@ class Stewardship:
             return self._split(conn, pid, wanted, note=note, key_id=key_id, action=None)
 
         result = self.store.write(run)
-        self.graph.invalidate()
-        self._done([result["profile_id"], result["new_profile_id"]])
+        self.changed([result["profile_id"], result["new_profile_id"]])
         return result
 
     def _wanted(self, records: Sequence[Any], identifiers: Sequence[Any]) -> list[tuple[str, str, str]]:
@@ -290,8 +290,7 @@ class Stewardship:
             return result
 
         result = self.store.write(run)
-        self.graph.invalidate()
-        self._done([p for p in (result.get("profile_id"), result.get("other_id")) if p])
+        self.changed([p for p in (result.get("profile_id"), result.get("other_id")) if p])
         return result
 
     def _undo_merge(
