@@ -34,6 +34,7 @@ def seed(cdp: CDP, key: str) -> tuple[str, str]:
              "properties": {"revenue": 10 * (i + 1)}}
             for i in range(3)
         ]  # fmt: skip
+    batch.append({"type": "group", "userId": "ub", "groupId": "acme-corp", "messageId": "g-ub"})
     cdp.ingest.batch({"batch": batch}, write_key=key)
     cdp.ingest.upsert_records(
         [
@@ -57,6 +58,9 @@ def export(cdp: CDP, pid: str) -> dict[str, Any]:
         "identifiers": sorted((i["type"], i["value"]) for i in profile["identifiers"]),
         "segments": sorted(r[0] for r in conn.execute("SELECT segment_key FROM memberships WHERE profile_id = ?",
                                                       (pid,))),
+        "groups": sorted(
+            r[0] for r in conn.execute("SELECT group_id FROM profile_groups WHERE profile_id = ?", (pid,))
+        ),
         "traits": profile["traits"],
         "computed": profile["computed"],
     }  # fmt: skip
@@ -65,7 +69,8 @@ def export(cdp: CDP, pid: str) -> dict[str, Any]:
 def test_manual_merge_then_split_returns_everything_where_it_was(fresh_db: CDP, write_key: str) -> None:
     ann, bob = seed(fresh_db, write_key)
     before = {ann: export(fresh_db, ann), bob: export(fresh_db, bob)}
-    assert before[ann]["segments"] == ["pro"] and len(before[bob]["events"]) == 4
+    assert before[ann]["segments"] == ["pro"] and len(before[bob]["events"]) == 5
+    assert before[bob]["groups"] == ["acme-corp"] and before[ann]["groups"] == []
     assert before[bob]["computed"] and before[ann]["traits"]["company"] == "Acme"
 
     merged = fresh_db.stewardship.merge(bob, ann, note="same household account", key_id="k_test")

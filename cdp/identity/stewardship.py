@@ -130,6 +130,8 @@ class Stewardship:
             "redirects": [r[0] for r in conn.execute("SELECT id FROM profiles WHERE merged_into = ?", (gone,))],
             "groups": [list(r) for r in conn.execute(
                 "SELECT group_id, first_seen FROM profile_groups WHERE profile_id = ?", (gone,))],
+            "survivor_groups": [r[0] for r in conn.execute(
+                "SELECT group_id FROM profile_groups WHERE profile_id = ?", (survivor,))],
             "removed_labels": removed,
         }  # fmt: skip
         action_id = _action(conn, "merge", survivor, gone, state, note, key_id, now)
@@ -313,6 +315,12 @@ class Stewardship:
             "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, first_seen) VALUES (?, ?, ?)",
             [(gone, g, f) for g, f in state.get("groups", [])],
         )
+        if "survivor_groups" in state:  # the groups the survivor had only through the merge go back
+            kept = set(state["survivor_groups"])
+            conn.executemany(
+                "DELETE FROM profile_groups WHERE profile_id = ? AND group_id = ?",
+                [(survivor, g) for g, _ in state.get("groups", []) if g not in kept],
+            )
         _restore_labels(conn, action_id, state)
         for label in state.get("removed_labels", []):
             conn.execute(
@@ -366,6 +374,28 @@ def move(conn: sqlite3.Connection, rows: Sequence[tuple[int, str, str]], source:
             ).rowcount
             if done:
                 break
+    # Groups follow their group calls: a group the moved events named goes along (with its first_seen), and
+    # leaves the source unless one of the source's own events still names it.
+    for (group_id,) in conn.execute(
+        "SELECT DISTINCT group_id FROM events WHERE profile_id = ? AND type = 'group' AND group_id IS NOT NULL",
+        (target,),
+    ).fetchall():
+        conn.execute(
+            "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, first_seen)"
+            " SELECT ?, group_id, first_seen FROM profile_groups WHERE profile_id = ? AND group_id = ?",
+            (target, source, group_id),
+        )
+        still = conn.execute(
+            "SELECT 1 FROM events WHERE profile_id = ? AND type = 'group' AND group_id = ? LIMIT 1", (source, group_id)
+        ).fetchone()
+        if still is None:
+            conn.execute("DELETE FROM profile_groups WHERE profile_id = ? AND group_id = ?", (source, group_id))
+    conn.execute(
+        "INSERT OR IGNORE INTO profile_groups (profile_id, group_id, first_seen)"
+        " SELECT profile_id, group_id, min(timestamp) FROM events WHERE profile_id = ? AND type = 'group'"
+        " AND group_id IS NOT NULL GROUP BY group_id",
+        (target,),
+    )
     conn.executemany("UPDATE profiles SET updated_at = ? WHERE id = ?", [(now, source), (now, target)])
 
 
