@@ -249,3 +249,17 @@ def test_review_and_decisions_work_the_same_with_the_small_store_default_model(f
             )
             sides.append(fresh_db.profiles.live_id(found[0]["profile_id"]))
         assert (sides[0] == sides[1]) == (label["decision"] == "match"), label
+
+
+def test_a_split_made_by_a_run_sends_profile_split_too(fresh_db: CDP, write_key: str) -> None:
+    ann, _ = seed(fresh_db, write_key)
+    # crm:1 stops sharing Ann's email: the next run splits it off with a new id
+    fresh_db.ingest.upsert_records([{"source": "crm", "external_id": "1", "email": "ann@new.com", "first_name": "Ann"}])
+    assert fresh_db.identity.run()["splits"] == 1
+    new = fresh_db.profiles.lookup_id(source="crm", external_id="1")
+    rows = fresh_db.store.query("SELECT profile_id, payload FROM outbox WHERE type = 'profile.split'")
+    assert len(rows) == 1 and rows[0]["profile_id"] == ann
+    import json
+
+    payload = json.loads(rows[0]["payload"])
+    assert payload["new_profile_id"] == new and "record:crm:1" in payload["moved"]

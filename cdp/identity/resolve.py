@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from cdp import outbox
 from cdp.chunks import chunked
 from cdp.errors import MatchModelMissing, ResolutionFailed
 from cdp.identity import evaluate, labels, matching, review
@@ -583,6 +584,7 @@ class Resolution:
         conn.executemany("DELETE FROM profile_groups WHERE profile_id = ?", [(gone,) for _, gone in merges])
         for hook in self.graph.merge_hooks:
             hook(conn, merges)
+        splits = []
         for source, target in result.splits:
             moved = sorted(by_id[i].key for i in members.get(source, ()) if result.moves.get(i) == target)
             conn.execute(
@@ -590,6 +592,8 @@ class Resolution:
                 " VALUES ('split', ?, ?, 'resolution', ?, ?)",
                 (source, target, orjson.dumps({"identifiers": moved[:50], "moved": len(moved)}).decode(), now),
             )
+            splits.append((source, target, moved))
+        outbox.write_splits(conn, splits)  # subscribers hear of splits as of merges
         # Events and records follow the identifier that anchors them.
         event_moves = [
             (pid, by_id[i].profile_id, by_id[i].value) for i, pid in result.moves.items() if by_id[i].type == "user_id"
