@@ -19,6 +19,7 @@ from .routes import (
     charts,
     events,
     health,
+    identity,
     ml,
     privacy,
     profiles,
@@ -93,7 +94,8 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
     errors.install(app)
     docs.install(app)
     console.install(app)
-    for module in (tracking, sdk, records, events, profiles, segments, charts, ml, webhooks, privacy, quality, health):
+    routers = (tracking, sdk, records, events, profiles, identity, segments, charts, ml, webhooks, privacy)
+    for module in (*routers, quality, health):
         app.include_router(module.router)
     raw_paths = lambda path: path in tracking.TRACKING_PATHS or path == "/v1/records"  # noqa: E731
     app.add_middleware(JSONBodies, raw_paths=raw_paths)

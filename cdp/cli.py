@@ -432,7 +432,7 @@ def resolve(db: Path | None, retrain: bool | None, as_json: bool) -> None:
 
 @cli.group(cls=Group)
 def identity() -> None:
-    """The probabilistic match model and its evaluation."""
+    """The probabilistic match model, its evaluation, and stewardship (review, merge, split, labels)."""
 
 
 @identity.command("train")
@@ -486,6 +486,11 @@ def identity_evaluate(db: Path | None, truth: Path, as_json: bool) -> None:
         f"adjusted Rand {result['adjusted_rand']:.4f}; clusters {result['clusters']['predicted']} "
         f"(true {result['clusters']['true']})"
     )
+
+
+from cdp.cli_steward import add_commands as _add_stewardship  # noqa: E402
+
+_add_stewardship(identity, db_option, open_cdp, echo_json)
 
 
 # -- segments --------------------------------------------------------------------------------------
@@ -786,7 +791,7 @@ def _webhook_line(hook: dict[str, Any]) -> str:
     "--event",
     "events",
     multiple=True,
-    type=click.Choice(["segment.entered", "segment.exited", "profile.merged", "profile.deleted"]),
+    type=click.Choice(["segment.entered", "segment.exited", "profile.merged", "profile.split", "profile.deleted"]),
     help="Event type to receive (repeatable; default: all).",
 )
 @click.option("--segment", "segments", multiple=True, help="Segment key to receive (repeatable; default: all).")
@@ -839,7 +844,7 @@ def webhooks_list(db: Path | None, as_json: bool) -> None:
     "--event",
     "events",
     multiple=True,
-    type=click.Choice(["segment.entered", "segment.exited", "profile.merged", "profile.deleted"]),
+    type=click.Choice(["segment.entered", "segment.exited", "profile.merged", "profile.split", "profile.deleted"]),
     help="Replace the event types (repeatable).",
 )
 @click.option("--segment", "segments", multiple=True, help="Replace the segment keys (repeatable).")

@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING
 
 from cdp.browser import BrowserSDKs
 from cdp.events import Events
+from cdp.identity.labels import Labels
 from cdp.identity.realtime import RealtimeMatcher
 from cdp.identity.resolve import Resolution
+from cdp.identity.review import Review
+from cdp.identity.stewardship import Stewardship
 from cdp.ingest import Ingest
 from cdp.keys import Keys
 from cdp.lineage import Lineage
@@ -59,6 +62,10 @@ class CDP:
         self.identity.after_run.append(self._after_resolution)
         self.quality = Quality(self.store)
         self.quality_samples = QualitySamples(self.store)
+        self.stewardship = Stewardship(self.store, self.settings, self.graph)
+        self.stewardship.after_change.append(self._after_stewardship)
+        self.review = Review(self.store, self.stewardship)
+        self.labels = Labels(self.store)
         self.personas = Personas(self.store)
         self.privacy = Privacy(self.store, self.settings, self.profiles)
         self.segments_realtime.traits_refreshed.connect(self.personas.apply_to)
@@ -93,6 +100,23 @@ class CDP:
             return 0
         self.identity.refresh_traits()
         return self.personas.apply()
+
+    def _after_stewardship(self, profile_ids: list[str]) -> None:
+        """A manual merge, split or undo: traits of the profiles it changed, then their segment memberships."""
+        conn = self.store.reader()
+        events = {
+            pid: {str(e) for (e,) in conn.execute(
+                "SELECT DISTINCT event FROM events WHERE profile_id = ? AND event IS NOT NULL", (pid,))}
+            for pid in profile_ids
+        }  # fmt: skip
+        self.identity.refresh_traits()
+        self.segments_realtime.recheck(events)
+
+    def identity_quality(self) -> dict[str, object]:
+        """The labels' verdict on the current match threshold (see `cdp.identity.label_quality`)."""
+        from cdp.identity import label_quality
+
+        return label_quality.estimate(self.identity)
 
     def start_writer(self) -> None:
         """Start the ingest writer process, if tracking writes go through one (the server does this before its

@@ -117,3 +117,31 @@ def write_deleted(conn: sqlite3.Connection, profile_id: str, merged_ids: Sequenc
 
 def _merged(survivor: str, gone: str, now: str) -> dict[str, Any]:
     return {"profile": {"id": survivor}, "merged_profile_id": gone, "merged_at": now}
+
+
+def write_splits(conn: sqlite3.Connection, splits: Sequence[tuple[str, str, list[str]]]) -> None:
+    """One ``profile.split`` row per (profile split, new profile, identifier keys moved) split."""
+    if not splits:
+        return
+    now = format_ts(utcnow())
+    conn.executemany(
+        _INSERT,
+        [
+            (
+                message_id,
+                "profile.split",
+                None,
+                source,
+                orjson.dumps(
+                    {
+                        "profile": {"id": source},
+                        "new_profile_id": target,
+                        "moved": moved[:MAX_IDENTIFIERS],
+                        "split_at": now,
+                    }
+                ).decode(),
+                now,
+            )
+            for message_id, (source, target, moved) in zip(new_message_ids(len(splits)), splits, strict=True)
+        ],
+    )

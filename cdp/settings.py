@@ -149,6 +149,15 @@ class Settings(BaseSettings):
             "never on one pair alone. At or above match_threshold, nothing corroborates."
         ),
     )
+    review_threshold: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description=(
+            "Match probability from which a pair below the match threshold is kept in the review queue "
+            "(GET /v1/identity/review, cdp identity review) for a person to decide."
+        ),
+    )
     trait_priority: dict[str, list[str]] = Field(
         default_factory=dict,
         description=(

@@ -12,7 +12,7 @@ from ..schemas import ERRORS, Cursor
 
 router = APIRouter(tags=["webhooks"])
 NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such webhook (or message, for a replay)"}}
-EventType = Literal["segment.entered", "segment.exited", "profile.merged", "profile.deleted"]
+EventType = Literal["segment.entered", "segment.exited", "profile.merged", "profile.split", "profile.deleted"]
 
 
 class WebhookIn(BaseModel):

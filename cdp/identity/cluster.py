@@ -217,13 +217,24 @@ def _violating(graph: Graph, comp: np.ndarray, ncomp: int, rules: Rules) -> np.n
 
 
 def _replay(
-    graph: Graph, rows: np.ndarray, links: np.ndarray, alias: np.ndarray, rules: Rules, refused: list[Refusal]
+    graph: Graph,
+    rows: np.ndarray,
+    links: np.ndarray,
+    alias: np.ndarray,
+    rules: Rules,
+    refused: list[Refusal],
+    partners: dict[int, set[int]] | None = None,
 ) -> dict[int, int]:
-    """Links replayed one by one, in the order seen, under merge protection; row -> its cluster's root."""
+    """Links replayed one by one, in the order seen, under merge protection and the cannot-links
+    (``partners``: row -> rows it must not share a cluster with); row -> its cluster's root."""
     comps = Components({n.id: n for n in graph.nodes(rows.tolist(), by_row=True)})
+    partners = partners or {}
     for (a, b), is_alias in zip(links.tolist(), alias.tolist(), strict=True):
         ra, rb = comps.find(a), comps.find(b)
         if ra == rb:
+            continue
+        if partners and _kept_apart(comps.members(ra), rb, partners, comps.find):
+            refused.append(Refusal("cannot_link", CANNOT_LINK_MESSAGE, int(graph.ids[a]), int(graph.ids[b])))
             continue
         decision = rules.check(comps.counts(ra), comps.counts(rb), comps.attrs(ra), comps.attrs(rb), alias=is_alias)
         if decision.ok:
@@ -231,6 +242,23 @@ def _replay(
         else:
             refused.append(Refusal(decision.rule, decision.message, int(graph.ids[a]), int(graph.ids[b])))
     return {r: comps.find(r) for r in rows.tolist()}
+
+
+CANNOT_LINK_MESSAGE = "a person labelled these identifiers' records as different people (a cannot-link)"
+
+
+def _kept_apart(members: Iterable[int], other: int, partners: dict[int, set[int]], find: Callable[[int], int]) -> bool:
+    """Does a row of ``members`` have a cannot-link partner in the cluster whose root is ``other``?"""
+    return any(find(p) == other for m in members if m in partners for p in partners[m])
+
+
+def _partners(pairs: np.ndarray) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = defaultdict(set)
+    for x, y in pairs.tolist():
+        if x != y:
+            out[x].add(y)
+            out[y].add(x)
+    return dict(out)
 
 
 def cluster(
@@ -243,6 +271,8 @@ def cluster(
     matched: np.ndarray | None = None,
     content: np.ndarray | None = None,
     link_weight: float = -np.inf,
+    must: np.ndarray | None = None,
+    cannot: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Refusal]]:
     """Each row's cluster (the smallest row in it), and the links/edges merge protection refused.
 
@@ -269,6 +299,14 @@ def cluster(
     namesakes' records resemble each other once per pair, and a ``user_id``'s match row (the latest traits
     its events carried) repeats what that user's records say, so neither counts as corroboration. Weak
     edges that join nothing are not refusals (they were never links).
+
+    Human labels (`cdp.identity.labels`), as ``(k, 2)`` arrays of rows: ``must`` pairs are joined after the
+    deterministic links and before any match edge, whatever merge protection, the chaining guard or the
+    model say. ``cannot`` pairs never end in one cluster: a deterministic component that holds both ends
+    is replayed link by link and the link that would first join them is refused; then every edge (match
+    edges strongest first, must-links before them) that would join the two sides is refused. Since edges
+    come strongest first, the edges refused are the weakest on every path between the two records: a
+    chain a-b-c-d-e with a cannot-link between a and e is cut at its weakest edge, and nowhere else.
     """
     from scipy.sparse import coo_matrix  # a fifth of a second to import: only when clustering
     from scipy.sparse.csgraph import connected_components
@@ -285,12 +323,17 @@ def cluster(
     _, first_row = np.unique(comp, return_index=True)  # rows ascend: a component's first row is its smallest
     label = first_row[comp]
     bad = _violating(graph, comp, ncomp, rules)
+    cannot = np.empty((0, 2), dtype=np.int64) if cannot is None else np.asarray(cannot, dtype=np.int64).reshape(-1, 2)
+    partners = _partners(cannot)
+    if len(cannot):
+        together = comp[cannot[:, 0]] == comp[cannot[:, 1]]
+        bad[comp[cannot[together, 0]]] = True
     if bad.any():
         in_bad = bad[comp]
         rows = np.flatnonzero(in_bad)
         mine = in_bad[a]
         # in the order they arrived: a run must not undo what real-time linking decided when nothing changed
-        root = _replay(graph, rows, np.stack([a[mine], b[mine]], axis=1), alias[mine], rules, refused)
+        root = _replay(graph, rows, np.stack([a[mine], b[mine]], axis=1), alias[mine], rules, refused, partners)
         smallest: dict[int, int] = {}
         for r in rows.tolist():  # rows ascend: the first row seen of a cluster is its smallest
             smallest.setdefault(root[r], r)
@@ -299,7 +342,15 @@ def cluster(
         matched = graph.matchable()
     guard = (chaining_density, strong_weight, link_weight)
     tiebreak = graph.ids if content is None else content
-    return _add_edges(graph, label, edges, rules, refused, guard, matched, tiebreak), refused
+    if must is not None and len(must):
+        must = np.asarray(must, dtype=np.int64).reshape(-1, 2)
+        ea, eb, weight = edges
+        edges = (
+            np.concatenate([must[:, 0], np.asarray(ea, dtype=np.int64)]),
+            np.concatenate([must[:, 1], np.asarray(eb, dtype=np.int64)]),
+            np.concatenate([np.full(len(must), np.inf), np.asarray(weight, dtype=np.float64)]),
+        )
+    return _add_edges(graph, label, edges, rules, refused, guard, matched, tiebreak, partners), refused
 
 
 def _add_edges(
@@ -311,8 +362,11 @@ def _add_edges(
     guard: tuple[float, float, float],
     matchable: np.ndarray,
     tiebreak: np.ndarray,
+    partners: dict[int, set[int]] | None = None,
 ) -> np.ndarray:
-    """Probabilistic edges onto the clusters ``label`` (smallest row of each), strongest first."""
+    """Probabilistic edges onto the clusters ``label`` (smallest row of each), strongest first. An edge of
+    infinite weight is a must-link: merge protection and the chaining guard do not apply to it;
+    the cannot-links (``partners``) apply to every edge."""
     ea, eb, weight = edges
     if not len(ea):
         return label
@@ -322,6 +376,11 @@ def _add_edges(
     strong = (weight[order] >= strong_weight).tolist()
     linking = (weight[order] >= link_weight).tolist()
     record = graph.types == graph.type_names.index("record") if "record" in graph.type_names else None
+    forced = np.isinf(weight[order]).tolist()
+    partners = partners or {}
+    flagged: dict[int, list[int]] = defaultdict(list)  # cluster -> its rows that have cannot-links
+    for r in partners:
+        flagged[int(label[r])].append(r)
     ntypes = len(graph.type_names)
     limits = [(graph.type_names.index(k), v) for k, v in rules.limits.items() if k in graph.type_names]
     # Rows of each touched cluster, sorted by label: type counts and matchable counts in one pass each,
@@ -360,6 +419,10 @@ def _add_edges(
             neighbours[x].add(y)
             neighbours[y].add(x)
 
+    must_pairs = [(x, y) for x, y, f in zip(ea, eb, forced, strict=True) if f]
+    _share_must_neighbours(neighbours, must_pairs)
+    _share_must_neighbours(corroborating, must_pairs)
+
     def support(ra: int, rb: int, among: dict[int, set[int]]) -> int:
         right_set = set(matchable_members(rb))
         return sum(len(among[m] & right_set) for m in matchable_members(ra))
@@ -374,7 +437,7 @@ def _add_edges(
             parent[x], x = root, up
         return root
 
-    for x, y, sure, link, lx, ly in zip(ea, eb, strong, linking, la.tolist(), lb.tolist(), strict=True):
+    for x, y, sure, link, must, lx, ly in zip(ea, eb, strong, linking, forced, la.tolist(), lb.tolist(), strict=True):
         ra, rb = find(lx), find(ly)
         if ra == rb:
             continue
@@ -386,8 +449,13 @@ def _add_edges(
             or support(ra, rb, corroborating) < chain_support_needed(na, nb, chaining_density)
         ):
             continue
+        if flagged and _kept_apart(flagged.get(ra, ()), rb, partners, lambda r: find(int(label[r]))):
+            refused.append(Refusal("cannot_link", CANNOT_LINK_MESSAGE, int(graph.ids[x]), int(graph.ids[y])))
+            continue
         ca, cb = type_counts[ra], type_counts[rb]
-        if limits and any(ca[k] + cb[k] > limit for k, limit in limits):
+        if must:
+            pass  # a person said so: merge protection and the chaining guard do not apply
+        elif limits and any(ca[k] + cb[k] > limit for k, limit in limits):
             names_ = graph.type_names
             decision = rules.check(
                 Counter(dict(zip(names_, ca, strict=True))), Counter(dict(zip(names_, cb, strict=True))), {}, {},
@@ -413,12 +481,41 @@ def _add_edges(
         type_counts[keep] = [i + j for i, j in zip(ca, cb, strict=True)]
         matchable_count[keep] = na + nb
         parts[keep] = parts.pop(ra, [ra]) + parts.pop(rb, [rb])
+        if flagged:
+            joined = flagged.pop(ra, []) + flagged.pop(rb, [])
+            if joined:
+                flagged[keep] = joined
     if parent:
         keys = np.fromiter(parent, dtype=np.int64, count=len(parent))
         remap = np.arange(len(label), dtype=np.int64)
         remap[keys] = [find(int(k)) for k in keys.tolist()]
         label = remap[label]
     return label
+
+
+def _share_must_neighbours(neighbours: dict[int, set[int]], must: list[tuple[int, int]]) -> None:
+    """Records a person must-linked share their match edges in the chaining guard's count: one person's
+    records, so an edge to any of them supports a join with all of them."""
+    if not must:
+        return
+    group: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while group.get(x, x) != x:
+            x = group[x]
+        return x
+
+    for x, y in must:
+        rx, ry = root(x), root(y)
+        if rx != ry:
+            group[ry] = rx
+    members: dict[int, list[int]] = defaultdict(list)
+    for x in {r for pair in must for r in pair}:
+        members[root(x)].append(x)
+    for rows in members.values():
+        shared = set().union(*(neighbours[r] for r in rows))
+        for r in rows:
+            neighbours[r] = shared
 
 
 def chain_support_needed(na: int, nb: int, share: float = 0.5) -> int:

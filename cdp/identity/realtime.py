@@ -9,13 +9,13 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pandas as pd
 
 from cdp.debounce import Debouncer
-from cdp.identity import matching
+from cdp.identity import labels, matching, review
 from cdp.identity.cluster import chain_support_needed
 from cdp.identity.graph import IdentityGraph, _Txn
 from cdp.identity.resolve import Resolution
@@ -87,11 +87,15 @@ class RealtimeMatcher:
         new = self._rows_for(keys)
         if new.empty:
             return {"scored": 0, "matches": 0, "merged": 0}
-        edges = self._index.predict(new)
-        edges = edges[edges["unique_id_l"] != edges["unique_id_r"]]  # an updated row against its old self
+        assert self._model is not None
+        review_at = min(self.resolution.settings.review_threshold, self._model.threshold)
+        pairs = self._index.predict(new, threshold=review_at)
+        pairs = pairs[pairs["unique_id_l"] != pairs["unique_id_r"]]  # an updated row against its old self
+        links = (pairs["match_probability"] >= self._model.threshold).to_numpy(dtype=bool)
+        edges, doubtful = pairs[links], pairs[~links]
         self._index.upsert(new)
-        merged = self.store.write(lambda conn: self._apply(conn, edges)) if len(edges) else 0
-        return {"scored": len(new), "matches": len(edges), "merged": merged}
+        merged = self.store.write(lambda conn: self._apply(conn, edges, doubtful)) if len(pairs) else 0
+        return {"scored": len(new), "matches": len(edges), "merged": merged, "doubtful": len(doubtful)}
 
     def _rows_for(self, keys: list[tuple[str, ...]]) -> pd.DataFrame:
         return self.resolution.match_rows(
@@ -99,12 +103,34 @@ class RealtimeMatcher:
             users=[k[1] for k in keys if k[0] == "user_id"],
         )
 
-    def _apply(self, conn: sqlite3.Connection, edges: pd.DataFrame) -> int:
-        assert self._model_version is not None
+    def _apply(self, conn: sqlite3.Connection, edges: pd.DataFrame, doubtful: pd.DataFrame | None = None) -> int:
+        """Merge the matches (strongest first) under merge protection, the chaining guard and the human
+        labels (a cannot-link between the two profiles refuses the merge); keep the doubtful pairs and the
+        refused links whose sides are in different profiles in the review queue."""
+        assert self._model_version is not None and self._model is not None
         txn = _Txn(conn)
         now = now_iso()
         merged = 0
+        doubts: list[review.Doubt] = []
+        threshold = self._model.threshold
+        cannot = (
+            conn.execute("SELECT 1 FROM identity_labels WHERE decision = 'no_match' LIMIT 1").fetchone() is not None
+        )
         contribution_columns = [c for c in edges.columns if c.startswith("mw_")]
+
+        def doubt(row: Any, reason: str, message: str) -> review.Doubt:
+            return review.Doubt(
+                str(row.unique_id_l), str(row.unique_id_r), reason, message, float(row.match_weight),
+                float(row.match_probability), threshold, self._model_version,
+                orjson.dumps({c[3:]: round(float(getattr(row, c)), 3) for c in contribution_columns}).decode(),
+            )  # fmt: skip
+
+        if doubtful is not None:
+            for row in doubtful.itertuples(index=False):
+                a = txn.identifier(*str(row.unique_id_l).split(":", 1))
+                b = txn.identifier(*str(row.unique_id_r).split(":", 1))
+                if a is not None and b is not None and txn.live(a[1]) != txn.live(b[1]):
+                    doubts.append(doubt(row, "below_threshold", "scored below the match threshold"))
         for row in edges.sort_values("match_weight", ascending=False).itertuples(index=False):
             left, right = str(row.unique_id_l), str(row.unique_id_r)
             conn.execute(
@@ -126,18 +152,29 @@ class RealtimeMatcher:
             pa, pb = txn.live(a[1]), txn.live(b[1])
             if pa == pb:
                 continue
+            if cannot and labels.cannot_link_between(
+                conn, labels.profile_keys(conn, pa), labels.profile_keys(conn, pb)
+            ):
+                continue  # a person said these are different people
             decision = self.graph.rules.check(txn.counts(pa), txn.counts(pb), {}, {}, attributes=False)
             strong = float(row.match_probability) >= self.resolution.settings.match_strong_threshold
-            if decision.ok and (strong or not self._chains(conn, pa, pb)):
-                self.graph.merge(
-                    conn, pa, pb, "probabilistic",
-                    {"model_version": self._model_version, "match_weight": round(float(row.match_weight), 3),
-                     "match_probability": round(float(row.match_probability), 6), "pair": [left, right]},
-                    now, txn,
-                )  # fmt: skip
-                merged += 1
+            if not decision.ok:
+                doubts.append(doubt(row, "merge_protection", decision.message))
+                continue
+            if not strong and self._chains(conn, pa, pb):
+                doubts.append(doubt(row, "chaining", "the chaining guard refused: too few record pairs match"))
+                continue
+            self.graph.merge(
+                conn, pa, pb, "probabilistic",
+                {"model_version": self._model_version, "match_weight": round(float(row.match_weight), 3),
+                 "match_probability": round(float(row.match_probability), 6), "pair": [left, right]},
+                now, txn,
+            )  # fmt: skip
+            merged += 1
         if merged:
             self.store.after_commit(self.graph.invalidate)
+        if doubts:
+            review.keep(conn, doubts, replace=False)
         return merged
 
     @staticmethod

@@ -26,9 +26,10 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from cdp import outbox
 from cdp.chunks import chunked
 from cdp.errors import MatchModelMissing, ResolutionFailed
-from cdp.identity import evaluate, matching
+from cdp.identity import evaluate, labels, matching, review
 from cdp.identity.cluster import Edge, Graph, Node, Plan, changing, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
 from cdp.identity.refresh import TraitRefresh
@@ -286,15 +287,23 @@ class Resolution:
             reading = pool.submit(self._read_snapshot, warm=True)
             scored: list[pd.DataFrame] = []  # the rows scored while choosing a new model's threshold
             model_info = self._model_for(rows, retrain, say, scored)
-            edges = pd.DataFrame()
+            edges = doubtful = pd.DataFrame()
             if model_info is not None:
                 version, model = model_info
                 t0 = time.perf_counter()
-                floor = self._support_floor(model)  # links and the weaker pairs that may corroborate them
+                # Pairs down to the review and support thresholds: links at the match threshold, the weaker pairs
+                # that may corroborate them, and those below it left apart go to the review queue.
+                review_at = min(self.settings.review_threshold, model.threshold)
+                floor = self._support_floor(model)
+                lowest = min(review_at, floor)
                 if scored:  # the same rows, the same model: keep the pairs from that floor
-                    edges = scored[0][scored[0]["match_probability"] >= floor].reset_index(drop=True)
+                    pairs = scored[0][scored[0]["match_probability"] >= lowest]
                 else:
-                    edges = matching.predict(model, rows, threshold=floor)
+                    pairs = matching.predict(model, rows, threshold=lowest)
+                probability = pairs["match_probability"].to_numpy(dtype=np.float64)
+                edges = pairs[probability >= floor].reset_index(drop=True)
+                doubtful = pairs[(probability < model.threshold) & (probability >= review_at)].reset_index(drop=True)
+                del pairs
                 links = int((edges["match_probability"] >= model.threshold).sum()) if len(edges) else 0
                 say(
                     f"scored pairs with model v{version}: {links} matches, {len(edges) - links} corroborating"
@@ -305,7 +314,7 @@ class Resolution:
             snap = reading.result()
         for attempt in range(3):
             try:
-                stats = self._cluster_and_apply(snap, edges, matched, model_info, say)
+                stats = self._cluster_and_apply(snap, edges, matched, model_info, say, doubtful)
             except _Dirty:
                 say(f"the graph changed during the run; snapshotting again ({attempt + 1}/3)")
                 snap = self._read_snapshot()
@@ -384,6 +393,7 @@ class Resolution:
         matched: pd.Series,
         model_info: tuple[int, matching.MatchModel] | None,
         say: Progress,
+        doubtful: pd.DataFrame | None = None,
     ) -> dict[str, Any]:
         graph = snap.graph
         edge_list: list[Edge] = []
@@ -417,10 +427,12 @@ class Resolution:
             content[matchable[where[where >= 0]]] = matched.to_numpy()[where >= 0]
         strong = self.settings.match_strong_threshold
         link = model_info[1].threshold if model_info is not None else strong
+        must, cannot = self._constraints(graph)
         label, refused = cluster(
             graph, ends, self.graph.rules, strong_weight=math.log2(strong / (1 - strong)), matched=has_row,
-            content=content, link_weight=math.log2(link / (1 - link)),
+            content=content, link_weight=math.log2(link / (1 - link)), must=must, cannot=cannot,
         )  # fmt: skip
+        doubts = self._doubts(graph, label, refused, edges, doubtful, model_info)
         rows = changing(graph, label)
         nodes = graph.nodes(rows.tolist())
         root_of = dict(zip(graph.ids[rows].tolist(), graph.ids[label[rows]].tolist(), strict=True))
@@ -441,13 +453,99 @@ class Resolution:
             keep[np.flatnonzero(found)[label[ends[0]] == label[ends[1]]]] = True
             edges = edges[keep]
         edge_rows = _edge_rows(edges, model_info[0], now) if model_info is not None else None
-        self.store.write(lambda c: self._apply(c, now, by_id, result, edge_rows, model_info, members, strongest))
+
+        def apply(c: sqlite3.Connection) -> None:
+            self._apply(c, now, by_id, result, edge_rows, model_info, members, strongest)
+            review.keep(c, doubts, replace=True)
+
+        self.store.write(apply)
         stats["profiles"] = int(
             self.store.reader().execute("SELECT count(*) FROM profiles WHERE merged_into IS NULL").fetchone()[0]
         )
         stats["match_edges"] = len(edge_list)
+        stats["review_items"] = len(doubts)
+        stats["labels"] = {"must_link": len(must), "cannot_link": len(cannot)}
         stats["model_version"] = model_info[0] if model_info else None
         return stats
+
+    def _constraints(self, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+        """The human labels as (k, 2) arrays of graph rows (must-links, cannot-links); a label naming an
+        identifier that is not in the graph (yet) constrains nothing."""
+        conn = self.store.reader()
+        must, cannot = labels.constraints(conn)
+        wanted = {k for pair in must + cannot for k in pair}
+        ids: dict[str, int] = {}
+        for key in wanted:
+            kind, _, value = key.partition(":")
+            row = conn.execute("SELECT id FROM identifiers WHERE type = ? AND value = ?", (kind, value)).fetchone()
+            if row is not None:
+                ids[key] = int(row[0])
+
+        def rows(pairs: list[tuple[str, str]]) -> np.ndarray:
+            known = [(ids[a], ids[b]) for a, b in pairs if a in ids and b in ids]
+            found = graph.rows_of(np.array(known, dtype=np.int64).ravel()).reshape(-1, 2)
+            return found[(found >= 0).all(axis=1)]
+
+        return rows(must), rows(cannot)
+
+    def _doubts(
+        self,
+        graph: Graph,
+        label: np.ndarray,
+        refused: list[Any],
+        edges: pd.DataFrame,
+        doubtful: pd.DataFrame | None,
+        model_info: tuple[int, matching.MatchModel] | None,
+    ) -> list[review.Doubt]:
+        """Pairs for the review queue: scored below the match threshold, or refused (not by a label), whose
+        two sides ended in different clusters."""
+        out: list[review.Doubt] = []
+        version, threshold = (model_info[0], model_info[1].threshold) if model_info else (None, None)
+        refusals = [r for r in refused if r.rule != "cannot_link"]
+        ends = graph.rows_of(np.array([x for r in refusals for x in (r.a, r.b)], dtype=np.int64)).reshape(-1, 2)
+        apart: list[tuple[Any, str, str]] = []
+        # A refused link between identifiers that are not match rows (an email, a device) is shown as the
+        # pair of records it would have joined: a match row of each side's cluster.
+        matchable = graph.matchable()
+        stand_in: dict[int, int] = {}
+        needed = {int(label[z]) for x, y in ends.tolist() for z in (x, y) if z >= 0 and not matchable[z]}
+        if needed:
+            for row in np.flatnonzero(matchable & np.isin(label, list(needed))).tolist():
+                stand_in.setdefault(int(label[row]), row)
+
+        def shown(row: int) -> int:
+            return row if matchable[row] else stand_in.get(int(label[row]), row)
+
+        for r, (x, y) in zip(refusals, ends.tolist(), strict=True):
+            if x >= 0 and y >= 0 and label[x] != label[y]:
+                apart.append((r, _key(graph, shown(x)), _key(graph, shown(y))))
+        scores = _scores(edges, {(min(a, b), max(a, b)) for _, a, b in apart})
+        for r, a, b in apart:
+            found = scores.get((min(a, b), max(a, b)))
+            doubt = review.Doubt(a, b, review.reason_of(r.rule), r.message, threshold=threshold)
+            if found is not None:
+                doubt = review.Doubt(a, b, doubt.reason, r.message, found[0], found[1], threshold, version, found[2])
+            out.append(doubt)
+        if doubtful is not None and len(doubtful) and model_info is not None:
+            rows = np.flatnonzero(graph.matchable())
+            uid = pd.Index([_key(graph, r) for r in rows.tolist()])
+            left, right = uid.get_indexer(doubtful["unique_id_l"]), uid.get_indexer(doubtful["unique_id_r"])
+            found = (left >= 0) & (right >= 0)
+            different = np.zeros(len(doubtful), dtype=bool)
+            different[found] = label[rows[left[found]]] != label[rows[right[found]]]
+            picked = doubtful[different]
+            if len(picked) > review.MAX_ITEMS:  # only the most informative can be kept: build no more
+                assert threshold is not None
+                distance = picked["match_weight"].to_numpy(dtype=np.float64) - math.log2(threshold / (1 - threshold))
+                picked = picked.iloc[np.argsort(np.abs(distance), kind="stable")[: review.MAX_ITEMS]]
+            names = [c for c in picked.columns if c.startswith("mw_")]
+            for row in picked.itertuples(index=False):
+                contributions = orjson.dumps({c[3:]: round(float(getattr(row, c)), 3) for c in names}).decode()
+                out.append(review.Doubt(
+                    str(row.unique_id_l), str(row.unique_id_r), "below_threshold", "scored below the match threshold",
+                    float(row.match_weight), float(row.match_probability), threshold, version, contributions,
+                ))  # fmt: skip
+        return out
 
     def _apply(
         self,
@@ -504,6 +602,7 @@ class Resolution:
         conn.executemany("DELETE FROM profile_groups WHERE profile_id = ?", [(gone,) for _, gone in merges])
         for hook in self.graph.merge_hooks:
             hook(conn, merges)
+        splits = []
         for source, target in result.splits:
             moved = sorted(by_id[i].key for i in members.get(source, ()) if result.moves.get(i) == target)
             conn.execute(
@@ -511,6 +610,8 @@ class Resolution:
                 " VALUES ('split', ?, ?, 'resolution', ?, ?)",
                 (source, target, orjson.dumps({"identifiers": moved[:50], "moved": len(moved)}).decode(), now),
             )
+            splits.append((source, target, moved))
+        outbox.write_splits(conn, splits)  # subscribers hear of splits as of merges
         # Events and records follow the identifier that anchors them.
         event_moves = [
             (pid, by_id[i].profile_id, by_id[i].value) for i, pid in result.moves.items() if by_id[i].type == "user_id"
@@ -561,6 +662,27 @@ class Resolution:
         """Recompute unified and computed traits of profiles with new records, traits or events
         (see `cdp.identity.refresh`); returns how many profiles were refreshed."""
         return TraitRefresh(self.store, self.settings).run(chunk, dense_chunk)
+
+
+def _key(graph: Graph, row: int) -> str:
+    return f"{graph.type_names[graph.types[row]]}:{graph.values[row]}"
+
+
+def _scores(edges: pd.DataFrame, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, float, str]]:
+    """(match weight, probability, partial weights JSON) of the scored pairs wanted."""
+    if not wanted or not len(edges):
+        return {}
+    lefts = {a for a, _ in wanted} | {b for _, b in wanted}
+    pick = edges[edges["unique_id_l"].isin(lefts) | edges["unique_id_r"].isin(lefts)]
+    names = [c for c in pick.columns if c.startswith("mw_")]
+    out: dict[tuple[str, str], tuple[float, float, str]] = {}
+    for row in pick.itertuples(index=False):
+        a, b = str(row.unique_id_l), str(row.unique_id_r)
+        key = (min(a, b), max(a, b))
+        if key in wanted:
+            contributions = orjson.dumps({c[3:]: round(float(getattr(row, c)), 3) for c in names}).decode()
+            out[key] = (float(row.match_weight), float(row.match_probability), contributions)
+    return out
 
 
 def _threshold_reason(model: matching.MatchModel) -> str:

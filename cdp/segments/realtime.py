@@ -65,6 +65,14 @@ class RealtimeSegments:
                     self._reasons[profile].add(TRAITS)
         self._debouncer.poke()
 
+    def recheck(self, profiles: dict[str, set[str]]) -> list[Any]:
+        """Re-evaluate these profiles now (profile id -> the event names it holds; its traits too): a manual
+        merge or split moved their events, records and traits."""
+        with self._lock:
+            for profile, events in profiles.items():
+                self._reasons[profile] |= {*events, TRAITS}
+        return self._flush()
+
     def drain(self) -> list[Any]:
         """Evaluate what is queued now (tests and shutdown)."""
         return self._flush()

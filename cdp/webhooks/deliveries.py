@@ -26,7 +26,7 @@ from cdp import trait_picks
 from cdp.chunks import chunked, marks
 from cdp.timeutil import format_ts, parse_ts
 
-EVENT_TYPES = ("segment.entered", "segment.exited", "profile.merged", "profile.deleted")
+EVENT_TYPES = ("segment.entered", "segment.exited", "profile.merged", "profile.split", "profile.deleted")
 HIGH_WATER = "outbox_high_water"
 FAN_OUT_BATCH = 5000
 MAX_RETRY_AFTER_SECONDS = 86400.0

@@ -1,0 +1,88 @@
+"""How good the current match threshold is, measured on the human labels (``GET /v1/identity/quality``).
+
+Each labelled pair of match rows (CRM records, identified users) is scored with the current model
+(`cdp.identity.matching.explain_pair`); the model says "match" when the probability reaches the model's
+threshold. Agreement, precision and recall are counted over those pairs. Labels are not a random sample:
+most come from the review queue, which holds the pairs closest to the threshold, so these figures are
+a pessimistic estimate of precision and recall over all pairs (the hardest pairs are over-represented).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cdp.identity import matching
+from cdp.identity.resolve import Resolution
+
+MAX_SCORED = 2000
+"""At most this many labels are scored (the newest)."""
+
+
+def estimate(resolution: Resolution) -> dict[str, Any]:
+    conn = resolution.store.reader()
+    rows = conn.execute(
+        "SELECT node_l, node_r, decision FROM identity_labels ORDER BY id DESC LIMIT ?", (MAX_SCORED,)
+    ).fetchall()
+    counts = dict(conn.execute("SELECT decision, count(*) FROM identity_labels GROUP BY decision").fetchall())
+    review = dict(conn.execute("SELECT status, count(*) FROM review_items GROUP BY status").fetchall())
+    out: dict[str, Any] = {
+        "labelled_pairs": sum(counts.values()),
+        "labels": {"match": counts.get("match", 0), "no_match": counts.get("no_match", 0)},
+        "review_queue": {k: review.get(k, 0) for k in ("open", "skipped", "decided")},
+        "model_version": None,
+        "threshold": None,
+        "scored_pairs": 0,
+        "agreement": None,
+        "confusion": None,
+        "estimated_precision": None,
+        "estimated_recall": None,
+        "note": (
+            "scored on labelled pairs of records or identified users; labels come mostly from the review queue "
+            "(pairs near the threshold), so these are pessimistic estimates"
+        ),
+    }
+    latest = resolution.latest_model()
+    if latest is None:
+        return out
+    version, model = latest
+    out["model_version"], out["threshold"] = version, model.threshold
+    usable = [(a, b, d) for a, b, d in rows if a.split(":", 1)[0] in ("record", "user_id") and b.split(":", 1)[0]
+              in ("record", "user_id")]  # fmt: skip
+    wanted = {k for a, b, _ in usable for k in (a, b)}
+    records = [tuple(k.split(":", 1)[1].split(":", 1)) for k in wanted if k.startswith("record:")]
+    users = [k.split(":", 1)[1] for k in wanted if k.startswith("user_id:")]
+    found = resolution.match_rows(records=_record_keys(conn, records), users=users) if wanted else None
+    by_id = {} if found is None else {str(r["unique_id"]): r for r in found.to_dict("records")}
+    tp = fp = fn = tn = 0
+    for a, b, decision in usable:
+        if a not in by_id or b not in by_id:
+            continue
+        p = matching.explain_pair(model, by_id[a], by_id[b])["match_probability"]
+        said = p >= model.threshold
+        truth = decision == "match"
+        tp += said and truth
+        fp += said and not truth
+        fn += truth and not said
+        tn += not said and not truth
+    scored = tp + fp + fn + tn
+    out["scored_pairs"] = scored
+    if scored:
+        out["agreement"] = round((tp + tn) / scored, 4)
+        out["confusion"] = {"true_positive": tp, "false_positive": fp, "false_negative": fn, "true_negative": tn}
+        out["estimated_precision"] = round(tp / (tp + fp), 4) if tp + fp else None
+        out["estimated_recall"] = round(tp / (tp + fn), 4) if tp + fn else None
+    return out
+
+
+def _record_keys(conn: Any, pairs: list[tuple[str, ...]]) -> list[tuple[str, str]]:
+    """(source, external_id) of record identifier values ``source:external_id`` (a source may hold ``:``)."""
+    out: list[tuple[str, str]] = []
+    for parts in pairs:
+        value = ":".join(parts)
+        for at in (i for i, ch in enumerate(value) if ch == ":"):
+            if conn.execute(
+                "SELECT 1 FROM source_records WHERE source = ? AND external_id = ?", (value[:at], value[at + 1 :])
+            ).fetchone():
+                out.append((value[:at], value[at + 1 :]))
+                break
+    return out
