@@ -262,13 +262,13 @@ def cluster(
 
     ``link_weight``: edges weaker than this are *corroborating* edges, not links. One of them joins two
     clusters only when both of its ends are source records and the corroborating edges between the two
-    clusters (weak or not) are as many as the chaining guard asks (`chain_support_needed`), whatever the
-    clusters' sizes -- so a lone pair never joins on it, and a record joins a person only by resembling
-    several of their records. A person with many noisy records (a register, a census) has most of their
-    pairs below a precision-first threshold, yet each noisy record resembles several of the others; two
-    namesakes' records resemble each other once per pair, and a ``user_id``'s match row (the latest traits
-    its events carried) repeats what that user's records say, so neither counts as corroboration. Weak
-    edges that join nothing are not refusals (they were never links).
+    clusters (weak or not) are as many as `corroboration_needed` asks -- so a lone pair never joins on it,
+    and a record joins a person only by resembling at least two of their records. A person with many noisy
+    records (a register, a census) has most of their pairs below a precision-first threshold, yet each
+    noisy record resembles several of the others; two namesakes' records resemble each other once per
+    pair, and a ``user_id``'s match row (the latest traits its events carried) repeats what that user's
+    records say, so neither counts as corroboration. Weak edges that join nothing are not refusals (they
+    were never links).
     """
     from scipy.sparse import coo_matrix  # a fifth of a second to import: only when clustering
     from scipy.sparse.csgraph import connected_components
@@ -383,7 +383,7 @@ def _add_edges(
             record is None
             or not (record[x] and record[y])
             or na + nb < 3
-            or support(ra, rb, corroborating) < chain_support_needed(na, nb, chaining_density)
+            or support(ra, rb, corroborating) < corroboration_needed(na, nb, chaining_density)
         ):
             continue
         ca, cb = type_counts[ra], type_counts[rb]
@@ -419,6 +419,16 @@ def _add_edges(
         remap[keys] = [find(int(k)) for k in keys.tolist()]
         label = remap[label]
     return label
+
+
+def corroboration_needed(na: int, nb: int, share: float = 0.5) -> int:
+    """Pairs, links or corroborating, that must tie two clusters of ``na`` and ``nb`` matchable records for
+    a corroborating pair (below the match threshold) to join them: two when one side is a lone record (it
+    resembles two of the person's records), else what the chaining guard asks of a link
+    (`chain_support_needed`)."""
+    if min(na, nb) == 1:
+        return 2
+    return chain_support_needed(na, nb, share)
 
 
 def chain_support_needed(na: int, nb: int, share: float = 0.5) -> int:
