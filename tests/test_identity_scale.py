@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from cdp import CDP, Settings
 from cdp.identity import matching
-from cdp.identity.cluster import Graph, _replay, cluster
+from cdp.identity.cluster import Graph, _replay, chain_support_needed, cluster, corroboration_needed
 from cdp.identity.graph import Rules
 
 TYPES = ["record", "email", "user_id", "phone"]
@@ -163,6 +163,9 @@ def test_pairs_below_the_threshold_join_a_record_to_a_person_only_when_several_c
     assert run([4], [0], [2.0]) == [0, 0, 2, 2, 4, 5]
     # the lone record resembles both records of the first person: it joins them
     assert run([4, 4], [0, 1], [2.0, 1.0]) == [0, 0, 2, 2, 0, 5]
+    # two of a person's records are enough, however many records the person has
+    assert corroboration_needed(1, 10) == 2 and corroboration_needed(10, 1) == 2
+    assert corroboration_needed(3, 10) == chain_support_needed(3, 10) == 8
     # ... but not when one of the two pairs is with another person
     assert run([4, 4], [0, 2], [2.0, 1.0]) == [0, 0, 2, 2, 4, 5]
     # a user id's row (the latest traits of its events) never corroborates

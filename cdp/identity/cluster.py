@@ -292,13 +292,13 @@ def cluster(
 
     ``link_weight``: edges weaker than this are *corroborating* edges, not links. One of them joins two
     clusters only when both of its ends are source records and the corroborating edges between the two
-    clusters (weak or not) are as many as the chaining guard asks (`chain_support_needed`), whatever the
-    clusters' sizes -- so a lone pair never joins on it, and a record joins a person only by resembling
-    several of their records. A person with many noisy records (a register, a census) has most of their
-    pairs below a precision-first threshold, yet each noisy record resembles several of the others; two
-    namesakes' records resemble each other once per pair, and a ``user_id``'s match row (the latest traits
-    its events carried) repeats what that user's records say, so neither counts as corroboration. Weak
-    edges that join nothing are not refusals (they were never links).
+    clusters (weak or not) are as many as `corroboration_needed` asks -- so a lone pair never joins on it,
+    and a record joins a person only by resembling at least two of their records. A person with many noisy
+    records (a register, a census) has most of their pairs below a precision-first threshold, yet each
+    noisy record resembles several of the others; two namesakes' records resemble each other once per
+    pair, and a ``user_id``'s match row (the latest traits its events carried) repeats what that user's
+    records say, so neither counts as corroboration. Weak edges that join nothing are not refusals (they
+    were never links).
 
     Human labels (`cdp.identity.labels`), as ``(k, 2)`` arrays of rows: ``must`` pairs are joined after the
     deterministic links and before any match edge, whatever merge protection, the chaining guard or the
@@ -446,7 +446,7 @@ def _add_edges(
             record is None
             or not (record[x] and record[y])
             or na + nb < 3
-            or support(ra, rb, corroborating) < chain_support_needed(na, nb, chaining_density)
+            or support(ra, rb, corroborating) < corroboration_needed(na, nb, chaining_density)
         ):
             continue
         if flagged and _kept_apart(flagged.get(ra, ()), rb, partners, lambda r: find(int(label[r]))):
@@ -516,6 +516,16 @@ def _share_must_neighbours(neighbours: dict[int, set[int]], must: list[tuple[int
         shared = set().union(*(neighbours[r] for r in rows))
         for r in rows:
             neighbours[r] = shared
+
+
+def corroboration_needed(na: int, nb: int, share: float = 0.5) -> int:
+    """Pairs, links or corroborating, that must tie two clusters of ``na`` and ``nb`` matchable records for
+    a corroborating pair (below the match threshold) to join them: two when one side is a lone record (it
+    resembles two of the person's records), else what the chaining guard asks of a link
+    (`chain_support_needed`)."""
+    if min(na, nb) == 1:
+        return 2
+    return chain_support_needed(na, nb, share)
 
 
 def chain_support_needed(na: int, nb: int, share: float = 0.5) -> int:
