@@ -227,7 +227,8 @@ def test_api_requests_and_export_download(tmp_path: Path, write_key: str, fresh_
         admin = cdp.keys.create("admin", "dpo")
         read = cdp.keys.create("read", "viewer")[1]
         cdp.ingest.batch({"batch": [
-            {"type": "identify", "userId": "ex1", "traits": {"email": "ex@example.com", "firstName": "Exa"}},
+            {"type": "identify", "userId": "ex1", "traits": {"email": "ex@example.com", "firstName": "Exa"},
+             "context": {"consent": {"categoryPreferences": {"marketing": True}}}},
             {"type": "track", "userId": "ex1", "event": "Order Completed", "properties": {"revenue": 12}},
         ]}, write_key=key)  # fmt: skip
         cdp.ingest.upsert_records([{"source": "crm", "external_id": "x9", "email": "ex@example.com"}])
@@ -276,6 +277,10 @@ def test_api_requests_and_export_download(tmp_path: Path, write_key: str, fresh_
                 assert [r["external_id"] for r in body["records"]] == ["x9"]
                 assert body["profile"][0]["traits"]["email"] == "ex@example.com"
                 assert any(s["source"] == "crm" for s in body["profile"][0]["trait_sources"])
+                pid = body["profile"][0]["id"]
+                consent = http.get(f"/v1/profiles/{pid}/consent", headers={"Authorization": f"Bearer {read}"})
+                assert consent.status_code == 200 and consent.json()["categories"]["marketing"]["granted"] is True
+                assert body["profile"][0]["consent"]["categories"]["marketing"]["granted"] is True
                 listed = http.get("/v1/privacy/requests?limit=1", headers=auth).json()
                 assert listed["data"][0]["id"] == rid and listed["cursor"]["has_more"] is False
                 assert http.get("/v1/privacy/requests/prq_nope", headers=auth).status_code == 404

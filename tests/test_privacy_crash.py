@@ -91,7 +91,7 @@ def test_kill_9_mid_deletion_resumes_to_the_same_result(tmp_path: Path) -> None:
             time.sleep(0.002)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        status, counts, step = watcher.execute("SELECT status, counts, step FROM privacy_requests").fetchone()
+        rid, status, counts, step = watcher.execute("SELECT id, status, counts, step FROM privacy_requests").fetchone()
         left = watcher.execute("SELECT count(*) FROM events WHERE user_id = 'big'").fetchone()[0]
     finally:
         watcher.close()
@@ -105,10 +105,16 @@ def test_kill_9_mid_deletion_resumes_to_the_same_result(tmp_path: Path) -> None:
                                     {"type": "track", "anonymousId": "late-device", "event": "Late"}]},
                          write_key=key)  # fmt: skip
 
+    # The same request sent again (a retry) is the open one, resumed to its end; nothing is left to resume after.
+    retried = subprocess.run([cdp_bin, "privacy", "delete", "--db", str(db), "--user-id", "big"],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert retried.returncode == 0, retried.stderr
+    answer = orjson.loads(retried.stdout)
+    assert (answer["id"], answer["status"]) == (rid, "done")
     resumed = subprocess.run([cdp_bin, "privacy", "resume", "--db", str(db)], capture_output=True, text=True,
                              timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    assert '"status": "done"' in resumed.stdout
+    assert orjson.loads(resumed.stdout) == []
     after, expected = _state(db), _state(reference)
     requests = after.pop("requests")
     assert isinstance(requests, list) and requests[0][1]["events"] == EVENTS + 3  # the late ones too

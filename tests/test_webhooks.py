@@ -273,7 +273,13 @@ def test_api_validation_names_the_field(server: LiveServer, admin_key: str, rece
         assert (missing.status_code, missing.json()["code"]) == (404, "unknown_webhook")
 
         hook = http.post("/v1/webhooks", json={"url": receiver.url}).json()
-        assert hook["events"] == ["segment.entered", "segment.exited", "profile.merged", "profile.split"]
+        assert hook["events"] == [
+            "segment.entered",
+            "segment.exited",
+            "profile.merged",
+            "profile.split",
+            "profile.deleted",
+        ]
         patched = http.patch(f"/v1/webhooks/{hook['id']}", json={"enabled": False, "description": "paused"}).json()
         assert (patched["enabled"], patched["disabled_reason"], patched["description"]) == (False, "manual", "paused")
         again = http.patch(f"/v1/webhooks/{hook['id']}", json={"enabled": True, "events": ["segment.exited"]}).json()

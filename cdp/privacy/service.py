@@ -106,21 +106,30 @@ class Privacy:
                 "unsuppress takes the identifiers that were suppressed (the profile may no longer exist)",
                 {"field": "profile_id"},
             )
-        request_id = "prq_" + secrets.token_hex(10)
 
-        def job(conn: sqlite3.Connection) -> None:
+        def job(conn: sqlite3.Connection) -> str:
             key = salt(conn)
             hashed = [{"type": t, "hash": identifier_hash(key, t, v)} for t, v in given]
             if profile_id is not None:
                 hashed.append({"type": "profile_id", "hash": identifier_hash(key, "profile_id", str(profile_id))})
+            subject_json = orjson.dumps(hashed).decode()
+            # The same request again while one is open (a retried POST): the open one answers for both.
+            open_one = conn.execute(
+                "SELECT id FROM privacy_requests WHERE status IN ('pending', 'running') AND type = ? AND subject = ?",
+                (kind, subject_json),
+            ).fetchone()
+            if open_one is not None:
+                return str(open_one[0])
+            request_id = "prq_" + secrets.token_hex(10)
             work = {"given": [list(i) for i in given], "profile_id": profile_id}
             conn.execute(
                 "INSERT INTO privacy_requests (id, type, status, subject, work, requested_by, created_at)"
                 " VALUES (?, ?, 'pending', ?, ?, ?, ?)",
-                (request_id, kind, orjson.dumps(hashed).decode(), orjson.dumps(work).decode(), requested_by, now_iso()),
+                (request_id, kind, subject_json, orjson.dumps(work).decode(), requested_by, now_iso()),
             )
+            return request_id
 
-        self.store.write(job)
+        request_id = self.store.write(job)
         if background:
             self._ensure_worker()
             self._wake.set()
