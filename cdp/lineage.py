@@ -1,7 +1,8 @@
 """``CDP.lineage``: where each of a profile's traits came from, and its CRM records side by side.
 
-The console's person page shows, for every unified trait, the value chosen, the source and time it was chosen
-from (by ``trait_priority``, then the newest) and what the other sources said; and every CRM record of the
+The console's person page shows, for every unified trait, the value chosen, the source and time it was
+chosen from and the survivorship rule that chose it (`cdp.identity.traits.explain`), what the other sources
+said; and every CRM record of the
 profile with its canonical fields, so a marketer sees the disagreement that resolution settled.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cdp.identity.traits import TraitSource, profile_sources, record_source
+from cdp.identity.traits import TraitSource, explain, profile_sources, record_source
 from cdp.settings import Settings
 from cdp.store import Store
 
@@ -26,30 +27,28 @@ class Lineage:
         return pid, profile_sources(self.store.reader(), pid)
 
     def traits(self, profile_id: str) -> list[dict[str, Any]]:
-        """One row per (dotted) trait, sorted by name: ``{"trait", "value", "source", "at", "others": [...]}``
+        """One row per (dotted) trait, sorted by name: ``{"trait", "value", "source", "at", "rule", "others"}``
         where ``others`` lists what the other sources hold for it (``{"source", "value", "at"}``), newest first.
-        The chosen value is the one `unify` keeps: the source ranked first by ``trait_priority``, then the newest."""
+        The chosen value, its source and the rule that chose it are survivorship's own (`explain`: the profile's
+        ``trait_sources``), so the page shows what the profile holds."""
         _, sources = self._sources(profile_id)
-        priority = self.settings.trait_priority
-        seen: dict[str, list[tuple[tuple[int, str], TraitSource, Any]]] = {}
-        for src in sources:
-            for key, value in src.values.items():
-                if value is None or value == "":
-                    continue
-                order = priority.get(key)
-                rank = order.index(src.source) if order and src.source in order else len(order or ())
-                seen.setdefault(key, []).append(((-rank, src.at), src, value))
+        chosen = explain(sources, self.settings.trait_priority, self.settings.trait_majority)
         out: list[dict[str, Any]] = []
-        for key in sorted(seen):
-            ranked = sorted(seen[key], key=lambda item: item[0], reverse=True)
-            _, best, value = ranked[0]
+        for key, pick in chosen.items():
+            others = [
+                {"source": src.source, "value": src.values[key], "at": src.at}
+                for src in sorted(sources, key=lambda s: s.at or "", reverse=True)
+                if src.values.get(key) not in (None, "")
+                and not (src.source == pick["source"] and src.at == pick["at"] and src.values[key] == pick["value"])
+            ]
             out.append(
                 {
                     "trait": key,
-                    "value": value,
-                    "source": best.source,
-                    "at": best.at,
-                    "others": [{"source": s.source, "value": v, "at": s.at} for _, s, v in ranked[1:]],
+                    "value": pick["value"],
+                    "source": pick["source"],
+                    "at": pick["at"],
+                    "rule": pick["rule"],
+                    "others": others,
                 }
             )
         return out
