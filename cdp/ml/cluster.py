@@ -42,6 +42,7 @@ MODEL_KEYS = ("algorithm", "k", "features", "min_cluster_share", "scaler", "seed
 # A clustering below either floor is reported as weak (in its run's note and its model's ``quality``): the
 # silhouette (-1..1) says how well separated the clusters are, the stability (adjusted Rand index of two fits
 # on disjoint halves, 0..1) whether the same clusters come back on other data.
+GMM_KEEP_NATS = 0.01  # a new mixture replaces the last one only when it fits this much better per profile
 SILHOUETTE_FLOOR = 0.25
 STABILITY_FLOOR = 0.6
 
@@ -208,7 +209,12 @@ class Result:
     plot: dict[str, Any]  # PCA coordinates of a sample, for the picture
 
 
-def fit(X: np.ndarray[Any, Any], params: ClusterParams, previous: np.ndarray[Any, Any] | None = None) -> Result:
+def fit(
+    X: np.ndarray[Any, Any],
+    params: ClusterParams,
+    previous: np.ndarray[Any, Any] | None = None,
+    previous_model: Fitted | None = None,
+) -> Result:
     """Train on the whole matrix; raise NotEnoughData when the data cannot support the model.
 
     ``previous``: the last run's centroids in raw feature units (same features, same order). When the run
@@ -260,7 +266,13 @@ def fit(X: np.ndarray[Any, Any], params: ClusterParams, previous: np.ndarray[Any
     start = None
     if previous is not None and len(previous) == k and algorithm != "agglomerative":
         start = np.asarray(scaler.transform(previous))
-    if start is not None:
+    kept_model = _still_fits(previous_model, X[fit_rows], Zs, scaler, params, k) if algorithm == "gmm" else None
+    if kept_model is not None:  # the last mixture fits the data as well as a new one: keep it, nobody moves
+        scaler = kept_model.scaler
+        Z = np.asarray(scaler.transform(X))
+        Zs = Z[fit_rows]
+        centroids, gmm = np.array(kept_model.centroids, copy=True), kept_model.gmm
+    elif start is not None:
         # From the last run's centroids, and from scratch: the better fit wins (ties to the last run's), so a
         # re-run on the same data changes nothing and a real shift in the data is still found. The warm fit of
         # the k-means family is full-batch Lloyd from the last centroids (a fixed point of it on unchanged data):
@@ -279,7 +291,7 @@ def fit(X: np.ndarray[Any, Any], params: ClusterParams, previous: np.ndarray[Any
         centroids, gmm = np.asarray(km.cluster_centers_), None
     else:
         centroids, gmm = _fit_centroids(algorithm, Z, k, params.seed)
-    kept = list(range(len(centroids)))
+    kept = list(kept_model.kept) if kept_model is not None else list(range(len(centroids)))
     fitted = Fitted(params, scaler, centroids, gmm, kept)
     labels = fitted.assign(X)
     merged = 0
@@ -316,6 +328,26 @@ def fit(X: np.ndarray[Any, Any], params: ClusterParams, previous: np.ndarray[Any
     metrics = _metrics(Z, labels, fit_rows, eval_rows, params, len(fitted.kept), rng)
     metrics.update({"k": len(fitted.kept), "k_tried": tried, "merged_small_clusters": merged, "profiles": n})
     return Result(fitted, labels, metrics, _plot(X, Z, labels, fitted, rng))
+
+
+def _still_fits(
+    previous: Fitted | None,
+    X_rows: np.ndarray[Any, Any],
+    Z_rows: np.ndarray[Any, Any],
+    scaler: Any,
+    params: ClusterParams,
+    k: int,
+) -> Fitted | None:
+    """The last run's mixture, when it has ``k`` clusters and explains these rows about as well (within
+    ``GMM_KEEP_NATS`` of mean log-likelihood, compared in raw feature units) as a mixture fitted afresh."""
+    if previous is None or previous.gmm is None or len(previous.kept) != k or previous.params.scaler != params.scaler:
+        return None
+    if getattr(previous.scaler, "n_features_in_", None) != X_rows.shape[1]:
+        return None
+    _, fresh = _fit_centroids("gmm", Z_rows, k, params.seed)
+    old = float(previous.gmm.score(previous.scaler.transform(X_rows))) - float(np.log(previous.scaler.scale_).sum())
+    new = float(fresh.score(Z_rows)) - float(np.log(scaler.scale_).sum())
+    return previous if old >= new - GMM_KEEP_NATS else None
 
 
 def quality_warning(metrics: Mapping[str, Any]) -> str | None:

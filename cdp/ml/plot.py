@@ -222,24 +222,13 @@ def cluster_figure(
         frame(panel, small=True)
         panel.set_xlim(*limits[0])
         panel.set_ylim(*limits[1])
-        title = f"{number[c['key']]}. {_shorten(c['name'], 34)}"
+        title = f"{number[c['key']]}. {_shorten(c['name'], 42)}"
         panel.set_title(f"{title}\n{c['size']:,} profiles ({c['size'] / total:.0%})", fontsize=8)
     return figure
 
 
 def _shorten(text: str, most: int) -> str:
     return text if len(text) <= most else text[: most - 1].rstrip(" ·") + "…"
-
-
-def draw(
-    key: str,
-    name: str,
-    artifact: Mapping[str, Any],
-    metrics: Mapping[str, Any],
-    features: Sequence[Feature],
-    fmt: str = "png",
-) -> bytes:
-    return render(cluster_figure(key, name, artifact, metrics, features), fmt)
 
 
 def profile_figure(
@@ -276,17 +265,6 @@ def profile_figure(
     figure.suptitle(f"{name}: what sets each cluster apart (averages; dashed line = all profiles)",
                     fontsize=12, fontweight="bold")  # fmt: skip
     return figure
-
-
-def draw_profiles(
-    key: str,
-    name: str,
-    artifact: Mapping[str, Any],
-    metrics: Mapping[str, Any],
-    features: Sequence[Feature],
-    fmt: str = "png",
-) -> bytes:
-    return render(profile_figure(key, name, artifact, metrics, features), fmt)
 
 
 def _number(value: float) -> str:

@@ -132,7 +132,11 @@ class MLSegments:
             if previous and all(set(centroid) == set(spec.names) for centroid in previous)
             else None
         )
-        result = cluster.fit(matrix.X, params, warm)
+        latest = self._latest(key)
+        last_model = None
+        if latest is not None and latest[1] == "cluster" and orjson.loads(latest[3]) == spec.to_json():
+            last_model = self._load_model(latest[0])["artifact"]["fitted"]
+        result = cluster.fit(matrix.X, params, warm, last_model)
         fitted = result.fitted
         old = {c["cluster"]["number"]: c["cluster"]["centroid"] for c in children if "cluster" in c}
         raw = fitted.raw_centroids()
