@@ -4,6 +4,7 @@ quality count) and the name search on its indexes (migration 0011)."""
 from __future__ import annotations
 
 from cdp import CDP
+from cdp.errors import InvalidBatch
 
 
 def _two_sources(cdp: CDP) -> str:
@@ -83,3 +84,18 @@ def test_name_search_is_a_prefix_on_indexes(fresh_db: CDP) -> None:
     )
     assert "SCAN profiles" not in plan and "SCAN source_records" not in plan
     assert "profiles_search_full_name" in plan and "source_records_search_last_name" in plan
+
+
+def test_event_names_and_rejections_come_from_the_counters(fresh_db: CDP, write_key: str) -> None:
+    batch = [
+        {"type": "track", "userId": "u1", "event": "Order Completed"},
+        {"type": "track", "event": "No Identity"},  # refused: no user or anonymous id
+    ]
+    try:
+        fresh_db.ingest.batch({"batch": batch}, write_key=write_key)
+    except InvalidBatch as exc:
+        assert exc.details["rejected"] == 1
+    else:
+        raise AssertionError("the batch should report its refused message")
+    assert fresh_db.quality_samples.event_names() == ["No Identity", "Order Completed"]
+    assert fresh_db.quality_samples.rejected() == [{"source": "web", "event": "No Identity", "rejected": 1}]  # the key's name
