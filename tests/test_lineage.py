@@ -98,4 +98,4 @@ def test_event_names_and_rejections_come_from_the_counters(fresh_db: CDP, write_
     else:
         raise AssertionError("the batch should report its refused message")
     assert fresh_db.quality_samples.event_names() == ["No Identity", "Order Completed"]
-    assert fresh_db.quality_samples.rejected() == [{"source": "web", "event": "No Identity", "rejected": 1}]  # the key's name
+    assert fresh_db.quality_samples.rejected() == [{"source": "web", "event": "No Identity", "rejected": 1}]
