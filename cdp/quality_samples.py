@@ -17,6 +17,21 @@ class QualitySamples:
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    def event_names(self) -> list[str]:
+        """Every event name the quality counters have seen (a small table: no scan of the events)."""
+        rows = self.store.reader().execute(
+            "SELECT DISTINCT name FROM quality_counters WHERE kind = 'events' AND name != '' ORDER BY name"
+        )
+        return [str(r[0]) for r in rows]
+
+    def rejected(self) -> list[dict[str, Any]]:
+        """Messages refused at the door, per source and event name: ``{"source", "event", "rejected"}``."""
+        rows = self.store.reader().execute(
+            "SELECT source, name, value FROM quality_counters WHERE kind = 'events' AND metric = 'rejected'"
+            " AND value > 0 ORDER BY source, name"
+        )
+        return [{"source": source, "event": name, "rejected": int(value)} for source, name, value in rows]
+
     def events(
         self, source: str, event: str, flag: str | None = None, *, limit: int | None = 50
     ) -> list[dict[str, Any]]:

@@ -96,7 +96,7 @@ def test_installed_wheel_loads_the_demo_and_serves(tmp_path: Path) -> None:
         with httpx.Client(base_url=url, timeout=10) as client:
             sign_in(client, key)
             people = client.get("/console/people", headers={"Accept": "text/html"})
-            assert people.status_code == 200 and "Most recently seen profiles" in people.text
+            assert people.status_code == 200 and "The people behind the newest events" in people.text
     finally:
         server.terminate()
         server.wait(timeout=30)

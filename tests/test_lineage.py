@@ -3,7 +3,10 @@ quality count) and the name search on its indexes (migration 0011)."""
 
 from __future__ import annotations
 
+import pytest
+
 from cdp import CDP
+from cdp.errors import InvalidBatch, InvalidInput
 
 
 def _two_sources(cdp: CDP) -> str:
@@ -83,3 +86,49 @@ def test_name_search_is_a_prefix_on_indexes(fresh_db: CDP) -> None:
     )
     assert "SCAN profiles" not in plan and "SCAN source_records" not in plan
     assert "profiles_search_full_name" in plan and "source_records_search_last_name" in plan
+
+
+def test_event_names_and_rejections_come_from_the_counters(fresh_db: CDP, write_key: str) -> None:
+    batch = [
+        {"type": "track", "userId": "u1", "event": "Order Completed"},
+        {"type": "track", "event": "No Identity"},  # refused: no user or anonymous id
+    ]
+    try:
+        fresh_db.ingest.batch({"batch": batch}, write_key=write_key)
+    except InvalidBatch as exc:
+        assert exc.details["rejected"] == 1
+    else:
+        raise AssertionError("the batch should report its refused message")
+    assert fresh_db.quality_samples.event_names() == ["No Identity", "Order Completed"]
+    assert fresh_db.quality_samples.rejected() == [{"source": "web", "event": "No Identity", "rejected": 1}]
+
+
+def test_find_walks_each_index_in_order_and_pages(fresh_db: CDP) -> None:
+    people = [("Ada", "Lovelace"), ("Adam", "Smith"), ("Adele", "Adams"), ("Bob", "Adler")]
+    fresh_db.ingest.upsert_records(
+        [
+            {"external_id": f"r{n}", "first_name": first, "last_name": last, "email": f"{first.lower()}@example.com"}
+            for n, (first, last) in enumerate(people)
+        ],
+        source="crm",
+        id_column="external_id",
+    )
+    every = fresh_db.profiles.find("ad", limit=100).data
+    keys = [(row["matched"]["on"], row["matched"]["value"]) for row in every]
+    assert keys == sorted(keys, key=lambda k: k[1])  # in the order of what matched
+    assert ("name", "ada lovelace") in keys and ("last_name", "adams") in keys and ("last_name", "adler") in keys
+    assert ("email", "ada@example.com") in keys and ("email", "bob@example.com") not in keys
+    names = {f"{r['traits']['first_name']} {r['traits']['last_name']}" for r in every}
+    assert names == {"Ada Lovelace", "Adam Smith", "Adele Adams", "Bob Adler"}
+    # Pages of 2 give the same rows, in the same order, with no repeats.
+    paged, cursor = [], None
+    while True:
+        page = fresh_db.profiles.find("ad", limit=2, cursor=cursor)
+        paged += page.data
+        cursor = page.next
+        if cursor is None:
+            break
+    assert [(r["id"], r["matched"]) for r in paged] == [(r["id"], r["matched"]) for r in every]
+    assert fresh_db.profiles.find("zz").data == []
+    with pytest.raises(InvalidInput):
+        fresh_db.profiles.find("  ")

@@ -67,11 +67,7 @@ def events(request: Request, _session: session.Viewer, cursor: str | None = None
         rows, nxt = _event_rows(request, filters, cursor)
     except InvalidInput as exc:
         error = exc
-    rejected = [
-        {"source": e["source"], "event": e["event"], "rejected": e.get("rejected", 0), "invalid": e.get("invalid")}
-        for e in cdp_of(request).quality.report()["events"]
-        if e.get("rejected")
-    ]
+    rejected = cdp_of(request).quality_samples.rejected()
     return render(
         request,
         "events.html",

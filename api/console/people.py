@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from cdp.errors import InvalidInput
+from cdp import CDP
+from cdp.errors import InvalidInput, UnknownProfile
 
 from . import charts, session
 from .common import ConsoleRoute, cdp_of, render
@@ -33,19 +34,51 @@ def first_identifier(identifiers: list[dict[str, str]], *kinds: str) -> str:
 
 @router.get("/console/people")
 def people(request: Request, _session: session.Viewer, q: str | None = None, cursor: str | None = None) -> Response:
-    page = cdp_of(request).profiles.search(q, limit=PAGE, cursor=cursor)
+    """With ``q``: every profile a name or identifier starting with it belongs to, in the order of what matched
+    (an index walk: as fast on millions of profiles as on hundreds). Without: the people behind the newest
+    events."""
+    cdp = cdp_of(request)
+    q = (q or "").strip()
+    if q:
+        page = cdp.profiles.find(q, limit=PAGE, cursor=cursor)
+        found, nxt = page.data, page.next
+    else:
+        found, nxt = recently_active(cdp), None
     rows = [
         {
             "id": p["id"],
             "name": display_name(p["traits"]),
             "email": first_identifier(p["identifiers"], "email"),
             "user_id": first_identifier(p["identifiers"], "user_id"),
+            "matched": p.get("matched"),
             "identifiers": len(p["identifiers"]),
             "updated_at": p["updated_at"],
         }
-        for p in page.data
+        for p in found
     ]
-    return render(request, "people.html", section="people", q=q or "", rows=rows, next=page.next)
+    return render(request, "people.html", section="people", q=q, rows=rows, next=nxt)
+
+
+def recently_active(cdp: CDP) -> list[dict[str, Any]]:
+    """Up to ``PAGE`` live profiles behind the newest events (else the newest profiles of a store without events)."""
+    ids: list[str] = []
+    for event in cdp.events.list(limit=500).data:
+        pid = event.get("profileId")
+        if pid and pid not in ids:
+            ids.append(pid)
+        if len(ids) >= PAGE:
+            break
+    if not ids:
+        return cdp.profiles.search(None, limit=PAGE).data
+    out: list[dict[str, Any]] = []
+    for pid in ids:
+        try:
+            profile = cdp.profiles.get(pid)
+        except UnknownProfile:
+            continue
+        if all(p["id"] != profile["id"] for p in out):
+            out.append(profile)
+    return out
 
 
 def explain_picture(explain: dict[str, Any], identifiers: list[dict[str, str]]) -> dict[str, Any]:

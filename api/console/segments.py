@@ -88,7 +88,7 @@ def _builder(
         error=error,
         trait_ops=TRAIT_OPS,
         segment_keys=[s["key"] for s in cdp.segments.list(limit=1000).data],
-        event_names=sorted({e["event"] for e in cdp.quality.report()["events"] if e.get("event")}),
+        event_names=cdp.quality_samples.event_names(),
     )
 
 

@@ -32,19 +32,26 @@
   if (definition && preview) {
     var timer = null;
     var seq = 0;
+    var inflight = null;
     definition.addEventListener("input", function () {
       clearTimeout(timer);
       timer = setTimeout(function () {
         var mine = ++seq;
+        if (inflight) inflight.abort();  // only the newest text matters
+        inflight = new AbortController();
+        preview.setAttribute("aria-busy", "true");
         var body = new URLSearchParams({ definition: definition.value, csrf_token: csrf() });
         fetch("/console/segments/preview", {
           method: "POST",
           headers: { "X-Console-Fragment": "1", "X-CSRF-Token": csrf() },
           credentials: "same-origin",
           body: body,
+          signal: inflight.signal,
         })
           .then(function (r) { return r.text(); })
-          .then(function (html) { if (mine === seq) preview.innerHTML = html; })
+          .then(function (html) {
+            if (mine === seq) { preview.innerHTML = html; preview.removeAttribute("aria-busy"); }
+          })
           .catch(function () {});
       }, 400);
     });
