@@ -224,9 +224,11 @@ def phases(result: dict[str, Any]) -> dict[str, Any]:
     out["steps_s"] = steps
     out["peak_rss_mb_by_step"] = peaks
     for _, text in result["stderr"]:
-        if m := re.search(r"scored pairs with model v\d+: (\d+) matches in ([0-9.]+)s", text):
-            out["predict_s"] = float(m[2])
+        scored = r"scored pairs with model v\d+: (\d+) matches, (\d+) corroborating pairs in ([0-9.]+)s"
+        if m := re.search(scored, text):
+            out["predict_s"] = float(m[3])
             out["edges"] = int(m[1])
+            out["corroborating_pairs"] = int(m[2])
     return out
 
 

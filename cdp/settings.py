@@ -133,6 +133,16 @@ class Settings(BaseSettings):
             "weaker edge needs at least half of the record pairs between them to match (the chaining guard)."
         ),
     )
+    match_support_threshold: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description=(
+            "Match probability from which a pair below the match threshold corroborates: a source record joins "
+            "a person when such pairs tie it to several of their records (as many as the chaining guard asks), "
+            "never on one pair alone. At or above match_threshold, nothing corroborates."
+        ),
+    )
     review_threshold: float = Field(
         0.5,
         gt=0,

@@ -148,6 +148,29 @@ def test_only_compared_identifiers_count_in_the_chaining_share() -> None:
     assert labels.tolist() == [0, 0, 0, 0] and refused == []
 
 
+def test_pairs_below_the_threshold_join_a_record_to_a_person_only_when_several_corroborate() -> None:
+    # rows 0-1 and 2-3: two people of two records each; row 4: a lone record; row 5: a lone user id
+    graph, rules = two_pairs([0, 0, 0, 0, 0, 1]), Rules(Settings())
+    link = 5.0  # weights below are corroborating pairs, not links
+
+    def run(a: list[int], b: list[int], w: list[float]) -> list[int]:
+        edges = (np.array(a), np.array(b), np.array(w))
+        labels, refused = cluster(graph, edges, rules, strong_weight=10.0, link_weight=link)
+        assert refused == []  # a corroborating pair that joins nothing is no refusal
+        return labels.tolist()
+
+    # one weak pair joins nothing, between two lone rows or into a person
+    assert run([4], [0], [2.0]) == [0, 0, 2, 2, 4, 5]
+    # the lone record resembles both records of the first person: it joins them
+    assert run([4, 4], [0, 1], [2.0, 1.0]) == [0, 0, 2, 2, 0, 5]
+    # ... but not when one of the two pairs is with another person
+    assert run([4, 4], [0, 2], [2.0, 1.0]) == [0, 0, 2, 2, 4, 5]
+    # a user id's row (the latest traits of its events) never corroborates
+    assert run([5, 5], [0, 1], [2.0, 1.0]) == [0, 0, 2, 2, 4, 5]
+    # two people whose records resemble each other weakly, two pairs of four: joined, as links would be
+    assert run([0, 1], [2, 3], [2.0, 1.0]) == [0, 0, 0, 0, 4, 5]
+
+
 def stored_traits(cdp: CDP) -> dict[str, tuple[Any, Any]]:
     out = {}
     for pid, traits, computed in cdp.store.reader().execute(

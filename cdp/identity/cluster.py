@@ -5,7 +5,9 @@ identifiers). ``cluster`` applies the deterministic links as if replayed in the 
 under the same merge protection as the real-time graph: links form connected components (scipy), and
 only a component that merge protection could refuse something in is replayed link by link. Then it
 adds probabilistic edges strongest first, refusing a join of two multi-record clusters that only a
-few weak edges support (so one borderline pair cannot chain two people together). ``changing`` picks
+few weak edges support (so one borderline pair cannot chain two people together); pairs scored below
+the match threshold but above the support threshold join a record to a cluster only when they
+corroborate each other (the record resembles several of its records). ``changing`` picks
 the identifiers whose profile and cluster are not one-to-one, and ``plan`` maps their clusters onto
 the current profiles so an unchanged cluster keeps its id, joined clusters keep the oldest id, and a
 part that leaves a profile gets a new id.
@@ -270,6 +272,7 @@ def cluster(
     content: np.ndarray | None = None,
     must: np.ndarray | None = None,
     cannot: np.ndarray | None = None,
+    link_weight: float = -np.inf,
 ) -> tuple[np.ndarray, list[Refusal]]:
     """Each row's cluster (the smallest row in it), and the links/edges merge protection refused.
 
@@ -294,6 +297,16 @@ def cluster(
     edges strongest first, must-links before them) that would join the two sides is refused. Since edges
     come strongest first, the edges refused are the weakest on every path between the two records: a
     chain a-b-c-d-e with a cannot-link between a and e is cut at its weakest edge, and nowhere else.
+
+    ``link_weight``: edges weaker than this are *corroborating* edges, not links. One of them joins two
+    clusters only when both of its ends are source records and the corroborating edges between the two
+    clusters (weak or not) are as many as the chaining guard asks (`chain_support_needed`), whatever the
+    clusters' sizes -- so a lone pair never joins on it, and a record joins a person only by resembling
+    several of their records. A person with many noisy records (a register, a census) has most of their
+    pairs below a precision-first threshold, yet each noisy record resembles several of the others; two
+    namesakes' records resemble each other once per pair, and a ``user_id``'s match row (the latest traits
+    its events carried) repeats what that user's records say, so neither counts as corroboration. Weak
+    edges that join nothing are not refusals (they were never links).
     """
     from scipy.sparse import coo_matrix  # a fifth of a second to import: only when clustering
     from scipy.sparse.csgraph import connected_components
@@ -327,7 +340,7 @@ def cluster(
         label[rows] = [smallest[root[r]] for r in rows.tolist()]
     if matched is None:
         matched = graph.matchable()
-    guard = (chaining_density, strong_weight)
+    guard = (chaining_density, strong_weight, link_weight)
     tiebreak = graph.ids if content is None else content
     if must is not None and len(must):
         must = np.asarray(must, dtype=np.int64).reshape(-1, 2)
@@ -346,7 +359,7 @@ def _add_edges(
     edges: tuple[np.ndarray, np.ndarray, np.ndarray],
     rules: Rules,
     refused: list[Refusal],
-    guard: tuple[float, float],
+    guard: tuple[float, float, float],
     matchable: np.ndarray,
     tiebreak: np.ndarray,
     partners: dict[int, set[int]] | None = None,
@@ -357,7 +370,7 @@ def _add_edges(
     ea, eb, weight = edges
     if not len(ea):
         return label
-    chaining_density, strong_weight = guard
+    chaining_density, strong_weight, link_weight = guard
     order = np.lexsort((tiebreak[eb], tiebreak[ea], -weight))
     ea, eb = ea[order].tolist(), eb[order].tolist()
     strong = (weight[order] >= strong_weight).tolist()
@@ -366,6 +379,8 @@ def _add_edges(
     flagged: dict[int, list[int]] = defaultdict(list)  # cluster -> its rows that have cannot-links
     for r in partners:
         flagged[int(label[r])].append(r)
+    linking = (weight[order] >= link_weight).tolist()
+    record = graph.types == graph.type_names.index("record") if "record" in graph.type_names else None
     ntypes = len(graph.type_names)
     limits = [(graph.type_names.index(k), v) for k, v in rules.limits.items() if k in graph.type_names]
     # Rows of each touched cluster, sorted by label: type counts and matchable counts in one pass each,
@@ -395,11 +410,23 @@ def _add_edges(
             out += rows[matchable[rows]].tolist()
         return out
 
-    neighbours: dict[int, set[int]] = defaultdict(set)
-    for x, y in zip(ea, eb, strict=True):
-        neighbours[x].add(y)
-        neighbours[y].add(x)
-    _share_must_neighbours(neighbours, [(x, y) for x, y, f in zip(ea, eb, forced, strict=True) if f])
+    neighbours: dict[int, set[int]] = defaultdict(set)  # links: edges at or above the link weight
+    corroborating: dict[int, set[int]] = defaultdict(set)  # every edge
+    for x, y, link in zip(ea, eb, linking, strict=True):
+        corroborating[x].add(y)
+        corroborating[y].add(x)
+        if link:
+            neighbours[x].add(y)
+            neighbours[y].add(x)
+
+    def support(ra: int, rb: int, among: dict[int, set[int]]) -> int:
+        right_set = set(matchable_members(rb))
+        return sum(len(among[m] & right_set) for m in matchable_members(ra))
+
+    must_pairs = [(x, y) for x, y, f in zip(ea, eb, forced, strict=True) if f]
+    _share_must_neighbours(neighbours, must_pairs)
+    _share_must_neighbours(corroborating, must_pairs)
+
     parent: dict[int, int] = {}
 
     def find(x: int) -> int:
@@ -410,9 +437,17 @@ def _add_edges(
             parent[x], x = root, up
         return root
 
-    for x, y, sure, must, lx, ly in zip(ea, eb, strong, forced, la.tolist(), lb.tolist(), strict=True):
+    for x, y, sure, link, must, lx, ly in zip(ea, eb, strong, linking, forced, la.tolist(), lb.tolist(), strict=True):
         ra, rb = find(lx), find(ly)
         if ra == rb:
+            continue
+        na, nb = matchable_count[ra], matchable_count[rb]
+        if not link and (
+            record is None
+            or not (record[x] and record[y])
+            or na + nb < 3
+            or support(ra, rb, corroborating) < chain_support_needed(na, nb, chaining_density)
+        ):
             continue
         if flagged and _kept_apart(flagged.get(ra, ()), rb, partners, lambda r: find(int(label[r]))):
             refused.append(Refusal("cannot_link", CANNOT_LINK_MESSAGE, int(graph.ids[x]), int(graph.ids[y])))
@@ -429,15 +464,13 @@ def _add_edges(
             if not decision.ok:
                 refused.append(Refusal(decision.rule, decision.message, int(graph.ids[x]), int(graph.ids[y])))
                 continue
-        na, nb = matchable_count[ra], matchable_count[rb]
-        if na > 1 and nb > 1 and not sure:
-            right_set = set(matchable_members(rb))
-            support = sum(len(neighbours[m] & right_set) for m in matchable_members(ra))
-            if support < chain_support_needed(na, nb, chaining_density):
+        if link and na > 1 and nb > 1 and not sure:
+            matching_pairs = support(ra, rb, neighbours)
+            if matching_pairs < chain_support_needed(na, nb, chaining_density):
                 refused.append(
                     Refusal(
                         "chaining",
-                        f"only {support} of {na * nb} record pairs between the two clusters match",
+                        f"only {matching_pairs} of {na * nb} record pairs between the two clusters match",
                         int(graph.ids[x]),
                         int(graph.ids[y]),
                     )

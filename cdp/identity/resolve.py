@@ -291,16 +291,23 @@ class Resolution:
             if model_info is not None:
                 version, model = model_info
                 t0 = time.perf_counter()
-                # Pairs down to the review threshold: those below the match threshold go to the review queue.
+                # Pairs from the lower of the support and review thresholds: links, the weaker pairs that may
+                # corroborate them, and those below the match threshold that go to the review queue.
+                floor = self._support_floor(model)
                 review_at = min(self.settings.review_threshold, model.threshold)
-                if scored:  # the same rows, the same model: keep the pairs at its threshold
-                    pairs = scored[0][scored[0]["match_probability"] >= review_at]
+                if scored:  # the same rows, the same model: keep the pairs from that floor
+                    pairs = scored[0][scored[0]["match_probability"] >= min(floor, review_at)]
                 else:
-                    pairs = matching.predict(model, rows, threshold=review_at)
-                links = (pairs["match_probability"] >= model.threshold).to_numpy(dtype=bool)
-                edges, doubtful = pairs[links].reset_index(drop=True), pairs[~links].reset_index(drop=True)
-                del pairs
-                say(f"scored pairs with model v{version}: {len(edges)} matches in {time.perf_counter() - t0:.1f}s")
+                    pairs = matching.predict(model, rows, threshold=min(floor, review_at))
+                probability = pairs["match_probability"].to_numpy(dtype=np.float64)
+                edges = pairs[probability >= floor].reset_index(drop=True)
+                doubtful = pairs[(probability >= review_at) & (probability < model.threshold)].reset_index(drop=True)
+                del pairs, probability
+                links = int((edges["match_probability"] >= model.threshold).sum()) if len(edges) else 0
+                say(
+                    f"scored pairs with model v{version}: {links} matches, {len(edges) - links} corroborating"
+                    f" pairs in {time.perf_counter() - t0:.1f}s"
+                )
             matched = pd.Series(matching.content_hashes(rows), index=pd.Index(rows["unique_id"]))
             del rows  # not needed any more: free it before clustering (a million rows hold about a gigabyte)
             snap = reading.result()
@@ -334,6 +341,11 @@ class Resolution:
                 conn.execute("COMMIT")
         finally:
             conn.close()
+
+    def _support_floor(self, model: matching.MatchModel) -> float:
+        """Pairs scored from here are kept for clustering: links (at the model's threshold) and the weaker
+        pairs that may corroborate them (``match_support_threshold``)."""
+        return min(self.settings.match_support_threshold, model.threshold)
 
     def _model_for(
         self, rows: pd.DataFrame, retrain: bool | None, say: Progress, scored: list[pd.DataFrame] | None = None
@@ -414,9 +426,10 @@ class Resolution:
             content[matchable[where[where >= 0]]] = matched.to_numpy()[where >= 0]
         strong = self.settings.match_strong_threshold
         must, cannot = self._constraints(graph)
+        link = model_info[1].threshold if model_info is not None else strong
         label, refused = cluster(
             graph, ends, self.graph.rules, strong_weight=math.log2(strong / (1 - strong)), matched=has_row,
-            content=content, must=must, cannot=cannot,
+            content=content, link_weight=math.log2(link / (1 - link)), must=must, cannot=cannot,
         )  # fmt: skip
         doubts = self._doubts(graph, label, refused, edges, doubtful, model_info)
         rows = changing(graph, label)
@@ -434,6 +447,10 @@ class Resolution:
                 members.setdefault(node.profile_id, []).append(i)
         strongest = _strongest(by_id, edge_list)
         now = now_iso()
+        if len(edges) and model_info is not None:  # keep links, and corroborating pairs inside one profile
+            keep = edges["match_probability"].to_numpy(dtype=np.float64) >= model_info[1].threshold
+            keep[np.flatnonzero(found)[label[ends[0]] == label[ends[1]]]] = True
+            edges = edges[keep]
         edge_rows = _edge_rows(edges, model_info[0], now) if model_info is not None else None
 
         def apply(c: sqlite3.Connection) -> None:
@@ -793,10 +810,13 @@ def _why(
     edge = strongest.get((min(survivor, gone), max(survivor, gone)))
     if edge is None:
         return {"evidence": "identifier", "identifiers": sorted(by_id[i].key for i in members.get(gone, ()))[:20]}
-    return {
+    why = {
         "evidence": "probabilistic",
         "model_version": model_info[0] if model_info else None,
         "match_weight": round(edge.weight, 3),
         "match_probability": round(edge.probability, 6),
         "pair": [by_id[edge.a].key, by_id[edge.b].key],
     }
+    if model_info is not None and edge.probability < model_info[1].threshold:
+        why["evidence"] = "corroborated"  # no pair reached the threshold; several between them agree
+    return why
