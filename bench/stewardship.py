@@ -1,6 +1,6 @@
 """The simulated steward: pairwise F1 after answering the first N review items from the truth.
 
-    PYTHONPATH=. .venv/bin/python bench/stewardship.py                      # typos corpus, 2,500 records
+    PYTHONPATH=. .venv/bin/python bench/stewardship.py                      # typos corpus, 5,000 records
     PYTHONPATH=. .venv/bin/python bench/stewardship.py --corpus households --records 2000
     PYTHONPATH=. .venv/bin/python bench/stewardship.py --steps 0,20,50,100,200 --json-only
 
@@ -103,7 +103,7 @@ def curve(corpus: str, records: int, steps: list[int], seed: int) -> dict[str, A
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="typos", choices=sorted(corpora.CORPORA))
-    parser.add_argument("--records", type=int, default=2500)
+    parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--steps", default="0,20,50,100", help="N values, comma-separated, ascending")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json-only", action="store_true")

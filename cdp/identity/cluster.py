@@ -419,13 +419,13 @@ def _add_edges(
             neighbours[x].add(y)
             neighbours[y].add(x)
 
-    must_pairs = [(x, y) for x, y, f in zip(ea, eb, forced, strict=True) if f]
-    _share_must_neighbours(neighbours, must_pairs)
-    _share_must_neighbours(corroborating, must_pairs)
-
     def support(ra: int, rb: int, among: dict[int, set[int]]) -> int:
         right_set = set(matchable_members(rb))
         return sum(len(among[m] & right_set) for m in matchable_members(ra))
+
+    # Must-linked records share their links in the chaining guard's count (not their corroborating pairs: a
+    # labelled group would otherwise pull in every record that weakly resembles any one of its members).
+    _share_must_neighbours(neighbours, [(x, y) for x, y, f in zip(ea, eb, forced, strict=True) if f])
 
     parent: dict[int, int] = {}
 

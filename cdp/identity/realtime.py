@@ -107,12 +107,12 @@ class RealtimeMatcher:
         """Merge the matches (strongest first) under merge protection, the chaining guard and the human
         labels (a cannot-link between the two profiles refuses the merge); keep the doubtful pairs and the
         refused links whose sides are in different profiles in the review queue."""
-        assert self._model_version is not None and self._model is not None
+        assert self._model_version is not None
         txn = _Txn(conn)
         now = now_iso()
         merged = 0
         doubts: list[review.Doubt] = []
-        threshold = self._model.threshold
+        threshold = self._model.threshold if self._model is not None else None
         cannot = (
             conn.execute("SELECT 1 FROM identity_labels WHERE decision = 'no_match' LIMIT 1").fetchone() is not None
         )

@@ -291,19 +291,18 @@ class Resolution:
             if model_info is not None:
                 version, model = model_info
                 t0 = time.perf_counter()
-                # Pairs down to the review and support thresholds: links at the match threshold, the weaker pairs
-                # that may corroborate them, and those below it left apart go to the review queue.
-                review_at = min(self.settings.review_threshold, model.threshold)
+                # Pairs from the lower of the support and review thresholds: links, the weaker pairs that may
+                # corroborate them, and those below the match threshold that go to the review queue.
                 floor = self._support_floor(model)
-                lowest = min(review_at, floor)
+                review_at = min(self.settings.review_threshold, model.threshold)
                 if scored:  # the same rows, the same model: keep the pairs from that floor
-                    pairs = scored[0][scored[0]["match_probability"] >= lowest]
+                    pairs = scored[0][scored[0]["match_probability"] >= min(floor, review_at)]
                 else:
-                    pairs = matching.predict(model, rows, threshold=lowest)
+                    pairs = matching.predict(model, rows, threshold=min(floor, review_at))
                 probability = pairs["match_probability"].to_numpy(dtype=np.float64)
                 edges = pairs[probability >= floor].reset_index(drop=True)
-                doubtful = pairs[(probability < model.threshold) & (probability >= review_at)].reset_index(drop=True)
-                del pairs
+                doubtful = pairs[(probability >= review_at) & (probability < model.threshold)].reset_index(drop=True)
+                del pairs, probability
                 links = int((edges["match_probability"] >= model.threshold).sum()) if len(edges) else 0
                 say(
                     f"scored pairs with model v{version}: {links} matches, {len(edges) - links} corroborating"
@@ -426,8 +425,8 @@ class Resolution:
             where = keys.get_indexer(matched.index)
             content[matchable[where[where >= 0]]] = matched.to_numpy()[where >= 0]
         strong = self.settings.match_strong_threshold
-        link = model_info[1].threshold if model_info is not None else strong
         must, cannot = self._constraints(graph)
+        link = model_info[1].threshold if model_info is not None else strong
         label, refused = cluster(
             graph, ends, self.graph.rules, strong_weight=math.log2(strong / (1 - strong)), matched=has_row,
             content=content, link_weight=math.log2(link / (1 - link)), must=must, cannot=cannot,

@@ -81,8 +81,8 @@ def reason_of(rule: str) -> str:
 
 def keep(conn: sqlite3.Connection, doubts: Iterable[Doubt], *, replace: bool) -> int:
     """Store doubtful pairs as review items (pairs already labelled or decided are left out). With
-    ``replace`` (a full run), open and skipped items not found again go; a skipped pair found again stays
-    skipped. Returns how many items are open or skipped after this."""
+    ``replace`` (a full run), open and skipped items not found again go; one found again keeps its id and
+    status (a skipped pair stays skipped). Returns how many items are open or skipped after this."""
     now = now_iso()
     found: dict[tuple[str, str], Doubt] = {}
     for doubt in doubts:
@@ -94,9 +94,16 @@ def keep(conn: sqlite3.Connection, doubts: Iterable[Doubt], *, replace: bool) ->
             found[key] = doubt
     labelled = _labelled(conn, found)
     chosen = sorted((k for k in found if k not in labelled), key=lambda k: (found[k].priority, k))[:MAX_ITEMS]
-    skipped = {tuple(r) for r in conn.execute("SELECT node_l, node_r FROM review_items WHERE status = 'skipped'")}
-    if replace:
-        conn.execute("DELETE FROM review_items WHERE status IN ('open', 'skipped')")
+    if replace:  # items not found again go; the others keep their id (and a skipped one stays skipped)
+        keep_pairs = set(chosen)
+        gone = [
+            (i,)
+            for i, left, right in conn.execute(
+                "SELECT id, node_l, node_r FROM review_items WHERE status IN ('open', 'skipped')"
+            ).fetchall()
+            if (left, right) not in keep_pairs
+        ]
+        conn.executemany("DELETE FROM review_items WHERE id = ?", gone)
     conn.executemany(
         "INSERT INTO review_items (node_l, node_r, reason, message, match_weight, match_probability, threshold,"
         " model_version, contributions, priority, status, created_at, updated_at)"
@@ -109,7 +116,7 @@ def keep(conn: sqlite3.Connection, doubts: Iterable[Doubt], *, replace: bool) ->
         [
             (
                 left, right, d.reason, d.message, d.weight, d.probability, d.threshold, d.model_version,
-                d.contributions, d.priority, "skipped" if (left, right) in skipped else "open", now, now,
+                d.contributions, d.priority, "open", now, now,
             )
             for (left, right), d in ((k, found[k]) for k in chosen)
         ],
