@@ -138,12 +138,12 @@ class Guard:
         return None
 
     def methods_of(self, scope: Scope) -> list[str]:
-        """Every method some route takes on this path (sorted), HEAD with GET."""
-        methods: set[str] = set()
-        for route in self._routes:
-            if route.path_regex.match(scope["path"]):
-                methods |= route.methods or set()
-        return sorted(methods)
+        """Every method the documented path takes (sorted): the routes written for exactly this path when there
+        are some (``/v1/segments/preview``), else those whose parameters match it (``/v1/segments/{key}``)."""
+        path = scope["path"]
+        exact = [route for route in self._routes if route.path == path]
+        matching = exact or [route for route in self._routes if route.path_regex.match(path)]
+        return sorted({method for route in matching for method in route.methods or ()})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
