@@ -15,7 +15,9 @@ from ..schemas import ERRORS, TOKEN_SECURITY
 
 router = APIRouter(tags=["segments"])
 NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such segment or profile (the message says which)"}}
-CONFLICT = {409: ERRORS[400] | {"description": "A segment with that key exists, or other segments use this one"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: ERRORS[400] | {"description": "A segment with that key exists, or other segments use this one"}
+}
 DEFINITION = Body(..., description="A segment definition (see GET /v1/segments/schema)", examples=[{
     "key": "high_value", "name": "High-value customers", "schedule": {"every": "15m"},
     "rule": {"all": [{"event": "Order Completed", "within": "30d", "count": {"op": "gte", "value": 2},
