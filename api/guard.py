@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import orjson
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -138,12 +137,12 @@ class Guard:
         return None
 
     def methods_of(self, scope: Scope) -> list[str]:
-        """Every method some route takes on this path (sorted), HEAD with GET."""
-        methods: set[str] = set()
-        for route in self._routes:
-            if route.path_regex.match(scope["path"]):
-                methods |= route.methods or set()
-        return sorted(methods)
+        """Every method the documented path takes (sorted): the routes written for exactly this path when there
+        are some (``/v1/segments/preview``), else those whose parameters match it (``/v1/segments/{key}``)."""
+        path = scope["path"]
+        exact = [route for route in self._routes if route.path == path]
+        matching = exact or [route for route in self._routes if route.path_regex.match(path)]
+        return sorted({method for route in matching for method in route.methods or ()})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -201,7 +200,9 @@ class Guard:
         if found.scope in ("read", "admin") or (found.scope == "write" and b"authorization" in headers):
             secret = credential(Request(scope))
             try:
-                await run_in_threadpool(cdp.keys.verify, secret, found.scope)
+                # On the event loop, as the tracking routes do: a cached lookup (an indexed read on a miss); a
+                # thread hop per request would cost the ingest path more than the check itself.
+                cdp.keys.verify(secret, found.scope)
             except CDPError as exc:
                 for message in error(exc.status, exc.to_dict(), close=has_body):
                     await send(message)

@@ -21,11 +21,24 @@ class Success(BaseModel):
     success: Literal[True] = True
 
 
+# An identifier the API takes: not blank, at most 1,024 characters (numbers are taken too, as their digits).
+_ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"\S"}
+# userId or anonymousId: one of them, not blank (what /v1/track and the others check).
+_WHO: dict[str, Any] = {
+    "anyOf": [
+        {"required": ["userId"], "properties": {"userId": _ID}},
+        {"required": ["anonymousId"], "properties": {"anonymousId": _ID}},
+    ]
+}
+
+
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_WHO)
     userId: str | None = Field(None, description="Your id for the user; userId or anonymousId is required.")
     anonymousId: str | None = Field(None, description="A device/browser id for a user not yet identified.")
-    messageId: str | None = Field(None, description="Unique per message; repeats are acknowledged and dropped.")
+    messageId: str | None = Field(
+        None, max_length=1024, description="Unique per message; repeats are acknowledged and dropped."
+    )
     timestamp: str | None = Field(None, description="When it happened on the client (ISO-8601).")
     sentAt: str | None = Field(None, description="When the client sent it; used to correct clock skew.")
     context: dict[str, Any] | None = None
@@ -34,7 +47,7 @@ class _Message(BaseModel):
 
 
 class TrackMessage(_Message):
-    event: str = Field(examples=["Order Completed"])
+    event: str = Field(min_length=1, pattern=r"\S", examples=["Order Completed"])
     properties: dict[str, Any] | None = None
 
 
@@ -48,13 +61,14 @@ class PageMessage(_Message):
 
 
 class GroupMessage(_Message):
-    groupId: str
+    groupId: str = Field(min_length=1, max_length=1024, pattern=r"\S")
     traits: dict[str, Any] | None = None
 
 
 class AliasMessage(_Message):
-    previousId: str
-    userId: str | None = None
+    model_config = ConfigDict(extra="allow", json_schema_extra={})  # alias needs userId itself
+    previousId: str = Field(min_length=1, max_length=1024, pattern=r"\S")
+    userId: str = Field(min_length=1, max_length=1024, pattern=r"\S")
 
 
 class BatchItem(_Message):

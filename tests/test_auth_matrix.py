@@ -191,5 +191,5 @@ def test_refused_callers_never_reach_an_admin_route_body(server: LiveServer, wri
     """A refused caller gets its 401/403 even when its body is broken JSON (the body is never read)."""
     secret = {"none": None, "bogus": "nope", "write": write_key}[caller]
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    answer = httpx.post(f"{server.url}/v1/segments", content=b"{not json", headers=headers)
+    answer = httpx.post(f"{server.url}/v1/segments", content=b"{not json", headers=headers, timeout=30)
     assert answer.status_code == (403 if caller == "write" else 401)

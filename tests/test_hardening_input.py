@@ -273,3 +273,17 @@ def test_405_names_every_method_of_the_path(server: LiveServer, method: str, pat
     assert answer.status_code == 405
     assert answer.headers["allow"] == allowed
     assert answer.json()["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("path", ["/v1/batch", "/v1/records", "/v1/webhooks"])
+def test_a_wrong_key_is_refused_before_the_body_arrives(server: LiveServer, read_key: str, path: str) -> None:
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        # A read token cannot write: the 403 comes without waiting for the 400 KB announced.
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {read_key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 400000\r\n\r\n".encode()
+        )
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 403"), answer
+    assert b"connection: close" in answer.lower()

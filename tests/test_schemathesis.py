@@ -17,7 +17,7 @@ from tests.conftest import LiveServer
 
 ST = str(Path(sys.executable).with_name("st"))
 SEED = 20261207
-MAX_EXAMPLES = 8
+MAX_EXAMPLES = 5
 CHECKS = ",".join(
     [
         "not_a_server_error",

@@ -15,6 +15,9 @@ from ..schemas import ERRORS, TOKEN_SECURITY
 
 router = APIRouter(tags=["segments"])
 NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such segment or profile (the message says which)"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: ERRORS[400] | {"description": "A segment with that key exists, or other segments use this one"}
+}
 DEFINITION = Body(..., description="A segment definition (see GET /v1/segments/schema)", examples=[{
     "key": "high_value", "name": "High-value customers", "schedule": {"every": "15m"},
     "rule": {"all": [{"event": "Order Completed", "within": "30d", "count": {"op": "gte", "value": 2},
@@ -34,7 +37,13 @@ def schema(cdp: CDPDep) -> dict[str, Any]:
     return cdp.segments.schema()
 
 
-@router.post("/v1/segments", response_model=Segment, status_code=201, responses=ERRORS, summary="Create a segment")
+@router.post(
+    "/v1/segments",
+    response_model=Segment,
+    status_code=201,
+    responses={**ERRORS, **CONFLICT},
+    summary="Create a segment",
+)
 def create(cdp: CDPDep, _key: AdminKey, definition: dict[str, Any] = DEFINITION) -> dict[str, Any]:
     return cdp.segments.create(definition)
 
@@ -73,12 +82,17 @@ def get(cdp: CDPDep, _key: ReadKey, key: str) -> dict[str, Any]:
     return cdp.segments.get(key)
 
 
-@router.put("/v1/segments/{key}", response_model=Segment, responses=NOT_FOUND, summary="Replace a segment's definition")
+@router.put(
+    "/v1/segments/{key}",
+    response_model=Segment,
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="Replace a segment's definition",
+)
 def update(cdp: CDPDep, _key: AdminKey, key: str, definition: dict[str, Any] = DEFINITION) -> dict[str, Any]:
     return cdp.segments.update(key, definition)
 
 
-@router.delete("/v1/segments/{key}", status_code=204, responses=NOT_FOUND, summary="Delete a segment")
+@router.delete("/v1/segments/{key}", status_code=204, responses={**NOT_FOUND, **CONFLICT}, summary="Delete a segment")
 def delete(cdp: CDPDep, _key: AdminKey, key: str) -> Response:
     cdp.segments.delete(key)
     return Response(status_code=204)
