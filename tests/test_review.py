@@ -274,9 +274,14 @@ def test_labels_import_and_export_round_trip(store: Store) -> None:
     groups: dict[str, list[tuple[str, str]]] = {}
     for key, pid in store.clusters().items():
         groups.setdefault(pid, []).append(key)
+    # A pair of two people the model put together, in a profile no must-link holds together (a cannot-link
+    # against a chain of must-links could not be kept).
+    pinned = {store.profile_of(lab[side]) for lab in store.cdp.labels.all() if lab["decision"] == "match"
+              for side in ("left", "right")}  # fmt: skip
     wrong = next(
-        (a, b) for members in groups.values() for a in members for b in members
-        if a != b and store.truth.get(a) != store.truth.get(b) and a[0] == b[0] == SOURCE
+        ((a, b) for pid, members in groups.items() if pid not in pinned for a in members for b in members
+         if a != b and store.truth.get(a) != store.truth.get(b) and a[0] == b[0] == SOURCE),
+        None,
     ) if store.curve[100]["precision"] < 1 else None  # fmt: skip
     together = next(  # two records of one person that the model put together (never the wrong pair's records)
         (a, b) for members in groups.values() for a in members for b in members
