@@ -130,7 +130,10 @@ def download(cdp: CDPDep, _key: AdminKey, request_id: str) -> FileResponse:
 
 
 @router.get(
-    "/v1/profiles/{profile_id}/consent", response_model=Consent, responses=ERRORS, summary="A profile's consent"
+    "/v1/profiles/{profile_id}/consent",
+    response_model=Consent,
+    responses={**ERRORS, 404: ERRORS[400] | {"description": "No such profile"}},
+    summary="A profile's consent",
 )
 def consent(cdp: CDPDep, _key: ReadKey, profile_id: str) -> dict[str, Any]:
     return cdp.privacy.consent(profile_id)
