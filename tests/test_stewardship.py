@@ -263,3 +263,31 @@ def test_a_split_made_by_a_run_sends_profile_split_too(fresh_db: CDP, write_key:
 
     payload = json.loads(rows[0]["payload"])
     assert payload["new_profile_id"] == new and "record:crm:1" in payload["moved"]
+
+
+def test_a_cannot_link_holds_when_a_shared_identifier_would_merge_at_ingest(fresh_db: CDP, write_key: str) -> None:
+    from cdp.identity import labels
+
+    def identify(device: str, email: str) -> None:
+        fresh_db.ingest.batch(
+            {"batch": [{"type": "identify", "anonymousId": device, "traits": {"email": email}}]}, write_key=write_key
+        )
+
+    def profile(device: str) -> str | None:
+        return fresh_db.profiles.lookup_id(anonymous_id=device)
+
+    for device in ("ann", "bob", "cid", "dee"):
+        identify(f"device-{device}", f"{device}@example.com")
+    # Without a label, a device seen with another profile's email links the two profiles ...
+    identify("device-cid", "dee@example.com")
+    assert profile("device-cid") == profile("device-dee")
+    # ... with a cannot-link between them, it does not, and the refusal is recorded as a conflict.
+    ann = profile("device-ann")
+    fresh_db.store.write(
+        lambda conn: labels.write(conn, "anonymous_id:device-ann", "anonymous_id:device-bob", "no_match", "test",
+                                  key_id=None)
+    )  # fmt: skip
+    identify("device-ann", "bob@example.com")
+    assert profile("device-ann") == ann != profile("device-bob")
+    rules = [c["rule"] for c in fresh_db.profiles.conflicts(limit=100).data]
+    assert "cannot_link" in rules

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from cdp.chunks import chunked
 from cdp.identity import names
 from cdp.settings import Settings
 
@@ -58,6 +59,30 @@ def compatible_birthdays(a: str, b: str) -> bool:
     if len(diff) == 1:
         return True
     return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+
+
+def _kept_apart(conn: sqlite3.Connection, a: str, b: str) -> bool:
+    """Does a human cannot-link (a ``no_match`` label, `cdp.identity.labels`) name an identifier of each profile?
+    Asked only when a shared identifier would merge two profiles, so a label holds at ingest as it does in
+    every full run."""
+    if conn.execute("SELECT 1 FROM identity_labels WHERE decision = 'no_match' LIMIT 1").fetchone() is None:
+        return False
+
+    def keys(pid: str) -> set[str]:
+        return {f"{t}:{v}" for t, v in conn.execute("SELECT type, value FROM identifiers WHERE profile_id = ?", (pid,))}
+
+    left, right = keys(a), keys(b)
+    small, other = (left, right) if len(left) <= len(right) else (right, left)
+    for part in chunked(sorted(small)):
+        marks = ",".join("?" * len(part))
+        for node_l, node_r in conn.execute(
+            "SELECT node_l, node_r FROM identity_labels WHERE decision = 'no_match'"
+            f" AND (node_l IN ({marks}) OR node_r IN ({marks}))",
+            [*part, *part],
+        ):
+            if (node_l in small and node_r in other) or (node_r in small and node_l in other):
+                return True
+    return False
 
 
 def new_profile_id() -> str:
@@ -359,6 +384,10 @@ class IdentityGraph:
                         txn.attributes(other),
                         alias=obs.alias,
                     )
+                    if decision.ok and _kept_apart(txn.conn, group, other):
+                        decision = Decision(
+                            False, "cannot_link", f"a person labelled profiles {group} and {other} as different people"
+                        )
                     if decision.ok:
                         group = self.merge(
                             txn.conn,
