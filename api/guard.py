@@ -32,6 +32,7 @@ from cdp import check_json_body
 from cdp.errors import CDPError, PayloadTooLarge
 
 from .deps import credential, require_admin, require_read
+from .json_bodies import replaying
 from .schemas import TOKEN_SECURITY, WRITE_KEY_SECURITY
 
 log = logging.getLogger("cdp.api")
@@ -221,16 +222,7 @@ class Guard:
         body = await _read(receive, limit)
         if body.strip():
             check_json_body(body)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(receive, body), send)
 
 
 async def _read(receive: Receive, limit: int) -> bytes:

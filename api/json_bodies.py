@@ -52,13 +52,18 @@ class JSONBodies:
                 scope = dict(scope)
                 scope["headers"] = [(k, v) for k, v in headers if k != b"content-type"]
                 scope["headers"].append((b"content-type", b"application/json"))
-        replayed = False
+        await self.app(scope, replaying(receive, body, more_body=more), send)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": more}
-            return await receive()
 
-        await self.app(scope, replay, send)
+def replaying(receive: Receive, body: bytes, *, more_body: bool = False) -> Receive:
+    """A ``receive`` that first hands the app the body a middleware already read, then the rest of the stream."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": more_body}
+        return await receive()
+
+    return replay

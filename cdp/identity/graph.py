@@ -20,8 +20,7 @@ from typing import Any
 
 import orjson
 
-from cdp.chunks import chunked
-from cdp.identity import names
+from cdp.identity import labels, names
 from cdp.settings import Settings
 
 PRIORITY = {"user_id": 0, "external_id": 1, "record": 2, "email": 3, "phone": 4, "anonymous_id": 5}
@@ -62,27 +61,11 @@ def compatible_birthdays(a: str, b: str) -> bool:
 
 
 def _kept_apart(conn: sqlite3.Connection, a: str, b: str) -> bool:
-    """Does a human cannot-link (a ``no_match`` label, `cdp.identity.labels`) name an identifier of each profile?
-    Asked only when a shared identifier would merge two profiles, so a label holds at ingest as it does in
-    every full run."""
+    """Does a human cannot-link (`cdp.identity.labels`) name an identifier of each profile? Asked only when a
+    shared identifier would merge two profiles, so a label holds at ingest as it does in every full run."""
     if conn.execute("SELECT 1 FROM identity_labels WHERE decision = 'no_match' LIMIT 1").fetchone() is None:
         return False
-
-    def keys(pid: str) -> set[str]:
-        return {f"{t}:{v}" for t, v in conn.execute("SELECT type, value FROM identifiers WHERE profile_id = ?", (pid,))}
-
-    left, right = keys(a), keys(b)
-    small, other = (left, right) if len(left) <= len(right) else (right, left)
-    for part in chunked(sorted(small)):
-        marks = ",".join("?" * len(part))
-        for node_l, node_r in conn.execute(
-            "SELECT node_l, node_r FROM identity_labels WHERE decision = 'no_match'"
-            f" AND (node_l IN ({marks}) OR node_r IN ({marks}))",
-            [*part, *part],
-        ):
-            if (node_l in small and node_r in other) or (node_r in small and node_l in other):
-                return True
-    return False
+    return labels.cannot_link_between(conn, labels.profile_keys(conn, a), labels.profile_keys(conn, b))
 
 
 def new_profile_id() -> str:
