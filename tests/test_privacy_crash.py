@@ -80,11 +80,17 @@ def test_kill_9_mid_deletion_resumes_to_the_same_result(tmp_path: Path) -> None:
     env = {**os.environ, "CDP_PRIVACY_EVENTS_CHUNK": "100"}
     process = subprocess.Popen([cdp_bin, "privacy", "delete", "--db", str(db), "--user-id", "big"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    watcher = sqlite3.connect(db, timeout=30)
+    # A short busy timeout: the deletion's WAL checkpoints may hold readers back for a moment, and a watcher
+    # waiting through them could see the deletion only once it has ended.
+    watcher = sqlite3.connect(db, timeout=0.01)
     deadline = time.monotonic() + 120
     try:
         while True:
-            row = watcher.execute("SELECT status, counts FROM privacy_requests").fetchone()
+            try:
+                row = watcher.execute("SELECT status, counts FROM privacy_requests").fetchone()
+            except sqlite3.OperationalError:  # busy for a moment: look again
+                assert process.poll() is None, "the deletion ended before it could be interrupted"
+                continue
             removed = orjson.loads(row[1]).get("events", 0) if row else 0
             if row and row[0] == "running" and removed >= 3 * 100:
                 break
@@ -93,6 +99,7 @@ def test_kill_9_mid_deletion_resumes_to_the_same_result(tmp_path: Path) -> None:
             time.sleep(0.002)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
+        watcher.execute("PRAGMA busy_timeout = 30000")
         rid, status, counts, step = watcher.execute("SELECT id, status, counts, step FROM privacy_requests").fetchone()
         left = watcher.execute("SELECT count(*) FROM events WHERE user_id = 'big'").fetchone()[0]
     finally:
