@@ -54,7 +54,7 @@ def _check(conn: sqlite3.Connection, what: str) -> int:
 def _remove_stale_partials(destination: Path) -> None:
     """Temporary files of earlier backups to the same name whose process is gone (killed half-way)."""
     for stale in destination.parent.glob(f".{destination.name}.partial-*"):
-        pid = stale.name.rsplit("-", 1)[1]
+        pid = stale.name.split(".partial-", 1)[1].split("-", 1)[0]  # also a partial's "-journal" file
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             stale.unlink(missing_ok=True)
 
