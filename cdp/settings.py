@@ -229,6 +229,12 @@ class Settings(BaseSettings):
     privacy_events_chunk: int = Field(
         5000, ge=100, le=100_000, description="Events an erasure removes per transaction (ingest runs in between)."
     )
+    privacy_chunk_pause_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="Pause between an erasure's event chunks, so a large erasure yields the disk to live traffic.",
+    )
     privacy_export_ttl_hours: float = Field(
         72.0, gt=0, le=24 * 30, description="How long a privacy export stays downloadable before it is removed."
     )

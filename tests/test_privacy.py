@@ -3,10 +3,12 @@ suppression at the door, exports with expiry, the HTTP API and the CLI."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,24 @@ from tests.conftest import LiveServer, count
 from tests.test_webhooks import Receiver, receiver  # noqa: F401  (the fixture)
 
 BUYERS = {"key": "buyers", "name": "Likely buyers", "type": "propensity",
-          "model": {"target_event": "Order Completed", "horizon_days": 7, "algorithm": "logistic"},
+          "model": {"target_event": "Renewal Done", "horizon_days": 7, "algorithm": "logistic"},
           "select": {"top_quantile": 0.25}}  # fmt: skip
-# Targets to try, in order, until one beats its shuffled-label controls (a not_predictive run writes no
-# scores, and on the sample data's few hundred profiles whether one does is a close call).
-TARGETS = (("Order Completed", 7), ("Email Delivered", 30), ("Email Delivered", 7), ("Products Searched", 7))
+
+
+def _plant_signal(cdp: CDP) -> None:
+    """Half the visitors (by a hash of their anonymous id) renew every other day for 120 days, the rest never:
+    a signal the propensity model finds whatever the clock says, so every profile gets a score (a model that
+    beats no controls writes none, and the sample data alone is a close call)."""
+    info, secret = cdp.keys.create("write", name="signal")
+    anonymous = [r["value"] for r in cdp.store.query("SELECT value FROM identifiers WHERE type = 'anonymous_id'")]
+    renewers = sorted(a for a in anonymous if hashlib.sha256(a.encode()).digest()[0] % 2 == 0)
+    now = datetime.now(UTC)
+    batch = [{"type": "track", "event": "Renewal Done", "anonymousId": a, "messageId": f"signal-{a}-{day}",
+              "timestamp": (now - timedelta(days=day, hours=1)).isoformat()}
+             for a in renewers for day in range(1, 121, 2)]  # fmt: skip
+    for start in range(0, len(batch), 500):
+        cdp.ingest.batch({"batch": batch[start : start + 500]}, write_key=secret)
+    cdp.keys.revoke(info.id)
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +46,11 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sample") / "cdp.db"
     with CDP(Settings(db=path, scheduler_enabled=False, key_cache_seconds=0)) as cdp:
         sample.load(cdp, None, shift_to_now=True)
+        _plant_signal(cdp)
         cdp.identity.run()
-        statuses = []
-        for event, days in TARGETS:  # a propensity score for every profile
-            model = {**BUYERS["model"], "target_event": event, "horizon_days": days}
-            cdp.segments.create({**BUYERS, "model": model})
-            statuses.append(cdp.segments.compute("buyers").status)
-            if statuses[-1] == "succeeded":
-                break
-            cdp.segments.delete("buyers")
-        assert statuses[-1] == "succeeded", statuses
+        cdp.segments.create(BUYERS)
+        run = cdp.segments.compute("buyers")  # a propensity score for every profile
+        assert run.status == "succeeded", run
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return path

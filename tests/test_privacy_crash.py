@@ -75,9 +75,9 @@ def test_kill_9_mid_deletion_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert done["status"] == "done" and done["counts"]["events"] == EVENTS + 1  # and the identify
 
     cdp_bin = str(Path(sys.executable).parent / "cdp")
-    # The smallest chunk (100 events a transaction: a thousand of them) leaves time to interrupt it on a fast
-    # machine too; it is interrupted after its first few chunks.
-    env = {**os.environ, "CDP_PRIVACY_EVENTS_CHUNK": "100"}
+    # The smallest chunk (100 events a transaction: a thousand of them) with a pause after each: however fast or
+    # busy the machine, the deletion is still running when the watcher sees its third chunk.
+    env = {**os.environ, "CDP_PRIVACY_EVENTS_CHUNK": "100", "CDP_PRIVACY_CHUNK_PAUSE_SECONDS": "0.5"}
     process = subprocess.Popen([cdp_bin, "privacy", "delete", "--db", str(db), "--user-id", "big"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     # A short busy timeout: the deletion's WAL checkpoints may hold readers back for a moment, and a watcher

@@ -264,6 +264,8 @@ class Privacy:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            if row["step"] == "events" and self.settings.privacy_chunk_pause_seconds:
+                time.sleep(self.settings.privacy_chunk_pause_seconds)
         if erased:
             truncated = self._truncate_wal(conn)
             conn.execute("BEGIN IMMEDIATE")
