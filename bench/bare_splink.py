@@ -20,8 +20,8 @@ import pyarrow as pa
 from splink import DuckDBAPI, Linker, SettingsCreator
 
 from cdp.identity.matching import EM_MAX_PAIRS, PRIOR_RECALL, prepare
-from cdp.identity.matching_backend import MAX_ITERATIONS, arrow_table
-from cdp.identity.matching_spec import (
+from cdp.identity.matching.backend import MAX_ITERATIONS, arrow_table
+from cdp.identity.matching.spec import (
     blocking_rules,
     choose_comparisons,
     deterministic_rules,

@@ -1,4 +1,4 @@
-"""Write ``cdp/identity/default_m.json``: the default model's m-probabilities (see `train`).
+"""Write ``cdp/identity/matching/default_m.json``: the default model's m-probabilities (see `train`).
 
     .venv/bin/python bench/default_model.py            # trains on every corpus below, writes the file
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cdp.identity import matching  # noqa: E402
-from cdp.identity.matching_backend import DEFAULT_M_FILE, default_m_from  # noqa: E402
+from cdp.identity.matching.backend import DEFAULT_M_FILE, default_m_from  # noqa: E402
 
 
 def febrl_rows(number: int) -> pd.DataFrame:

@@ -86,7 +86,7 @@ from splink import DuckDBAPI, Linker
 
 from cdp.identity.evaluate import read_truth, score
 from cdp.identity.matching import prepare
-from cdp.identity.matching_backend import COLUMNS
+from cdp.identity.matching.backend import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(tempfile.gettempdir()) / "cdp-bench-identity"

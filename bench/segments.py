@@ -16,7 +16,7 @@ What it does, in order:
    (all 50 in one call, as ``cdp segments compute --all`` and the scheduler do) twice: a first run that
    writes every membership, enter row, history row and outbox row, and a second run with nothing to
    change. Wall time includes the DuckDB attach and materialization. "now" is frozen at the store's build
-   time + 1 h (``cdp.segments.api.utcnow`` is patched for the bench process) so the hand-written SQL uses
+   time + 1 h (``cdp.segments.service.utcnow`` is patched for the bench process) so the hand-written SQL uses
    the very same window bounds and reruns over the cached store give the same sizes.
 3. **Hand-written DuckDB SQL** for the same 50 rules (written for this data by hand, not generated), in a
    separate process: the same ATTACH of the SQLite file read-only, the same materialization of
@@ -844,7 +844,7 @@ def run_cdp(
 ) -> dict[str, Any]:
     """Create the segments and run compute_many three times (the first writes every membership, the others
     change nothing), calling ``between`` after the second and the third; per-segment query and wall times."""
-    import cdp.segments.api as segments_api
+    import cdp.segments.service as segments_api
     from cdp.segments.engine import Engine
 
     queries: list[tuple[float, float]] = []

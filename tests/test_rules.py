@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from cdp.segments import rules
 from cdp.segments.rules import COMPUTED_TRAITS, InvalidSegment, compile_rule, evaluate, validate, validate_rule
-from cdp.segments.rules_model import DATE_PATTERN, THRESHOLD_OPS, TRAIT_OPS, as_instant, as_number, split_path
+from cdp.segments.rules.model import DATE_PATTERN, THRESHOLD_OPS, TRAIT_OPS, as_instant, as_number, split_path
 from cdp.timeutil import format_ts
 
 NOW = datetime(2026, 1, 15, 12, 0, 0, 500_321, tzinfo=UTC)

@@ -28,7 +28,7 @@ from cdp import CDP, Settings
 from cdp.cli import cli
 from cdp.errors import InvalidInput
 from cdp.timeutil import parse_ts, utcnow
-from cdp.webhooks import deliveries, http11, signing, urls
+from cdp.webhooks import delivery_queue, http_client, signing, urls
 from cdp.webhooks.errors import SecretKeyUnavailable, UnknownMessage, UnsafeURL
 from cdp.webhooks.vault import Vault
 from tests.conftest import LiveServer
@@ -389,9 +389,9 @@ def test_a_lease_left_by_a_crashed_process_runs_out(fresh_db: CDP, write_key: st
     fresh_db.segments.create(PRO)
     fresh_db.segments.compute("pro")
 
-    def crashed_claim(conn: Any) -> list[deliveries.Claimed]:
-        deliveries.fan_out(conn, utcnow(), 0)
-        return deliveries.claim(conn, utcnow(), 0.5, 10, {})
+    def crashed_claim(conn: Any) -> list[delivery_queue.Claimed]:
+        delivery_queue.fan_out(conn, utcnow(), 0)
+        return delivery_queue.claim(conn, utcnow(), 0.5, 10, {})
 
     claimed_at = time.time()
     assert len(fresh_db.store.write(crashed_claim)) == 1  # claimed, then "the process died"
@@ -655,10 +655,10 @@ def post_all(
     host: str = "hooks.test",
     addresses: tuple[str, ...] = ("127.0.0.1",),
     **client_options: Any,
-) -> list[http11.Answer | BaseException]:
-    async def main() -> list[http11.Answer | BaseException]:
-        http = http11.Client(user_agent="test", **client_options)
-        out: list[http11.Answer | BaseException] = []
+) -> list[http_client.Answer | BaseException]:
+    async def main() -> list[http_client.Answer | BaseException]:
+        http = http_client.Client(user_agent="test", **client_options)
+        out: list[http_client.Answer | BaseException] = []
         try:
             for i in range(count):
                 try:
@@ -685,9 +685,9 @@ def test_http_client_framing_keep_alive_and_stale_connections() -> None:
     server = ScriptedServer([chunked, continue_then_ok, limited, None])
     try:
         first, second, third, fourth = post_all(server.port, 4)
-        assert isinstance(first, http11.Answer) and (first.status, first.head) == (200, b"hello world")
-        assert isinstance(second, http11.Answer) and second.status == 204
-        assert isinstance(third, http11.Answer) and third.headers["retry-after"] == "7"
+        assert isinstance(first, http_client.Answer) and (first.status, first.head) == (200, b"hello world")
+        assert isinstance(second, http_client.Answer) and second.status == 204
+        assert isinstance(third, http_client.Answer) and third.headers["retry-after"] == "7"
         # The server closed the kept-alive connection without answering the 4th request: it was sent once
         # more on a new connection, which the script also closes: that failure is reported.
         assert isinstance(fourth, BaseException)
@@ -703,13 +703,13 @@ def test_http_client_framing_keep_alive_and_stale_connections() -> None:
     server = ScriptedServer([closing, big, empty, empty])
     try:
         answers = post_all(server.port, 3, keep_bytes=10, max_body_bytes=1000)
-        assert [a.status for a in answers if isinstance(a, http11.Answer)] == [200, 500, 200]
+        assert [a.status for a in answers if isinstance(a, http_client.Answer)] == [200, 500, 200]
         big_answer = answers[1]
-        assert isinstance(big_answer, http11.Answer) and big_answer.head == b"x" * 10
+        assert isinstance(big_answer, http_client.Answer) and big_answer.head == b"x" * 10
         assert server.connections == 3  # "connection: close" and an unread body each end a connection
         # An address that refuses the connection is skipped for the next one.
         [answer] = post_all(server.port, 1, addresses=("127.0.0.2", "127.0.0.1"))
-        assert isinstance(answer, http11.Answer) and answer.status == 200
+        assert isinstance(answer, http_client.Answer) and answer.status == 200
     finally:
         server.close()
 
@@ -751,7 +751,7 @@ def test_https_connects_to_the_checked_address_and_verifies_the_host(tmp_path: P
     try:
         # Connected to 127.0.0.1, spoke TLS to "hooks.test" (SNI + certificate check): kept alive and reused.
         answers = post_all(server.port, 2, scheme="https", ssl_context=client_tls)
-        assert [a.status for a in answers if isinstance(a, http11.Answer)] == [200, 200]
+        assert [a.status for a in answers if isinstance(a, http_client.Answer)] == [200, 200]
         assert server.connections == 1
         [refused] = post_all(server.port, 1, scheme="https", host="evil.test", ssl_context=client_tls)
         assert isinstance(refused, ssl.SSLCertVerificationError)

@@ -177,7 +177,7 @@ class Cache:
             profile_id = self.redirect[profile_id]
         return profile_id
 
-    def publish(self, txn: _Txn, epoch: int | None = None) -> None:
+    def publish(self, txn: GraphTxn, epoch: int | None = None) -> None:
         """Add a committed transaction's facts (and, if it changed the graph, the change count after it)."""
         if epoch is not None:
             self.epoch = epoch
@@ -194,7 +194,7 @@ class Cache:
                 self.settled[settled_key] = txn.live(profile_id)
 
 
-class _Txn:
+class GraphTxn:
     """Per-transaction view of the identity tables (over the committed cache, if any)."""
 
     def __init__(self, conn: sqlite3.Connection, cache: Cache | None = None) -> None:
@@ -276,7 +276,7 @@ class IdentityGraph:
 
     def observe(self, conn: sqlite3.Connection, observations: list[Observation]) -> list[str | None]:
         """Link each observation's identifiers; returns the profile each one belongs to (in order)."""
-        txn = _Txn(conn, self.cache if self.after_commit is not None else None)
+        txn = GraphTxn(conn, self.cache if self.after_commit is not None else None)
         assigned: list[str | None] = []
         settled = txn.cache.settled if txn.cache is not None else None
         for obs in observations:
@@ -308,7 +308,7 @@ class IdentityGraph:
             )
         return [txn.live(p) if p is not None else None for p in assigned]
 
-    def _observe(self, txn: _Txn, obs: Observation) -> str | None:
+    def _observe(self, txn: GraphTxn, obs: Observation) -> str | None:
         idents = sorted(
             {self._typed(txn, k, v) for k, v in obs.identifiers if v and self.rules.usable(v)},
             key=lambda kv: PRIORITY[kv[0]],
@@ -388,7 +388,7 @@ class IdentityGraph:
 
     def _refuse(
         self,
-        txn: _Txn,
+        txn: GraphTxn,
         decision: Decision,
         kind: str,
         value: str,
@@ -402,7 +402,7 @@ class IdentityGraph:
             self._maybe_shared(txn, kind, value, row)
 
     @staticmethod
-    def _typed(txn: _Txn, kind: str, value: str) -> tuple[str, str]:
+    def _typed(txn: GraphTxn, kind: str, value: str) -> tuple[str, str]:
         """An alias's previousId is an earlier user id if one exists, else an anonymous id."""
         if kind != "previous_id":
             return kind, value
@@ -410,13 +410,13 @@ class IdentityGraph:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def _create_profile(self, txn: _Txn, when: str) -> str:
+    def _create_profile(self, txn: GraphTxn, when: str) -> str:
         profile_id = new_profile_id()
         txn.writes += 1
         txn.conn.execute("INSERT INTO profiles (id, created_at, updated_at) VALUES (?, ?, ?)", (profile_id, when, when))
         return profile_id
 
-    def _attach(self, txn: _Txn, kind: str, value: str, profile_id: str, when: str) -> list[Any]:
+    def _attach(self, txn: GraphTxn, kind: str, value: str, profile_id: str, when: str) -> list[Any]:
         txn.writes += 1
         cursor = txn.conn.execute(
             "INSERT INTO identifiers (type, value, profile_id, first_seen) VALUES (?, ?, ?, ?)",
@@ -427,7 +427,7 @@ class IdentityGraph:
         return row
 
     @staticmethod
-    def _add_attributes(txn: _Txn, identifier_id: int, attributes: list[tuple[str, str]]) -> None:
+    def _add_attributes(txn: GraphTxn, identifier_id: int, attributes: list[tuple[str, str]]) -> None:
         if attributes:
             txn.writes += 1
             txn.conn.executemany(
@@ -436,7 +436,7 @@ class IdentityGraph:
             )
 
     @staticmethod
-    def _link(txn: _Txn, a: int, b: int, obs: Observation) -> None:
+    def _link(txn: GraphTxn, a: int, b: int, obs: Observation) -> None:
         if txn.linked(a, b):
             return
         txn.writes += 1
@@ -448,7 +448,7 @@ class IdentityGraph:
             txn.pairs.add((a, b))
 
     def _conflict(
-        self, txn: _Txn, rule: str, message: str, kind: str, value: str, profiles: list[str], obs: Observation
+        self, txn: GraphTxn, rule: str, message: str, kind: str, value: str, profiles: list[str], obs: Observation
     ) -> None:
         txn.writes += 1
         txn.conn.execute(
@@ -457,7 +457,7 @@ class IdentityGraph:
             (rule, message, kind, value, orjson.dumps(profiles).decode(), obs.origin, obs.when),
         )
 
-    def _maybe_shared(self, txn: _Txn, kind: str, value: str, row: list[Any]) -> None:
+    def _maybe_shared(self, txn: GraphTxn, kind: str, value: str, row: list[Any]) -> None:
         refused = txn.conn.execute(
             "SELECT count(*) FROM identity_conflicts WHERE identifier_type = ? AND identifier_value = ?", (kind, value)
         ).fetchone()[0]
@@ -474,7 +474,7 @@ class IdentityGraph:
         reason: str,
         details: dict[str, Any],
         when: str,
-        txn: _Txn | None = None,
+        txn: GraphTxn | None = None,
     ) -> str:
         """Merge two live profiles; the older survives. Returns the survivor."""
         age = {

@@ -176,7 +176,7 @@ def related_names(name: str) -> frozenset[str]:
     """Known names related to a cleaned first name through the lists: its nicknames and formal forms;
     for a misspelling (`corrections`) the corrected names and theirs; for a three-letter short form the
     lists do not know, the known names it starts once their first vowel is dropped (liv: olivia).
-    What a matching row carries (`cdp.identity.matching_prepare`) so that SQL can test the relation
+    What a matching row carries (`cdp.identity.matching.prepare`) so that SQL can test the relation
     with a substring search on either side."""
     out = set(nicknames_of(name))
     for corrected in corrections(name):

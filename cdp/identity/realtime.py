@@ -17,7 +17,7 @@ import pandas as pd
 from cdp.debounce import Debouncer
 from cdp.identity import labels, matching, review
 from cdp.identity.cluster import chain_support_needed
-from cdp.identity.graph import IdentityGraph, _Txn
+from cdp.identity.graph import GraphTxn, IdentityGraph
 from cdp.identity.resolve import Resolution
 from cdp.store import Store
 from cdp.timeutil import now_iso
@@ -108,7 +108,7 @@ class RealtimeMatcher:
         labels (a cannot-link between the two profiles refuses the merge); keep the doubtful pairs and the
         refused links whose sides are in different profiles in the review queue."""
         assert self._model_version is not None
-        txn = _Txn(conn)
+        txn = GraphTxn(conn)
         now = now_iso()
         merged = 0
         doubts: list[review.Doubt] = []

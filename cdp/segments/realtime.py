@@ -17,7 +17,7 @@ from cdp.hooks import Hook
 from cdp.ingest.rows import EventRow
 from cdp.privacy import consent
 from cdp.segments import rules
-from cdp.segments.api import Segments
+from cdp.segments.service import Segments
 from cdp.timeutil import utcnow
 
 log = logging.getLogger("cdp.segments")

@@ -1,5 +1,5 @@
 """``CDP.webhooks``: signed, retried notifications of segment and profile changes."""
 
-from cdp.webhooks.api import Webhooks
+from cdp.webhooks.service import Webhooks
 
 __all__ = ["Webhooks"]

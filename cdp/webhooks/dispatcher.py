@@ -1,4 +1,4 @@
-"""The dispatcher: one background thread running an asyncio loop with one HTTP client (``http11``).
+"""The dispatcher: one background thread running an asyncio loop with one HTTP client (``http_client``).
 
 Each *tick* is one write job, so one transaction: record the results of finished attempts, fan new
 outbox rows out into deliveries, and lease the next due deliveries (per endpoint at most
@@ -25,10 +25,10 @@ from cdp.errors import StoreClosed
 from cdp.settings import Settings
 from cdp.store import Store
 from cdp.timeutil import format_ts, utcnow
-from cdp.webhooks import deliveries, sending, signing
-from cdp.webhooks.deliveries import Claimed, Policy, Result
+from cdp.webhooks import delivery_queue, sending, signing
+from cdp.webhooks.delivery_queue import Claimed, Policy, Result
 from cdp.webhooks.errors import SecretKeyUnavailable
-from cdp.webhooks.http11 import Client
+from cdp.webhooks.http_client import Client
 from cdp.webhooks.vault import Vault
 
 log = logging.getLogger("cdp.webhooks")
@@ -151,8 +151,8 @@ class Dispatcher:
         top = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
         if top > self._high_water:
             return True
-        for eid, *_ in deliveries.sendable_endpoints(conn, now):
-            if len(self._in_flight[eid]) < self.cap and deliveries.has_claimable(conn, eid, now):
+        for eid, *_ in delivery_queue.sendable_endpoints(conn, now):
+            if len(self._in_flight[eid]) < self.cap and delivery_queue.has_claimable(conn, eid, now):
                 return True
         return False
 
@@ -168,10 +168,10 @@ class Dispatcher:
         lease = lease_seconds(self.settings)
 
         def job(conn: sqlite3.Connection) -> tuple[list[Claimed], int, int]:
-            deliveries.record(conn, results, now, self.policy)
-            deliveries.release(conn, blocked, retry_blocked)
-            consumed = deliveries.fan_out(conn, now, first_delay)
-            return deliveries.claim(conn, now, lease, self.cap, busy), consumed, deliveries.high_water(conn)
+            delivery_queue.record(conn, results, now, self.policy)
+            delivery_queue.release(conn, blocked, retry_blocked)
+            consumed = delivery_queue.fan_out(conn, now, first_delay)
+            return delivery_queue.claim(conn, now, lease, self.cap, busy), consumed, delivery_queue.high_water(conn)
 
         try:
             claimed, consumed, self._high_water = await asyncio.wrap_future(self.store.submit(job))
@@ -189,7 +189,7 @@ class Dispatcher:
             task = asyncio.create_task(self._deliver(client, out))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return bool(results or claimed or consumed >= deliveries.FAN_OUT_BATCH)
+        return bool(results or claimed or consumed >= delivery_queue.FAN_OUT_BATCH)
 
     def _outgoing(self, item: Claimed) -> sending.Outgoing | None:
         try:
@@ -250,8 +250,8 @@ class Dispatcher:
         now = utcnow()
 
         def job(conn: sqlite3.Connection) -> None:
-            deliveries.record(conn, results, now, self.policy)
-            deliveries.release(conn, cut_short, now)
+            delivery_queue.record(conn, results, now, self.policy)
+            delivery_queue.release(conn, cut_short, now)
 
         try:
             await asyncio.wrap_future(self.store.submit(job))

@@ -19,9 +19,9 @@ import httpx
 
 from cdp.timeutil import format_ts, utcnow
 from cdp.webhooks import signing, urls
-from cdp.webhooks.deliveries import Result
+from cdp.webhooks.delivery_queue import Result
 from cdp.webhooks.errors import UnsafeURL
-from cdp.webhooks.http11 import Client
+from cdp.webhooks.http_client import Client
 
 RESPONSE_BYTES = 1024
 USER_AGENT = "cdp-webhooks (+https://www.standardwebhooks.com)"

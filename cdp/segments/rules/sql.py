@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cdp.segments.rules_model import (
+from cdp.segments.rules.model import (
     COMPUTED_TRAITS,
     DATE_PATTERN,
     NAMED_EVENT_TYPES,

@@ -20,7 +20,7 @@ from cdp.settings import Settings
 from cdp.store import Store
 from cdp.timeutil import format_ts, parse_ts, utcnow
 from cdp.webhooks import sending, signing, urls
-from cdp.webhooks.deliveries import EVENT_TYPES, record
+from cdp.webhooks.delivery_queue import EVENT_TYPES, record
 from cdp.webhooks.dispatcher import Dispatcher, lease_seconds, policy
 from cdp.webhooks.errors import UnknownMessage, UnknownWebhook
 from cdp.webhooks.vault import Vault, key_file_path

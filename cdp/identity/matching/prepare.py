@@ -34,7 +34,7 @@ FIELDS: tuple[str, ...] = (
 
 Match rows may also carry *extra* columns named ``x_<trait>`` (any other trait the user mapped: gender,
 birth place, occupation ...): `prepare` cleans them like names and keeps them, and a model compares
-those that are informative (`cdp.identity.matching_spec.usable_extras`). A ``full_name`` column fills
+those that are informative (`cdp.identity.matching.spec.usable_extras`). A ``full_name`` column fills
 first and last name where both are missing (split with ``nameparser``)."""
 
 EXTRA_PREFIX = "x_"

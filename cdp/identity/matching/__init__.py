@@ -19,13 +19,13 @@ term-frequency adjustment included), so that ``match_weight == model.prior_weigh
 Comparison names (`COMPARISON_COLUMNS`): ``first_name``, ``last_name``, ``email``, ``phone``,
 ``birthday``, ``address_postal_code``, ``address_city``, ``address_street``, ``address_country`` and
 ``first_name_conflict`` (a fixed veto: 0, or far below -60 when both first names are known and
-unrelated and the birthdays differ -- see `cdp.identity.matching_spec`); a model has those whose
+unrelated and the birthdays differ -- see `cdp.identity.matching.spec`); a model has those whose
 fields were filled in its training rows (``model.comparisons``), so with the default fields the edge
 columns are ``mw_first_name`` ... ``mw_address_street`` and ``mw_first_name_conflict``.
 
-Layout: cleaning is in `cdp.identity.matching_prepare`, comparison levels and blocking rules in
-`cdp.identity.matching_spec`, database sessions and parameter post-processing in
-`cdp.identity.matching_backend`; this module trains, stores, scores and explains.
+Layout: cleaning is in `cdp.identity.matching.prepare`, comparison levels and blocking rules in
+`cdp.identity.matching.spec`, database sessions and parameter post-processing in
+`cdp.identity.matching.backend`; this module trains, stores, scores and explains.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from splink.internals.blocking_rule_creator import BlockingRuleCreator
 from splink.internals.exceptions import EMTrainingException, SplinkException
 from splink.internals.splink_dataframe import SplinkDataFrame
 
-from cdp.identity.matching_backend import (
+from cdp.identity.matching.backend import (
     COLUMNS,
     DUCKDB_MEMORY_LIMIT,
     MAX_ITERATIONS,
@@ -76,7 +76,7 @@ from cdp.identity.matching_backend import (
     term_frequencies,
     with_extras,
 )
-from cdp.identity.matching_prepare import (
+from cdp.identity.matching.prepare import (
     BLOCK_FLAGS,
     DERIVED,
     EXTRA_PREFIX,
@@ -89,7 +89,7 @@ from cdp.identity.matching_prepare import (
     prepare,
     to_arrow_strings,
 )
-from cdp.identity.matching_spec import (
+from cdp.identity.matching.spec import (
     COMPARISON_COLUMNS,
     DETERMINISTIC_KEYS,
     MIN_FILL,
@@ -328,7 +328,7 @@ def train(
        birthday and on first + last name (more rules if a comparison would stay untrained), at most
        `EM_MAX_PAIRS` pairs each; a level EM never sees gets m = u (weight 0). With fewer rows, or when
        EM cannot run, the *default model*: m from `DEFAULT_M` (shipped with cdp, see
-       `cdp/identity/default_m.json`), so a small store gets fuzzy matches from its first records.
+       `cdp/identity/matching/default_m.json`), so a small store gets fuzzy matches from its first records.
        ``model.kind`` says which.
     6. Term frequencies only ever lower a weight: exact matches on values more common than average
        weigh less, rarer values weigh the average (never more -- a typo that happens to be unique

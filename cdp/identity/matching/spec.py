@@ -19,7 +19,7 @@ from splink.internals.comparison_creator import ComparisonCreator
 from splink.internals.comparison_level_creator import ComparisonLevelCreator
 from splink.internals.dialects import SplinkDialect
 
-from cdp.identity.matching_prepare import (
+from cdp.identity.matching.prepare import (
     DERIVED,
     EXTRA_PREFIX,
     FIELDS,

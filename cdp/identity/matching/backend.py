@@ -24,8 +24,8 @@ from splink import DuckDBAPI, Linker, SettingsCreator
 from splink.internals.database_api import DatabaseAPISubClass
 from splink.internals.splink_dataframe import SplinkDataFrame
 
-from cdp.identity.matching_prepare import DERIVED, EXTRA_PREFIX, FIELDS, STRING, MatchingError
-from cdp.identity.matching_spec import GUARD, MOVED_COMPARISONS, comparisons_named, counts_moves, moved_level, rule
+from cdp.identity.matching.prepare import DERIVED, EXTRA_PREFIX, FIELDS, STRING, MatchingError
+from cdp.identity.matching.spec import GUARD, MOVED_COMPARISONS, comparisons_named, counts_moves, moved_level, rule
 
 Backend = Literal["duckdb", "spark"]
 
@@ -200,7 +200,7 @@ def register_term_frequencies(linker: Linker, session: Session, tf: Mapping[str,
 
 def settings_creator(names: Sequence[str], keys: Sequence[Sequence[str]], *, moved: bool = False) -> SettingsCreator:
     """Splink settings for the comparisons ``names`` and blocking keys ``keys``; ``moved`` as in
-    `cdp.identity.matching_spec.comparisons_named`."""
+    `cdp.identity.matching.spec.comparisons_named`."""
     return SettingsCreator(
         link_type="dedupe_only",
         comparisons=[comparison for _, comparison in comparisons_named(names, moved=moved)],

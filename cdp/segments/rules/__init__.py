@@ -73,7 +73,7 @@ timestamps as fixed-width UTC text ``YYYY-MM-DDTHH:MM:SS.mmmZ``, ``profiles(id, 
 text (live profiles only, unique ids; valid JSON or NULL: DuckDB raises on malformed JSON), and
 ``memberships(segment_key, profile_id)``.
 
-SQL shape (details in ``rules_sql``): per event condition one filtered scan of events (type, name, window
+SQL shape (details in ``rules.sql``): per event condition one filtered scan of events (type, name, window
 first) and one GROUP BY profile_id; one scan of profiles parsing each JSON column once for all its paths;
 event conditions and in_segment joined as hash semi-joins (IN / NOT IN), never correlated subqueries; every
 value, name, path, bound and key is a ``$n`` parameter.
@@ -84,8 +84,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
 
-from cdp.segments.rules_eval import evaluate, matches
-from cdp.segments.rules_model import (
+from cdp.segments.rules.evaluate import evaluate, matches
+from cdp.segments.rules.model import (
     COMPUTED_PREFIXES,
     COMPUTED_TRAITS,
     AllOf,
@@ -104,8 +104,8 @@ from cdp.segments.rules_model import (
     is_computed,
     split_path,
 )
-from cdp.segments.rules_schema import SCHEMA, validate, validate_rule
-from cdp.segments.rules_sql import Compiled, compile_rule
+from cdp.segments.rules.schema import SCHEMA, validate, validate_rule
+from cdp.segments.rules.sql import Compiled, compile_rule
 
 __all__ = [
     "COMPUTED_PREFIXES",

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from cdp.segments.rules_model import (
+from cdp.segments.rules.model import (
     COMPUTED_TRAITS,
     MISSING,
     NAMED_EVENT_TYPES,

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 from cdp.jsonlimits import out_of_range
 from cdp.ml import schema as ml_schema
-from cdp.segments.rules_model import (
+from cdp.segments.rules.model import (
     AGGREGATES,
     DATE_PATTERN,
     KEY_PATTERN,

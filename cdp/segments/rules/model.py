@@ -1,7 +1,7 @@
 """The typed tree of a segment definition and the value semantics shared by the compiler and the evaluator.
 
 Everything here is pure: paths, numbers, instants and windows are interpreted the same way by
-``rules_sql`` (which says it in SQL) and ``rules_eval`` (which says it in Python). See ``cdp.segments.rules``
+``rules.sql`` (which says it in SQL) and ``rules.evaluate`` (which says it in Python). See ``cdp.segments.rules``
 for the language itself.
 """
 
