@@ -158,7 +158,9 @@ def test_households_share_address_and_phone_with_distinct_first_names(
     multi = [h for h, members in families if len(members) >= 2]
     assert len(multi) > 200
     same_last = sum(people.loc[people["household"] == h, "last"].nunique() == 1 for h in multi)
-    assert same_last / len(multi) > 0.93
+    # each person's surname is their records' most common spelling; a typo (4% of records) in a one- or
+    # two-record person's surname is enough to make it differ, so about 3% of people and 8% of households
+    assert same_last / len(multi) > 0.88
     distinct_first = sum(people.loc[people["household"] == h, "first"].is_unique for h in multi)
     assert distinct_first / len(multi) > 0.97
     # a landline or a street address shared by two members of one household, and not across households

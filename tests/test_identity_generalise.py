@@ -158,6 +158,53 @@ def test_a_birthday_typo_and_a_nickname_merge_but_a_household_does_not(tmp_path:
         cdp.close()
 
 
+def test_twins_sharing_a_landline_a_family_email_and_a_birthday_stay_two(tmp_path: Path) -> None:
+    """Each twin has one record with the family email and their own mobile, and one with the landline only,
+    among a thousand other people in households. The family-email records agree on everything but the first
+    name and the mobile, and the landline-only records on everything but the first name; each twin's own
+    records are one person."""
+    cdp = _store(tmp_path)
+    try:
+        spec = corpora.CORPORA["households"]
+        records, _ = corpora.generate("households", 1000, 11)
+        _import(cdp, records, tmp_path, spec.source, spec)
+        home = {"last_name": "Carterby", "birthday": "1985-06-18", "street": "164 Hill Lane", "city": "Bristol",
+                "postal_code": "BS18 8US", "country": "UK"}  # fmt: skip
+        people = {"Alexander": ("t1", "t2", "+44 7860 447231"), "Richard": ("t3", "t4", "+44 7116 028361")}
+        twins = []
+        for first, (with_email, with_landline, mobile) in people.items():
+            twins.append({spec.id_column: with_email, "first_name": first, "email": "carterbys@mail.net",
+                          "phone": mobile, **home})  # fmt: skip
+            twins.append({spec.id_column: with_landline, "first_name": first, "phone": "+44 117 092 6231", **home})
+        _import(cdp, pd.DataFrame(twins), tmp_path, spec.source, spec)
+        result = cdp.identity.run()
+        profile = {e: cdp.profiles.lookup_id(source=spec.source, external_id=e) for e in ("t1", "t2", "t3", "t4")}
+        assert profile["t1"] == profile["t2"] and profile["t3"] == profile["t4"], result
+        assert profile["t1"] != profile["t3"], result
+    finally:
+        cdp.close()
+
+
+def test_a_household_edge_is_judged_after_the_consistent_evidence(tmp_path: Path) -> None:
+    """Rows 0-1 are one twin, 2-3 the other; the strongest edge joins the two landline-only rows (1, 3),
+    which differ only in the first name. Added first, it would pull both twins into one cluster; judged
+    last, it meets the twins' own mobiles and is refused."""
+    landline, mobile_a, mobile_b = "+441170926231", "+447860447231", "+447116028361"
+    facts = {
+        0: ("alexander", "1985-06-18", mobile_a, None),
+        1: ("alexander", "1985-06-18", landline, None),
+        2: ("richard", "1985-06-18", mobile_b, None),
+        3: ("richard", "1985-06-18", landline, None),
+    }
+    edges = (np.array([1, 0, 2]), np.array([3, 1, 3]), np.array([20.0, 15.0, 15.0]))
+    rules = Rules(Settings(db=tmp_path / "x.db"))
+    label, refused = cluster(_line_graph(4), edges, rules, facts=facts)
+    assert label.tolist() == [0, 0, 2, 2]
+    assert [r.rule for r in refused] == ["household"]
+    without, _ = cluster(_line_graph(4), edges, rules)  # without the facts, the strongest edge wins
+    assert len(set(without.tolist())) == 1
+
+
 # ------------------------------------------------------------------------------------------ clustering
 def _line_graph(n: int) -> Graph:
     """``n`` record identifiers, each its own profile, no deterministic links."""

@@ -139,15 +139,19 @@ def _child_pids() -> set[int]:
     """Live writer processes started by this one (not zombies, not multiprocessing's resource tracker)."""
     found: set[int] = set()
     for task in os.listdir(f"/proc/{os.getpid()}/task"):
-        with open(f"/proc/{os.getpid()}/task/{task}/children") as children:
-            for pid in children.read().split():
-                try:
-                    state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if state != "Z" and b"cdp.ingest.writer" in cmdline:
-                    found.add(int(pid))
+        try:
+            with open(f"/proc/{os.getpid()}/task/{task}/children") as children:
+                pids = children.read().split()
+        except OSError:  # the thread ended since the listing
+            continue
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if state != "Z" and b"cdp.ingest.writer" in cmdline:
+                found.add(int(pid))
     return found
 
 

@@ -78,24 +78,30 @@ def test_kill_9_mid_deletion_resumes_to_the_same_result(tmp_path: Path) -> None:
     # The smallest chunk (100 events a transaction: a thousand of them) with a pause after each: however fast or
     # busy the machine, the deletion is still running when the watcher sees its third chunk.
     env = {**os.environ, "CDP_PRIVACY_EVENTS_CHUNK": "100", "CDP_PRIVACY_CHUNK_PAUSE_SECONDS": "0.5"}
+    errors = (tmp_path / "delete.err").open("wb")  # what the command said, for a failure's message
     process = subprocess.Popen([cdp_bin, "privacy", "delete", "--db", str(db), "--user-id", "big"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                               stdout=subprocess.DEVNULL, stderr=errors)  # fmt: skip
+    said = lambda: (tmp_path / "delete.err").read_text(errors="replace")[-2000:]  # noqa: E731
     # A short busy timeout: the deletion's WAL checkpoints may hold readers back for a moment, and a watcher
     # waiting through them could see the deletion only once it has ended.
     watcher = sqlite3.connect(db, timeout=0.01)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240  # a very busy machine starts the command slowly
     try:
         while True:
             try:
-                row = watcher.execute("SELECT status, counts FROM privacy_requests").fetchone()
+                # fetchall ends the statement, and with it the read snapshot: a snapshot left open between
+                # polls would hold the deletion's WAL checkpoints (and so the deletion) back
+                rows = watcher.execute("SELECT status, counts FROM privacy_requests").fetchall()
+                row = rows[0] if rows else None
             except sqlite3.OperationalError:  # busy for a moment: look again
-                assert process.poll() is None, "the deletion ended before it could be interrupted"
+                assert process.poll() is None, f"the deletion ended before it could be interrupted: {said()}"
+                assert time.monotonic() < deadline, said()
                 continue
             removed = orjson.loads(row[1]).get("events", 0) if row else 0
             if row and row[0] == "running" and removed >= 3 * 100:
                 break
-            assert process.poll() is None, "the deletion ended before it could be interrupted"
-            assert time.monotonic() < deadline
+            assert process.poll() is None, f"the deletion ended before it could be interrupted: {said()}"
+            assert time.monotonic() < deadline, f"no progress: {row}, {said()}"
             time.sleep(0.002)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
@@ -104,6 +110,10 @@ def test_kill_9_mid_deletion_resumes_to_the_same_result(tmp_path: Path) -> None:
         left = watcher.execute("SELECT count(*) FROM events WHERE user_id = 'big'").fetchone()[0]
     finally:
         watcher.close()
+        if process.poll() is None:  # the test failed before the kill: leave no process behind
+            process.kill()
+            process.wait(timeout=30)
+        errors.close()
     assert status == "running" and step == "events"
     assert 0 < left < EVENTS and orjson.loads(counts)["events"] == EVENTS + 1 - left  # counted with the deletes
 

@@ -108,14 +108,31 @@ def _phone_text(rng: random.Random, number: str) -> str:
     return (f"+44 {n[:4]} {n[4:]}", number, f"0044 {n}", f"+44 (0){n}")[min(3, int(roll * 4))]
 
 
-def _email(rng: random.Random, first: str, last: str, birthday: str) -> str:
+def _mailbox(address: str) -> str:
+    """What makes two addresses one mailbox: the domain and the user's letters and digits (Gmail ignores
+    dots; other providers differ, so the stricter reading is used)."""
+    user, _, domain = address.lower().partition("@")
+    return "".join(ch for ch in user if ch.isalnum()) + "@" + domain
+
+
+def _unique(rng: random.Random, address: str, taken: set[str]) -> str:
+    """An address nobody else in the corpus has: a mailbox belongs to one person (or one family)."""
+    while _mailbox(address) in taken:
+        user, _, domain = address.partition("@")
+        address = f"{user}{rng.randint(1, 99)}@{domain}"
+    taken.add(_mailbox(address))
+    return address
+
+
+def _email(rng: random.Random, first: str, last: str, birthday: str, taken: set[str]) -> str:
     local = rng.choice((f"{first}.{last}", f"{first}{last}", f"{first[0]}{last}", f"{first}{birthday[2:4]}",
                         f"{first}_{last}{rng.randint(1, 99)}"))  # fmt: skip
-    return f"{local}@{nz.pick(rng, nz.MAIL_DOMAINS)}"
+    return _unique(rng, f"{local}@{nz.pick(rng, nz.MAIL_DOMAINS)}".lower(), taken)
 
 
-def _household(rng: random.Random, people: list[_Member]) -> list[_Member]:
-    """One household; sometimes the first member is a namesake of someone already generated."""
+def _household(rng: random.Random, people: list[_Member], taken: set[str]) -> list[_Member]:
+    """One household; sometimes the first member is a namesake of someone already generated. ``taken``: the
+    mailboxes already given out (namesakes and relatives never share a personal address by chance)."""
     size = nz.skewed_size(rng, HOUSEHOLD_SIZES)
     namesake = people[rng.randrange(len(people))] if people and rng.random() < HOUSEHOLDS_RATES["namesake"] else None
     home = _home(rng, namesake.home.country, namesake.home.city) if namesake else _home(rng)
@@ -124,6 +141,8 @@ def _household(rng: random.Random, people: list[_Member]) -> list[_Member]:
     home.landline = landline
     family = f"{rng.choice(('the', ''))}{last}{rng.choice(('s', 'family', 'house'))}@{nz.pick(rng, nz.MAIL_DOMAINS)}"
     family_email = size > 1 and rng.random() < HOUSEHOLDS_RATES["family_email"]
+    if family_email:
+        family = _unique(rng, family.lower(), taken)
     parent_year = rng.randint(1945, 1990)
     kids = max(0, size - 2)
     twins = kids >= 2 and rng.random() < HOUSEHOLDS_RATES["twins"]
@@ -134,8 +153,8 @@ def _household(rng: random.Random, people: list[_Member]) -> list[_Member]:
             first = namesake.first
         else:
             pool = nz.MODERN_MALE if rng.random() < 0.5 else nz.MODERN_FEMALE
-            taken = [m.first for m in members]
-            choices = [n for n in pool if not any(nz.related_names(n, t) for t in taken)]
+            named = [m.first for m in members]
+            choices = [n for n in pool if not any(nz.related_names(n, t) for t in named)]
             first = nz.pick(rng, choices, 0.8)
         if k < 2:
             birthday = nz.random_date(rng, parent_year - 3, parent_year + 3)
@@ -146,7 +165,7 @@ def _household(rng: random.Random, people: list[_Member]) -> list[_Member]:
             kid_birthday = birthday
         if namesake and birthday == namesake.birthday:
             birthday = nz.date_error(rng, birthday, "year")
-        email = family if family_email and rng.random() < 0.5 else _email(rng, first, last, birthday)
+        email = family if family_email and rng.random() < 0.5 else _email(rng, first, last, birthday, taken)
         members.append(_Member(first, last, birthday, _mobile(rng, home.country), email.lower(), home))
     for m in members:
         if rng.random() < HOUSEHOLDS_RATES["moved"]:  # only people with 2+ records move (below)
@@ -209,8 +228,9 @@ def households_corpus(n_entities: int, seed: int) -> Generated:
     rng = random.Random(f"households:{seed}")
     people: list[_Member] = []
     households: list[list[_Member]] = []
+    taken: set[str] = set()
     while len(people) < n_entities:
-        members = _household(rng, people)[: n_entities - len(people)]
+        members = _household(rng, people, taken)[: n_entities - len(people)]
         households.append(members)
         people.extend(members)
     out = Rows("crm", "id", HOUSEHOLDS_COLUMNS)

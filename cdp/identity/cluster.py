@@ -273,6 +273,7 @@ def cluster(
     link_weight: float = -np.inf,
     must: np.ndarray | None = None,
     cannot: np.ndarray | None = None,
+    facts: dict[int, Facts] | None = None,
 ) -> tuple[np.ndarray, list[Refusal]]:
     """Each row's cluster (the smallest row in it), and the links/edges merge protection refused.
 
@@ -307,6 +308,12 @@ def cluster(
     edges strongest first, must-links before them) that would join the two sides is refused. Since edges
     come strongest first, the edges refused are the weakest on every path between the two records: a
     chain a-b-c-d-e with a cannot-link between a and e is cut at its weakest edge, and nowhere else.
+
+    ``facts`` (by row, for the match rows with a first name) keep the model's veto (`two_people`) across a
+    cluster, not only on the pair scored: no match edge joins two clusters when a record of one and a
+    record of the other are two people by it. Twins and spouses share a surname, an address, a landline,
+    a family email and sometimes a birthday, so one of their records can outscore the first names on
+    another; their other records (own mobile, own email, own birthday) tell them apart.
     """
     from scipy.sparse import coo_matrix  # a fifth of a second to import: only when clustering
     from scipy.sparse.csgraph import connected_components
@@ -350,7 +357,7 @@ def cluster(
             np.concatenate([must[:, 1], np.asarray(eb, dtype=np.int64)]),
             np.concatenate([np.full(len(must), np.inf), np.asarray(weight, dtype=np.float64)]),
         )
-    return _add_edges(graph, label, edges, rules, refused, guard, matched, tiebreak, partners), refused
+    return _add_edges(graph, label, edges, rules, refused, guard, matched, tiebreak, partners, facts), refused
 
 
 def _add_edges(
@@ -363,6 +370,7 @@ def _add_edges(
     matchable: np.ndarray,
     tiebreak: np.ndarray,
     partners: dict[int, set[int]] | None = None,
+    facts: dict[int, Facts] | None = None,
 ) -> np.ndarray:
     """Probabilistic edges onto the clusters ``label`` (smallest row of each), strongest first. An edge of
     infinite weight is a must-link: merge protection and the chaining guard do not apply to it;
@@ -371,7 +379,20 @@ def _add_edges(
     if not len(ea):
         return label
     chaining_density, strong_weight, link_weight = guard
-    order = np.lexsort((tiebreak[eb], tiebreak[ea], -weight))
+    # Edges whose two records name two unrelated first names come after all the others: they join only
+    # clusters that the consistent evidence has already shaped, so that a twin's landline-only record is
+    # judged with everything else known of both twins.
+    late = np.zeros(len(ea), dtype=bool)
+    if facts:
+        late = np.fromiter(
+            (
+                x in facts and y in facts and not names.compatible(facts[x][0], facts[y][0])
+                for x, y in zip(np.asarray(ea).tolist(), np.asarray(eb).tolist(), strict=True)
+            ),
+            dtype=bool,
+            count=len(ea),
+        ) & ~np.isinf(weight)
+    order = np.lexsort((tiebreak[eb], tiebreak[ea], -weight, late))
     ea, eb = ea[order].tolist(), eb[order].tolist()
     strong = (weight[order] >= strong_weight).tolist()
     linking = (weight[order] >= link_weight).tolist()
@@ -452,6 +473,9 @@ def _add_edges(
         if flagged and _kept_apart(flagged.get(ra, ()), rb, partners, lambda r: find(int(label[r]))):
             refused.append(Refusal("cannot_link", CANNOT_LINK_MESSAGE, int(graph.ids[x]), int(graph.ids[y])))
             continue
+        if facts and not must and _two_people(matchable_members(ra), matchable_members(rb), facts):
+            refused.append(Refusal("household", HOUSEHOLD_MESSAGE, int(graph.ids[x]), int(graph.ids[y])))
+            continue
         ca, cb = type_counts[ra], type_counts[rb]
         if must:
             pass  # a person said so: merge protection and the chaining guard do not apply
@@ -491,6 +515,40 @@ def _add_edges(
         remap[keys] = [find(int(k)) for k in keys.tolist()]
         label = remap[label]
     return label
+
+
+Facts = tuple[str, str | None, str | None, str | None]
+"""A match row's cleaned first name, birthday, phone and email user (the veto's inputs)."""
+HOUSEHOLD_MESSAGE = (
+    "a record on each side has another first name and another birthday, phone or email: two people sharing"
+    " an address, a landline or a family email"
+)
+
+
+def two_people(a: Facts, b: Facts) -> bool:
+    """Two match rows that are two people: first names unrelated, and the birthdays, the phones or the email
+    users known on both sides and different (a birthday one typo away is the same). Stricter than the model's
+    veto (``first_name_conflict`` in `cdp.identity.matching.spec`), which also doubts a pair whose birthday
+    is missing: across a cluster only what is known speaks (a register's duplicate whose first name was
+    replaced and whose birthday is missing still joins through its other records)."""
+    if names.compatible(a[0], b[0]):
+        return False
+    if a[2] is not None and b[2] is not None and not names.one_edit_apart(a[2], b[2]):
+        return True  # two phones, not one with a digit mistyped
+    if a[3] is None or b[3] is None:
+        return False
+    # two users, not one with typos in it (one in a short user, two in a longer one)
+    return names.edits(a[3], b[3]) > (1 if min(len(a[3]), len(b[3])) < 6 else 2)
+
+
+def _two_people(left: list[int], right: list[int], facts: dict[int, Facts]) -> bool:
+    return any_two_people([facts[r] for r in left if r in facts], [facts[r] for r in right if r in facts])
+
+
+def any_two_people(left: Iterable[Facts], right: Iterable[Facts]) -> bool:
+    """Is a row of ``left`` and a row of ``right`` two people (`two_people`)?"""
+    one = list(left)
+    return bool(one) and any(two_people(a, b) for b in right for a in one)
 
 
 def _share_must_neighbours(neighbours: dict[int, set[int]], must: list[tuple[int, int]]) -> None:

@@ -232,6 +232,28 @@ def _edits_at_most_one(a: str, b: str) -> bool:
     return short[i:] == long[i + 1 :]
 
 
+def one_edit_apart(a: str, b: str) -> bool:
+    """Equal, or one substitution, insertion, deletion or adjacent transposition apart."""
+    return a == b or _edits_at_most_one(a, b)
+
+
+def edits(a: str, b: str) -> int:
+    """Substitutions, insertions, deletions and adjacent transpositions that turn a into b (optimal string
+    alignment distance)."""
+    if a == b:
+        return 0
+    before: list[int] | None = None
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y))
+            if before is not None and i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                current[j] = min(current[j], before[j - 2] + 1)
+        before, previous = previous, current
+    return previous[-1]
+
+
 def _short_form(short: str, long: str) -> bool:
     """``short``, three letters, starts ``long`` once its first letter, a vowel, is dropped (Liv / Olivia)."""
     return len(short) == 3 and len(long) > 4 and long[0] in _VOWELS and long[1:].startswith(short)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from cdp.debounce import Debouncer
 from cdp.identity import labels, matching, review
-from cdp.identity.cluster import chain_support_needed
+from cdp.identity.cluster import HOUSEHOLD_MESSAGE, any_two_people, chain_support_needed
 from cdp.identity.graph import GraphTxn, IdentityGraph
 from cdp.identity.resolve import Resolution
 from cdp.store import Store
@@ -161,6 +161,9 @@ class RealtimeMatcher:
             if not decision.ok:
                 doubts.append(doubt(row, "merge_protection", decision.message))
                 continue
+            if self._two_people(conn, pa, pb):
+                doubts.append(doubt(row, "merge_protection", HOUSEHOLD_MESSAGE))
+                continue
             if not strong and self._chains(conn, pa, pb):
                 doubts.append(doubt(row, "chaining", "the chaining guard refused: too few record pairs match"))
                 continue
@@ -176,6 +179,21 @@ class RealtimeMatcher:
         if doubts:
             review.keep(conn, doubts, replace=False)
         return merged
+
+    def _two_people(self, conn: sqlite3.Connection, pa: str, pb: str) -> bool:
+        """Would the merge put two people in one profile (`cluster.two_people`: a record on each side with
+        another first name and another phone or email)? As the full run's clustering asks of every join."""
+
+        def facts(pid: str) -> list[Any]:
+            found = conn.execute(
+                "SELECT type, value FROM identifiers WHERE profile_id = ? AND type IN ('record', 'user_id')", (pid,)
+            ).fetchall()
+            records = [(s, e) for t, v in found if t == "record" for s, _, e in [str(v).partition(":")]]
+            users = [str(v) for t, v in found if t == "user_id"]
+            rows = self.resolution.match_rows(conn, records=records, users=users)
+            return list(matching.person_facts(matching.prepare(rows)).values()) if len(rows) else []
+
+        return any_two_people(facts(pa), facts(pb))
 
     @staticmethod
     def _chains(conn: sqlite3.Connection, pa: str, pb: str, density: float = 0.5) -> bool:

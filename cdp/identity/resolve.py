@@ -30,7 +30,7 @@ from cdp import outbox
 from cdp.chunks import chunked
 from cdp.errors import MatchModelMissing, ResolutionFailed
 from cdp.identity import evaluate, labels, matching, review
-from cdp.identity.cluster import Edge, Graph, Node, Plan, changing, cluster, plan, summary
+from cdp.identity.cluster import Edge, Facts, Graph, Node, Plan, changing, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
 from cdp.identity.refresh import TraitRefresh
 from cdp.identity.traits import identify_values
@@ -309,11 +309,12 @@ class Resolution:
                     f" pairs in {time.perf_counter() - t0:.1f}s"
                 )
             matched = pd.Series(matching.content_hashes(rows), index=pd.Index(rows["unique_id"]))
+            facts = matching.person_facts(rows)
             del rows  # not needed any more: free it before clustering (a million rows hold about a gigabyte)
             snap = reading.result()
         for attempt in range(3):
             try:
-                stats = self._cluster_and_apply(snap, edges, matched, model_info, say, doubtful)
+                stats = self._cluster_and_apply(snap, edges, matched, model_info, say, doubtful, facts)
             except _Dirty:
                 say(f"the graph changed during the run; snapshotting again ({attempt + 1}/3)")
                 snap = self._read_snapshot()
@@ -393,6 +394,7 @@ class Resolution:
         model_info: tuple[int, matching.MatchModel] | None,
         say: Progress,
         doubtful: pd.DataFrame | None = None,
+        facts: dict[str, Facts] | None = None,
     ) -> dict[str, Any]:
         graph = snap.graph
         edge_list: list[Edge] = []
@@ -424,12 +426,16 @@ class Resolution:
         if len(matched):
             where = keys.get_indexer(matched.index)
             content[matchable[where[where >= 0]]] = matched.to_numpy()[where >= 0]
+        row_facts: dict[int, Facts] = {}
+        if facts and len(matched):
+            where = keys.get_indexer(pd.Index(list(facts)))
+            row_facts = {int(matchable[w]): f for w, f in zip(where.tolist(), facts.values(), strict=True) if w >= 0}
         strong = self.settings.match_strong_threshold
         must, cannot = self._constraints(graph)
         link = model_info[1].threshold if model_info is not None else strong
         label, refused = cluster(
             graph, ends, self.graph.rules, strong_weight=math.log2(strong / (1 - strong)), matched=has_row,
-            content=content, link_weight=math.log2(link / (1 - link)), must=must, cannot=cannot,
+            content=content, link_weight=math.log2(link / (1 - link)), must=must, cannot=cannot, facts=row_facts,
         )  # fmt: skip
         doubts = self._doubts(graph, label, refused, edges, doubtful, model_info)
         rows = changing(graph, label)

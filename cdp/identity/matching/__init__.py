@@ -546,6 +546,22 @@ def content_hashes(prepared: pd.DataFrame) -> np.ndarray:
     return digest.view(np.int64)
 
 
+def person_facts(prepared: pd.DataFrame) -> dict[str, tuple[str, str | None, str | None, str | None]]:
+    """unique_id -> (first name, birthday, phone, email user) of the prepared rows that have a first name:
+    what the model's first-name veto reads, for the clustering to keep it across a cluster."""
+    if not len(prepared) or "first_name" not in prepared.columns:
+        return {}
+    named = prepared[prepared["first_name"].notna()]
+    columns = []
+    for column in ("birthday", "phone", "email_user"):
+        values = named[column] if column in named.columns else pd.Series(None, index=named.index, dtype=object)
+        columns.append([None if pd.isna(v) else str(v) for v in values.tolist()])
+    return {
+        uid: (str(first), b, p, e)
+        for uid, first, b, p, e in zip(named["unique_id"].tolist(), named["first_name"].tolist(), *columns, strict=True)
+    }
+
+
 def content_order(prepared: pd.DataFrame) -> np.ndarray:
     """Row positions sorted by `content_hashes`."""
     order: np.ndarray = np.argsort(content_hashes(prepared).view(np.uint64), kind="stable")
