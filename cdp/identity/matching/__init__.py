@@ -103,6 +103,7 @@ from cdp.identity.matching.spec import (
     rule,
     rule_coverage,
     rule_keys,
+    wide_rules,
     training_rules,
     usable_fields,
 )
@@ -368,7 +369,7 @@ def train(
             {"usable": sorted(fields)},
         )
     det_rules = deterministic_rules(fields)
-    keys = rule_keys(fields, distinct_counts(prepared, fields))
+    keys = rule_keys(fields, distinct_counts(prepared, fields), wide_rules(prepared, fields, total))
     # The prior rules find their share of the matches only among pairs where both rows have their columns.
     coverage = rule_coverage(prepared, [k for k in DETERMINISTIC_KEYS if set(k) <= fields])
     prior_recall = PRIOR_RECALL * max(coverage, 0.01)

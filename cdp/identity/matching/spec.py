@@ -524,9 +524,27 @@ MIN_BLOCKING_DISTINCT = 20
 distinct values (birth place, occupation): people who share a common full name are then still paired."""
 
 
-def rule_keys(fields: Collection[str], distinct: Mapping[str, int] | None = None) -> list[tuple[str, ...]]:
+_WIDE_RULES: tuple[tuple[str, ...], ...] = (
+    ("birthday",),
+    ("last_name", "address_city"),
+    ("first_name", "address_city"),
+)
+"""Wider blocking rules, used only where the data keeps them cheap (`WIDE_RULE_PAIRS`): a duplicate with
+typos in its name *and* its birthday is still paired by its birthday alone or by a name and its town."""
+WIDE_RULE_PAIRS = 10
+"""A wide rule is used when the pairs it makes are at most this many per row (measured on the rows at
+training, scaled to all rows): on a small or varied store it costs little; on a million rows sharing
+a few birthdays and towns it would cost more than all the other rules together, and is left out."""
+
+
+def rule_keys(
+    fields: Collection[str],
+    distinct: Mapping[str, int] | None = None,
+    wide: Collection[tuple[str, ...]] = (),
+) -> list[tuple[str, ...]]:
     """The prediction rules (as key tuples) whose columns are all usable; with ``distinct`` (distinct
-    values per column), also first + last name + each varied extra trait or job title."""
+    values per column), also first + last name + each varied extra trait or job title (and last name +
+    each such trait, when it is in ``wide``); then the ``wide`` rules (see `wide_rules`)."""
 
     def usable(key: str) -> bool:
         return all(c in fields for c in _KEYS.get(key, ("", (key,)))[1])
@@ -536,7 +554,32 @@ def rule_keys(fields: Collection[str], distinct: Mapping[str, int] | None = None
         varied = sorted(c for c in fields if (c == "title" or c.startswith(EXTRA_PREFIX)) and
                         distinct.get(c, 0) >= MIN_BLOCKING_DISTINCT)  # fmt: skip
         keys += [("first_name", "last_name", c) for c in varied]
+    keys += [tuple(k) for k in wide if tuple(k) not in keys and all(usable(c) for c in k)]
     return keys
+
+
+def wide_rules(prepared: pd.DataFrame, fields: Collection[str], rows: int | None = None) -> list[tuple[str, ...]]:
+    """The wide rules (`_WIDE_RULES`, and last name + each varied extra trait) that pair at most
+    `WIDE_RULE_PAIRS` per row. ``prepared`` may be a uniform sample of ``rows`` rows: pairs grow with the
+    square of the rows, so the count is scaled by (rows / sample)^2."""
+    n = len(prepared)
+    rows = max(rows or n, n)
+    if n < 2:
+        return []
+    candidates = list(_WIDE_RULES)
+    if "last_name" in fields:
+        candidates += [("last_name", c) for c in sorted(fields) if c.startswith(EXTRA_PREFIX)
+                       and prepared[c].nunique() >= MIN_BLOCKING_DISTINCT]  # fmt: skip
+    chosen = []
+    for keys in candidates:
+        columns = list(keys)  # plain columns only
+        if not all(c in prepared.columns and c in fields for c in columns):
+            continue
+        sizes = prepared[columns].dropna().value_counts().to_numpy(dtype=np.float64)
+        pairs = float((sizes * (sizes - 1) / 2).sum()) * (rows / n) ** 2
+        if pairs <= WIDE_RULE_PAIRS * rows:
+            chosen.append(keys)
+    return chosen
 
 
 def rule(keys: Sequence[str]) -> BlockingRuleCreator:
@@ -559,7 +602,7 @@ def blocking_rules(df: pd.DataFrame) -> list[BlockingRuleCreator]:
     """
     prepared = ensure_prepared(df)
     fields = usable_fields(prepared)
-    return [rule(keys) for keys in rule_keys(fields, distinct_counts(prepared, fields))]
+    return [rule(keys) for keys in rule_keys(fields, distinct_counts(prepared, fields), wide_rules(prepared, fields))]
 
 
 def distinct_counts(prepared: pd.DataFrame, fields: Collection[str]) -> dict[str, int]:
