@@ -244,6 +244,25 @@ def test_two_entities_joined_by_one_borderline_edge_stay_two(tmp_path: Path) -> 
     assert chain_support_needed(30, 30) == 15 and chain_support_needed(2, 2) == 2 and chain_support_needed(3, 3) == 5
 
 
+@pytest.mark.parametrize(("other", "together"), [("1851-03-02", False), ("1849-08-22", True), ("1848-08-28", True)])
+def test_namesakes_alike_record_for_record_stay_two_unless_their_birthdays_are_one(
+    tmp_path: Path, other: str, together: bool
+) -> None:
+    """Two clusters of five records each, every record of one resembling every record of the other (the same
+    name, birthplace and trade in a register), if less than their own records, some records with a birthday.
+    Different usual birthdays keep them apart; a year from an age one year off, or a one-digit typo, is one
+    person."""
+    edges = [(i, j, 20.0 if (i < 5) == (j < 5) else 12.0) for i in range(10) for j in range(i + 1, 10)]
+    a, b, w = (np.array(x) for x in zip(*edges, strict=True))
+    facts = {i: ("charlotte", "1848-08-22" if i % 2 else None, None, None) for i in range(5)}
+    facts |= {i: ("charlotte", other if i % 2 else None, None, None) for i in range(5, 10)}
+    facts |= {0: ("charlotte", "1848-08-22", None, None), 5: ("charlotte", other, None, None)}
+    label, refused = cluster(_line_graph(10), (a, b, w), Rules(Settings(db=tmp_path / "x.db")), facts=facts)
+    assert len(set(label[:5].tolist())) == 1 and len(set(label[5:].tolist())) == 1
+    assert bool(label[0] == label[5]) is together
+    assert any(r.rule == "birthdays" for r in refused) is not together
+
+
 def test_an_entity_of_sixty_noisy_records_ends_as_one_profile(tmp_path: Path) -> None:
     spec = corpora.CORPORA["typos"]
     # three large people among 600 others of 1-3 records (a store of one person has no non-matches to learn u)

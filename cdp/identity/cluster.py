@@ -309,11 +309,14 @@ def cluster(
     come strongest first, the edges refused are the weakest on every path between the two records: a
     chain a-b-c-d-e with a cannot-link between a and e is cut at its weakest edge, and nowhere else.
 
-    ``facts`` (by row, for the match rows with a first name) keep the model's veto (`two_people`) across a
-    cluster, not only on the pair scored: no match edge joins two clusters when a record of one and a
-    record of the other are two people by it. Twins and spouses share a surname, an address, a landline,
-    a family email and sometimes a birthday, so one of their records can outscore the first names on
-    another; their other records (own mobile, own email, own birthday) tell them apart.
+    ``facts`` (by row: each match row's first name, birthday, phone and email user) let the clustering
+    judge whole clusters, not only the pair scored (`apart`): no match edge joins two clusters when a record
+    of one and a record of the other are two people by the model's first-name veto (twins and spouses share
+    a surname, an address, a landline, a family email and sometimes a birthday, so one of their records can
+    outscore the first names on another; their other records, with their own mobile or email, tell them
+    apart), nor two clusters of several records whose usual birthdays differ (namesakes in a register with
+    the same birthplace and trade resemble each other record for record). Edges between two unrelated first
+    names come last, after the consistent evidence has shaped the clusters.
     """
     from scipy.sparse import coo_matrix  # a fifth of a second to import: only when clustering
     from scipy.sparse.csgraph import connected_components
@@ -473,9 +476,14 @@ def _add_edges(
         if flagged and _kept_apart(flagged.get(ra, ()), rb, partners, lambda r: find(int(label[r]))):
             refused.append(Refusal("cannot_link", CANNOT_LINK_MESSAGE, int(graph.ids[x]), int(graph.ids[y])))
             continue
-        if facts and not must and _two_people(matchable_members(ra), matchable_members(rb), facts):
-            refused.append(Refusal("household", HOUSEHOLD_MESSAGE, int(graph.ids[x]), int(graph.ids[y])))
-            continue
+        if facts and not must:
+            why = apart(
+                [f for r in matchable_members(ra) if (f := facts.get(r)) is not None],
+                [f for r in matchable_members(rb) if (f := facts.get(r)) is not None],
+            )
+            if why is not None:
+                refused.append(Refusal(why.rule, why.message, int(graph.ids[x]), int(graph.ids[y])))
+                continue
         ca, cb = type_counts[ra], type_counts[rb]
         if must:
             pass  # a person said so: merge protection and the chaining guard do not apply
@@ -517,8 +525,9 @@ def _add_edges(
     return label
 
 
-Facts = tuple[str, str | None, str | None, str | None]
+Facts = tuple[str | None, str | None, str | None, str | None]
 """A match row's cleaned first name, birthday, phone and email user (the veto's inputs)."""
+BIRTHDAYS_MESSAGE = "the two clusters' records give two different birthdays: namesakes"
 HOUSEHOLD_MESSAGE = (
     "a record on each side has another first name and another birthday, phone or email: two people sharing"
     " an address, a landline or a family email"
@@ -531,7 +540,7 @@ def two_people(a: Facts, b: Facts) -> bool:
     veto (``first_name_conflict`` in `cdp.identity.matching.spec`), which also doubts a pair whose birthday
     is missing: across a cluster only what is known speaks (a register's duplicate whose first name was
     replaced and whose birthday is missing still joins through its other records)."""
-    if names.compatible(a[0], b[0]):
+    if a[0] is None or b[0] is None or names.compatible(a[0], b[0]):
         return False
     if a[2] is not None and b[2] is not None and not names.one_edit_apart(a[2], b[2]):
         return True  # two phones, not one with a digit mistyped
@@ -541,14 +550,40 @@ def two_people(a: Facts, b: Facts) -> bool:
     return names.edits(a[3], b[3]) > (1 if min(len(a[3]), len(b[3])) < 6 else 2)
 
 
-def _two_people(left: list[int], right: list[int], facts: dict[int, Facts]) -> bool:
-    return any_two_people([facts[r] for r in left if r in facts], [facts[r] for r in right if r in facts])
+def same_birthday(a: str, b: str) -> bool:
+    """One person's birthday written twice, or their birth year worked out from an age (a census, a register):
+    compatible (`compatible_birthdays`), or the same day and month one or two years apart."""
+    if compatible_birthdays(a, b):
+        return True
+    return (
+        len(a) == len(b) == 10
+        and a[4:] == b[4:]
+        and a[:4].isdigit()
+        and b[:4].isdigit()
+        and (abs(int(a[:4]) - int(b[:4])) <= 2)
+    )
 
 
-def any_two_people(left: Iterable[Facts], right: Iterable[Facts]) -> bool:
-    """Is a row of ``left`` and a row of ``right`` two people (`two_people`)?"""
-    one = list(left)
-    return bool(one) and any(two_people(a, b) for b in right for a in one)
+def usual_birthday(rows: Sequence[Facts]) -> str | None:
+    """The birthday most of these rows give (ties: the earliest), if two or more rows give one."""
+    known = Counter(f[1] for f in rows if f[1] is not None)
+    if sum(known.values()) < 2:
+        return None
+    return min(known.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+
+
+def apart(left: Sequence[Facts], right: Sequence[Facts]) -> Refusal | None:
+    """Why two clusters (the facts of their match rows) are two people, if they are: a record on each
+    side that `two_people` tells apart (``household``), or, when each side has several records, usual
+    birthdays that are not one person's (``birthdays``: namesakes with the same birthplace and trade in a
+    register, each with many records alike)."""
+    if left and right and any(two_people(a, b) for b in right for a in left):
+        return Refusal("household", HOUSEHOLD_MESSAGE, 0, 0)
+    if len(left) >= 2 and len(right) >= 2:
+        a, b = usual_birthday(left), usual_birthday(right)
+        if a is not None and b is not None and not same_birthday(a, b):
+            return Refusal("birthdays", f"{BIRTHDAYS_MESSAGE} ({a} and {b})", 0, 0)
+    return None
 
 
 def _share_must_neighbours(neighbours: dict[int, set[int]], must: list[tuple[int, int]]) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from cdp.debounce import Debouncer
 from cdp.identity import labels, matching, review
-from cdp.identity.cluster import HOUSEHOLD_MESSAGE, any_two_people, chain_support_needed
+from cdp.identity.cluster import apart, chain_support_needed
 from cdp.identity.graph import GraphTxn, IdentityGraph
 from cdp.identity.resolve import Resolution
 from cdp.store import Store
@@ -161,8 +161,9 @@ class RealtimeMatcher:
             if not decision.ok:
                 doubts.append(doubt(row, "merge_protection", decision.message))
                 continue
-            if self._two_people(conn, pa, pb):
-                doubts.append(doubt(row, "merge_protection", HOUSEHOLD_MESSAGE))
+            why = self._apart(conn, pa, pb)
+            if why is not None:
+                doubts.append(doubt(row, "merge_protection", why))
                 continue
             if not strong and self._chains(conn, pa, pb):
                 doubts.append(doubt(row, "chaining", "the chaining guard refused: too few record pairs match"))
@@ -180,9 +181,9 @@ class RealtimeMatcher:
             review.keep(conn, doubts, replace=False)
         return merged
 
-    def _two_people(self, conn: sqlite3.Connection, pa: str, pb: str) -> bool:
-        """Would the merge put two people in one profile (`cluster.two_people`: a record on each side with
-        another first name and another phone or email)? As the full run's clustering asks of every join."""
+    def _apart(self, conn: sqlite3.Connection, pa: str, pb: str) -> str | None:
+        """Why the merge would put two people in one profile (`cluster.apart`), if it would: what the full
+        run's clustering asks of every join."""
 
         def facts(pid: str) -> list[Any]:
             found = conn.execute(
@@ -193,7 +194,8 @@ class RealtimeMatcher:
             rows = self.resolution.match_rows(conn, records=records, users=users)
             return list(matching.person_facts(matching.prepare(rows)).values()) if len(rows) else []
 
-        return any_two_people(facts(pa), facts(pb))
+        why = apart(facts(pa), facts(pb))
+        return None if why is None else why.message
 
     @staticmethod
     def _chains(conn: sqlite3.Connection, pa: str, pb: str, density: float = 0.5) -> bool:

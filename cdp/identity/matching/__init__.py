@@ -103,9 +103,9 @@ from cdp.identity.matching.spec import (
     rule,
     rule_coverage,
     rule_keys,
-    wide_rules,
     training_rules,
     usable_fields,
+    wide_rules,
 )
 
 __all__ = [
@@ -547,19 +547,20 @@ def content_hashes(prepared: pd.DataFrame) -> np.ndarray:
     return digest.view(np.int64)
 
 
-def person_facts(prepared: pd.DataFrame) -> dict[str, tuple[str, str | None, str | None, str | None]]:
-    """unique_id -> (first name, birthday, phone, email user) of the prepared rows that have a first name:
-    what the model's first-name veto reads, for the clustering to keep it across a cluster."""
+def person_facts(prepared: pd.DataFrame) -> dict[str, tuple[str | None, str | None, str | None, str | None]]:
+    """unique_id -> (first name, birthday, phone, email user) of the prepared rows that have any of them:
+    what the model's first-name veto reads, and the birthdays, for the clustering to judge whole clusters."""
     if not len(prepared) or "first_name" not in prepared.columns:
         return {}
-    named = prepared[prepared["first_name"].notna()]
+    named = prepared
     columns = []
     for column in ("birthday", "phone", "email_user"):
         values = named[column] if column in named.columns else pd.Series(None, index=named.index, dtype=object)
         columns.append([None if pd.isna(v) else str(v) for v in values.tolist()])
     return {
-        uid: (str(first), b, p, e)
+        uid: (None if pd.isna(first) else str(first), b, p, e)
         for uid, first, b, p, e in zip(named["unique_id"].tolist(), named["first_name"].tolist(), *columns, strict=True)
+        if not (pd.isna(first) and b is None and p is None and e is None)
     }
 
 
