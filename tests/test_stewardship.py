@@ -3,6 +3,7 @@ subscribers hear of them (verified with ``standardwebhooks``), and the API refus
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,41 @@ def test_a_cannot_link_holds_when_a_shared_identifier_would_merge_at_ingest(fres
     assert profile("device-ann") == ann != profile("device-bob")
     rules = [c["rule"] for c in fresh_db.profiles.conflicts(limit=100).data]
     assert "cannot_link" in rules
+
+
+def test_labelled_match_pairs_move_the_m_probabilities_of_the_next_model(fresh_db: CDP, tmp_path: Path) -> None:
+    """Labels are training data too: a retrain blends EM's m-probabilities with those of the pairs people
+    said are one person, and says so in the model's metrics."""
+    import itertools
+    import random
+
+    from cdp.demo import corpora
+    from cdp.identity import matching
+
+    spec = corpora.CORPORA["typos"]
+    records, truth = corpora.generate("typos", 1000, 42)
+    path = tmp_path / "typos.csv"
+    records.to_csv(path, index=False)
+    fresh_db.ingest.import_file(path, source=spec.source, id_column=spec.id_column, mapping=dict(spec.mapping))
+    fresh_db.identity.run()
+    before = fresh_db.identity.describe_model()
+    assert before["m_from_labels"] is None
+
+    by_entity: dict[str, list[str]] = {}
+    for row in truth.itertuples():
+        by_entity.setdefault(str(row.entity), []).append(str(row.external_id))
+    pairs = [p for ids in by_entity.values() for p in itertools.combinations(ids, 2)]
+    random.Random(3).shuffle(pairs)
+    labels = tmp_path / "labels.csv"
+    with labels.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["source_l", "external_id_l", "source_r", "external_id_r", "decision"])
+        writer.writerows([spec.source, a, spec.source, b, "match"] for a, b in pairs[:60])
+    fresh_db.labels.import_file(labels, key_id=None)
+    result = fresh_db.identity.run(retrain=True)
+    after = fresh_db.identity.describe_model()
+    moved = after["m_from_labels"]
+    assert moved["pairs"] == 60 and moved["levels_moved"] > 0 and 0 < moved["weight"] < 1, result
+    m = lambda model: [lvl["m"] for c in model["comparisons"] for lvl in c["levels"]]  # noqa: E731
+    assert m(after) != m(before)
+    assert matching.MIN_LABELLED_PAIRS <= 60

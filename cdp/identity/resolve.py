@@ -110,6 +110,8 @@ class Resolution:
             "comparisons": model.metrics.get("comparisons", []),
             "blocking_rules": model.metrics.get("blocking_rules", []),
             "em": model.metrics.get("em", []),
+            # pairs people labelled as one person, blended into m (`matching.blend_labelled_m`); null without
+            "m_from_labels": model.metrics.get("m_from_labels"),
         }
 
     def train(
@@ -117,10 +119,12 @@ class Resolution:
     ) -> tuple[int, matching.MatchModel]:
         """Train a new model version on the current rows and store it (``scores``: see `matching.train`)."""
         rows = self.match_rows() if rows is None else rows
+        must, _cannot = labels.constraints(self.store.reader())  # people's match decisions move m (see train)
         started = time.perf_counter()
         model = matching.train(
-            rows, threshold=self.settings.match_threshold, precision=self.settings.match_precision, scores=scores
-        )
+            rows, threshold=self.settings.match_threshold, precision=self.settings.match_precision, scores=scores,
+            labelled=must,
+        )  # fmt: skip
         seconds = round(time.perf_counter() - started, 2)
 
         def store(conn: sqlite3.Connection) -> int:
@@ -700,7 +704,9 @@ def _threshold_reason(model: matching.MatchModel) -> str:
 
 def _describe(version: int, model: matching.MatchModel) -> str:
     reason = _threshold_reason(model)
-    return f"model v{version} ({model.kind}, {model.trained_rows} rows): threshold {model.threshold} {reason}"
+    labelled = model.metrics.get("m_from_labels")
+    moved = f"; m-probabilities moved by {labelled['pairs']} labelled match pairs" if labelled else ""
+    return f"model v{version} ({model.kind}, {model.trained_rows} rows): threshold {model.threshold} {reason}{moved}"
 
 
 @functools.lru_cache(maxsize=4096)

@@ -306,8 +306,10 @@ def train(
     max_rows: int | None = TRAIN_MAX_ROWS,
     backend: Backend = "duckdb",
     scores: list[pd.DataFrame] | None = None,
+    labelled: Sequence[tuple[str, str]] = (),
 ) -> MatchModel:
-    """Train a matching model on match rows, without labels.
+    """Train a matching model on match rows; ``labelled``: pairs of row ids a person said are one person
+    (see `blend_labelled_m`).
 
     With ``scores`` (a list), the edges it scored to choose the threshold -- when that scoring covered all
     rows (no sample) -- are appended to it, at or above `THRESHOLD_FLOOR`, with the rows' own ids: the
@@ -410,6 +412,13 @@ def train(
             except MatchingError as exc:
                 kind, fallback = "default", str(exc)
         seconds["em"] = time.perf_counter() - tick
+        from_labels: dict[str, Any] | None = None
+        if kind == "trained" and labelled:
+            blind = dict(zip(original_ids.tolist(), prepared_ids(len(original_ids)), strict=True))
+            present = set(prepared["unique_id"].tolist())
+            pairs = [(blind[a], blind[b]) for a, b in labelled if blind.get(a) in present and blind.get(b) in present]
+            if len(pairs) >= MIN_LABELLED_PAIRS:
+                from_labels = blend_labelled_m(linker, session, pairs)
         settings = linker.misc.save_model_to_json()
 
     settings.pop("linker_uid", None)
@@ -442,6 +451,8 @@ def train(
     }  # fmt: skip
     if fallback:
         metrics["default_because"] = fallback
+    if from_labels is not None:
+        metrics["m_from_labels"] = from_labels
     model = MatchModel(
         settings=settings,
         fields=tuple(dict.fromkeys(c for name in names for c in columns_of(name))),
@@ -570,6 +581,46 @@ def content_order(prepared: pd.DataFrame) -> np.ndarray:
     return order
 
 
+MIN_LABELLED_PAIRS = 20
+"""Fewest labelled match pairs (both rows among those trained on) that move the m-probabilities."""
+LABEL_PRIOR_PAIRS = 200.0
+"""How many labelled pairs EM's estimate counts as (`blend_labelled_m`)."""
+
+
+def blend_labelled_m(linker: Linker, session: Session, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Move each trained level's m towards the share of labelled match pairs at that level.
+
+    Splink estimates m from pairwise labels (`estimate_m_from_pairwise_labels`); used alone, that would
+    replace what EM learnt from every pair with what a few dozen pairs say, and the pairs people label are
+    the doubtful ones near the threshold, which disagree more than matches do on the whole. So the two are
+    blended as counts: EM's m weighs as `LABEL_PRIOR_PAIRS` pairs, the labels as many as there are
+    (100 labels move m a third of the way). A level no labelled pair reached keeps EM's m."""
+    table = pa.table({"unique_id_l": [a for a, _ in pairs], "unique_id_r": [b for _, b in pairs]})
+    registered = session.register_frame(table)
+    levels = [
+        (comparison, level, level.m_probability)
+        for comparison in linker._settings_obj.comparisons
+        for level in comparison._comparison_levels_excluding_null
+        if not level._fix_m_probability
+    ]
+    linker.training.estimate_m_from_pairwise_labels(registered)  # type: ignore[no-untyped-call]
+    share = len(pairs) / (len(pairs) + LABEL_PRIOR_PAIRS)
+    moved = 0
+    for _comparison, level, em_m in levels:
+        estimate = level._trained_m_probabilities[-1]["probability"] if level._trained_m_probabilities else None
+        if isinstance(estimate, int | float) and isinstance(em_m, int | float):
+            level.m_probability = (1 - share) * em_m + share * float(estimate)
+            moved += 1
+        elif isinstance(em_m, int | float):
+            level.m_probability = em_m
+    return {"pairs": len(pairs), "weight": round(share, 4), "levels_moved": moved}
+
+
+def prepared_ids(n: int) -> list[str]:
+    """The ids `label_blind` gives to n rows, in order."""
+    return [f"r{i:09d}" for i in range(n)]
+
+
 def label_blind(prepared: pd.DataFrame, order: np.ndarray | None = None) -> pd.DataFrame:
     """The rows sorted by a hash of their content (`content_order`), with ids ``r000000000``... in that order.
 
@@ -578,7 +629,7 @@ def label_blind(prepared: pd.DataFrame, order: np.ndarray | None = None) -> pd.D
     source names or import order (rows with identical content are interchangeable)."""
     order = content_order(prepared) if order is None else order
     out = prepared.iloc[order].reset_index(drop=True)
-    out["unique_id"] = pd.array([f"r{i:09d}" for i in range(len(out))], dtype=STRING)
+    out["unique_id"] = pd.array(prepared_ids(len(out)), dtype=STRING)
     out.attrs = dict(prepared.attrs)
     return out
 
