@@ -434,6 +434,15 @@ def _add_edges(
             out += rows[matchable[rows]].tolist()
         return out
 
+    cluster_facts: dict[int, list[Facts]] = {}  # by cluster root, filled on first use and joined on merges
+    by_row: dict[int, Facts] = facts or {}
+
+    def facts_of(root: int) -> list[Facts]:
+        found = cluster_facts.get(root)
+        if found is None:
+            found = cluster_facts[root] = [f for r in matchable_members(root) if (f := by_row.get(r)) is not None]
+        return found
+
     neighbours: dict[int, set[int]] = defaultdict(set)  # links: edges at or above the link weight
     corroborating: dict[int, set[int]] = defaultdict(set)  # every edge
     for x, y, link in zip(ea, eb, linking, strict=True):
@@ -477,10 +486,7 @@ def _add_edges(
             refused.append(Refusal("cannot_link", CANNOT_LINK_MESSAGE, int(graph.ids[x]), int(graph.ids[y])))
             continue
         if facts and not must:
-            why = apart(
-                [f for r in matchable_members(ra) if (f := facts.get(r)) is not None],
-                [f for r in matchable_members(rb) if (f := facts.get(r)) is not None],
-            )
+            why = apart(facts_of(ra), facts_of(rb))
             if why is not None:
                 refused.append(Refusal(why.rule, why.message, int(graph.ids[x]), int(graph.ids[y])))
                 continue
@@ -513,6 +519,11 @@ def _add_edges(
         type_counts[keep] = [i + j for i, j in zip(ca, cb, strict=True)]
         matchable_count[keep] = na + nb
         parts[keep] = parts.pop(ra, [ra]) + parts.pop(rb, [rb])
+        if ra in cluster_facts and rb in cluster_facts:
+            cluster_facts[keep] = cluster_facts.pop(ra) + cluster_facts.pop(rb)
+        else:
+            cluster_facts.pop(ra, None)
+            cluster_facts.pop(rb, None)
         if flagged:
             joined = flagged.pop(ra, []) + flagged.pop(rb, [])
             if joined:
@@ -535,19 +546,16 @@ HOUSEHOLD_MESSAGE = (
 
 
 def two_people(a: Facts, b: Facts) -> bool:
-    """Two match rows that are two people: first names unrelated, and the birthdays, the phones or the email
-    users known on both sides and different (a birthday one typo away is the same). Stricter than the model's
-    veto (``first_name_conflict`` in `cdp.identity.matching.spec`), which also doubts a pair whose birthday
-    is missing: across a cluster only what is known speaks (a register's duplicate whose first name was
-    replaced and whose birthday is missing still joins through its other records)."""
-    if a[0] is None or b[0] is None or names.compatible(a[0], b[0]):
-        return False
-    if a[2] is not None and b[2] is not None and not names.one_edit_apart(a[2], b[2]):
-        return True  # two phones, not one with a digit mistyped
-    if a[3] is None or b[3] is None:
-        return False
-    # two users, not one with typos in it (one in a short user, two in a longer one)
-    return names.edits(a[3], b[3]) > (1 if min(len(a[3]), len(b[3])) < 6 else 2)
+    """Two match rows that are two people: their phones or their email users both known and clearly
+    different (not a digit or a letter or two mistyped), and their first names unrelated. The model's veto
+    (``first_name_conflict`` in `cdp.identity.matching.spec`) asks this of the pair it scores; here it is
+    asked of every record on each side of a join. Birthdays do not count here: a register's duplicate
+    whose first name and birthday were both replaced still joins through its other records."""
+    differ = a[2] is not None and b[2] is not None and not names.one_edit_apart(a[2], b[2])
+    if not differ and a[3] is not None and b[3] is not None:
+        # two users, not one with typos in it (one in a short user, two in a longer one)
+        differ = names.edits(a[3], b[3]) > (1 if min(len(a[3]), len(b[3])) < 6 else 2)
+    return differ and a[0] is not None and b[0] is not None and not names.compatible(a[0], b[0])
 
 
 def same_birthday(a: str, b: str) -> bool:
@@ -577,8 +585,11 @@ def apart(left: Sequence[Facts], right: Sequence[Facts]) -> Refusal | None:
     side that `two_people` tells apart (``household``), or, when each side has several records, usual
     birthdays that are not one person's (``birthdays``: namesakes with the same birthplace and trade in a
     register, each with many records alike)."""
-    if left and right and any(two_people(a, b) for b in right for a in left):
-        return Refusal("household", HOUSEHOLD_MESSAGE, 0, 0)
+    reachable = [f for f in left if f[0] is not None and (f[2] is not None or f[3] is not None)]
+    if reachable:
+        other = [f for f in right if f[0] is not None and (f[2] is not None or f[3] is not None)]
+        if any(two_people(a, b) for b in other for a in reachable):
+            return Refusal("household", HOUSEHOLD_MESSAGE, 0, 0)
     if len(left) >= 2 and len(right) >= 2:
         a, b = usual_birthday(left), usual_birthday(right)
         if a is not None and b is not None and not same_birthday(a, b):
