@@ -80,7 +80,7 @@ def test_sign_in_page(console: Console) -> None:  # noqa: F811
 def test_review_queue_filters_and_decisions(console: Console) -> None:  # noqa: F811
     cdp = console.server.cdp
     items = cdp.review.page(limit=1000).data
-    assert len(items) >= 3, "the sample data should leave doubtful pairs after `cdp resolve`"
+    assert len(items) > 10, "the sample data should leave doubtful pairs after `cdp resolve`"
     source = next(s["source"] for i in items for s in (i["left"], i["right"]) if s["node"].startswith("record:"))
     with browser_page() as (page, outside):
         # A read session sees the pairs, not the buttons.
@@ -90,6 +90,10 @@ def test_review_queue_filters_and_decisions(console: Console) -> None:  # noqa: 
         assert page.locator("article.review").count() >= 3
         assert page.get_by_role("button", name="Match", exact=True).count() == 0
         assert page.get_by_text("you can look, not decide").is_visible()
+        # Ten pairs a page; the next page goes on where it stopped.
+        assert page.locator("article.review").count() == 10
+        page.get_by_role("link", name="More pairs").click()
+        assert f"Pair {items[10]['id']}:" in page.locator("article.review h2").first.inner_text()
         page.get_by_role("button", name="Sign out").click()
         sign_in(page, console, console.admin)
         nav(page, "Review queue")
