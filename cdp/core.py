@@ -18,6 +18,7 @@ from cdp.keys import Keys
 from cdp.lineage import Lineage
 from cdp.ml.personas import Personas
 from cdp.privacy.service import Privacy
+from cdp.privacy_preview import PrivacyPreview
 from cdp.profiles import Profiles
 from cdp.quality import Quality
 from cdp.quality_samples import QualitySamples
@@ -68,6 +69,7 @@ class CDP:
         self.labels = Labels(self.store)
         self.personas = Personas(self.store)
         self.privacy = Privacy(self.store, self.settings, self.profiles)
+        self.privacy_preview = PrivacyPreview(self.store, self.settings, self.profiles)
         self.segments_realtime.traits_refreshed.connect(self.personas.apply_to)
 
     @cached_property

@@ -127,7 +127,8 @@ def test_identity_page_without_a_model_says_how_to_get_one(store: LiveServer, re
         sign_in(client, read_key)
         page = client.get("/console/identity", headers=HTML)
         assert page.status_code == 200 and "cdp resolve" in page.text
-        assert "Review queue" in page.text and "Privacy requests" in page.text  # reserved places, marked
+        assert '<a href="/console/identity/review">Review queue</a>' in page.text
+        assert '<a href="/console/privacy">Privacy requests</a>' in page.text
 
 
 def test_webhook_errors_are_shown_and_nothing_is_stored(store: LiveServer, admin_key: str) -> None:

@@ -28,6 +28,8 @@ PAGES = [
     "/console/webhooks",
     "/console/quality",
     "/console/identity",
+    "/console/identity/review",
+    "/console/privacy",
 ]
 EVIL = "<script>alert(1)</script>"
 RULE = {"key": "buyers", "name": "Buyers", "rule": {"event": "Order Completed"}}

@@ -6,11 +6,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from . import auth, ops, people, segments
+from . import auth, ops, people, privacy, segments, stewardship
 from .common import HERE
 
 
 def install(app: FastAPI) -> None:
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
-    for module in (auth, people, segments, ops):
+    for module in (auth, people, segments, ops, stewardship, privacy):
         app.include_router(module.router)

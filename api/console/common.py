@@ -53,8 +53,11 @@ NAV = [
     ("webhooks", "Webhooks", "/console/webhooks"),
     ("quality", "Quality", "/console/quality"),
 ]
-# Pages other capabilities add under Identity when they land (shown as placeholders until then).
-PLANNED = [("Review queue", "issue 18: manual merge/split"), ("Privacy requests", "issue 17")]
+# Pages of capabilities that landed after the console's first sections (listed after Identity).
+IDENTITY_PAGES = [
+    ("review", "Review queue", "/console/identity/review"),
+    ("privacy", "Privacy requests", "/console/privacy"),
+]
 
 
 def cdp_of(request: Request) -> CDP:
@@ -69,7 +72,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         session=current,
         csrf=current.csrf if current else "",
         nav=NAV,
-        planned=PLANNED,
+        identity_pages=IDENTITY_PAGES,
         **context,
     )
     return HTMLResponse(

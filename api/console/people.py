@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from cdp import CDP
 from cdp.errors import InvalidInput, UnknownProfile
 
-from . import charts, session
+from . import charts, session, stewardship
 from .common import ConsoleRoute, cdp_of, render
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -140,6 +140,9 @@ def person(
     since: str | None = None,
     until: str | None = None,
     cursor: str | None = None,
+    merge_q: str | None = None,
+    done: str | None = None,
+    other: str | None = None,
 ) -> Response:
     cdp = cdp_of(request)
     live = cdp.profiles.live_id(profile_id)
@@ -172,4 +175,6 @@ def person(
         timeline_next=timeline.next,
         timeline_error=timeline_error,
         filters={"event": event or "", "since": since or "", "until": until or ""},
+        steward=stewardship.person_panel(cdp, live, merge_q),
+        done={"kind": stewardship.DONE.get(done or ""), "other": other or ""} if done else None,
     )

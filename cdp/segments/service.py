@@ -16,7 +16,7 @@ from cdp.errors import CDPError, InvalidInput, SegmentExists, SegmentInUse, Unkn
 from cdp.hooks import Hook
 from cdp.outbox import identifiers_of
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
-from cdp.segments import rules
+from cdp.segments import preview_sample, rules
 from cdp.segments.engine import Engine, RunResult
 from cdp.segments.ml_segments import ML_TYPES, MLSegments, forget
 from cdp.store import Store
@@ -244,20 +244,34 @@ class Segments:
 
     # -- computing -------------------------------------------------------------------------------
 
-    def preview(self, definition: Mapping[str, Any], sample: int = 10) -> dict[str, Any]:
-        """Size, a sample of members and the compiled SQL, without saving anything."""
+    def preview(
+        self, definition: Mapping[str, Any], sample: int = 10, *, estimate_above: int | None = None
+    ) -> dict[str, Any]:
+        """Size, a sample of members and the compiled SQL, without saving anything.
+
+        With ``estimate_above``, a store with more profile rows than that is not evaluated whole: the size is
+        estimated from a random sample of ``estimate_above`` profiles (``cdp.segments.preview_sample``), the
+        answer says ``"exact": false`` and gives the sample and a 95 % interval under ``estimate``."""
         parsed = rules.validate({"key": "preview", "name": "preview", **definition})
         if parsed.rule is None:
             raise InvalidInput("only rule segments can be previewed", {"path": "/rule"})
         rules.check_cycles({**self.rules_by_key(), parsed.key: parsed.rule})
         now = utcnow()
-        with self.engine.session(memberships=rules.mentions(parsed.rule).segments) as con:
-            members = self.engine.members_sql(con, parsed.rule, now)
+        extra: dict[str, Any] = {"exact": True}
+        if estimate_above is not None and preview_sample.profile_span(self.store.reader()) > estimate_above:
+            found = preview_sample.estimate(self.store.reader(), self.engine, parsed.rule, now, estimate_above)
+            members, size = found.members, found.size
+            extra = {"exact": False, "estimate": found.to_dict()}
+        else:
+            with self.engine.session(memberships=rules.mentions(parsed.rule).segments) as con:
+                members = self.engine.members_sql(con, parsed.rule, now)
+            size = len(members)
         compiled = rules.compile_rule(parsed.rule, now=now)
         chosen = sorted(members)[:sample]
         idents = identifiers_of(self.store.reader(), chosen)
         return {
-            "size": len(members),
+            **extra,
+            "size": size,
             "sample": [{"profile_id": pid, "identifiers": idents[pid]} for pid in chosen],
             "sql": compiled.sql,
             "params": [str(p) if not isinstance(p, int | float | str | type(None)) else p for p in compiled.params],
