@@ -274,11 +274,11 @@ def test_an_entity_of_sixty_noisy_records_ends_as_one_profile(tmp_path: Path) ->
         entity = dict(zip(truth["external_id"].astype(str), truth["entity"].astype(str), strict=True))
         clusters = _partition(cdp)
         biggest = max(clusters, key=lambda c: sum(entity[x] == "s0" for x in c))
-        # 85% of the records that carry evidence (four of the five fields) end in one profile (not yet all:
-        # see the identity issue's closing note)
+        # 95% of the records that carry evidence (four of the five fields) end in one profile (42 of 43 in
+        # session 7; a record with two fields mistyped and the others missing can stay alone)
         filled = (records.set_index(spec.id_column).fillna("").astype(str) != "").sum(axis=1)
         informative = {str(x) for x in filled.index[filled >= 4] if entity[str(x)] == "s0"}
-        assert len(informative) >= 20 and len(informative & biggest) >= 0.85 * len(informative)
+        assert len(informative) >= 20 and len(informative & biggest) >= 0.95 * len(informative)
         assert {entity[x] for x in biggest} == {"s0"}  # and nobody else joined to it
     finally:
         cdp.close()
