@@ -307,11 +307,6 @@ def test_same_rows_under_another_source_name_give_the_same_partition(tmp_path: P
     assert len(first) < records  # and something was matched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the model and the edge order are blind to it, but deterministic links are replayed in the order "
-    "they arrived, so that a run never undoes what real-time linking decided (see the identity issue's note)",
-)
 def test_same_rows_in_another_order_and_source_give_the_same_partition(tmp_path: Path) -> None:
     first, second, records = _two_stores(tmp_path, shuffle=True)
     assert first == second

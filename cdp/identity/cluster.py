@@ -244,6 +244,22 @@ def _replay(
     return {r: comps.find(r) for r in rows.tolist()}
 
 
+def _replay_keys(graph: Graph, rows: np.ndarray, content: np.ndarray, matched: np.ndarray | None) -> np.ndarray:
+    """A key for each of ``rows`` from what it holds, not its id or arrival: a match row's content hash, else a
+    stable hash of its type and value (a record's value names its source, so records use their content)."""
+    import zlib
+
+    types, values = graph.types[rows].tolist(), [graph.values[r] for r in rows.tolist()]
+    key = np.fromiter(
+        (zlib.crc32(f"{graph.type_names[t]}:{v}".encode()) for t, v in zip(types, values, strict=True)),
+        dtype=np.int64,
+        count=len(rows),
+    )
+    if matched is not None:
+        key[matched[rows]] = content[rows][matched[rows]]
+    return key
+
+
 CANNOT_LINK_MESSAGE = "a person labelled these identifiers' records as different people (a cannot-link)"
 
 
@@ -278,7 +294,7 @@ def cluster(
     """Each row's cluster (the smallest row in it), and the links/edges merge protection refused.
 
     ``edges``: rows of both ends and match weights of the probabilistic edges. Deterministic links are
-    replayed in the order they were seen, then edges are added strongest first; an edge that would
+    replayed (see ``content``), then edges are added strongest first; an edge that would
     join two clusters of several matchable identifiers each is refused unless its match weight is at
     least ``strong_weight`` or enough record pairs between them match (`chain_support_needed`: at
     least ``chaining_density`` times the smaller cluster's size, and two; edges come strongest first,
@@ -287,9 +303,11 @@ def cluster(
     cluster's members in that share (a ``user_id`` with no traits to match on was never compared, so
     it can support no edge). Without it, every record and ``user_id`` counts. ``content`` (an int64 per
     row, from the row's content rather than its id or arrival) breaks ties between equally strong edges, so
-    that they do not depend on source names or arrival; without it, identifier ids decide. Deterministic
-    links are still replayed in the order they arrived: a run must not undo what real-time linking decided
-    when nothing changed (stable ids).
+    that they do not depend on source names or arrival; without it, identifier ids decide. With it, the
+    deterministic links of a component that merge protection or a cannot-link must cut are replayed in
+    content order too (`_replay_keys`), so the same rows give the same profiles whatever order they came
+    in; a run may then decide such a component once differently from real-time linking, which saw the
+    links in arrival order, and every later run keeps it.
 
     ``link_weight``: edges weaker than this are *corroborating* edges, not links. One of them joins two
     clusters only when both of its ends are source records and the corroborating edges between the two
@@ -342,8 +360,14 @@ def cluster(
         in_bad = bad[comp]
         rows = np.flatnonzero(in_bad)
         mine = in_bad[a]
-        # in the order they arrived: a run must not undo what real-time linking decided when nothing changed
-        root = _replay(graph, rows, np.stack([a[mine], b[mine]], axis=1), alias[mine], rules, refused, partners)
+        links, link_alias = np.stack([a[mine], b[mine]], axis=1), alias[mine]
+        if content is not None:  # in content order: the same rows give the same profiles whatever their order
+            ends, where = np.unique(links, return_inverse=True)
+            key = _replay_keys(graph, ends, content, matched)[where.reshape(links.shape)]
+            ka, kb = key[:, 0], key[:, 1]
+            order = np.lexsort((np.maximum(ka, kb), np.minimum(ka, kb)))
+            links, link_alias = links[order], link_alias[order]
+        root = _replay(graph, rows, links, link_alias, rules, refused, partners)
         smallest: dict[int, int] = {}
         for r in rows.tolist():  # rows ascend: the first row seen of a cluster is its smallest
             smallest.setdefault(root[r], r)
