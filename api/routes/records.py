@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from .. import guard
 from ..deps import CDPDep, credential
 from ..schemas import ERRORS, WRITE_KEY_SECURITY, ImportSummaryOut, RecordIn, body_doc
 from .tracking import read_body
@@ -18,7 +19,11 @@ router = APIRouter(tags=["records"])
     "/v1/records",
     response_model=ImportSummaryOut,
     responses=ERRORS,
-    openapi_extra={**body_doc(RecordIn, ndjson=True, array=True), "security": WRITE_KEY_SECURITY},
+    openapi_extra={
+        **body_doc(RecordIn, ndjson=True, array=True),
+        "security": WRITE_KEY_SECURITY,
+        **guard.rule(raw=True, max_body="max_records_bytes"),
+    },
     summary="Upsert CRM records (idempotent per source and external_id)",
 )
 async def upsert_records(

@@ -271,6 +271,10 @@ def _child(conn: Connection) -> None:
     gc.freeze()
     gc.set_threshold(20_000, 10, 10)
     conn.send_bytes(pickle.dumps(True))
+    if settings.tracemalloc_seconds:
+        from cdp.memwatch import MemoryWatch
+
+        MemoryWatch(settings.tracemalloc_seconds, "ingest writer").start()
 
     def answer(request: int, ok: bool, value: Any) -> None:  # only the batcher's thread sends
         data = pickle.dumps((request, ok, value), protocol=pickle.HIGHEST_PROTOCOL)
