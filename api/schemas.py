@@ -89,7 +89,7 @@ class GroupMessage(_Message):
 class AliasMessage(_Message):
     model_config = ConfigDict(extra="allow", json_schema_extra={})  # alias needs userId itself
     previousId: str | float = Field(json_schema_extra=_ID)
-    userId: str | float = Field(json_schema_extra=_ID)  # type: ignore[assignment]
+    userId: str | float = Field(json_schema_extra=_ID)
 
 
 class BatchItem(_Message):
@@ -104,7 +104,7 @@ class BatchItem(_Message):
 
 def _batch_items() -> dict[str, Any]:
     """A batch's message: one of the single messages' schemas, with its ``type`` and its own optional writeKey."""
-    kinds = {
+    kinds: dict[str, type[BaseModel]] = {
         "track": TrackMessage,
         "identify": IdentifyMessage,
         "page": PageMessage,
