@@ -143,8 +143,11 @@ class BatchBody(BaseModel):
 
 class RecordIn(BaseModel):
     model_config = ConfigDict(extra="allow")
-    source: str | None = Field(
-        None, examples=["salesforce"], description="Required unless the request names one (?source=)."
+    source: Any = Field(
+        None,
+        examples=["salesforce"],
+        description="The system the record comes from: required text unless the request names one (?source=); "
+        "when it does, this field is kept as a trait like any other.",
     )
     external_id: str | float = Field(
         examples=["0035g00000AbCdE"],
