@@ -4,11 +4,16 @@
   SQLite cannot restart the WAL past a reader's snapshot, and one statement over all events held one for the
   whole read while ingest kept writing. Measured in SQLite VM steps of the longest statement (deterministic).
 - Read connections of threads that ended are closed, and each has a small page cache of its own.
+- A long-running process (``cdp.memory.configure``) maps large buffers on their own, so freeing them gives the
+  memory back (glibc's default keeps it once a large buffer was freed).
 """
 
 from __future__ import annotations
 
+import platform
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +26,10 @@ from cdp.identity.refresh import TraitRefresh
 from cdp.store import Store
 
 STEPS = 200  # VM instructions between two progress callbacks
+
+
+def _glibc() -> bool:
+    return platform.libc_ver()[0] == "glibc"
 
 
 def fill(cdp: CDP, users: int, events_each: int, start: int = 0) -> None:
@@ -157,3 +166,41 @@ def test_readers_of_live_threads_stay_open_and_close_with_the_store(settings: Se
     store.close()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         conn.execute("SELECT 1")
+
+
+# -- large buffers ----------------------------------------------------------------------------------------
+
+FREE_BUFFERS = """
+import sys
+from pathlib import Path
+from cdp import memory
+
+def rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+if sys.argv[1] == "configured":
+    memory.configure()
+big = bytearray(8 << 20)
+del big  # glibc raises its mapping threshold after freeing one mapped buffer (to 8 MB here)
+buffers = [bytearray(1 << 20) for _ in range(100)]  # a job's working set, 100 MB in 1 MB buffers
+kept = [bytearray(64) for _ in range(1000)]  # small objects that outlive the job
+before = rss()
+del buffers
+print(round(before - rss()))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or not _glibc(), reason="glibc's malloc on Linux")
+def test_a_configured_process_gives_large_buffers_back_when_freed(tmp_path: Path) -> None:
+    script = tmp_path / "free_buffers.py"
+    script.write_text(FREE_BUFFERS)
+    freed = {
+        mode: int(
+            subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, check=True).stdout
+        )
+        for mode in ("default", "configured")
+    }
+    assert freed["configured"] >= 90  # MB: each 1 MB buffer was mapped on its own and unmapped when freed
+    assert freed["default"] < 50  # glibc's default kept them in its heap (what made the server's RSS climb)

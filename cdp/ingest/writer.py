@@ -255,9 +255,11 @@ class _Batcher:
 
 def _child(conn: Connection) -> None:
     """The child's main: one store, one identity graph, requests in, answers out."""
+    from cdp import memory
     from cdp.store import Store
     from cdp.wiring import identity_graph
 
+    memory.configure()
     try:
         settings: Settings = pickle.loads(conn.recv_bytes())
         store = Store(settings)
