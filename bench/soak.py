@@ -63,13 +63,17 @@ def rss_mb(pid: int) -> float:
 
 def writer_child(pid: int) -> int | None:
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as children:
-            for child in children.read().split():
-                try:
-                    if b"cdp.ingest.writer" in Path(f"/proc/{child}/cmdline").read_bytes():
-                        return int(child)
-                except OSError:
-                    continue
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                found = children.read().split()
+        except OSError:  # the thread ended since the listing
+            continue
+        for child in found:
+            try:
+                if b"cdp.ingest.writer" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+            except OSError:
+                continue
     return None
 
 
