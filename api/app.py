@@ -97,9 +97,8 @@ def create_app(settings: Settings | None = None, *, cdp: CDP | None = None, sche
     routers = (tracking, sdk, records, events, profiles, identity, segments, charts, ml, webhooks, privacy)
     for module in (*routers, quality, health):
         app.include_router(module.router)
-    raw_paths = lambda path: path in tracking.TRACKING_PATHS or path == "/v1/records"  # noqa: E731
-    app.add_middleware(JSONBodies, raw_paths=raw_paths)
-    app.add_middleware(Guard, raw_paths=raw_paths)  # auth and body limits before any body is read; JSON 500s
+    app.add_middleware(JSONBodies)  # raw-body routes (guard.rule(raw=True)) are left alone
+    app.add_middleware(Guard)  # auth and body limits (declared on each route) before any body is read; JSON 500s
     app.add_middleware(TrackingCORS, origins=settings.cors_origins)
     if settings.access_log:
         app.add_middleware(AccessLog)

@@ -9,7 +9,11 @@ What each route needs is declared once, on the route:
   accepts ``writeKey`` in the body). Anything else is public. ``openapi_extra=guard.rule(scope=...)`` overrides
   the inference; ``tests/test_auth_matrix.py`` holds the expected scope of every route.
 - **body limit**: ``Settings.max_body_bytes`` (1 MB) unless the route says otherwise with
-  ``openapi_extra=guard.rule(max_body=...)``; the tracking and records routes use their own settings.
+  ``openapi_extra=guard.rule(max_body=...)``: a number of bytes, or the name of the ``Settings`` field that holds
+  it (the tracking and records routes: ``"max_batch_bytes"``, ``"max_records_bytes"``...).
+- **raw body**: ``guard.rule(raw=True)`` on a route that reads its body itself (tracking, records: gzip, NDJSON,
+  per-message limits). Its body is streamed to the route, not buffered nor checked here, and not rewritten by
+  ``api.json_bodies``.
 
 A request without the right key is answered 401/403 before one byte of its body is read; a body over the limit
 is answered 413 as soon as its ``Content-Length`` (or its bytes so far) pass it. Bodies of the routes that do not
@@ -37,24 +41,37 @@ from .schemas import TOKEN_SECURITY, WRITE_KEY_SECURITY
 
 log = logging.getLogger("cdp.api")
 Kind = Literal["public", "write", "read", "admin"]
-SCOPE_KEY, BODY_KEY = "x-cdp-scope", "x-cdp-max-body"
+SCOPE_KEY, BODY_KEY, RAW_KEY = "x-cdp-scope", "x-cdp-max-body", "x-cdp-raw-body"
+POLICY = "cdp.policy"
+"""The scope key under which the guard hands the matched route's :class:`Policy` to the middlewares inside it."""
 
 
-def rule(*, scope: Kind | None = None, max_body: int | None = None) -> dict[str, Any]:
-    """``openapi_extra`` entries that set a route's scope or body limit (merge with any other extras)."""
+def rule(*, scope: Kind | None = None, max_body: int | str | None = None, raw: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` entries that set a route's scope, body limit (bytes, or a ``Settings`` field's name)
+    or raw body (merge with any other extras)."""
     out: dict[str, Any] = {}
     if scope is not None:
         out[SCOPE_KEY] = scope
     if max_body is not None:
         out[BODY_KEY] = max_body
+    if raw:
+        out[RAW_KEY] = True
     return out
 
 
 @dataclass(frozen=True)
 class Policy:
     scope: Kind
-    max_body: int | None  # None: the default (Settings.max_body_bytes)
+    max_body: int | str | None  # None: the default (Settings.max_body_bytes); a str: the Settings field holding it
     raw: bool  # the route reads its body itself (tracking, records): no buffering here
+
+    def limit(self, settings: Any) -> int:
+        """The body limit in bytes under ``settings``."""
+        if self.max_body is None:
+            return int(settings.max_body_bytes)
+        if isinstance(self.max_body, str):
+            return int(getattr(settings, self.max_body))
+        return self.max_body
 
 
 def api_routes(app: Any) -> list[APIRoute]:
@@ -76,7 +93,7 @@ def _dependency_calls(route: APIRoute) -> set[Any]:
     return calls
 
 
-def policy_of(route: APIRoute, raw_paths: Any) -> Policy:
+def policy_of(route: APIRoute) -> Policy:
     """The scope and body limit of one route (see the module's docstring)."""
     extra = route.openapi_extra or {}
     scope: Kind = "public"
@@ -88,7 +105,7 @@ def policy_of(route: APIRoute, raw_paths: Any) -> Policy:
     elif extra.get("security") == WRITE_KEY_SECURITY:
         scope = "write"
     scope = extra.get(SCOPE_KEY, scope)
-    return Policy(scope, extra.get(BODY_KEY), bool(raw_paths(route.path)))
+    return Policy(scope, extra.get(BODY_KEY), bool(extra.get(RAW_KEY, False)))
 
 
 def error(status: int, body: dict[str, Any], *, close: bool = False) -> tuple[Message, Message]:
@@ -105,9 +122,8 @@ def error(status: int, body: dict[str, Any], *, close: bool = False) -> tuple[Me
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, raw_paths: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.raw_paths = raw_paths
         self._static: dict[tuple[str, str], Policy] | None = None
         self._dynamic: list[tuple[APIRoute, Policy]] = []
         self._routes: list[APIRoute] = []
@@ -116,7 +132,7 @@ class Guard:
         static: dict[tuple[str, str], Policy] = {}
         self._routes = api_routes(scope["app"])
         for route in self._routes:
-            found = policy_of(route, self.raw_paths)
+            found = policy_of(route)
             if "{" in route.path:
                 self._dynamic.append((route, found))
             else:
@@ -208,9 +224,8 @@ class Guard:
                 for message in error(exc.status, exc.to_dict(), close=has_body):
                     await send(message)
                 return
-        limit = found.max_body or cdp.settings.max_body_bytes
-        if found.raw:
-            limit = max(limit, cdp.settings.max_batch_bytes, cdp.settings.max_records_bytes)
+        scope[POLICY] = found
+        limit = found.limit(cdp.settings)
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(

@@ -7,8 +7,6 @@ JSON passes through untouched, so a form stays a form and the error names the Co
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,12 +15,14 @@ METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class JSONBodies:
-    def __init__(self, app: ASGIApp, raw_paths: Callable[[str], bool]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.raw_paths = raw_paths  # paths that read their body raw (tracking, records)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in METHODS or self.raw_paths(scope["path"]):
+        # The guard (outside this) hands over the route's policy: routes that read their body raw (tracking,
+        # records: ``guard.rule(raw=True)``) get it untouched.
+        policy = scope.get("cdp.policy")
+        if scope["type"] != "http" or scope["method"] not in METHODS or (policy is not None and policy.raw):
             await self.app(scope, receive, send)
             return
         headers = scope["headers"]

@@ -21,8 +21,11 @@ class Success(BaseModel):
     success: Literal[True] = True
 
 
-# An identifier the API takes: not blank, at most 1,024 characters (numbers are taken too, as their digits).
-_ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"\S"}
+# An identifier the API takes: not blank, at most 1,024 characters; numbers are taken too, as their digits (SDKs
+# send numeric user ids). A blank string counts as absent.
+_ID_TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"\S"}
+_ID: dict[str, Any] = {"anyOf": [_ID_TEXT, {"type": "number"}]}
+_MAYBE_ID: dict[str, Any] = {"anyOf": [{"type": "string", "maxLength": 1024}, {"type": "number"}, {"type": "null"}]}
 # userId or anonymousId: one of them, not blank (what /v1/track and the others check).
 _WHO: dict[str, Any] = {
     "anyOf": [
@@ -34,16 +37,34 @@ _WHO: dict[str, Any] = {
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="allow", json_schema_extra=_WHO)
-    userId: str | None = Field(None, description="Your id for the user; userId or anonymousId is required.")
-    anonymousId: str | None = Field(None, description="A device/browser id for a user not yet identified.")
-    messageId: str | None = Field(
-        None, max_length=1024, description="Unique per message; repeats are acknowledged and dropped."
+    userId: str | float | None = Field(
+        None, json_schema_extra=_MAYBE_ID, description="Your id for the user; userId or anonymousId is required."
     )
-    timestamp: str | None = Field(None, description="When it happened on the client (ISO-8601).")
-    sentAt: str | None = Field(None, description="When the client sent it; used to correct clock skew.")
+    anonymousId: str | float | None = Field(
+        None, json_schema_extra=_MAYBE_ID, description="A device/browser id for a user not yet identified."
+    )
+    messageId: str | float | None = Field(
+        None,
+        json_schema_extra=_MAYBE_ID,
+        description="Unique per message; repeats are acknowledged and dropped. A number is taken as its digits.",
+    )
+    timestamp: Any = Field(
+        None,
+        description="When it happened on the client (ISO-8601). A value that is not a time is kept aside and counted "
+        "(`cdp quality`); the event takes the time it was received.",
+    )
+    sentAt: Any = Field(
+        None,
+        description="When the client sent it; used to correct clock skew. A value that is not a time is ignored and "
+        "counted (`cdp quality`).",
+    )
     context: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
-    writeKey: str | None = Field(None, description="Alternative to HTTP Basic auth.")
+    writeKey: str | None = Field(
+        None,
+        description="Alternative to HTTP Basic auth (a key sent in the Authorization header is used first). Blank: "
+        "ignored; unknown or revoked: 401 for a single message, that message refused in a batch.",
+    )
 
 
 class TrackMessage(_Message):
@@ -56,19 +77,19 @@ class IdentifyMessage(_Message):
 
 
 class PageMessage(_Message):
-    name: str | None = None
+    name: Any = Field(None, description="The page or screen name; a value that is not a string is ignored.")
     properties: dict[str, Any] | None = None
 
 
 class GroupMessage(_Message):
-    groupId: str = Field(min_length=1, max_length=1024, pattern=r"\S")
+    groupId: str | float = Field(json_schema_extra=_ID)
     traits: dict[str, Any] | None = None
 
 
 class AliasMessage(_Message):
     model_config = ConfigDict(extra="allow", json_schema_extra={})  # alias needs userId itself
-    previousId: str = Field(min_length=1, max_length=1024, pattern=r"\S")
-    userId: str = Field(min_length=1, max_length=1024, pattern=r"\S")
+    previousId: str | float = Field(json_schema_extra=_ID)
+    userId: str | float = Field(json_schema_extra=_ID)
 
 
 class BatchItem(_Message):
@@ -81,28 +102,75 @@ class BatchItem(_Message):
     previousId: str | None = None
 
 
+def _batch_items() -> dict[str, Any]:
+    """A batch's message: one of the single messages' schemas, with its ``type`` and its own optional writeKey."""
+    kinds: dict[str, type[BaseModel]] = {
+        "track": TrackMessage,
+        "identify": IdentifyMessage,
+        "page": PageMessage,
+        "screen": PageMessage,
+        "group": GroupMessage,
+        "alias": AliasMessage,
+    }
+    variants = []
+    for kind, model in kinds.items():
+        schema = model.model_json_schema()
+        schema.pop("title", None)
+        schema["properties"] = {"type": {"const": kind}, **schema["properties"]}
+        schema["properties"]["writeKey"] = {
+            "anyOf": [{"type": "string"}, {"type": "null"}],
+            "description": "This message's own write key (blank: the batch's); unknown or revoked: this message "
+            "is refused",
+        }
+        schema["required"] = ["type", *schema.get("required", [])]
+        variants.append(schema)
+    return {"oneOf": variants}
+
+
 class BatchBody(BaseModel):
     model_config = ConfigDict(extra="allow")
-    batch: list[dict[str, Any]] = Field(description="Up to 2,500 messages, each with a `type`.")
-    context: dict[str, Any] | None = Field(None, description="Merged into each message's context.")
-    integrations: dict[str, Any] | None = None
-    sentAt: str | None = None
+    batch: list[dict[str, Any]] = Field(
+        description="Up to 2,500 messages, each with a `type`.",
+        json_schema_extra={"items": _batch_items(), "maxItems": 2500},
+    )
+    context: Any = Field(
+        None, description="Merged into each message's context (a value that is not an object: ignored)."
+    )
+    integrations: Any = Field(None, description="Merged into each message's integrations (not an object: ignored).")
+    sentAt: Any = Field(None, description="When the client sent the batch (ISO-8601); not a time: ignored and counted.")
     writeKey: str | None = None
 
 
 class RecordIn(BaseModel):
     model_config = ConfigDict(extra="allow")
-    source: str = Field(examples=["salesforce"])
-    external_id: str = Field(examples=["0035g00000AbCdE"])
-    email: str | None = None
-    phone: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    birthday: str | None = None
-    address: dict[str, Any] | None = Field(None, description="street, city, postal_code, country")
-    company: str | None = None
-    title: str | None = None
-    traits: dict[str, Any] | None = Field(None, description="Any other fields, kept as-is.")
+    source: Any = Field(
+        None,
+        examples=["salesforce"],
+        description="The system the record comes from: required text unless the request names one (?source=); "
+        "when it does, this field is kept as a trait like any other.",
+    )
+    external_id: str | float = Field(
+        examples=["0035g00000AbCdE"],
+        json_schema_extra={"anyOf": [{"type": "string"}, {"type": "number"}]},
+        description="The record's id in its source; a number is taken as its digits.",
+    )
+    # Canonical fields are cleaned (emails lower-cased, phones to E.164, dates to ISO); a value that leaves nothing
+    # usable (a number for a name, an object) is stored as null and reported in `warnings`, not refused.
+    email: Any = Field(None, description="Text; cleaned. Nothing usable left after cleaning: null, with a warning.")
+    phone: Any = Field(None, description="Text; to E.164. Nothing usable left after cleaning: null, with a warning.")
+    first_name: Any = Field(None, description="Text; cleaned like email.")
+    last_name: Any = Field(None, description="Text; cleaned like email.")
+    birthday: Any = Field(None, description="A date; cleaned like email.")
+    address: Any = Field(
+        None, description="An object: street, city, postal_code, country. Any other value is kept as a trait."
+    )
+    company: Any = Field(None, description="Text; cleaned like email.")
+    title: Any = Field(None, description="Text; cleaned like email.")
+    traits: Any = Field(
+        None,
+        description="An object of any other fields, kept as-is; a value that is not an object is kept as the trait "
+        "`traits`.",
+    )
 
 
 class ImportSummaryOut(BaseModel):

@@ -6,8 +6,10 @@
 It starts the real server (`cdp serve`, scheduler on, resolution every minute) on a fresh store, a webhook
 receiver on loopback subscribed to every segment, two rule segments computed every minute by the scheduler
 and on demand over the API, and `--clients` processes posting `/v1/batch` at `--rate` events/s in all. Every
-report line prints the RSS of the server and of its ingest writer process, the size of the WAL, events
-acknowledged and webhook messages received. At the end the server is stopped (SIGTERM) and the store is
+report line prints the RSS of the server and of its ingest writer process, the size of the WAL (now, and the
+largest seen since the previous line, sampled every half second), webhook messages received, on-demand segment
+runs and resolution runs finished. `--profile 60` also logs, each minute, the allocation sites that grew in both
+processes (to serve.log beside the store). At the end the server is stopped (SIGTERM) and the store is
 checked: every acknowledged messageId stored, `integrity_check` ok.
 
 Targets: RSS of each process flat after warm-up (the last third of the run within 10% of the middle third),
@@ -61,13 +63,17 @@ def rss_mb(pid: int) -> float:
 
 def writer_child(pid: int) -> int | None:
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as children:
-            for child in children.read().split():
-                try:
-                    if b"cdp.ingest.writer" in Path(f"/proc/{child}/cmdline").read_bytes():
-                        return int(child)
-                except OSError:
-                    continue
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                found = children.read().split()
+        except OSError:  # the thread ended since the listing
+            continue
+        for child in found:
+            try:
+                if b"cdp.ingest.writer" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+            except OSError:
+                continue
     return None
 
 
@@ -115,6 +121,15 @@ def client(url: str, key: str, rate: float, until: float, seed: int, out: Any) -
         ids.write(f"#{acked} {failed}\n")
 
 
+def resolutions(db: Path) -> int:
+    """Resolution runs that finished so far."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM resolution_runs WHERE status = 'succeeded'").fetchone()[0])
+    except sqlite3.Error:
+        return -1
+
+
 class Receiver:
     def __init__(self) -> None:
         self.count = 0
@@ -145,6 +160,14 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--report-seconds", type=float, default=60.0, help="seconds between report lines")
     parser.add_argument("--dir", type=Path, default=None, help="where the store goes (default: a temporary dir)")
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="trace allocations in the server and its writer (CDP_TRACEMALLOC_SECONDS): every SECONDS the sites"
+        " that grew most go to serve.log in the store's directory",
+    )
     args = parser.parse_args()
 
     work = Path(args.dir or tempfile.mkdtemp(prefix="cdp-soak-"))
@@ -167,6 +190,8 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "CDP_RESOLVE_SCHEDULE": "1m", "CDP_WEBHOOKS_ALLOW_PRIVATE_URLS": "true"}
+    if args.profile:
+        env["CDP_TRACEMALLOC_SECONDS"] = str(args.profile)
     server = subprocess.Popen(
         [CLI, "serve", "--db", str(db), "--port", str(port), "--log-level", "warning"],
         env=env,
@@ -217,7 +242,12 @@ def main() -> int:
         sender.start()
     samples: list[dict[str, float]] = []
     child = writer_child(server.pid)
-    print(f"{'min':>5} {'server MB':>10} {'writer MB':>10} {'WAL MB':>8} {'webhooks':>9} {'computes':>9}")
+    print(
+        f"{'min':>5} {'server MB':>10} {'writer MB':>10} {'WAL MB':>8} {'WAL max':>8} {'webhooks':>9}"
+        f" {'computes':>9} {'resolved':>9}"
+    )
+    wal = Path(f"{db}-wal")
+    wal_max = 0.0  # the largest WAL seen since the last report line (sampled every half second)
     computes = [0]
 
     def compute_now_and_then() -> None:  # an on-demand segment run every 20 s, beside the scheduled ones
@@ -230,20 +260,24 @@ def main() -> int:
     next_report = started + args.report_seconds
     while time.monotonic() < until + 1:
         now = time.monotonic()
+        if wal.exists():
+            wal_max = max(wal_max, wal.stat().st_size / 2**20)
         if now >= next_report or now >= until:
             child = writer_child(server.pid) or child
-            wal = Path(f"{db}-wal")
             sample = {
                 "minute": round((now - started) / 60, 2),
                 "server_mb": round(rss_mb(server.pid), 1),
                 "writer_mb": round(rss_mb(child), 1) if child else 0.0,
                 "wal_mb": round(wal.stat().st_size / 2**20, 1) if wal.exists() else 0.0,
+                "wal_max_mb": round(wal_max, 1),
                 "webhooks": receiver.count,
+                "resolutions": resolutions(db),
             }
+            wal_max = 0.0
             samples.append(sample)
             print(
                 f"{sample['minute']:>5} {sample['server_mb']:>10} {sample['writer_mb']:>10} {sample['wal_mb']:>8}"
-                f" {sample['webhooks']:>9} {computes[0]:>9}",
+                f" {sample['wal_max_mb']:>8} {sample['webhooks']:>9} {computes[0]:>9} {sample['resolutions']:>9}",
                 flush=True,
             )
             if now >= until:
@@ -284,7 +318,7 @@ def main() -> int:
         "stored_of_acknowledged": len(acked) - lost,
         "failed_requests": failed,
         "integrity": integrity,
-        "wal_max_mb": max(s["wal_mb"] for s in samples),
+        "wal_max_mb": max(s["wal_max_mb"] for s in samples),
         "server_rss_mb": [s["server_mb"] for s in samples],
         "writer_rss_mb": [s["writer_mb"] for s in samples],
         "server_rss_flat": flat("server_mb"),

@@ -97,6 +97,8 @@ def serve(
     """Run the HTTP API (and the scheduler)."""
     import uvicorn
 
+    from cdp import memory
+    from cdp.memwatch import MemoryWatch
     from cdp.sample import dev_keys as make_dev_keys
     from cdp.server import create_app
 
@@ -134,6 +136,9 @@ def serve(
         access.addHandler(handler)
         access.setLevel(logging.INFO)
         access.propagate = False
+    memory.configure()
+    if settings.tracemalloc_seconds:
+        MemoryWatch(settings.tracemalloc_seconds, "server").start()
     app = create_app(cdp=cdp, scheduler=settings.scheduler_enabled)
     # Everything loaded so far (FastAPI, pydantic models, the identity cache's start) lives as long
     # as the process: out of the collector's sight, full collections scan only what ingest allocates

@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(default_factory=lambda: ["*"], description="Origins allowed on /v1/*.")
     key_cache_seconds: float = Field(5.0, ge=0, description="How long a verified key is cached in memory.")
+    tracemalloc_seconds: float = Field(
+        0.0, ge=0, description="Diagnostics: log the allocation sites that grew, every N seconds (0: off; slow)."
+    )
 
     # Console
     console_session_seconds: int = Field(

@@ -136,11 +136,7 @@ def table(cdp: CDP) -> dict[tuple[str, str], str]:
     from api import create_app
 
     app = create_app(cdp=cdp, scheduler=False)
-    return {
-        (method, route.path): policy_of(route, lambda path: False).scope
-        for route in api_routes(app)
-        for method in route.methods or ()
-    }
+    return {(method, route.path): policy_of(route).scope for route in api_routes(app) for method in route.methods or ()}
 
 
 def test_every_route_has_a_decision(fresh_db: CDP) -> None:

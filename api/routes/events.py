@@ -6,10 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
+from cdp.errors import InvalidInput
+
 from ..deps import CDPDep, ReadKey
 from ..schemas import ERRORS, EventsPage
 
 router = APIRouter(tags=["events"])
+EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 
 
 @router.get("/v1/events", response_model=EventsPage, responses=ERRORS, summary="Raw events, newest first")
@@ -20,11 +23,19 @@ def list_events(
     anonymous_id: str | None = None,
     profile_id: str | None = None,
     event: str | None = Query(None, description="Event name (track) or page/screen name"),
-    type: str | None = Query(None, description="track, identify, page, screen, group or alias"),
-    since: str | None = Query(None, description="Only events at or after this ISO-8601 time"),
+    type: str | None = Query(
+        None,
+        description="track, identify, page, screen, group or alias",
+        json_schema_extra={"enum": list(EVENT_TYPES)},
+    ),
+    since: str | None = Query(
+        None, description="Only events at or after this ISO-8601 time", json_schema_extra={"format": "date-time"}
+    ),
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = None,
 ) -> dict[str, Any]:
+    if type is not None and type not in EVENT_TYPES:
+        raise InvalidInput(f"type must be one of {', '.join(EVENT_TYPES)}, not {type!r}", {"field": "type"})
     page = cdp.events.list(
         user_id=user_id,
         anonymous_id=anonymous_id,

@@ -16,6 +16,29 @@ from .segments import NOT_FOUND
 
 router = APIRouter(tags=["machine learning"])
 PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "A PNG picture"}}
+_TEXT = {"type": "string", "minLength": 1, "pattern": r"\S"}
+_LABEL = {
+    "type": "object",
+    "required": ["title", "persona"],
+    "properties": {"title": {**_TEXT, "maxLength": 200}, "persona": {**_TEXT, "maxLength": 64}},
+}
+LABELS: dict[str, Any] = {
+    "description": 'One label {"title", "persona"}, a list of them, or {"labels": [...]}',
+    "anyOf": [
+        _LABEL,
+        {"type": "array", "minItems": 1, "items": _LABEL},
+        {
+            "type": "object",
+            "required": ["labels"],
+            "properties": {"labels": {"type": "array", "minItems": 1, "items": _LABEL}},
+        },
+    ],
+}
+TITLES: dict[str, Any] = {
+    "type": "object",
+    "required": ["titles"],
+    "properties": {"titles": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "string"}}},
+}
 
 
 @router.get(
@@ -64,6 +87,7 @@ def labels(cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
     response_model=JSONObject,
     responses=ERRORS,
     summary="Label job titles with personas; retrains and refreshes every profile's persona",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": LABELS}}}},
 )
 async def add_labels(request: Request, cdp: CDPDep, _key: AdminKey) -> dict[str, Any]:
     body = await json_body(request)
@@ -82,7 +106,11 @@ async def uncertain(cdp: CDPDep, _key: ReadKey, n: int = Query(20, ge=1, le=1000
 
 
 @router.post(
-    "/v1/personas/predict", response_model=DataList, responses=ERRORS, summary="The persona the model gives some titles"
+    "/v1/personas/predict",
+    response_model=DataList,
+    responses=ERRORS,
+    summary="The persona the model gives some titles",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": TITLES}}}},
 )
 async def predict(request: Request, cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
     body = await json_body(request)

@@ -25,6 +25,9 @@ DEFINITION = Body(..., description="A segment definition (see GET /v1/segments/s
 }])  # fmt: skip
 
 
+BODY_SCHEMA = {"type": "object", "description": "A segment definition (see GET /v1/segments/schema)"}
+
+
 async def _json(request: Request) -> dict[str, Any]:
     value = await json_body(request)
     if not isinstance(value, dict):
@@ -53,6 +56,7 @@ def create(cdp: CDPDep, _key: AdminKey, definition: dict[str, Any] = DEFINITION)
     response_model=Preview,
     responses=ERRORS,
     summary="Size, sample members and SQL, without saving",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": BODY_SCHEMA}}}},
 )
 async def preview(request: Request, cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
     definition = await _json(request)
@@ -111,7 +115,9 @@ def members(
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = None,
     traits: str | None = Query(
-        None, description="Comma-separated trait names to add to each member (e.g. email,first_name; at most 20)"
+        None,
+        description="Comma-separated trait names to add to each member (e.g. email,first_name; at most 20)",
+        json_schema_extra={"minLength": 1, "pattern": r"[^,\s]"},
     ),
 ) -> dict[str, Any]:
     return cdp.segments.members(key, limit=limit, cursor=cursor, traits=traits).to_dict()

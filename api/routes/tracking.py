@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from cdp.errors import PayloadTooLarge
 
+from .. import guard
 from ..deps import credential, get_cdp
 from ..schemas import (
     ERRORS,
@@ -72,7 +73,11 @@ def _route(kind: str) -> None:
     common = {
         "response_model": Success,
         "responses": ERRORS,
-        "openapi_extra": {**body_doc(DOCS[kind]), "security": WRITE_KEY_SECURITY},
+        "openapi_extra": {
+            **body_doc(DOCS[kind]),
+            "security": WRITE_KEY_SECURITY,
+            **guard.rule(raw=True, max_body="max_batch_bytes" if kind == "batch" else "max_message_bytes"),
+        },
     }
     router.add_api_route(f"/v1/{kind}", endpoint, methods=["POST"], summary=summary, **common)  # type: ignore[arg-type]
     short = next(s for s, k in SHORT.items() if k == kind)

@@ -17,7 +17,10 @@ EventType = Literal["segment.entered", "segment.exited", "profile.merged", "prof
 
 class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(description="http(s) URL; private, loopback and link-local hosts are refused.")
+    url: str = Field(
+        description="http(s) URL; private, loopback and link-local hosts are refused.",
+        json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+"},
+    )
     events: list[EventType] | None = Field(None, description="Event types to receive (default: all).")
     segments: list[str] | None = Field(None, description="Segment keys (children included); null for every segment.")
     description: str | None = Field(None, max_length=1000)

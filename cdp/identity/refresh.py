@@ -4,6 +4,12 @@ Profiles go in chunks, each written in its own small transaction while the next 
 large share of the profiles is stale (the first resolution of an import), their records, identify
 events and event aggregates are read in one pass each, and the chunks follow the profiles' storage
 order (each transaction then rewrites few pages).
+
+Every read is a short statement over a range of keys (``READ_PROFILES`` profiles, ``READ_ROWS`` rows), each
+its own snapshot, fetched at once: SQLite cannot restart the WAL while a reader holds a snapshot, and one
+statement over all events held one for the whole pass while ingest kept writing. Rows that arrive between two
+ranges are either read or left for the next refresh (events past the watermark read at the start make their
+profiles stale again).
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from typing import Any
 import orjson
 
 from cdp.identity.traits import (
+    COMPUTED_SQL,
+    COUNTS_SQL,
+    ORDER_EVENT,
     RECORD_COLUMNS,
     TraitSource,
-    computed_aggregates,
     computed_from,
     computed_rows,
     identify_values,
@@ -31,6 +39,11 @@ from cdp.identity.traits import (
 from cdp.settings import Settings
 from cdp.store import Store
 from cdp.timeutil import now_iso, utcnow
+
+READ_PROFILES = 2_000
+"""Profiles one read statement of a dense refresh covers (a range of ids: an index range scan)."""
+READ_ROWS = 50_000
+"""Rows (of ``rowid``) one read statement of a table scan covers."""
 
 
 class TraitRefresh:
@@ -45,19 +58,23 @@ class TraitRefresh:
         conn = self.store.reader()
         watermark = conn.execute("SELECT value FROM resolution_state WHERE key = 'traits_event_id'").fetchone()
         last_event = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-        found = dict(
-            conn.execute(
-                "SELECT id, rowid FROM profiles WHERE merged_into IS NULL"
-                " AND (refreshed_at IS NULL OR updated_at > refreshed_at)"
-            ).fetchall()
-        )
-        found.update(
-            conn.execute(
-                "SELECT DISTINCT e.profile_id, p.rowid FROM events e JOIN profiles p ON p.id = e.profile_id"
-                " WHERE e.id > ? AND e.id <= ? AND p.merged_into IS NULL",
-                (int(watermark[0]) if watermark else 0, last_event),
-            ).fetchall()
-        )
+        found: dict[str, int] = {}
+        for lo, hi in rowid_ranges(conn, "profiles"):
+            found.update(
+                conn.execute(
+                    "SELECT id, rowid FROM profiles WHERE rowid > ? AND rowid <= ? AND merged_into IS NULL"
+                    " AND (refreshed_at IS NULL OR updated_at > refreshed_at)",
+                    (lo, hi),
+                ).fetchall()
+            )
+        for lo in range(int(watermark[0]) if watermark else 0, last_event, READ_ROWS):
+            found.update(
+                conn.execute(
+                    "SELECT DISTINCT e.profile_id, p.rowid FROM events e JOIN profiles p ON p.id = e.profile_id"
+                    " WHERE e.id > ? AND e.id <= ? AND p.merged_into IS NULL",
+                    (lo, min(lo + READ_ROWS, last_event)),
+                ).fetchall()
+            )
         live = conn.execute("SELECT count(*) FROM profiles WHERE merged_into IS NULL").fetchone()[0]
         now = utcnow()
         batches: Iterable[list[tuple[str, str, str, str]]]
@@ -103,21 +120,34 @@ class TraitRefresh:
     def _all_traits(
         self, conn: sqlite3.Connection, stale: list[str], now: Any, chunk: int
     ) -> Iterator[list[tuple[str, str, str, str]]]:
-        """`_traits_for` for many profiles: one scan per table, kept as rows until their chunk comes."""
+        """`_traits_for` for many profiles: one pass per table (in ranges of profile ids, each a short
+        statement), kept as rows until their chunk comes."""
         wanted = set(stale)
         records: dict[str, list[tuple[Any, ...]]] = {}
-        for values in conn.execute(f"SELECT {_RECORD_COLUMNS} FROM source_records WHERE profile_id IS NOT NULL"):
-            if values[0] in wanted:
-                records.setdefault(values[0], []).append(values)
         identifies: dict[str, list[tuple[Any, ...]]] = {}
-        for values in conn.execute(
-            "SELECT profile_id, source, timestamp, traits, context, id FROM events"
-            " WHERE type = 'identify' AND profile_id IS NOT NULL"
-        ):
-            if values[0] in wanted:
-                identifies.setdefault(values[0], []).append(values)
-        aggregates = computed_aggregates(conn, wanted)
-        del wanted
+        aggregates: dict[str, tuple[tuple[Any, ...], dict[str, int]]] = {}
+        in_range = ">= :lo AND profile_id <= :hi"
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), READ_PROFILES):
+            bounds = {"lo": ordered[start], "hi": ordered[min(start + READ_PROFILES, len(ordered)) - 1]}
+            select = f"SELECT {_RECORD_COLUMNS} FROM source_records WHERE profile_id {in_range}"
+            for values in conn.execute(select, bounds).fetchall():
+                if values[0] in wanted:
+                    records.setdefault(values[0], []).append(values)
+            for values in conn.execute(
+                f"SELECT profile_id, source, timestamp, traits, context, id FROM events"
+                f" WHERE profile_id {in_range} AND type = 'identify'",
+                bounds,
+            ).fetchall():
+                if values[0] in wanted:
+                    identifies.setdefault(values[0], []).append(values)
+            for row in conn.execute(COMPUTED_SQL.format(where=in_range), {"order": ORDER_EVENT, **bounds}).fetchall():
+                if row[0] in wanted:
+                    aggregates[row[0]] = (row[1:], {})
+            for pid, event, n in conn.execute(COUNTS_SQL.format(where=in_range), bounds).fetchall():
+                if pid in aggregates:
+                    aggregates[pid][1][event] = n
+        del wanted, ordered
         priority = self.settings.trait_priority
         for start in range(0, len(stale), chunk):
             out, stamp = [], now_iso()
@@ -147,6 +177,15 @@ class TraitRefresh:
             )
             for p in profile_ids
         ]
+
+
+def rowid_ranges(conn: sqlite3.Connection, table: str, step: int | None = None) -> Iterator[tuple[int, int]]:
+    """``(lo, hi]`` rowid ranges of ``step`` (``READ_ROWS``) covering ``table`` as it is now (later rows: the
+    next run)."""
+    step = step or READ_ROWS
+    last = conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}").fetchone()[0]
+    for lo in range(0, last, step):
+        yield lo, min(lo + step, last)
 
 
 _RECORD_COLUMNS = ", ".join(["profile_id", *RECORD_COLUMNS])

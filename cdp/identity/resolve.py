@@ -32,7 +32,7 @@ from cdp.errors import MatchModelMissing, ResolutionFailed
 from cdp.identity import evaluate, labels, matching, review
 from cdp.identity.cluster import Edge, Facts, Graph, Node, Plan, changing, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
-from cdp.identity.refresh import TraitRefresh
+from cdp.identity.refresh import TraitRefresh, rowid_ranges
 from cdp.identity.traits import identify_values
 from cdp.normalize import HISTORICAL_BIRTHDAY
 from cdp.quality import CANONICAL_COLUMNS
@@ -161,11 +161,27 @@ class Resolution:
             " traits FROM source_records"
         )
         if records is None and users is None:
-            record_frame = pd.read_sql_query(select, conn)
-            identifies = conn.execute(
-                "SELECT user_id, traits, context FROM events WHERE type = 'identify' AND user_id IS NOT NULL"
-                " ORDER BY timestamp, id"
-            ).fetchall()
+            # In ranges of ids, each a short statement (its own snapshot): one statement over all records and
+            # events held a snapshot for the whole read, and the WAL cannot restart past it. Rows that arrive
+            # meanwhile are read or left for the next run.
+            parts = [
+                conn.execute(select + " WHERE id > ? AND id <= ?", bounds).fetchall()
+                for bounds in rowid_ranges(conn, "source_records")
+            ]
+            record_frame = pd.DataFrame(
+                [row for part in parts for row in part], columns=["unique_id", "source", *_RECORD_FIELDS, "traits"]
+            )
+            del parts
+            identifies = [
+                row
+                for lo, hi in rowid_ranges(conn, "events")
+                for row in conn.execute(
+                    "SELECT user_id, traits, context, timestamp, id FROM events"
+                    " WHERE id > ? AND id <= ? AND type = 'identify' AND user_id IS NOT NULL",
+                    (lo, hi),
+                ).fetchall()
+            ]
+            identifies.sort(key=lambda row: (row[3], row[4]))  # the latest traits last
         else:
             found = [
                 conn.execute(select + " WHERE source = ? AND external_id = ?", key).fetchone() for key in records or []
@@ -184,7 +200,7 @@ class Resolution:
                 ).fetchall()
         record_frame = _with_trait_columns(record_frame, record_frame.pop("traits").tolist())
         latest: dict[str, dict[str, Any]] = {}
-        for user_id, traits, context in identifies:
+        for user_id, traits, context, *_ in identifies:
             values = identify_values(traits, context)
             row = latest.setdefault(user_id, {"unique_id": f"user_id:{user_id}", "source": "events"})
             for key, column in _USER_FIELDS.items():

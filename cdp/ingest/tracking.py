@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from cdp import normalize
-from cdp.errors import CDPError, InvalidBatch, InvalidMessage
+from cdp.errors import CDPError, InvalidBatch, InvalidMessage, Unauthorized
 from cdp.hooks import Hook
 from cdp.identity.graph import IdentityGraph, ObservationTuple
 from cdp.identity.observations import from_message
@@ -198,11 +198,13 @@ class Tracking:
     def prepare_message(self, kind: str, msg: dict[str, Any], *, write_key: str | None = None) -> Pending:
         if kind not in TYPES:
             raise InvalidMessage(f"unknown message type {kind!r}; use one of {', '.join(TYPES)}")
+        _check_key_type(msg.get("writeKey"))
         key = self.keys.verify(write_key or _secret(msg.get("writeKey")), "write")
         return self._validate([{**msg, "type": kind}], key, batch=None)
 
     def prepare_batch(self, payload: dict[str, Any], *, write_key: str | None = None) -> Pending:
         items = payload.get("batch")
+        _check_key_type(payload.get("writeKey"))
         secret = write_key or _secret(payload.get("writeKey"))
         key = self.keys.verify(secret, "write") if secret else None
         if key is None and not (
@@ -233,6 +235,8 @@ class Tracking:
         if result.errors:
             if pending.single:
                 error = result.errors[0]
+                if error["code"] == "unauthorized":  # the message's own writeKey is unknown or revoked
+                    raise Unauthorized(error["message"], {"field": error["field"]})
                 raise InvalidMessage(error["message"], {"field": error["field"], "reason": error["code"]})
             raise InvalidBatch(
                 f"{result.rejected} of {result.received} messages were rejected and "
@@ -268,7 +272,10 @@ class Tracking:
             try:
                 if not isinstance(msg, dict):
                     raise _Reject("", f"each message must be a JSON object, not {type(msg).__name__}")
-                msg_key = self._message_key(msg["writeKey"]) if msg.get("writeKey") else key
+                own = msg.get("writeKey")
+                if own is not None and not isinstance(own, str):
+                    raise _Reject("writeKey", f"writeKey must be a string, not {type(own).__name__}")
+                msg_key = self._message_key(own) if own else key
                 source = msg_key.name if msg_key else source
                 if msg_key is None:
                     raise _Reject("writeKey", "no write key for this message", "unauthorized")
@@ -478,6 +485,14 @@ def _name_of(msg: object) -> str:
         if isinstance(msg.get("type"), str) and msg["type"] in TYPES:
             return str(msg["type"])
     return "(invalid)"
+
+
+def _check_key_type(value: object) -> None:
+    """A ``writeKey`` in a body is a string (or null): anything else is refused, not ignored."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidMessage(
+            f"writeKey must be a string, not {type(value).__name__}", {"field": "writeKey", "reason": "invalid_type"}
+        )
 
 
 def _secret(value: object) -> str | None:

@@ -255,9 +255,11 @@ class _Batcher:
 
 def _child(conn: Connection) -> None:
     """The child's main: one store, one identity graph, requests in, answers out."""
+    from cdp import memory
     from cdp.store import Store
     from cdp.wiring import identity_graph
 
+    memory.configure()
     try:
         settings: Settings = pickle.loads(conn.recv_bytes())
         store = Store(settings)
@@ -271,6 +273,10 @@ def _child(conn: Connection) -> None:
     gc.freeze()
     gc.set_threshold(20_000, 10, 10)
     conn.send_bytes(pickle.dumps(True))
+    if settings.tracemalloc_seconds:
+        from cdp.memwatch import MemoryWatch
+
+        MemoryWatch(settings.tracemalloc_seconds, "ingest writer").start()
 
     def answer(request: int, ok: bool, value: Any) -> None:  # only the batcher's thread sends
         data = pickle.dumps((request, ok, value), protocol=pickle.HIGHEST_PROTOCOL)
