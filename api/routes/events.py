@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from ..deps import CDPDep, ReadKey
+from ..paging import PageCursor, PageLimit
 from ..schemas import ERRORS, EventsPage
 
 router = APIRouter(tags=["events"])
@@ -22,8 +23,8 @@ def list_events(
     event: str | None = Query(None, description="Event name (track) or page/screen name"),
     type: str | None = Query(None, description="track, identify, page, screen, group or alias"),
     since: str | None = Query(None, description="Only events at or after this ISO-8601 time"),
-    limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ) -> dict[str, Any]:
     page = cdp.events.list(
         user_id=user_id,
