@@ -105,13 +105,7 @@ def delete_rest(conn: sqlite3.Connection, work: dict[str, Any], request_id: str)
             ("identifiers", "profile_id", profiles),
             ("merges", "profile_id", profiles),
             ("merges", "other_id", profiles),
-        ],
-    )
-    counts["identity_conflicts"] += _delete_conflicts(conn, values | set(profiles))
-    delete_each(
-        conn,
-        counts,
-        [
+            ("identity_conflicts", "id", _conflicts(conn, values | set(profiles))),
             ("match_edges", "node_l", nodes),
             ("match_edges", "node_r", nodes),
             ("profile_groups", "profile_id", profiles),
@@ -189,13 +183,12 @@ def _held_elsewhere(conn: sqlite3.Connection, column: str, term: str) -> bool:
     return row is not None
 
 
-def _delete_conflicts(conn: sqlite3.Connection, needles: set[str]) -> int:
+def _conflicts(conn: sqlite3.Connection, needles: set[str]) -> list[int]:
     """Conflict rows naming one of the person's identifier values or profile ids (in any of their texts)."""
     if not needles:
-        return 0
-    doomed = [
+        return []
+    return [
         row[0]
         for row in conn.execute("SELECT id, identifier_value, profile_ids, message, origin FROM identity_conflicts")
         if any(needle in (text or "") for text in row[1:] for needle in needles)
     ]
-    return delete_in(conn, "identity_conflicts", "id", doomed)
