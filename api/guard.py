@@ -36,7 +36,7 @@ from cdp import check_json_body
 from cdp.errors import CDPError, PayloadTooLarge
 
 from .deps import credential, require_admin, require_read
-from .json_bodies import replaying
+from .json_bodies import read_body, replaying
 from .schemas import TOKEN_SECURITY, WRITE_KEY_SECURITY
 
 log = logging.getLogger("cdp.api")
@@ -234,26 +234,11 @@ class Guard:
         if found.raw or not has_body:
             await self.app(scope, receive, send)
             return
-        body = await _read(receive, limit)
-        if body.strip():
-            check_json_body(body)
-        await self.app(scope, replaying(receive, body), send)
-
-
-async def _read(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
+        body, _ = await read_body(receive, limit)
+        if len(body) > limit:
             raise PayloadTooLarge(
                 f"the body is larger than the {limit // 1024} KB allowed here", {"limit_bytes": limit}
             )
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return b"".join(chunks)
+        if body.strip():
+            check_json_body(body)
+        await self.app(scope, replaying(receive, body), send)

@@ -30,19 +30,7 @@ class JSONBodies:
         if b"json" in kind or kind.startswith(b"multipart/"):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > MAX_BYTES:
-                break
-        body = b"".join(chunks)
+        body, more = await read_body(receive, MAX_BYTES)
         if not more and body.strip():
             try:
                 orjson.loads(body)
@@ -53,6 +41,24 @@ class JSONBodies:
                 scope["headers"] = [(k, v) for k, v in headers if k != b"content-type"]
                 scope["headers"].append((b"content-type", b"application/json"))
         await self.app(scope, replaying(receive, body, more_body=more), send)
+
+
+async def read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The request body, read until it ends or is longer than ``limit`` bytes (the chunk that passes the limit
+    included); and whether more of it is still to come."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+        if size > limit:
+            break
+    return b"".join(chunks), more
 
 
 def replaying(receive: Receive, body: bytes, *, more_body: bool = False) -> Receive:

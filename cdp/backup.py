@@ -16,12 +16,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdp.errors import CDPError, InvalidInput
-
-
-class BackupFailed(CDPError):
-    code = "backup_failed"
-    status = 500
+from cdp.errors import BackupFailed, InvalidInput
 
 
 @dataclass(frozen=True)

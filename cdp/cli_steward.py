@@ -23,6 +23,17 @@ _SHOWN = (
 )  # fmt: skip
 
 
+def _pairs(values: tuple[str, ...], keys: tuple[str, str], shape: str, option: str) -> list[dict[str, str]]:
+    """``A:B`` option values as ``{keys[0]: A, keys[1]: B}`` (split at the first colon; both parts needed)."""
+    pairs = []
+    for value in values:
+        first, sep, second = value.partition(":")
+        if not sep or not first or not second:
+            raise click.BadParameter(f"{value!r} is not {shape}", param_hint=option)
+        pairs.append({keys[0]: first, keys[1]: second})
+    return pairs
+
+
 def _table(item: dict[str, Any]) -> str:
     """Both sides of a review item as a three-column table, then the per-comparison partial weights."""
     left, right = item["left"], item["right"]
@@ -127,17 +138,8 @@ def add_commands(
     def split(db: Path | None, profile_id: str, records: tuple[str, ...], identifiers: tuple[str, ...],
               note: str | None) -> None:  # fmt: skip
         """Move records and identifiers of a profile to a new one; later runs keep them apart."""
-        parsed_records, parsed_ids = [], []
-        for value in records:
-            source, sep, external = value.partition(":")
-            if not sep or not source or not external:
-                raise click.BadParameter(f"{value!r} is not SOURCE:EXTERNAL_ID", param_hint="--record")
-            parsed_records.append({"source": source, "external_id": external})
-        for value in identifiers:
-            kind, sep, rest = value.partition(":")
-            if not sep or not kind or not rest:
-                raise click.BadParameter(f"{value!r} is not TYPE:VALUE", param_hint="--identifier")
-            parsed_ids.append({"type": kind, "value": rest})
+        parsed_records = _pairs(records, ("source", "external_id"), "SOURCE:EXTERNAL_ID", "--record")
+        parsed_ids = _pairs(identifiers, ("type", "value"), "TYPE:VALUE", "--identifier")
         with open_cdp(db) as cdp:
             echo_json(cdp.stewardship.split(profile_id, parsed_records, parsed_ids, note=note, key_id=CLI_KEY))
 

@@ -168,3 +168,53 @@ class MatchModelMissing(NotFound):
 
 class ModelNotTrained(NotFound):
     code = "model_not_trained"
+
+
+class BackupFailed(CDPError):
+    code = "backup_failed"
+    status = 500
+
+
+# -- webhooks ----------------------------------------------------------------------------------------
+
+
+class UnknownWebhook(NotFound):
+    code = "unknown_webhook"
+
+
+class UnknownMessage(NotFound):
+    code = "unknown_message"
+
+
+class UnsafeURL(InvalidInput):
+    """Not http(s), or a host on a private, loopback or link-local address."""
+
+    code = "unsafe_url"
+
+
+class SecretKeyUnavailable(CDPError):
+    """The key that encrypts stored signing secrets is missing or is not the one they were encrypted with."""
+
+    code = "secret_key_unavailable"
+    status = 500
+
+
+# -- privacy -----------------------------------------------------------------------------------------
+
+
+class UnknownPrivacyRequest(NotFound):
+    code = "unknown_privacy_request"
+
+    @classmethod
+    def of(cls, request_id: str) -> UnknownPrivacyRequest:
+        return cls(f"no privacy request with id {request_id!r}", {"id": request_id})
+
+
+class ExportNotReady(CDPError):
+    code = "export_not_ready"
+    status = 409
+
+
+class ExportExpired(CDPError):
+    code = "export_expired"
+    status = 410

@@ -1,9 +1,11 @@
 """``Hook``: the one way a part of the house lets others follow what it did, without importing them.
 
 A hook is named after what happened (``events_stored``, ``records_changed``, ``schedule_changed``,
-``external_change``); followers ``connect`` a function, and the owner calls the hook with the event's
-arguments. The facade (``cdp.core``) does the connecting, so lower layers never import higher ones.
-A follower's error reaches the owner, which decides (``call_each`` logs and goes on instead).
+``external_change``, ``traits_refreshed``, the identity graph's ``profiles_merged``, resolution's
+``run_succeeded``, stewardship's ``profiles_changed``); followers ``connect`` a function, and the owner
+calls the hook with the event's arguments. The facade (``cdp.core``, ``cdp.wiring``) does the connecting,
+so lower layers never import higher ones. A follower's error reaches the owner, which decides
+(``call_each`` logs and goes on instead).
 """
 
 from __future__ import annotations

@@ -29,5 +29,5 @@ def identity_graph(store: Store, settings: Settings) -> IdentityGraph:
     memberships and write ``profile.merged`` outbox rows."""
     graph = IdentityGraph(settings, after_commit=store.after_commit)
     store.external_change.connect(graph.on_external_change)
-    graph.merge_hooks.append(on_merges)
+    graph.profiles_merged.connect(on_merges)
     return graph

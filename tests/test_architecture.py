@@ -108,3 +108,78 @@ def test_every_route_declares_its_response_model(tmp_path: Path) -> None:
         if not described:
             undescribed.append(f"{method.upper()} {path}")
     assert undescribed == []
+
+
+def private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def defined_privately(tree: ast.AST) -> set[str]:
+    """The ``_names`` a module defines: functions, classes, assigned names and ``self._attributes``."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Name | ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.id if isinstance(node, ast.Name) else node.attr)
+    return {name for name in names if private(name)}
+
+
+# Known and left to the identity work under way (cdp/identity/matching is being edited elsewhere): the
+# matcher names its DuckDB views from the backend's counter. Remove the entry when it has a public name.
+PRIVATE_USES_PENDING = {"cdp/identity/matching/__init__.py uses Session._names"}
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    """A ``_name`` belongs to the module that defines it. Another module that needs it gets a public name
+    (or the code moves): no ``from cdp.x import _name``, no ``module._name`` of one of our modules, and no
+    ``thing._name`` where ``_name`` is defined only elsewhere in the house (``self._...`` and the names a
+    module defines itself stay free; so do other libraries' ``_names``, such as a NamedTuple's ``_fields``)."""
+    trees = {path: ast.parse(path.read_text(encoding="utf-8"), str(path)) for path in modules("cdp") + modules("api")}
+    own = {path: defined_privately(tree) for path, tree in trees.items()}
+    ours = set().union(*own.values())
+    wrong = []
+    for path, tree in trees.items():
+        where = path.relative_to(ROOT)
+        ours_imported = {  # names bound to one of our modules: ``from cdp.demo import pools``, ``import cdp.x as y``
+            alias.asname or alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").split(".")[0] == "cdp")
+            for alias in node.names
+        } | {
+            alias.asname or alias.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+            if alias.name.split(".")[0] == "cdp"
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").split(".")[0] == "cdp"):
+                wrong += [
+                    f"{where}:{node.lineno} imports {a.name} from {node.module}" for a in node.names if private(a.name)
+                ]
+            elif isinstance(node, ast.Attribute) and private(node.attr):
+                receiver = node.value
+                if isinstance(receiver, ast.Name) and receiver.id in ("self", "cls"):
+                    continue
+                of_our_module = isinstance(receiver, ast.Name) and receiver.id in ours_imported
+                elsewhere = node.attr in ours and node.attr not in own[path]
+                pending = f"{where} uses {ast.unparse(node)}" in PRIVATE_USES_PENDING
+                if (of_our_module or elsewhere) and not pending:
+                    wrong.append(f"{where}:{node.lineno} uses {ast.unparse(node)}")
+    assert wrong == []
+
+
+def test_one_hook_convention() -> None:
+    """Who follows what happened connects to a ``cdp.hooks.Hook``: no ``self.x: list[Callable[...]]`` of
+    listeners spelled another way."""
+    wrong = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node.target)}: {ast.unparse(node.annotation)}"
+        for path in modules("cdp") + modules("api")
+        if path != ROOT / "cdp" / "hooks.py"  # the Hook itself keeps its followers in a list
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Attribute)
+        and ast.unparse(node.annotation).replace(" ", "").startswith(("list[Callable", "list[MergeHook"))
+    ]
+    assert wrong == []

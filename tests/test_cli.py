@@ -171,3 +171,27 @@ def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
     assert not (tmp_path / "x.db").exists()  # nothing was opened
     ok = runner.invoke(cli, ["resolve", "--db", db, "--json"], env={"CDP_MATCH_STRONG_THRESHOLD": "0.995"})
     assert ok.exit_code == 0, ok.output
+
+
+def test_identity_split_reads_records_and_identifiers_and_names_a_bad_one(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    with CDP(Settings(db=db)) as cdp:
+        cdp.ingest.upsert_records(
+            [
+                {"source": "crm", "external_id": "1", "email": "ann@x.com", "first_name": "Ann"},
+                {"source": "crm", "external_id": "2", "email": "bob@y.com", "first_name": "Bob"},
+            ]
+        )
+        ann = cdp.profiles.lookup_id(email="ann@x.com")
+        bob = cdp.profiles.lookup_id(email="bob@y.com")
+    run("identity", "merge", ann, bob, "--db", str(db))
+    for option, value, shape in (("--record", "crm", "SOURCE:EXTERNAL_ID"), ("--identifier", "email:", "TYPE:VALUE")):
+        bad = CliRunner().invoke(cli, ["identity", "split", ann, option, value, "--db", str(db)])
+        assert bad.exit_code == 2 and f"{value!r} is not {shape}" in bad.output and option in bad.output
+    split = json.loads(
+        run("identity", "split", ann, "--record", "crm:2", "--identifier", "email:bob@y.com", "--db", str(db))
+    )
+    with CDP(Settings(db=db)) as cdp:
+        assert cdp.profiles.lookup_id(source="crm", external_id="2") == split["new_profile_id"] != ann
+        assert cdp.profiles.lookup_id(email="bob@y.com") == split["new_profile_id"]
+        assert cdp.profiles.lookup_id(source="crm", external_id="1") == ann

@@ -20,7 +20,7 @@ from typing import Any
 import phonenumbers
 import pytest
 
-from cdp.demo import DemoSummary, _generate, _Generator, _Job, generate
+from cdp.demo import DemoSummary, Generator, Job, _generate, generate
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 ODD_NOW = datetime(2026, 11, 1, 15, 47, 31, 250_000, tzinfo=UTC)  # not on an hour, nor a 6-hour, boundary
@@ -484,7 +484,7 @@ def test_spilling_to_disk_does_not_change_the_output(tmp_path: Path) -> None:
     memory = generate(tmp_path / "memory", customers=300, seed=9, now=ODD_NOW)
     (tmp_path / "spilled").mkdir()
     now_ms = (ODD_NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-    generator = _Generator(_Job(tmp_path / "spilled", 300, 9, now_ms, 0, 1, 0, 300))
+    generator = Generator(Job(tmp_path / "spilled", 300, 9, now_ms, 0, 1, 0, 300))
     generator.spill_lines = 200
     generator.run(None)
     for name in FILES[:5]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -287,3 +288,19 @@ def test_a_wrong_key_is_refused_before_the_body_arrives(server: LiveServer, read
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 403"), answer
     assert b"connection: close" in answer.lower()
+
+
+def test_a_chunked_body_over_the_limit_is_refused_as_it_is_read(server: LiveServer, admin_key: str) -> None:
+    """No Content-Length to check first: the guard counts the chunks and stops at the limit."""
+    limit = server.cdp.settings.max_body_bytes
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(limit // 65536 + 2):
+            yield b" " * 65536
+
+    with server.client(headers=auth(admin_key)) as client:
+        response = client.post("/v1/segments", content=chunks())
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+    assert response.json()["details"] == {"limit_bytes": limit}
+    assert server.cdp.segments.list(limit=10).data == []

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from cdp.errors import InvalidInput
 
 from ..deps import CDPDep, ReadKey
+from ..paging import PageCursor, PageLimit
 from ..schemas import ERRORS, EventsPage
 
 router = APIRouter(tags=["events"])
@@ -31,8 +32,8 @@ def list_events(
     since: str | None = Query(
         None, description="Only events at or after this ISO-8601 time", json_schema_extra={"format": "date-time"}
     ),
-    limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ) -> dict[str, Any]:
     if type is not None and type not in EVENT_TYPES:
         raise InvalidInput(f"type must be one of {', '.join(EVENT_TYPES)}, not {type!r}", {"field": "type"})

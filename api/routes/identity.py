@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..deps import AdminKey, CDPDep, ReadKey
+from ..paging import PageCursor, PageLimit
 from ..responses import DataPage, Open
 from ..schemas import ERRORS
 
@@ -101,8 +102,8 @@ def review_list(
     status: Literal["open", "skipped", "decided"] = "open",
     reason: Literal["below_threshold", "merge_protection", "chaining"] | None = None,
     source: str | None = Query(None, description="Only pairs with a record of this source on either side"),
-    limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ) -> dict[str, Any]:
     return cdp.review.page(status=status, reason=reason, source=source, limit=limit, cursor=cursor).to_dict()
 
@@ -133,9 +134,7 @@ async def review_decide(cdp: CDPDep, key: AdminKey, item_id: int, body: Decision
     responses=ERRORS,
     summary="Human labels (must-links and cannot-links), oldest first",
 )
-def labels_list(
-    cdp: CDPDep, _key: ReadKey, limit: int = Query(100, ge=1, le=1000), cursor: str | None = None
-) -> dict[str, Any]:
+def labels_list(cdp: CDPDep, _key: ReadKey, limit: PageLimit = 100, cursor: PageCursor = None) -> dict[str, Any]:
     return cdp.labels.page(limit=limit, cursor=cursor).to_dict()
 
 

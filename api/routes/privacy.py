@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..deps import AdminKey, CDPDep, ReadKey
+from ..paging import PageCursor, PageLimit
 from ..schemas import ERRORS, Cursor
 
 router = APIRouter(tags=["privacy"])
@@ -98,8 +99,8 @@ def list_requests(
     cdp: CDPDep,
     _key: AdminKey,
     status: Status | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ) -> dict[str, Any]:
     return cdp.privacy.list_requests(status=status, limit=limit, cursor=cursor).to_dict()
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from cdp import Page
 
 from ..deps import CDPDep, ReadKey
+from ..paging import PageCursor, PageLimit
 from ..responses import DataPage, JSONObject, Profile
 from ..schemas import ERRORS
 
@@ -32,8 +33,8 @@ def search(
     _key: ReadKey,
     q: str | None = Query(None, description="Prefix of a name, email, phone or any identifier"),
     segment: str | None = Query(None, description="Only members of this segment (its key)"),
-    limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ) -> dict[str, Any]:
     return cdp.profiles.search(q, segment=segment, limit=limit, cursor=cursor).to_dict()
 
@@ -87,8 +88,8 @@ def profile_events(
     event: str | None = None,
     since: str | None = None,
     until: str | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ) -> dict[str, Any]:
     return cdp.profiles.events(profile_id, event=event, since=since, until=until, limit=limit, cursor=cursor).to_dict()
 
@@ -136,7 +137,5 @@ def identity_model(cdp: CDPDep, _key: ReadKey) -> dict[str, Any]:
 @router.get(
     "/v1/identity/conflicts", response_model=DataPage, responses=ERRORS, summary="Links refused by merge protection"
 )
-def conflicts(
-    cdp: CDPDep, _key: ReadKey, limit: int = Query(100, ge=1, le=1000), cursor: str | None = None
-) -> dict[str, Any]:
+def conflicts(cdp: CDPDep, _key: ReadKey, limit: PageLimit = 100, cursor: PageCursor = None) -> dict[str, Any]:
     return cdp.profiles.conflicts(limit=limit, cursor=cursor).to_dict()

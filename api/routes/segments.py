@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from cdp.errors import InvalidJSON
 
 from ..deps import AdminKey, CDPDep, ReadKey, get_cdp, json_body, require_read
+from ..paging import PageCursor, PageLimit
 from ..responses import DataPage, JSONObject, Preview, Run, Segment
 from ..schemas import ERRORS, TOKEN_SECURITY
 
@@ -73,8 +74,8 @@ def list_segments(
     cdp: CDPDep,
     _key: ReadKey,
     parent: str | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ) -> dict[str, Any]:
     return cdp.segments.list(parent=parent, limit=limit, cursor=cursor).to_dict()
 
@@ -112,8 +113,8 @@ def members(
     cdp: CDPDep,
     _key: ReadKey,
     key: str,
-    limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
     traits: str | None = Query(
         None,
         description="Comma-separated trait names to add to each member (e.g. email,first_name; at most 20)",
@@ -137,9 +138,7 @@ async def compute(cdp: CDPDep, _key: AdminKey, key: str) -> dict[str, Any]:
     responses=NOT_FOUND,
     summary="Runs: time, duration, size, entered, exited",
 )
-def history(
-    cdp: CDPDep, _key: ReadKey, key: str, limit: int = Query(100, ge=1, le=1000), cursor: str | None = None
-) -> dict[str, Any]:
+def history(cdp: CDPDep, _key: ReadKey, key: str, limit: PageLimit = 100, cursor: PageCursor = None) -> dict[str, Any]:
     return cdp.segments.history(key, limit=limit, cursor=cursor).to_dict()
 
 

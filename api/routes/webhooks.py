@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..deps import AdminKey, CDPDep
+from ..paging import PageCursor, PageLimit
 from ..schemas import ERRORS, Cursor
 
 router = APIRouter(tags=["webhooks"])
 NOT_FOUND = {**ERRORS, 404: ERRORS[400] | {"description": "No such webhook (or message, for a replay)"}}
+TRAITS = (
+    "Trait names (dotted paths, at most 20) to carry in segment.entered/exited payloads as profile.traits;"
+    " null: identifiers only. A value over 512 bytes of JSON is sent as null."
+)
 EventType = Literal["segment.entered", "segment.exited", "profile.merged", "profile.split", "profile.deleted"]
 
 
@@ -25,11 +30,7 @@ class WebhookIn(BaseModel):
     segments: list[str] | None = Field(None, description="Segment keys (children included); null for every segment.")
     description: str | None = Field(None, max_length=1000)
     enabled: bool = True
-    traits: list[str] | None = Field(
-        None,
-        description="Trait names (dotted paths, at most 20) to carry in segment.entered/exited payloads as"
-        " profile.traits; null: identifiers only. A value over 512 bytes of JSON is sent as null.",
-    )
+    traits: list[str] | None = Field(None, description=TRAITS)
 
 
 class WebhookPatch(BaseModel):
@@ -39,11 +40,7 @@ class WebhookPatch(BaseModel):
     segments: list[str] | None = Field(None, description="null: every segment")
     description: str | None = Field(None, max_length=1000)
     enabled: bool | None = Field(None, description="false pauses deliveries; true resumes them (and the backlog)")
-    traits: list[str] | None = Field(
-        None,
-        description="Trait names (dotted paths, at most 20) to carry in segment.entered/exited payloads as"
-        " profile.traits; null: identifiers only. A value over 512 bytes of JSON is sent as null.",
-    )
+    traits: list[str] | None = Field(None, description=TRAITS)
 
 
 class RotateIn(BaseModel):
@@ -134,9 +131,7 @@ def create(cdp: CDPDep, _key: AdminKey, body: WebhookIn) -> dict[str, Any]:
 
 
 @router.get("/v1/webhooks", response_model=WebhooksPage, responses=ERRORS, summary="List webhooks")
-def list_webhooks(
-    cdp: CDPDep, _key: AdminKey, limit: int = Query(100, ge=1, le=1000), cursor: str | None = None
-) -> dict[str, Any]:
+def list_webhooks(cdp: CDPDep, _key: AdminKey, limit: PageLimit = 100, cursor: PageCursor = None) -> dict[str, Any]:
     return cdp.webhooks.list(limit=limit, cursor=cursor).to_dict()
 
 
@@ -185,8 +180,8 @@ def deliveries(
     webhook_id: str,
     status: Literal["pending", "succeeded", "failed"] | None = None,
     message_id: str | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    limit: PageLimit = 100,
+    cursor: PageCursor = None,
 ) -> dict[str, Any]:
     page = cdp.webhooks.deliveries(webhook_id, status=status, message_id=message_id, limit=limit, cursor=cursor)
     return page.to_dict()

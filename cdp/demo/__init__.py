@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cdp.demo.generator import _CHUNK_PEOPLE, _Generator, _run_job
-from cdp.demo.pools import _FIELDS, _HEADERS, _NAMES, HUBSPOT_HEADER, SALESFORCE_HEADER, WINDOW_DAYS
-from cdp.demo.spool import _Blocks, _Job, _Plan, _size, _sort_buckets
+from cdp.demo.generator import CHUNK_PEOPLE, Generator, run_job
+from cdp.demo.pools import FIELDS, HEADERS, HUBSPOT_HEADER, NAMES, SALESFORCE_HEADER, WINDOW_DAYS
+from cdp.demo.spool import Blocks, Job, Plan, plan_bytes, sort_buckets
 
 __all__ = ["HUBSPOT_HEADER", "SALESFORCE_HEADER", "WINDOW_DAYS", "DemoSummary", "generate"]
 
@@ -53,15 +53,15 @@ def _pool(workers: int) -> ProcessPoolExecutor | None:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
 
 
-def _done(result: tuple[int, int, _Blocks]) -> Future[tuple[int, int, _Blocks]]:
-    future: Future[tuple[int, int, _Blocks]] = Future()
+def _done(result: tuple[int, int, Blocks]) -> Future[tuple[int, int, Blocks]]:
+    future: Future[tuple[int, int, Blocks]] = Future()
     future.set_result(result)
     return future
 
 
-def _merge(work: Path, output: Path, blocks: list[_Blocks], pool: Executor | None, tasks: int) -> None:
+def _merge(work: Path, output: Path, blocks: list[Blocks], pool: Executor | None, tasks: int) -> None:
     """Concatenate the chunks' CRM and truth parts in order, and sort the event buckets into one file."""
-    for name, header in zip(_NAMES[:2] + _NAMES[3:5], _HEADERS, strict=True):
+    for name, header in zip(NAMES[:2] + NAMES[3:5], HEADERS, strict=True):
         with open(output / name, "wb") as out:
             out.write((",".join(header) + "\n").encode())
             for chunk in range(len(blocks)):
@@ -74,32 +74,32 @@ def _merge(work: Path, output: Path, blocks: list[_Blocks], pool: Executor | Non
         path = work / f"c{chunk:05d}-events"
         for bucket, spilled in chunk_blocks.items():
             buckets.setdefault(bucket, []).extend((path, *block) for block in spilled)
-    total, done = _size(list(buckets.items())), 0
-    plans: list[_Plan] = []
+    total, done = plan_bytes(list(buckets.items())), 0
+    plans: list[Plan] = []
     for bucket, parts in sorted(buckets.items()):  # contiguous runs of buckets of about equal size
         if not plans or done >= total * len(plans) / tasks:
             plans.append([])
         plans[-1].append((bucket, parts))
-        done += _size([(bucket, parts)])
-    starts = [sum(_size(plan) for plan in plans[:i]) for i in range(len(plans))]
-    events = output / _NAMES[2]
+        done += plan_bytes([(bucket, parts)])
+    starts = [sum(plan_bytes(plan) for plan in plans[:i]) for i in range(len(plans))]
+    events = output / NAMES[2]
     with open(events, "wb") as out:
         out.truncate(total)
-    written = (pool.map if pool is not None else map)(_sort_buckets, plans, [events] * len(plans), starts)
+    written = (pool.map if pool is not None else map)(sort_buckets, plans, [events] * len(plans), starts)
     if sum(written) != total:
         raise RuntimeError(f"merging the event buckets wrote {sum(written)} bytes, expected {total}")
 
 
 def _generate(
     output: Path, customers: int, seed: int, now: datetime, progress: Callable[[int], None] | None,
-    chunk_people: int = _CHUNK_PEOPLE, workers: int | None = None,
+    chunk_people: int = CHUNK_PEOPLE, workers: int | None = None,
 ) -> DemoSummary:  # fmt: skip
     now_ms = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)  # exact, unlike floats
     chunks = -(-customers // chunk_people)
-    files = {name.split(".")[0]: output / name for name in _NAMES}
+    files = {name.split(".")[0]: output / name for name in NAMES}
     if chunks == 1:
-        job = _Job(output, customers, seed, now_ms, 0, 1, 0, customers)
-        records, events, _ = _Generator(job).run(progress)
+        job = Job(output, customers, seed, now_ms, 0, 1, 0, customers)
+        records, events, _ = Generator(job).run(progress)
     else:
         if workers is None:
             workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
@@ -107,13 +107,13 @@ def _generate(
         with tempfile.TemporaryDirectory(prefix=".demo-", dir=output) as tmp:
             work = Path(tmp)
             bounds = [(c * chunk_people, min(customers, (c + 1) * chunk_people)) for c in range(chunks)]
-            jobs = [_Job(work, customers, seed, now_ms, c, chunks, *bound) for c, bound in enumerate(bounds)]
+            jobs = [Job(work, customers, seed, now_ms, c, chunks, *bound) for c, bound in enumerate(bounds)]
             pool = _pool(workers)
             try:
                 if pool is None:
-                    futures = [_done(_run_job(job)) for job in jobs]
+                    futures = [_done(run_job(job)) for job in jobs]
                 else:
-                    futures = [pool.submit(_run_job, job) for job in jobs]
+                    futures = [pool.submit(run_job, job) for job in jobs]
                 held = 0  # the last chunk is reported once the merge is done too
                 for count, future in enumerate(as_completed(futures), 1):
                     job = jobs[futures.index(future)]
@@ -132,13 +132,13 @@ def _generate(
         "generated_at": f"{now.astimezone(UTC):%Y-%m-%dT%H:%M:%S}.{now_ms % 1000:03d}Z", "seed": seed,
         "customers": customers, "records": records, "events": events,
         "files": [
-            {"path": _NAMES[0], "kind": "records", "format": "csv", "source": "salesforce",
-             "id_column": "Id", "map": dict(zip(SALESFORCE_HEADER[1:12], _FIELDS, strict=True))},
-            {"path": _NAMES[1], "kind": "records", "format": "csv", "source": "hubspot",
-             "id_column": "Record ID", "map": dict(zip(HUBSPOT_HEADER[1:12], _FIELDS, strict=True))},
-            {"path": _NAMES[2], "kind": "events", "format": "ndjson"},
+            {"path": NAMES[0], "kind": "records", "format": "csv", "source": "salesforce",
+             "id_column": "Id", "map": dict(zip(SALESFORCE_HEADER[1:12], FIELDS, strict=True))},
+            {"path": NAMES[1], "kind": "records", "format": "csv", "source": "hubspot",
+             "id_column": "Record ID", "map": dict(zip(HUBSPOT_HEADER[1:12], FIELDS, strict=True))},
+            {"path": NAMES[2], "kind": "events", "format": "ndjson"},
         ],
-        "truth": {"records": _NAMES[3], "events": _NAMES[4]},
+        "truth": {"records": NAMES[3], "events": NAMES[4]},
     }  # fmt: skip
     files["manifest"].write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return DemoSummary(output, customers, records, events, files)

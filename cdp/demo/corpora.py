@@ -274,7 +274,7 @@ def _historical_row(rng: random.Random, p: _Resident, later: bool, rates: dict[s
     dob = p.dob
     if rng.random() < rates["dob_year_error"]:  # ages misreported by a year, or a digit misread
         year = int(dob[:4]) + rng.choice((-1, 1)) if rng.random() < 0.6 else None
-        dob = (nz._valid(year, int(dob[5:7]), int(dob[8:10])) or dob) if year else nz.date_error(rng, dob, "year")
+        dob = (nz.valid_date(year, int(dob[5:7]), int(dob[8:10])) or dob) if year else nz.date_error(rng, dob, "year")
     if rng.random() < rates["dob_day_error"]:
         dob = nz.date_error(rng, dob, rng.choice(("digit", "swap")))
     row["dob"] = maybe(rng, rates["missing_dob"], dob)

@@ -210,7 +210,7 @@ def ocr(rng: random.Random, text: str) -> str:
 # -- dates ------------------------------------------------------------------------------------------
 
 
-def _valid(y: int, m: int, d: int) -> str | None:
+def valid_date(y: int, m: int, d: int) -> str | None:
     try:
         return date(y, m, d).isoformat()
     except ValueError:
@@ -223,18 +223,18 @@ def date_error(rng: random.Random, iso: str, kind: str | None = None) -> str:
     y, m, d = int(iso[:4]), int(iso[5:7]), int(iso[8:10])
     kind = kind or rng.choices(("digit", "swap", "year"), weights=(0.45, 0.2, 0.35))[0]
     if kind == "swap" and d <= 12 and d != m:
-        return _valid(y, d, m) or iso
+        return valid_date(y, d, m) or iso
     for _ in range(50):
         if kind == "year":
             digits = list(f"{y:04d}")
             pos = rng.choices((3, 2, 1), weights=(0.7, 0.25, 0.05))[0]
             digits[pos] = rng.choice([c for c in "0123456789" if c != digits[pos]])
-            found = _valid(int("".join(digits)), m, d)
+            found = valid_date(int("".join(digits)), m, d)
         else:
             text = list(f"{m:02d}{d:02d}")
             pos = rng.randrange(4)
             text[pos] = rng.choice([c for c in "0123456789" if c != text[pos]])
-            found = _valid(y, int("".join(text[:2])), int("".join(text[2:])))
+            found = valid_date(y, int("".join(text[:2])), int("".join(text[2:])))
         if found and found != iso:
             return found
     return iso

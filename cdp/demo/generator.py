@@ -14,91 +14,91 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cdp.demo.people import _Device, _Person, _pick, _typo
+from cdp.demo.people import Device, Person, pick, typo
 from cdp.demo.pools import (
-    _BAD_RATE,
-    _BAD_TIMESTAMPS,
-    _BAD_TS_RATE,
-    _BASE36,
-    _BASE62,
-    _CITIES,
-    _CITY_VARIANTS,
-    _COMMON_NAMES,
-    _COMPANY_A,
-    _COMPANY_B,
-    _COUNTRIES,
-    _COUNTRY_NAMES,
-    _DAY,
-    _DEVICE_MIX,
-    _EXTRA_FIRST,
-    _EXTRA_LAST,
-    _FEMALE,
-    _FRENCH_CITIES,
-    _HEADERS,
-    _HOUR,
-    _IP_OCTETS,
-    _LAST,
-    _LEAD_SOURCES,
-    _LEGAL,
-    _MAIL_DOMAINS,
-    _MALE,
-    _MIN,
-    _NAMES,
-    _NICKS,
-    _SEC,
-    _SPILL_LINES,
-    _STAGES,
-    _STREETS_FR,
-    _STREETS_GB,
-    _STREETS_NA,
-    _SUFFIX_GB,
-    _SUFFIX_NA,
-    _SUFFIX_RE,
-    _SUFFIXES,
-    _TAGGABLE,
-    _TAGS,
-    _TIMEZONES,
-    _TITLES,
-    _UID_MULT,
+    BAD_RATE,
+    BAD_TIMESTAMPS,
+    BAD_TS_RATE,
+    BASE36,
+    BASE62,
+    CITIES,
+    CITY_VARIANTS,
+    COMMON_NAMES,
+    COMPANY_A,
+    COMPANY_B,
+    COUNTRIES,
+    COUNTRY_NAMES,
+    DAY,
+    DEVICE_MIX,
+    EXTRA_FIRST,
+    EXTRA_LAST,
+    FEMALE,
+    FRENCH_CITIES,
+    HEADERS,
+    HOUR,
+    IP_OCTETS,
+    LAST,
+    LEAD_SOURCES,
+    LEGAL,
+    MAIL_DOMAINS,
+    MALE,
+    MIN,
+    NAMES,
+    NICKS,
+    SEC,
+    SPILL_LINES,
+    STAGES,
+    STREETS_FR,
+    STREETS_GB,
+    STREETS_NA,
+    SUFFIX_GB,
+    SUFFIX_NA,
+    SUFFIX_RE,
+    SUFFIXES,
+    TAGGABLE,
+    TAGS,
+    TIMEZONES,
+    TITLES,
+    UID_MULT,
     WINDOW_DAYS,
-    _City,
+    City,
 )
 from cdp.demo.shop import (
-    _AGENT_JSON,
-    _ANDROID,
-    _APP_ID,
-    _APP_VERSIONS,
-    _CART,
-    _CATEGORY_PAGES,
-    _CHEAP,
-    _CHECKOUT,
-    _CONFIRM,
-    _CURRENCY,
-    _HOME,
-    _IOS,
-    _LOCAL_HOURS,
-    _PRICEY,
-    _PRODUCTS,
-    _PROMOS,
-    _QUERIES,
-    _REFERRERS,
-    _SEARCH_PAGES,
-    _SEARCH_PROPS,
-    _SHOP,
-    _SITE,
-    _ascii,
-    _dumps,
+    AGENT_JSON,
+    ANDROID,
+    APP_ID,
+    APP_VERSIONS,
+    CART,
+    CATEGORY_PAGES,
+    CHEAP,
+    CHECKOUT,
+    CONFIRM,
+    CURRENCY,
+    HOME,
+    IOS,
+    LOCAL_HOURS,
+    PRICEY,
+    PRODUCTS,
+    PROMOS,
+    QUERIES,
+    REFERRERS,
+    SEARCH_PAGES,
+    SEARCH_PROPS,
+    SHOP,
+    SITE,
+    ascii,
+    dumps,
 )
-from cdp.demo.spool import _Blocks, _Job, _Spool
+from cdp.demo.spool import Blocks, Job, Spool
 
 
-def _run_job(job: _Job) -> tuple[int, int, _Blocks]:
-    return _Generator(job).run(None)
+def run_job(job: Job) -> tuple[int, int, Blocks]:
+    return Generator(job).run(None)
 
 
 # -------------------------------------------------------------------------------------- generator
-class _Generator:
-    def __init__(self, job: _Job) -> None:
+class Generator:
+    def __init__(self, job: Job) -> None:
         self.job, self.n, self.seed, self.chunk, self.chunks = (
             job,
             job.customers,
@@ -116,9 +116,9 @@ class _Generator:
         self.rng = random.Random(f"cdp-demo/{job.seed}/{job.chunk}")
         self.r = self.rng.random
         self.now_ms = job.now_ms
-        self.today = datetime.fromtimestamp(job.now_ms // _SEC, UTC).date()
-        self.start_ms = self.now_ms - WINDOW_DAYS * _DAY
-        self.first_hour = self.start_ms // _HOUR  # the spool keeps one list per clock hour from here
+        self.today = datetime.fromtimestamp(job.now_ms // SEC, UTC).date()
+        self.start_ms = self.now_ms - WINDOW_DAYS * DAY
+        self.first_hour = self.start_ms // HOUR  # the spool keeps one list per clock hour from here
         self.width = max(6, len(str(job.customers - 1)))
         # Disjoint id ranges per chunk, so chunks made in parallel never collide.
         self.sf_next, self.hs_next = sf_base + job.chunk * 2**22, hs_base + job.chunk * 10**7
@@ -145,7 +145,7 @@ class _Generator:
         self.delayed: list[tuple[int, int, str, list[str], str]] = []  # duplicate rows, entered later
         self.seq, self.records, self.pushed = job.lo, 0, 0
         self.hour_cache: dict[int, str] = {}
-        self.spill_lines = _SPILL_LINES
+        self.spill_lines = SPILL_LINES
         self.campaigns = self._campaigns(shared)
 
     # ------------------------------------------------------------------------------ ids and formats
@@ -154,14 +154,14 @@ class _Generator:
         return prefix
 
     def _iso(self, ms: int) -> str:
-        hour, rem = divmod(ms, _HOUR)
+        hour, rem = divmod(ms, HOUR)
         prefix = self.hour_cache.get(hour) or self._hour(hour)
-        return f"{prefix}{rem // _MIN:02d}:{rem // _SEC % 60:02d}.{rem % _SEC:03d}Z"
+        return f"{prefix}{rem // MIN:02d}:{rem // SEC % 60:02d}.{rem % SEC:03d}Z"
 
     def _bad_ts(self, ms: int) -> str:
-        """An unparseable timestamp, kept behind the true one so the line still sorts (see `_Spool`)."""
+        """An unparseable timestamp, kept behind the true one so the line still sorts (see `Spool`)."""
         self.made["bad_ts"] += 1
-        return f"{self._iso(ms)}\x01{_pick(self.r, _BAD_TIMESTAMPS)}"
+        return f"{self._iso(ms)}\x01{pick(self.r, BAD_TIMESTAMPS)}"
 
     def _uuid(self, upper: bool = False) -> str:
         h = f"{self.rng.getrandbits(128):032x}"
@@ -174,7 +174,7 @@ class _Generator:
         n, digits = self.sf_next, ""
         for _ in range(9):
             n, d = divmod(n, 62)
-            digits = _BASE62[d] + digits
+            digits = BASE62[d] + digits
         id15 = "0038d0" + digits
         suffix = ""
         for chunk in (id15[0:5], id15[5:10], id15[10:15]):
@@ -183,16 +183,16 @@ class _Generator:
         return id15 + suffix
 
     def _user_id(self, index: int) -> str:
-        n, out = (index * _UID_MULT + self.uid_offset) % 36**10, ""  # a bijection: unique for every index
+        n, out = (index * UID_MULT + self.uid_offset) % 36**10, ""  # a bijection: unique for every index
         for _ in range(10):
             n, d = divmod(n, 36)
-            out += _BASE36[d]
+            out += BASE36[d]
         return "usr_" + out
 
-    def _phone(self, city: _City, landline: bool) -> str:
+    def _phone(self, city: City, landline: bool) -> str:
         """A unique fictional number: 10 NANP digits (555 exchange first), or a spaced UK drama-range one."""
         if city.country != "GB":
-            area = _pick(self.r, city.phones)
+            area = pick(self.r, city.phones)
             k = self.phone_seq.get(area, 0)
             self.phone_seq[area] = k + 1
             k = k * self.chunks + self.chunk  # chunks interleave, so numbers stay unique
@@ -237,8 +237,8 @@ class _Generator:
             return email.upper() if x < 0.02 else f"{local.title()}@{domain.title()}"
         if x < 0.08:
             return f" {email} " if x < 0.065 else f"{email} "
-        if x < 0.12 and domain in _TAGGABLE:
-            return f"{local}+{_pick(self.r, _TAGS)}@{domain}"
+        if x < 0.12 and domain in TAGGABLE:
+            return f"{local}+{pick(self.r, TAGS)}@{domain}"
         return email
 
     def _claim_email(self, local: str, domain: str) -> str:
@@ -261,77 +261,77 @@ class _Generator:
         return f"{base}{self.rng.getrandbits(40) * self.chunks + self.chunk}@{domain}"
 
     # ------------------------------------------------------------------------------------ people
-    def _address(self, city: _City) -> tuple[str, str, str]:
+    def _address(self, city: City) -> tuple[str, str, str]:
         r = self.r
         if city.country == "GB":
-            street = f"{1 + int(r() * 180)} {_pick(r, _STREETS_GB)} {_pick(r, _SUFFIX_GB)}"
+            street = f"{1 + int(r() * 180)} {pick(r, STREETS_GB)} {pick(r, SUFFIX_GB)}"
             if r() < 0.25:
                 street = f"Flat {1 + int(r() * 24)}, {street}"
             letters = "ABDEFGHJLNPQRSTUWXYZ"
             return (
                 street,
                 city.name,
-                f"{_pick(r, city.prefixes)} {1 + int(r() * 9)}{_pick(r, letters)}{_pick(r, letters)}",
+                f"{pick(r, city.prefixes)} {1 + int(r() * 9)}{pick(r, letters)}{pick(r, letters)}",
             )
-        if city.name in _FRENCH_CITIES:
-            street = f"{100 + int(r() * 9900)} {_pick(r, _STREETS_FR)}"
+        if city.name in FRENCH_CITIES:
+            street = f"{100 + int(r() * 9900)} {pick(r, STREETS_FR)}"
         else:
-            street = f"{10 + int(r() * 9990)} {_pick(r, _STREETS_NA)} {_pick(r, _SUFFIX_NA)}"
+            street = f"{10 + int(r() * 9990)} {pick(r, STREETS_NA)} {pick(r, SUFFIX_NA)}"
         if r() < 0.2:
-            street += f", Apt {1 + int(r() * 40)}{_pick(r, ('', '', 'A', 'B'))}"
+            street += f", Apt {1 + int(r() * 40)}{pick(r, ('', '', 'A', 'B'))}"
         if city.country == "CA":
             letters = "ABCEGHJKLMNPRSTVWXYZ"
             return (
                 street,
                 city.name,
-                f"{_pick(r, city.prefixes)} {int(r() * 10)}{_pick(r, letters)}{int(r() * 10)}",
+                f"{pick(r, city.prefixes)} {int(r() * 10)}{pick(r, letters)}{int(r() * 10)}",
             )
-        return street, city.name, f"{_pick(r, city.prefixes)}{int(r() * 100):02d}"
+        return street, city.name, f"{pick(r, city.prefixes)}{int(r() * 100):02d}"
 
     def _fmt_street(self, street: str) -> str:
         x = self.r()
         if x < 0.45:
             return street
         if x < 0.85:  # abbreviated, as typed into the other system
-            street = _SUFFIX_RE.sub(lambda m: " " + _SUFFIXES[m.group(1)], street)
+            street = SUFFIX_RE.sub(lambda m: " " + SUFFIXES[m.group(1)], street)
             street = street.replace(", Apt ", " #" if x < 0.6 else " Apt ").replace("Saint-", "St-")
             return street.replace("Sainte-", "Ste-").replace("Flat ", "Flat ").replace(", ", " ", 1)
         return street.upper() if x < 0.9 else street.replace(",", "")
 
-    def _new_person(self, index: int, city: _City, last: str | None, age: int | None) -> _Person:
+    def _new_person(self, index: int, city: City, last: str | None, age: int | None) -> Person:
         r, country = self.r, city.country
-        p = _Person(index, f"person_{index:0{self.width}d}", country, city)
+        p = Person(index, f"person_{index:0{self.width}d}", country, city)
         female = r() < 0.5
-        extra = _EXTRA_FIRST.get(country)
-        p.first = _pick(r, extra[female] if extra and r() < 0.3 else _FEMALE if female else _MALE)[0]
+        extra = EXTRA_FIRST.get(country)
+        p.first = pick(r, extra[female] if extra and r() < 0.3 else FEMALE if female else MALE)[0]
         if last is None:
-            extra_last = _EXTRA_LAST.get(country)
-            last = _pick(r, extra_last if extra_last and r() < 0.3 else _LAST)
+            extra_last = EXTRA_LAST.get(country)
+            last = pick(r, extra_last if extra_last and r() < 0.3 else LAST)
         p.last = last
         years = age if age is not None else int(18 + 62 * r() ** 1.3)
         p.birthday = self.today - timedelta(days=int(years * 365.25 + r() * 365))
         p.addr = self._address(city)
         p.mobile = self._phone(city, landline=country == "GB" and r() < 0.35)
         if r() < 0.7:  # employed somewhere with a company email
-            k = int(len(_COMPANY_A) * len(_COMPANY_B) * r() ** 2)
+            k = int(len(COMPANY_A) * len(COMPANY_B) * r() ** 2)
             home = "GB" if k % 10 == 3 else "CA" if k % 10 == 7 else "US"
-            legal = _LEGAL[home]
-            name = f"{_COMPANY_A[k % len(_COMPANY_A)]} {_COMPANY_B[k // len(_COMPANY_A)]}"
+            legal = LEGAL[home]
+            name = f"{COMPANY_A[k % len(COMPANY_A)]} {COMPANY_B[k // len(COMPANY_A)]}"
             p.company = f"{name} {legal[k % len(legal)]}"
-            p.title = int(r() * (len(_TITLES) - 3))
+            p.title = int(r() * (len(TITLES) - 3))
         elif r() < 0.5:
-            p.title = len(_TITLES) - 1 - int(r() * 3)  # nurse, student, retired
+            p.title = len(TITLES) - 1 - int(r() * 3)  # nurse, student, retired
         p.ip = self._ip(country)
         return p
 
     def _ip(self, country: str) -> str:
         r = self.r
-        return f"{_pick(r, _IP_OCTETS[country])}.{1 + int(r() * 254)}.{int(r() * 256)}.{1 + int(r() * 254)}"
+        return f"{pick(r, IP_OCTETS[country])}.{1 + int(r() * 254)}.{int(r() * 256)}.{1 + int(r() * 254)}"
 
-    def _finish_person(self, p: _Person) -> None:
+    def _finish_person(self, p: Person) -> None:
         """Emails, CRM coverage, behaviour and devices, once names and household facts are settled."""
         r = self.r
-        first, last = _ascii(p.first).lower(), _ascii(p.last).lower().replace("'", "").replace(" ", "")
+        first, last = ascii(p.first).lower(), ascii(p.last).lower().replace("'", "").replace(" ", "")
         yy, style = p.birthday.year % 100, int(r() * 8)
         if style < 4:
             local = (f"{first}.{last}", f"{first}{last}", f"{first[0]}{last}", f"{first}_{last}")[style]
@@ -342,7 +342,7 @@ class _Generator:
                 f"{last}.{first}",
                 f"{first}{yy:02d}",
             )[style - 4]
-        p.email = self._claim_email(local, _pick(r, _MAIL_DOMAINS[p.country]))
+        p.email = self._claim_email(local, pick(r, MAIL_DOMAINS[p.country]))
         if p.company:
             words = p.company.split()
             tld = ".co.uk" if words[-1] in ("Ltd", "PLC") else ".ca" if words[-1] == "Ltd." else ".com"
@@ -357,37 +357,36 @@ class _Generator:
             self.made["dup_hs"] += 1
         if p.in_sf and p.in_hs:
             if r() < 0.06:  # moved house: one system still has the old address
-                p.old_addr, p.moved_in = self._address(_pick(r, _CITIES[p.country])), _pick(r, ("sf", "hs"))
+                p.old_addr, p.moved_in = self._address(pick(r, CITIES[p.country])), pick(r, ("sf", "hs"))
             if p.company and r() < 0.06:  # changed jobs: one system still has the old ones
-                k = int(r() * len(_COMPANY_A))
-                p.old_job = (f"{_COMPANY_A[k]} {_pick(r, _COMPANY_B)} Inc.", int(r() * (len(_TITLES) - 3)))
-                p.job_in = _pick(r, ("sf", "hs"))
+                k = int(r() * len(COMPANY_A))
+                p.old_job = (f"{COMPANY_A[k]} {pick(r, COMPANY_B)} Inc.", int(r() * (len(TITLES) - 3)))
+                p.job_in = pick(r, ("sf", "hs"))
         x = r()
         p.tier = 2 if x < 0.07 else 1 if x < 0.45 else 0
         p.churned = r() < 0.18
         p.engaged = not p.churned and r() < 0.06
-        p.plan = _pick(r, ("free", "free", "plus", "pro") if p.tier else ("free", "free", "free", "plus"))
+        p.plan = pick(r, ("free", "free", "plus", "pro") if p.tier else ("free", "free", "free", "plus"))
         if r() < (0.8 if p.in_sf or p.in_hs else 0.55):
             p.user_id = self._user_id(p.index)
             p.subscribed = r() < 0.7
         p.devices = [
-            self._device(p, kind, p.ip if i == 0 else self._ip(p.country))
-            for i, kind in enumerate(_pick(r, _DEVICE_MIX))
+            self._device(p, kind, p.ip if i == 0 else self._ip(p.country)) for i, kind in enumerate(pick(r, DEVICE_MIX))
         ]
 
-    def _device(self, p: _Person, kind: str, ip: str) -> _Device:
+    def _device(self, p: Person, kind: str, ip: str) -> Device:
         r = self.r
-        locale = "fr-CA" if p.city.name in _FRENCH_CITIES else f"en-{p.country}"
-        tz = _TIMEZONES[(p.country, p.city.tz)]
+        locale = "fr-CA" if p.city.name in FRENCH_CITIES else f"en-{p.country}"
+        tz = TIMEZONES[(p.country, p.city.tz)]
         if kind == "web":
             lib = '{"name":"analytics.js","version":"next-1.70.0"}'
             pre = f'{{"ip":"{ip}","library":{lib},"locale":"{locale}",'
-            post = f'"timezone":"{tz}","userAgent":{_pick(r, _AGENT_JSON)}}}'
-            return _Device(kind, self._uuid(), pre, post)
-        version, build = _pick(r, _APP_VERSIONS)
-        app = f'{{"build":"{build}","name":"{_SHOP}","namespace":"{_APP_ID}","version":"{version}"}}'
+            post = f'"timezone":"{tz}","userAgent":{pick(r, AGENT_JSON)}}}'
+            return Device(kind, self._uuid(), pre, post)
+        version, build = pick(r, APP_VERSIONS)
+        app = f'{{"build":"{build}","name":"{SHOP}","namespace":"{APP_ID}","version":"{version}"}}'
         if kind == "ios":
-            model, os_version = _pick(r, _IOS)
+            model, os_version = pick(r, IOS)
             idfv = self._uuid(upper=True)
             device = f'{{"id":"{idfv}","manufacturer":"Apple","model":"{model}","type":"ios"}}'
             lib, os_ = (
@@ -396,7 +395,7 @@ class _Generator:
             )
             agent = f"HarborPine/{version} CFNetwork/1498.700.2 Darwin/24.1.0"
         else:
-            maker, model, os_version, os_build = _pick(r, _ANDROID)
+            maker, model, os_version, os_build = pick(r, ANDROID)
             android_id = f"{self.rng.getrandbits(64):016x}"
             device = f'{{"id":"{android_id}","manufacturer":"{maker}","model":"{model}","type":"android"}}'
             lib, os_ = (
@@ -406,17 +405,17 @@ class _Generator:
             agent = f"Dalvik/2.1.0 (Linux; U; Android {os_version}; {model} Build/{os_build})"
         pre = f'{{"app":{app},"device":{device},"ip":"{ip}","library":{lib},"locale":"{locale}","os":{os_},'
         post = f'"timezone":"{tz}","userAgent":"{agent}"}}'
-        return _Device(kind, self._uuid(upper=kind == "ios"), pre, post)
+        return Device(kind, self._uuid(upper=kind == "ios"), pre, post)
 
     def _force(self, key: str) -> bool:
         """A fifth of the way in without this hard case yet: make one now (so small sets have it too)."""
         return self.made[key] == 0 and self.seq >= self.forced_at
 
-    def _group(self, start: int) -> list[_Person]:
+    def _group(self, start: int) -> list[Person]:
         """One household, two co-workers sharing a computer, or (mostly) one person."""
         r, left = self.r, self.job.hi - start
-        country = _pick(r, _COUNTRIES)
-        city = _pick(r, _CITIES[country])
+        country = pick(r, COUNTRIES)
+        city = pick(r, CITIES[country])
         x = r()
         if left >= 2 and (x < 0.022 or self._force("household")):
             showcase = self.made["household"] == 0 and self.chunk == 0
@@ -429,9 +428,9 @@ class _Generator:
             for k in range(1, size):
                 member_age = age - 6 + int(r() * 13) if k == 1 else int(18 + 8 * r())
                 member = self._new_person(start + k, city, people[0].last, member_age)
-                taken = {q.first for q in people} | {n for q in people for n in _NICKS.get(q.first, ())}
-                while member.first in taken or (member.first in _NICKS and taken & set(_NICKS[member.first])):
-                    member.first = _pick(r, _FEMALE if r() < 0.5 else _MALE)[0]
+                taken = {q.first for q in people} | {n for q in people for n in NICKS.get(q.first, ())}
+                while member.first in taken or (member.first in NICKS and taken & set(NICKS[member.first])):
+                    member.first = pick(r, FEMALE if r() < 0.5 else MALE)[0]
                 while any(member.birthday == q.birthday for q in people):
                     member.birthday -= timedelta(days=1)
                 member.addr, member.ip = people[0].addr, people[0].ip
@@ -458,15 +457,15 @@ class _Generator:
         common = r() < 0.03 or self._force("common") or repeat_due  # a very common name, used by strangers
         if common:
             if self.common_used and (not self.made["common_repeat"] or r() < 0.5):
-                k = _pick(r, self.common_used)
+                k = pick(r, self.common_used)
                 self.made["common_repeat"] += 1
             else:
-                k = int(r() * len(_COMMON_NAMES))
+                k = int(r() * len(COMMON_NAMES))
                 if k in self.common_used:
                     self.made["common_repeat"] += 1
                 else:
                     self.common_used.append(k)
-            person.first, person.last = _COMMON_NAMES[k]
+            person.first, person.last = COMMON_NAMES[k]
             self.made["common"] += 1
         self._finish_person(person)
         if common and not (person.in_sf or person.in_hs):
@@ -475,7 +474,7 @@ class _Generator:
             person.plain = True  # and the first two show it even in a small dataset
         return [person]
 
-    def _share(self, owner: _Person, other: _Person) -> None:
+    def _share(self, owner: Person, other: Person) -> None:
         device = next((d for d in owner.devices if d.kind == "web"), owner.devices[0])
         device.shared = True
         for q in (owner, other):  # both sign in on it with their own accounts
@@ -485,7 +484,7 @@ class _Generator:
         self.made["shared"] += 1
 
     # --------------------------------------------------------------------------------- CRM rows
-    def _records(self, p: _Person) -> None:
+    def _records(self, p: Person) -> None:
         """Salesforce rows are written at once; HubSpot's arrive a little shuffled (so the two exports are
         not in the same order); a duplicate is entered again much later, with a slip in the name."""
         for source, present, dup in (("sf", p.in_sf, p.dup_sf), ("hs", p.in_hs, p.dup_hs)):
@@ -500,20 +499,20 @@ class _Generator:
         self.pushed += 1
         heapq.heappush(self.delayed, (self.seq + people, self.pushed, source, row, entity))
 
-    def _crm_row(self, p: _Person, source: str, dup: bool) -> list[str]:
+    def _crm_row(self, p: Person, source: str, dup: bool) -> list[str]:
         r, sf, noisy = self.r, source == "sf", dup or not p.plain
         first, last = p.first, p.last
-        if first in _NICKS and r() < 0.12 and noisy:
-            first = _pick(r, _NICKS[first])
+        if first in NICKS and r() < 0.12 and noisy:
+            first = pick(r, NICKS[first])
         if not first.isascii() and r() < 0.5 and noisy:
-            first = _ascii(first)
+            first = ascii(first)
         if not last.isascii() and r() < 0.5 and noisy:
-            last = _ascii(last)
+            last = ascii(last)
         if dup or (r() < 0.05 and noisy):
             if r() < 0.5:
-                first = _typo(first, r)
+                first = typo(first, r)
             else:
-                last = _typo(last, r)
+                last = typo(last, r)
         if r() < 0.02 and noisy:
             first, last = (first.upper(), last.upper()) if r() < 0.5 else (first.lower(), last.lower())
         email = p.work_email if p.work_email and r() < (0.7 if sf else 0.35) else p.email
@@ -524,8 +523,8 @@ class _Generator:
             street = city = post = ""
         else:
             street = self._fmt_street(street)
-            if city in _CITY_VARIANTS and r() < 0.3:
-                city = _pick(r, _CITY_VARIANTS[city])
+            if city in CITY_VARIANTS and r() < 0.3:
+                city = pick(r, CITY_VARIANTS[city])
             x = r()
             if p.country != "US" and x < 0.1:
                 post = post.replace(" ", "") if x < 0.06 else post.lower()
@@ -537,17 +536,17 @@ class _Generator:
         company, title = p.old_job if p.old_job and p.job_in == source else (p.company, p.title)
         if company and r() < 0.35:
             company = company.rsplit(" ", 1)[0] if r() < 0.7 else company.replace(" Inc.", ", Inc.")
-        titles = _TITLES[title] if title is not None else ("",)
-        title_text = titles[0] if r() < 0.6 else _pick(r, titles)
-        created = datetime.fromtimestamp(self.now_ms // _SEC - 86_400 - int(r() * 4 * 365 * 86_400), UTC)
+        titles = TITLES[title] if title is not None else ("",)
+        title_text = titles[0] if r() < 0.6 else pick(r, titles)
+        created = datetime.fromtimestamp(self.now_ms // SEC - 86_400 - int(r() * 4 * 365 * 86_400), UTC)
         if sf:
-            country = p.country if r() < 0.7 else _COUNTRY_NAMES[p.country][r() < 0.5]
+            country = p.country if r() < 0.7 else COUNTRY_NAMES[p.country][r() < 0.5]
             birthdate, created_date = bday.isoformat() if bday else "", f"{created:%Y-%m-%dT%H:%M:%S}.000Z"
             return [first, last, email, phone, street, city, post, country, birthdate, company or "",
-                    title_text, _pick(r, _LEAD_SOURCES), created_date]  # fmt: skip
-        stage = ("Customer" if r() < 0.9 else "Evangelist") if p.tier else _pick(r, _STAGES)
+                    title_text, pick(r, LEAD_SOURCES), created_date]  # fmt: skip
+        stage = ("Customer" if r() < 0.9 else "Evangelist") if p.tier else pick(r, STAGES)
         birthdate = f"{bday.month:02d}/{bday.day:02d}/{bday.year}" if bday else ""
-        return [first, last, email, phone, street, city, post, _COUNTRY_NAMES[p.country][0], birthdate,
+        return [first, last, email, phone, street, city, post, COUNTRY_NAMES[p.country][0], birthdate,
                 company or "", title_text, stage]  # fmt: skip
 
     def _write_row(self, source: str, row: list[str], entity: str) -> None:
@@ -569,24 +568,24 @@ class _Generator:
     # ----------------------------------------------------------------------------------- events
     def _campaigns(self, rng: random.Random) -> list[tuple[int, str, str]]:
         """A weekly newsletter (Tuesdays, 15:00 UTC) and a few promotions over the window."""
-        first = (self.start_ms // _DAY + 1) * _DAY
-        tuesday = first + (5 - first // _DAY % 7) % 7 * _DAY + 15 * _HOUR  # 1970-01-01 was a Thursday
-        sends = [(ms, f"Weekly Picks - {datetime.fromtimestamp(ms // _SEC, UTC):%b %d}")
-                 for ms in range(tuesday, self.now_ms, 7 * _DAY)]  # fmt: skip
-        for name in _PROMOS:
-            at = self.start_ms + (_DAY + int(rng.random() * (WINDOW_DAYS - 1) * _DAY)) // _HOUR * _HOUR
+        first = (self.start_ms // DAY + 1) * DAY
+        tuesday = first + (5 - first // DAY % 7) % 7 * DAY + 15 * HOUR  # 1970-01-01 was a Thursday
+        sends = [(ms, f"Weekly Picks - {datetime.fromtimestamp(ms // SEC, UTC):%b %d}")
+                 for ms in range(tuesday, self.now_ms, 7 * DAY)]  # fmt: skip
+        for name in PROMOS:
+            at = self.start_ms + (DAY + int(rng.random() * (WINDOW_DAYS - 1) * DAY)) // HOUR * HOUR
             sends.append((at, name))
-        return [(ms, f"cmp_{4100 + i}", _dumps(name)) for i, (ms, name) in enumerate(sorted(sends))]
+        return [(ms, f"cmp_{4100 + i}", dumps(name)) for i, (ms, name) in enumerate(sorted(sends))]
 
-    def _local_start(self, p: _Person, days_ago: float) -> int:
+    def _local_start(self, p: Person, days_ago: float) -> int:
         """A session start that many days ago, at a plausible local hour (evenings are busiest)."""
-        ms, off = self.now_ms - int(days_ago * _DAY), p.city.tz * _HOUR
-        t = (ms + off) // _DAY * _DAY - off + _pick(self.r, _LOCAL_HOURS) * _HOUR + int(self.r() * _HOUR)
-        if t > self.now_ms - 5 * _MIN:
-            t -= _DAY
-        return t + _DAY if t < self.start_ms + _MIN else t
+        ms, off = self.now_ms - int(days_ago * DAY), p.city.tz * HOUR
+        t = (ms + off) // DAY * DAY - off + pick(self.r, LOCAL_HOURS) * HOUR + int(self.r() * HOUR)
+        if t > self.now_ms - 5 * MIN:
+            t -= DAY
+        return t + DAY if t < self.start_ms + MIN else t
 
-    def _activity(self, p: _Person) -> None:
+    def _activity(self, p: Person) -> None:
         """Sessions over the person's active window, then the marketing emails they were sent."""
         r = self.r
         last = 32 + 84 * r() if p.churned else 28 * r() ** 2  # days ago; churned people left a month+ ago
@@ -598,7 +597,7 @@ class _Generator:
         starts = sorted((self._local_start(p, days_ago), False) for days_ago in days)
         if p.engaged:  # very engaged: browsing hard in the last 48 hours
             bursts = 1 + int(r() * 2)
-            starts += [(self.now_ms - _HOUR * 46 + int(r() * 45 * _HOUR), True) for _ in range(bursts)]
+            starts += [(self.now_ms - HOUR * 46 + int(r() * 45 * HOUR), True) for _ in range(bursts)]
             starts.sort()
         devices, login_from = p.devices, 0 if r() < 0.4 else int(r() * len(starts))
         shared_turn = int(r() * len(starts)) if len(devices) > 1 and devices[-1].shared else -1
@@ -620,16 +619,16 @@ class _Generator:
             self._emails(p, id_ms, end if p.churned else self.now_ms)
 
     def _session(
-        self, p: _Person, d: _Device, t: int, burst: bool, may_login: bool, must: bool, first_id: bool
+        self, p: Person, d: Device, t: int, burst: bool, may_login: bool, must: bool, first_id: bool
     ) -> tuple[int, int]:
         """One visit: landing, maybe sign-in, search, product views, cart, checkout, order."""
         r, now, log, bits, cache = self.r, self.now_ms, math.log, self.rng.getrandbits, self.hour_cache
         hours, truth, tail, first_hour = self.spool.hours, self.spool.truth, f",{p.entity}\n", self.first_hour
-        web, ios, cur, pre, post = d.kind == "web", d.kind == "ios", _CURRENCY[p.country][0], d.pre, d.post
+        web, ios, cur, pre, post = d.kind == "web", d.kind == "ios", CURRENCY[p.country][0], d.pre, d.post
         uid = None if d.shared else d.uid
         ids = f'"userId":"{uid}",{d.anon_ids}' if uid else d.anon_ids
-        page, app_ctx, identified = _HOME, pre + post, 0
-        bad_rate = 1.0 if self._force("bad_ts") else _BAD_TS_RATE  # share of unparseable timestamps
+        page, app_ctx, identified = HOME, pre + post, 0
+        bad_rate = 1.0 if self._force("bad_ts") else BAD_TS_RATE  # share of unparseable timestamps
 
         def out(typ: str, body: str) -> None:
             nonlocal t, bad_rate
@@ -637,12 +636,12 @@ class _Generator:
             if t > now:
                 return  # still going on "now": the rest has not happened yet
             mid = f"ajs-next-{bits(128):032x}" if web else self._uuid(ios)
-            hour, rem = divmod(t, _HOUR)
+            hour, rem = divmod(t, HOUR)
             if typ != "identify" and r() < bad_rate:
-                ts, bad_rate = self._bad_ts(t), _BAD_TS_RATE
+                ts, bad_rate = self._bad_ts(t), BAD_TS_RATE
             else:
                 prefix = cache.get(hour) or self._hour(hour)
-                ts = f"{prefix}{rem // _MIN:02d}:{rem // _SEC % 60:02d}.{rem % _SEC:03d}Z"
+                ts = f"{prefix}{rem // MIN:02d}:{rem // SEC % 60:02d}.{rem % SEC:03d}Z"
             ctx = f'{pre}"page":{page},{post}' if web else app_ctx
             line = f'{{"timestamp":"{ts}","type":"{typ}","messageId":"{mid}",{ids},{body},"context":{ctx}}}\n'
             hours[hour - first_hour].append(line)
@@ -662,34 +661,34 @@ class _Generator:
         def identify() -> None:
             nonlocal ids, identified
             email = p.email if r() < 0.8 or not p.work_email else p.work_email
-            bad = r() < _BAD_RATE or self._force("bad_email")  # for the data-quality report
+            bad = r() < BAD_RATE or self._force("bad_email")  # for the data-quality report
             self.made["bad_email"] += bad
             traits = {"email": self._fmt_email(email, bad), "first_name": p.first, "last_name": p.last}
-            if p.first in _NICKS and r() < 0.2:
-                traits["first_name"] = _pick(r, _NICKS[p.first])
+            if p.first in NICKS and r() < 0.2:
+                traits["first_name"] = pick(r, NICKS[p.first])
             if r() < 0.4:
                 traits["phone"] = self._fmt_phone(p.mobile, p.country)
             if r() < 0.8:
                 traits["plan"] = p.plan
             ids = f'"userId":"{p.user_id}",{d.anon_ids}'
-            out("identify", f'"traits":{_dumps(traits)}')
+            out("identify", f'"traits":{dumps(traits)}')
             if not d.shared:
                 d.uid = p.user_id
             if first_id and not identified and r() < 0.4:
-                track("Signed Up", f'{{"method":"{_pick(r, ("email", "email", "google", "apple"))}"}}')
+                track("Signed Up", f'{{"method":"{pick(r, ("email", "email", "google", "apple"))}"}}')
             identified = identified or t
 
         x = r()
         if web:
             if x < 0.45:
-                name, landing = "Home", _HOME
+                name, landing = "Home", HOME
             elif x < 0.75:
-                name, landing = "Product Detail", _pick(r, _PRODUCTS).page
+                name, landing = "Product Detail", pick(r, PRODUCTS).page
             elif x < 0.9:
-                name, landing = "Category", _CATEGORY_PAGES[_pick(r, _PRODUCTS).category]
+                name, landing = "Category", CATEGORY_PAGES[pick(r, PRODUCTS).category]
             else:
-                name, landing = "Search", _SEARCH_PAGES[_pick(r, _QUERIES)]
-            referrer = _pick(r, _REFERRERS)
+                name, landing = "Search", SEARCH_PAGES[pick(r, QUERIES)]
+            referrer = pick(r, REFERRERS)
             view(name, f'{landing[:-1]},"referrer":"{referrer}"}}' if referrer else landing, "")
         else:
             track("Application Opened", f'{{"from_background":{"true" if x < 0.5 else "false"}}}')
@@ -699,11 +698,11 @@ class _Generator:
         if may_login and login:
             identify()
         if r() < 0.25:
-            query = _pick(r, _QUERIES)
-            view("Search", _SEARCH_PAGES[query], _SEARCH_PROPS[query])
-            track("Products Searched", _SEARCH_PROPS[query])
-        pool = _PRICEY if p.tier == 2 and r() < 0.8 else _CHEAP if r() < 0.5 else _PRODUCTS
-        seen = [_pick(r, pool) for _ in range(5 + int(r() * 8) if burst else 1 + int(-log(1.0 - r()) * 0.9))]
+            query = pick(r, QUERIES)
+            view("Search", SEARCH_PAGES[query], SEARCH_PROPS[query])
+            track("Products Searched", SEARCH_PROPS[query])
+        pool = PRICEY if p.tier == 2 and r() < 0.8 else CHEAP if r() < 0.5 else PRODUCTS
+        seen = [pick(r, pool) for _ in range(5 + int(r() * 8) if burst else 1 + int(-log(1.0 - r()) * 0.9))]
         for product in seen:
             view("Product Detail", product.page, product.screen)
             track("Product Viewed", product.viewed[cur])
@@ -711,13 +710,13 @@ class _Generator:
             return t, identified
         cart_id, basket = f"{bits(64):016x}", []
         items = 2 + int(r() * 3) if p.tier == 2 else 1 + (r() < 0.3)  # high-value people fill the cart
-        for product in (seen + [_pick(r, pool) for _ in range(items)])[:items]:
+        for product in (seen + [pick(r, pool) for _ in range(items)])[:items]:
             qty = 1 + int(r() * 3) if p.tier == 2 else 1 if r() < 0.85 else 2
             basket.append({**product.props[cur], "quantity": qty})
             track("Product Added", f'{product.viewed[cur][:-1]},"cart_id":"{cart_id}","quantity":{qty}}}')
         if r() < 0.6:
-            view("Cart", _CART, "{}")
-            track("Cart Viewed", _dumps({"cart_id": cart_id, "products": basket}))
+            view("Cart", CART, "{}")
+            track("Cart Viewed", dumps({"cart_id": cart_id, "products": basket}))
         if r() >= (0.3, 0.6, 0.8)[p.tier]:
             return t, identified
         if may_login and ids == d.anon_ids and r() < 0.7:
@@ -725,17 +724,17 @@ class _Generator:
         self.order_next += 1 + int(r() * 40)
         order_id = f"HP{self.order_next}"
         revenue = round(sum(item["price"] * item["quantity"] for item in basket), 2)
-        view("Checkout", _CHECKOUT, "{}")
+        view("Checkout", CHECKOUT, "{}")
         track(
             "Checkout Started",
-            _dumps({"order_id": order_id, "value": revenue, "currency": cur, "products": basket}),
+            dumps({"order_id": order_id, "value": revenue, "currency": cur, "products": basket}),
         )
         if r() < 0.15:
             return t, identified  # abandoned at checkout
-        order: dict[str, Any] = {"order_id": order_id, "affiliation": f"{_SHOP} {'Online' if web else 'App'}"}
+        order: dict[str, Any] = {"order_id": order_id, "affiliation": f"{SHOP} {'Online' if web else 'App'}"}
         if r() < 0.15:
             order["coupon"], order["discount"] = (
-                _pick(r, ("FALL10", "WELCOME10", "MEMBER10")),
+                pick(r, ("FALL10", "WELCOME10", "MEMBER10")),
                 round(revenue * 0.1, 2),
             )
             revenue = round(revenue * 0.9, 2)
@@ -745,15 +744,15 @@ class _Generator:
         else:
             tax = round(revenue * (0.13 if cur == "CAD" else 0.0825), 2)
             total = round(revenue + shipping + tax, 2)
-        if r() < _BAD_RATE or self._force("bad_revenue"):
+        if r() < BAD_RATE or self._force("bad_revenue"):
             revenue = -revenue  # a refund logged as an order: bad data for the quality report
             self.made["bad_revenue"] += 1
         order.update(total=total, revenue=revenue, shipping=shipping, tax=tax, currency=cur, products=basket)
-        track("Order Completed", _dumps(order))
-        view("Order Confirmation", _CONFIRM, f'{{"order_id":"{order_id}"}}')
+        track("Order Completed", dumps(order))
+        view("Order Confirmation", CONFIRM, f'{{"order_id":"{order_id}"}}')
         return t, identified
 
-    def _emails(self, p: _Person, since: int, until: int) -> None:
+    def _emails(self, p: Person, since: int, until: int) -> None:
         """Server-side email events (by userId only) for campaigns sent after the person signed up."""
         r, hours, truth, tail = self.r, self.spool.hours, self.spool.truth, f",{p.entity}\n"
         head = f'"userId":"{p.user_id}","event":"'
@@ -764,9 +763,9 @@ class _Generator:
             if t > until:
                 return False  # not happened yet (or after the person left)
             mid = self._uuid()
-            ts = self._iso(t) if r() >= _BAD_TS_RATE else self._bad_ts(t)
+            ts = self._iso(t) if r() >= BAD_TS_RATE else self._bad_ts(t)
             line = f'{{"timestamp":"{ts}","type":"track","messageId":"{mid}",{head}{event}",'
-            hours[t // _HOUR - self.first_hour].append(f'{line}"properties":{{{props}}},{ctx}}}\n')
+            hours[t // HOUR - self.first_hour].append(f'{line}"properties":{{{props}}},{ctx}}}\n')
             truth.append(mid + tail)
             return True
 
@@ -777,28 +776,28 @@ class _Generator:
                 continue
             email_id = f"eml_{self.rng.getrandbits(64):016x}"
             base = f'"email_id":"{email_id}","campaign_id":"{campaign}","campaign_name":{name}'
-            t = send + int(r() * 20 * _MIN)
+            t = send + int(r() * 20 * MIN)
             if not out(t, "Email Delivered", base):
                 break
             if r() < opens:
-                t += int(-math.log(1.0 - r()) * 6 * _HOUR)
+                t += int(-math.log(1.0 - r()) * 6 * HOUR)
                 if out(t, "Email Opened", base) and r() < 0.25:
                     utm = f"utm_source=newsletter&utm_medium=email&utm_campaign={campaign}"
-                    link = f'"link_url":"{_SITE}/?{utm}"'
+                    link = f'"link_url":"{SITE}/?{utm}"'
                     out(t + 5000 + int(r() * 180_000), "Email Link Clicked", f"{base},{link}")
                 continue
             unsubscribes = r() < 0.02 or self._force("unsubscribed")
-            if unsubscribes and out(t + int(r() * 2 * _DAY), "Unsubscribed", base):
+            if unsubscribes and out(t + int(r() * 2 * DAY), "Unsubscribed", base):
                 self.made["unsubscribed"] += 1
                 return  # and no more campaigns
 
     # ------------------------------------------------------------------------------------ output
-    def run(self, progress: Callable[[int], None] | None) -> tuple[int, int, _Blocks]:
+    def run(self, progress: Callable[[int], None] | None) -> tuple[int, int, Blocks]:
         """Generate this chunk's people; answer (records, events, where its event buckets are). The only
         chunk writes the final files; one of several writes parts (`c00001-...`) for `_merge`."""
         job, single = self.job, self.job.chunks == 1
         prefix = "" if single else f"c{job.chunk:05d}-"
-        paths = [job.out / f"{prefix}{name}" for name in _NAMES[:2] + _NAMES[3:5]]
+        paths = [job.out / f"{prefix}{name}" for name in NAMES[:2] + NAMES[3:5]]
         pending, step = 0, max(1, min(10_000, self.n // 100))
         spill_dir: AbstractContextManager[str] = nullcontext(str(job.out))  # the work folder, when chunked
         if single:
@@ -816,10 +815,10 @@ class _Generator:
             )
             self.truth_csv = csv.writer(truth_records, lineterminator="\n")
             if single:
-                for fh, header in zip((sf, hs, truth_records, truth_events), _HEADERS, strict=True):
+                for fh, header in zip((sf, hs, truth_records, truth_events), HEADERS, strict=True):
                     fh.write(",".join(header) + "\n")
             spill_file = Path(tmp) / f"c{job.chunk:05d}-events"
-            self.spool = _Spool(truth_events, self.first_hour, spill_file)
+            self.spool = Spool(truth_events, self.first_hour, spill_file)
             try:
                 while self.seq < job.hi:
                     people = self._group(self.seq)
@@ -836,7 +835,7 @@ class _Generator:
                         pending = 0
                 self._release(None)
                 if single:
-                    events = self.spool.finish(job.out / _NAMES[2])
+                    events = self.spool.finish(job.out / NAMES[2])
                 else:
                     self.spool.spill()
                     events = self.spool.count
@@ -847,4 +846,4 @@ class _Generator:
         return self.records, events, self.spool.blocks
 
 
-_CHUNK_PEOPLE = 25_000  # people per independently seeded chunk; fixed, so output never depends on CPUs
+CHUNK_PEOPLE = 25_000  # people per independently seeded chunk; fixed, so output never depends on CPUs

@@ -6,18 +6,18 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from typing import TypeVar
 
-from cdp.demo.pools import _City
-from cdp.demo.shop import _SLIPS
+from cdp.demo.pools import City
+from cdp.demo.shop import SLIPS
 
 # ---------------------------------------------------------------------------------------- people
 T = TypeVar("T")
 
 
-def _pick(r: Callable[[], float], seq: Sequence[T]) -> T:
+def pick(r: Callable[[], float], seq: Sequence[T]) -> T:
     return seq[int(r() * len(seq))]
 
 
-class _Device:
+class Device:
     """A browser or an app install: one anonymousId, one context; `uid` is who is signed in on it."""
 
     __slots__ = ("anon_ids", "kind", "post", "pre", "shared", "uid")
@@ -30,7 +30,7 @@ class _Device:
         self.shared = False  # used by two people: every session starts signed out
 
 
-class _Person:
+class Person:
     __slots__ = (
         "addr", "birthday", "churned", "city", "company", "country", "devices", "dup_hs", "dup_sf", "email",
         "engaged", "entity", "first", "home", "in_hs", "in_sf", "index", "ip", "job_in", "last", "mobile",
@@ -38,7 +38,7 @@ class _Person:
         "work_email",
     )  # fmt: skip
 
-    def __init__(self, index: int, entity: str, country: str, city: _City) -> None:
+    def __init__(self, index: int, entity: str, country: str, city: City) -> None:
         self.index, self.entity, self.country, self.city = index, entity, country, city
         self.first = self.last = self.email = self.mobile = self.ip = self.moved_in = self.job_in = ""
         self.birthday = date(2000, 1, 1)
@@ -53,12 +53,12 @@ class _Person:
         self.tier = 0  # 0 browses, 1 buys, 2 high value
         self.churned = self.engaged = self.subscribed = False
         self.plan = "free"
-        self.devices: list[_Device] = []
+        self.devices: list[Device] = []
         self.in_sf = self.in_hs = self.dup_sf = self.dup_hs = False
         self.plain = False  # a showcase hard case: CRM rows keep the name and address as they are
 
 
-def _typo(word: str, r: Callable[[], float]) -> str:
+def typo(word: str, r: Callable[[], float]) -> str:
     """One realistic slip: a transposed, dropped, doubled or swapped letter (the first letter survives)."""
     if len(word) < 3:
         return word + word[-1]
@@ -71,7 +71,7 @@ def _typo(word: str, r: Callable[[], float]) -> str:
         elif op < 0.7:
             out = word[: i + 1] + word[i:]
         else:
-            out = word[:i] + _SLIPS.get(word[i], "e" if word[i] != "e" else "i") + word[i + 1 :]
+            out = word[:i] + SLIPS.get(word[i], "e" if word[i] != "e" else "i") + word[i + 1 :]
         if out != word:
             return out
     return word + "e"

@@ -17,7 +17,7 @@ HUBSPOT_HEADER = [
 ]  # fmt: skip
 
 
-_FIELDS = [
+FIELDS = [
     "first_name", "last_name", "email", "phone", "address.street", "address.city", "address.postal_code",
     "address.country", "birthday", "company", "title",
 ]  # fmt: skip
@@ -26,19 +26,19 @@ _FIELDS = [
 WINDOW_DAYS = 120  # every event falls in the 120 days before `now`
 
 
-_SEC, _MIN, _HOUR, _DAY = 1_000, 60_000, 3_600_000, 86_400_000
+SEC, MIN, HOUR, DAY = 1_000, 60_000, 3_600_000, 86_400_000
 
 
-_SPILL_LINES = 100_000  # event lines buffered before they are spilled to the bucket files
+SPILL_LINES = 100_000  # event lines buffered before they are spilled to the bucket files
 
 
-_BAD_RATE = 0.01  # invalid identify emails, negative revenues
+BAD_RATE = 0.01  # invalid identify emails, negative revenues
 
 
-_BAD_TS_RATE = 0.003  # unparseable timestamps, of all events
+BAD_TS_RATE = 0.003  # unparseable timestamps, of all events
 
 
-_BAD_TIMESTAMPS = (
+BAD_TIMESTAMPS = (
     "Invalid Date",
     "NaN",
     "undefined",
@@ -49,7 +49,7 @@ _BAD_TIMESTAMPS = (
 
 
 # ---------------------------------------------------------------------------------------------- pools
-def _words(text: str, sep: str | None = None) -> list[str]:
+def words(text: str, sep: str | None = None) -> list[str]:
     return [word.strip() for word in text.split(sep)]
 
 
@@ -62,7 +62,7 @@ def _names(spec: str) -> list[tuple[str, tuple[str, ...]]]:
     return out
 
 
-_MALE = _names(
+MALE = _names(
     "James:Jim,Jimmy,Jamie John:Jack,Johnny Robert:Bob,Rob,Bobby Michael:Mike William:Bill,Will,Billy "
     "David:Dave Richard:Rick,Rich Joseph:Joe,Joey Thomas:Tom,Tommy Charles:Charlie,Chuck Christopher:Chris "
     "Daniel:Dan,Danny Matthew:Matt Anthony:Tony Mark Donald:Don Steven:Steve Paul Andrew:Andy,Drew "
@@ -77,7 +77,7 @@ _MALE = _names(
 )
 
 
-_FEMALE = _names(
+FEMALE = _names(
     "Mary:Molly Patricia:Pat,Patty,Trish Jennifer:Jen,Jenny Linda Elizabeth:Liz,Beth,Lizzie,Betty "
     "Barbara:Barb Susan:Sue,Susie Jessica:Jess Sarah Karen Lisa Nancy Margaret:Maggie,Peggy,Meg "
     "Sandra:Sandy Ashley Kimberly:Kim Emily:Em Donna Michelle:Shelly Carol Amanda:Mandy Dorothy:Dot "
@@ -91,7 +91,7 @@ _FEMALE = _names(
 )
 
 
-_EXTRA_FIRST = {  # (male, female) names more common in that country
+EXTRA_FIRST = {  # (male, female) names more common in that country
     "GB": (
         _names("Callum Rhys Hamish Alistair:Ali Declan Oliver:Ollie Harry Alfie Rory Gareth"),
         _names("Siobhan Aoife Niamh Imogen:Immy Harriet:Hattie Freya Poppy Eilidh"),
@@ -103,12 +103,12 @@ _EXTRA_FIRST = {  # (male, female) names more common in that country
 }
 
 
-_NICKS = {name: nicks for pool in (_MALE, _FEMALE) for name, nicks in pool if nicks} | {
-    name: nicks for pair in _EXTRA_FIRST.values() for pool in pair for name, nicks in pool if nicks
+NICKS = {name: nicks for pool in (MALE, FEMALE) for name, nicks in pool if nicks} | {
+    name: nicks for pair in EXTRA_FIRST.values() for pool in pair for name, nicks in pool if nicks
 }
 
 
-_LAST = _words(
+LAST = words(
     "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez "
     "Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez Clark "
     "Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green Adams "
@@ -130,12 +130,12 @@ _LAST = _words(
 )
 
 
-_EXTRA_LAST = {
-    "GB": _words(
+EXTRA_LAST = {
+    "GB": words(
         "Davies Evans Hughes Clarke Ahmed Khan Ali Singh Hussain MacLeod McKenzie Fitzgerald Byrne "
         "Whitfield Pemberton Ashworth"
     ),
-    "CA": _words(
+    "CA": words(
         "Tremblay Gagnon Roy Côté Bouchard Gauthier Morin Lavoie Fortin Gagné Ouellet Pelletier Bélanger "
         "Lévesque Bergeron Leblanc Girard Simard Boucher MacDonald"
     ),
@@ -143,11 +143,11 @@ _EXTRA_LAST = {
 
 
 # Very common full names that several unrelated people share (different birthdays, addresses, emails).
-_COMMON_NAMES = [
+COMMON_NAMES = [
     (first, last)
     for first, last in (
         name.split()
-        for name in _words(
+        for name in words(
             "John Smith|Maria Garcia|David Jones|Michael Johnson|James Brown|Mary Williams|Robert Miller|"
             "Jennifer Davis|José Rodriguez|Wei Chen|Sarah Wilson|David Smith|Michael Brown|Emily Taylor",
             "|",
@@ -195,10 +195,10 @@ _CITY_SPECS = {
 }
 
 
-_FRENCH_CITIES = {"Montréal", "Québec City"}
+FRENCH_CITIES = {"Montréal", "Québec City"}
 
 
-_CITY_VARIANTS = {
+CITY_VARIANTS = {
     "New York": ("New York City", "NYC", "new york"), "Montréal": ("Montreal",),
     "St. Louis": ("Saint Louis",), "Québec City": ("Quebec City", "Québec"),
     "Newcastle upon Tyne": ("Newcastle",), "Brooklyn": ("New York",),
@@ -206,7 +206,7 @@ _CITY_VARIANTS = {
 
 
 @dataclass(frozen=True)
-class _City:
+class City:
     country: str
     name: str
     prefixes: tuple[str, ...]
@@ -214,25 +214,25 @@ class _City:
     tz: int
 
 
-def _cities(country: str) -> list[_City]:
+def _cities(country: str) -> list[City]:
     out = []
     for spec in _CITY_SPECS[country].replace("\n", ";").split(";"):
         name, prefixes, phones, weight, tz = spec.strip().split("|")
         phone_list = () if phones == "-" else (phones,) if country == "GB" else tuple(phones.split())
-        out += [_City(country, name, tuple(prefixes.split()), phone_list, int(tz))] * int(weight)
+        out += [City(country, name, tuple(prefixes.split()), phone_list, int(tz))] * int(weight)
     return out
 
 
-_CITIES = {country: _cities(country) for country in _CITY_SPECS}
+CITIES = {country: _cities(country) for country in _CITY_SPECS}
 
 
-_COUNTRIES = ["US"] * 78 + ["GB"] * 12 + ["CA"] * 10
+COUNTRIES = ["US"] * 78 + ["GB"] * 12 + ["CA"] * 10
 
 
-_COUNTRY_NAMES = {"US": ("United States", "USA"), "GB": ("United Kingdom", "UK"), "CA": ("Canada", "Canada")}
+COUNTRY_NAMES = {"US": ("United States", "USA"), "GB": ("United Kingdom", "UK"), "CA": ("Canada", "Canada")}
 
 
-_TIMEZONES = {
+TIMEZONES = {
     ("US", -5): "America/New_York", ("US", -6): "America/Chicago", ("US", -7): "America/Denver",
     ("US", -8): "America/Los_Angeles", ("GB", 0): "Europe/London", ("CA", -5): "America/Toronto",
     ("CA", -8): "America/Vancouver", ("CA", -7): "America/Edmonton", ("CA", -6): "America/Winnipeg",
@@ -240,43 +240,43 @@ _TIMEZONES = {
 }  # fmt: skip
 
 
-_STREETS_NA = _words(
+STREETS_NA = words(
     "Main Oak Pine Maple Cedar Elm Washington Lake Hill Park Sunset Lincoln Jackson Franklin Highland Church "
     "Mill River Spring Valley Willow Chestnut Walnut Madison Jefferson Cherry Forest Meadow Ridge Birch "
     "Hickory Lakeview Magnolia Dogwood Sycamore Harbor Orchard Prospect Union Summit"
 )
 
 
-_STREETS_GB = _words(
+STREETS_GB = words(
     "High Station Church Victoria Park London Mill Queen's King's Manor Green School Albert Grove Richmond "
     "Clarence Windsor York Springfield Chapel Orchard Meadow Beech"
 )
 
 
-_STREETS_FR = _words(
+STREETS_FR = words(
     "rue Saint-Denis|rue Sherbrooke Ouest|boulevard René-Lévesque|avenue du Parc|rue Sainte-Catherine|"
     "avenue Papineau|rue Notre-Dame|chemin de la Côte-Sainte-Catherine|rue Saint-Jean|avenue Laurier",
     "|",
 )
 
 
-_SUFFIXES = {
+SUFFIXES = {
     "Street": "St", "Avenue": "Ave", "Road": "Rd", "Drive": "Dr", "Lane": "Ln", "Boulevard": "Blvd",
     "Court": "Ct", "Place": "Pl", "Close": "Cl", "Crescent": "Cres", "Gardens": "Gdns", "Terrace": "Ter",
     "Grove": "Gr",
 }  # fmt: skip
 
 
-_SUFFIX_RE = re.compile(r" (" + "|".join(_SUFFIXES) + r")\b")
+SUFFIX_RE = re.compile(r" (" + "|".join(SUFFIXES) + r")\b")
 
 
-_SUFFIX_NA = ["Street"] * 4 + ["Avenue"] * 3 + _words("Road Drive Drive Lane Boulevard Court Place Way")
+SUFFIX_NA = ["Street"] * 4 + ["Avenue"] * 3 + words("Road Drive Drive Lane Boulevard Court Place Way")
 
 
-_SUFFIX_GB = ["Road"] * 4 + ["Street"] * 3 + _words("Lane Close Avenue Crescent Gardens Terrace Grove")
+SUFFIX_GB = ["Road"] * 4 + ["Street"] * 3 + words("Lane Close Avenue Crescent Gardens Terrace Grove")
 
 
-_COMPANY_A = _words(
+COMPANY_A = words(
     "Bluefin Brightline Cobalt Summit Redwood Ironclad Lumina Harborview Evergreen Pioneer Silverline Atlas "
     "Keystone Granite Beacon Horizon Cascade Meridian Vertex Sterling Crescent Orchard Falcon Juniper Nimbus "
     "Polaris Sequoia Tidewater Copperleaf Northstar Ember Bramble Kestrel Alder Larkspur Fernhill Saltmarsh "
@@ -284,20 +284,20 @@ _COMPANY_A = _words(
 )
 
 
-_COMPANY_B = _words(
+COMPANY_B = words(
     "Analytics Labs Logistics Health Software Partners Capital Foods Media Robotics Energy Systems "
     "Consulting Retail Insurance Studios Biotech Networks Architects Outfitters"
 )
 
 
-_LEGAL = {"US": ("Inc.", "LLC", "Corp.", "Inc."), "GB": ("Ltd", "Ltd", "PLC"), "CA": ("Inc.", "Ltd.")}
+LEGAL = {"US": ("Inc.", "LLC", "Corp.", "Inc."), "GB": ("Ltd", "Ltd", "PLC"), "CA": ("Inc.", "Ltd.")}
 
 
 # Job titles, each with the variants people type (abbreviated, reordered, non-English). The last three are
 # for people without an employer.
-_TITLES = [
+TITLES = [
     tuple(variants.split("|"))
-    for variants in _words(
+    for variants in words(
         "VP Marketing|VP, Marketing|Vice President of Marketing|VP Mktg;Head of Growth|Growth Lead|Head "
         "of Growth Marketing;Marketing Manager|Mktg Manager|Manager, Marketing|Marketing Mgr;Chief "
         "Marketing Officer|CMO;Director of Marketing|Marketing Director|Dir. Marketing|Directeur "
@@ -320,10 +320,10 @@ _TITLES = [
 ]
 
 
-_LEAD_SOURCES = ["Web"] * 5 + _words("Phone Inquiry|Partner Referral|Trade Show|Advertisement|Other|", "|")
+LEAD_SOURCES = ["Web"] * 5 + words("Phone Inquiry|Partner Referral|Trade Show|Advertisement|Other|", "|")
 
 
-_STAGES = _words("Subscriber|Lead|Lead|Marketing Qualified Lead|Sales Qualified Lead|Opportunity|Other", "|")
+STAGES = words("Subscriber|Lead|Lead|Marketing Qualified Lead|Sales Qualified Lead|Opportunity|Other", "|")
 
 
 _MAIL = {
@@ -333,45 +333,45 @@ _MAIL = {
 }
 
 
-_MAIL_DOMAINS = {
+MAIL_DOMAINS = {
     country: [d.partition("*")[0] for d in spec.split() for _ in range(int(d.partition("*")[2] or 1))]
     for country, spec in _MAIL.items()
 }
 
 
-_TAGGABLE = {"gmail.com", "outlook.com", "icloud.com", "proton.me", "hotmail.com"}
+TAGGABLE = {"gmail.com", "outlook.com", "icloud.com", "proton.me", "hotmail.com"}
 
 
-_TAGS = ("shop", "orders", "harbor", "promo", "news")
+TAGS = ("shop", "orders", "harbor", "promo", "news")
 
 
-_IP_OCTETS = {"US": (24, 47, 67, 68, 71, 73, 75, 76, 96, 98, 107, 174), "GB": (2, 31, 81, 82, 86, 90, 109),
+IP_OCTETS = {"US": (24, 47, 67, 68, 71, 73, 75, 76, 96, 98, 107, 174), "GB": (2, 31, 81, 82, 86, 90, 109),
               "CA": (24, 70, 142, 184)}  # fmt: skip
 
 
-_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-_UID_MULT = 2_654_435_761  # prime, so index -> index * _UID_MULT mod 36**10 is a bijection
+UID_MULT = 2_654_435_761  # prime, so index -> index * UID_MULT mod 36**10 is a bijection
 
 
-_DEVICE_MIX = [("web",)] * 12 + [("ios",), ("ios",), ("android",), ("web", "android")]
+DEVICE_MIX = [("web",)] * 12 + [("ios",), ("ios",), ("android",), ("web", "android")]
 
 
-_DEVICE_MIX += [("web", "ios")] * 2 + [("web", "web")] * 2  # ("web", "web"): a laptop and a phone browser
+DEVICE_MIX += [("web", "ios")] * 2 + [("web", "web")] * 2  # ("web", "web"): a laptop and a phone browser
 
 
-_NAMES = ("salesforce_contacts.csv", "hubspot_contacts.csv", "events.ndjson", "truth_records.csv",
+NAMES = ("salesforce_contacts.csv", "hubspot_contacts.csv", "events.ndjson", "truth_records.csv",
           "truth_events.csv", "manifest.json")  # fmt: skip
 
 
-_HEADERS = (SALESFORCE_HEADER, HUBSPOT_HEADER, ["source", "external_id", "entity"], ["message_id", "entity"])
+HEADERS = (SALESFORCE_HEADER, HUBSPOT_HEADER, ["source", "external_id", "entity"], ["message_id", "entity"])
 
 
-_BUCKET_HOURS = 6  # spilled events are sorted 6 hours at a time ...
+BUCKET_HOURS = 6  # spilled events are sorted 6 hours at a time ...
 
 
-_HOURLY_BUCKETS = 7 * 24  # ... or an hour at a time in the last week, where most of them are
+HOURLY_BUCKETS = 7 * 24  # ... or an hour at a time in the last week, where most of them are

@@ -9,10 +9,10 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from cdp.demo.pools import _words
+from cdp.demo.pools import words
 
 # ----------------------------------------------------------------------------------------- the shop
-_SITE, _SHOP, _APP_ID = "https://harborandpine.shop", "Harbor & Pine", "com.harborandpine.app"
+SITE, SHOP, APP_ID = "https://harborandpine.shop", "Harbor & Pine", "com.harborandpine.app"
 
 
 _PRODUCTS_SPEC = (
@@ -27,17 +27,17 @@ _PRODUCTS_SPEC = (
 )
 
 
-_CURRENCY = {"US": ("USD", 1.0), "GB": ("GBP", 0.79), "CA": ("CAD", 1.37)}
+CURRENCY = {"US": ("USD", 1.0), "GB": ("GBP", 0.79), "CA": ("CAD", 1.37)}
 
 
-_QUERIES = _words(
+QUERIES = words(
     "rain jacket|tent|merino|hiking boots|sleeping bag|gift for dad|coffee kettle|duvet|socks|headlamp|"
     "backpack|sleping bag|wool blanket|cast iron|vest|trail runners size 10",
     "|",
 )
 
 
-_REFERRERS = ["", "", "", "https://www.google.com/", "https://www.google.com/", "https://www.google.com/",
+REFERRERS = ["", "", "", "https://www.google.com/", "https://www.google.com/", "https://www.google.com/",
               "https://www.bing.com/", "https://www.facebook.com/", "https://www.instagram.com/",
               "https://www.pinterest.com/", "https://duckduckgo.com/", "https://www.reddit.com/"]  # fmt: skip
 
@@ -59,19 +59,19 @@ _AGENTS = [
 ]  # fmt: skip
 
 
-_IOS = (("iPhone15,2", "17.6.1"), ("iPhone15,4", "18.0.1"), ("iPhone16,1", "18.1"), ("iPhone14,5", "17.5"))
+IOS = (("iPhone15,2", "17.6.1"), ("iPhone15,4", "18.0.1"), ("iPhone16,1", "18.1"), ("iPhone14,5", "17.5"))
 
 
-_ANDROID = (
+ANDROID = (
     ("Google", "Pixel 8", "14", "AP2A.240905.003"), ("samsung", "SM-S921U", "14", "UP1A.231005.007"),
     ("samsung", "SM-A546B", "13", "TP1A.220624.014"), ("OnePlus", "CPH2581", "14", "UKQ1.230924.001"),
 )  # fmt: skip
 
 
-_APP_VERSIONS = (("3.4.1", "341"), ("3.5.0", "350"), ("3.3.2", "332"))
+APP_VERSIONS = (("3.4.1", "341"), ("3.5.0", "350"), ("3.3.2", "332"))
 
 
-_PROMOS = _words(
+PROMOS = words(
     "Fall Trail Sale|New Arrivals: Outerwear|Free Shipping Weekend|Members Double Points|Back in Stock|"
     "Camp Kitchen Essentials|Holiday Gift Guide|Last Chance: Summer Clearance",
     "|",
@@ -106,17 +106,17 @@ _HOUR_WEIGHTS = (
 )  # local time; evenings
 
 
-_LOCAL_HOURS = [hour for hour, weight in enumerate(_HOUR_WEIGHTS) for _ in range(weight)]
+LOCAL_HOURS = [hour for hour, weight in enumerate(_HOUR_WEIGHTS) for _ in range(weight)]
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-_AGENT_JSON = [_dumps(agent) for agent in _AGENTS]
+AGENT_JSON = [dumps(agent) for agent in _AGENTS]
 
 
-def _ascii(text: str) -> str:
+def ascii(text: str) -> str:
     if text.isascii():
         return text
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
@@ -144,54 +144,52 @@ def _catalog() -> list[_Product]:
             base = {"product_id": product_id, "sku": f"HP-{category[:3].upper()}-{101 + len(out):04d}",
                     "category": category, "name": name}  # fmt: skip
             props = {}
-            for currency, rate in _CURRENCY.values():
+            for currency, rate in CURRENCY.values():
                 price = float(usd) if currency == "USD" else round(float(usd) * rate) - 0.01
                 props[currency] = {**base, "price": price, "currency": currency}
-            page = _dumps(
-                {"path": f"/products/{slug}", "title": f"{name} | {_SHOP}", "url": f"{_SITE}/products/{slug}"}
-            )
-            viewed = {currency: _dumps(p) for currency, p in props.items()}
-            screen = _dumps({"product_id": product_id, "name": name})
+            page = dumps({"path": f"/products/{slug}", "title": f"{name} | {SHOP}", "url": f"{SITE}/products/{slug}"})
+            viewed = {currency: dumps(p) for currency, p in props.items()}
+            screen = dumps({"product_id": product_id, "name": name})
             out.append(_Product(name, category, float(usd), props, viewed, page, screen))
     return out
 
 
-_PRODUCTS = _catalog()
+PRODUCTS = _catalog()
 
 
-_CHEAP = [p for p in _PRODUCTS if p.usd < 100]
+CHEAP = [p for p in PRODUCTS if p.usd < 100]
 
 
-_PRICEY = [p for p in _PRODUCTS if p.usd >= 90]
+PRICEY = [p for p in PRODUCTS if p.usd >= 90]
 
 
 def _static_page(path: str, title: str) -> str:
-    return _dumps({"path": path, "title": f"{title} | {_SHOP}", "url": _SITE + path})
+    return dumps({"path": path, "title": f"{title} | {SHOP}", "url": SITE + path})
 
 
-_HOME = _static_page("/", "Outdoor & Home Goods")
+HOME = _static_page("/", "Outdoor & Home Goods")
 
 
-_CART = _static_page("/cart", "Your Cart")
+CART = _static_page("/cart", "Your Cart")
 
 
-_CHECKOUT = _static_page("/checkout", "Checkout")
+CHECKOUT = _static_page("/checkout", "Checkout")
 
 
-_CONFIRM = _static_page("/checkout/confirmation", "Thank you")
+CONFIRM = _static_page("/checkout/confirmation", "Thank you")
 
 
-_CATEGORY_PAGES = {p.category: _static_page(f"/c/{p.category.lower()}", p.category) for p in _PRODUCTS}
+CATEGORY_PAGES = {p.category: _static_page(f"/c/{p.category.lower()}", p.category) for p in PRODUCTS}
 
 
-_SEARCH_PAGES = {
-    q: _dumps({"path": "/search", "search": "?q=" + q.replace(" ", "+"), "title": f"Search: {q} | {_SHOP}",
-               "url": f"{_SITE}/search?q={q.replace(' ', '+')}"})
-    for q in _QUERIES
+SEARCH_PAGES = {
+    q: dumps({"path": "/search", "search": "?q=" + q.replace(" ", "+"), "title": f"Search: {q} | {SHOP}",
+               "url": f"{SITE}/search?q={q.replace(' ', '+')}"})
+    for q in QUERIES
 }  # fmt: skip
 
 
-_SEARCH_PROPS = {q: _dumps({"query": q}) for q in _QUERIES}
+SEARCH_PROPS = {q: dumps({"query": q}) for q in QUERIES}
 
 
-_SLIPS = {"i": "y", "y": "i", "e": "a", "a": "e", "o": "u", "u": "o", "s": "z", "c": "k", "n": "m", "m": "n"}
+SLIPS = {"i": "y", "y": "i", "e": "a", "a": "e", "o": "u", "u": "o", "s": "z", "c": "k", "n": "m", "m": "n"}

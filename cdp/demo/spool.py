@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from cdp.demo.pools import _BUCKET_HOURS, _HOURLY_BUCKETS, WINDOW_DAYS
+from cdp.demo.pools import BUCKET_HOURS, HOURLY_BUCKETS, WINDOW_DAYS
 
-_Blocks = dict[int, list[tuple[int, int, int]]]  # bucket -> (offset, length, marks) of its spilled blocks
+Blocks = dict[int, list[tuple[int, int, int]]]  # bucket -> (offset, length, marks) of its spilled blocks
 
 
-class _Spool:
+class Spool:
     """Event lines on their way to a time-sorted file, without holding them all in memory.
 
     A line starts with its own timestamp (`{"timestamp":"2026-...`), so sorting lines as text sorts them
@@ -26,7 +26,7 @@ class _Spool:
         self.truth_file, self.first_hour, self.path = truth, first_hour, path
         self.hours: list[list[str]] = [[] for _ in range(WINDOW_DAYS * 24 + 1)]
         self.truth: list[str] = []  # one "message_id,entity" line per buffered event
-        self.blocks: _Blocks = {}
+        self.blocks: Blocks = {}
         self.file: IO[bytes] | None = None
         self.count = 0
 
@@ -36,13 +36,13 @@ class _Spool:
         self.truth.clear()
         if self.file is None:
             self.file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
-        first, hourly = 0, len(self.hours) - _HOURLY_BUCKETS
+        first, hourly = 0, len(self.hours) - HOURLY_BUCKETS
         while first < len(self.hours):  # a bucket is named after the clock hour it starts at
             if first >= hourly:  # the busy last days: one bucket per hour
                 bucket, stop = self.first_hour + first, first + 1
             else:  # before that, whole 6-hour stretches of the clock
-                bucket = (self.first_hour + first) // _BUCKET_HOURS * _BUCKET_HOURS
-                stop = min(hourly, bucket + _BUCKET_HOURS - self.first_hour)
+                bucket = (self.first_hour + first) // BUCKET_HOURS * BUCKET_HOURS
+                stop = min(hourly, bucket + BUCKET_HOURS - self.first_hour)
             hours = range(first, stop)
             data = "".join(line for hour in hours for line in self.hours[hour]).encode()
             if data:
@@ -65,7 +65,7 @@ class _Spool:
         self.close()
         blocks = sorted(self.blocks.items())
         path.write_bytes(b"")
-        _sort_buckets([(bucket, [(self.path, *part) for part in parts]) for bucket, parts in blocks], path, 0)
+        sort_buckets([(bucket, [(self.path, *part) for part in parts]) for bucket, parts in blocks], path, 0)
         return self.count
 
     def close(self) -> None:
@@ -86,10 +86,10 @@ def _unmark(blob: bytes) -> bytes:
 
 
 # buckets to sort, each with the (file, offset, length, marks) of its blocks
-_Plan = list[tuple[int, list[tuple[Path, int, int, int]]]]
+Plan = list[tuple[int, list[tuple[Path, int, int, int]]]]
 
 
-def _sort_buckets(plan: _Plan, out: Path, at: int) -> int:
+def sort_buckets(plan: Plan, out: Path, at: int) -> int:
     """Sort each bucket's blocks (from every chunk's spill file) and write them, in bucket order, into
     `out` from byte `at` on; answer how many bytes that was.
 
@@ -116,13 +116,13 @@ def _sort_buckets(plan: _Plan, out: Path, at: int) -> int:
     return written
 
 
-def _size(plan: _Plan) -> int:
+def plan_bytes(plan: Plan) -> int:
     """Bytes `plan` writes: what was spilled, less the 24-character true time and mark of each bad line."""
     return sum(length - 25 * marks for _, blocks in plan for *_, length, marks in blocks)
 
 
 @dataclass(frozen=True)
-class _Job:
+class Job:
     """One chunk of people, generated on its own (in a worker process when there are several)."""
 
     out: Path  # the final files when this is the only chunk; else the work folder for parts

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from cdp.hooks import Hook
 from cdp.identity import labels, names
 from cdp.settings import Settings
 
@@ -27,9 +28,9 @@ PRIORITY = {"user_id": 0, "external_id": 1, "record": 2, "email": 3, "phone": 4,
 TYPES = tuple(PRIORITY)
 ATTRIBUTES = ("birthday", "first_name")
 
-# Extra tables that must follow merges: (connection, [(survivor, merged-away profile), ...]).
-MergeHook = Callable[[sqlite3.Connection, Sequence[tuple[str, str]]], None]
-"""Called in the merging transaction with (survivor, merged-away profile id) pairs."""
+# What follows merges (other tables, notifications): (connection, [(survivor, merged-away profile), ...]),
+# called in the merging transaction.
+MergeHook = Hook[[sqlite3.Connection, Sequence[tuple[str, str]]]]
 
 
 def _epoch(conn: sqlite3.Connection) -> int | None:
@@ -255,7 +256,7 @@ class IdentityGraph:
     def __init__(self, settings: Settings, after_commit: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.settings = settings
         self.rules = Rules(settings)
-        self.merge_hooks: list[MergeHook] = []
+        self.profiles_merged: MergeHook = Hook("identity.profiles_merged")
         # With a store's after_commit, committed identity facts are cached for the next requests.
         self.after_commit = after_commit
         self.cache = Cache()
@@ -503,8 +504,7 @@ class IdentityGraph:
             " VALUES ('merge', ?, ?, ?, ?, ?)",
             (survivor, gone, reason, orjson.dumps(details).decode(), when),
         )
-        for hook in self.merge_hooks:
-            hook(conn, [(survivor, gone)])
+        self.profiles_merged(conn, [(survivor, gone)])
         if txn is not None:
             txn.writes += 1
             txn.redirect[gone] = survivor

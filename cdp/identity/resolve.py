@@ -29,6 +29,7 @@ import pandas as pd
 from cdp import outbox
 from cdp.chunks import chunked
 from cdp.errors import MatchModelMissing, ResolutionFailed
+from cdp.hooks import Hook
 from cdp.identity import evaluate, labels, matching, review
 from cdp.identity.cluster import Edge, Facts, Graph, Node, Plan, changing, cluster, plan, summary
 from cdp.identity.graph import IdentityGraph, new_profile_id
@@ -63,7 +64,7 @@ class Resolution:
         self.store = store
         self.settings = settings
         self.graph = graph
-        self.after_run: list[Callable[[dict[str, Any]], None]] = []
+        self.run_succeeded: Hook[[dict[str, Any]]] = Hook("identity.run_succeeded")  # with the run's summary
 
     # -- model -----------------------------------------------------------------------------------
 
@@ -293,8 +294,7 @@ class Resolution:
                 (now_iso(), orjson.dumps(result).decode(), run_id),
             )
         )
-        for hook in self.after_run:
-            hook(result)
+        self.run_succeeded(result)
         return result
 
     def _run(self, retrain: bool | None, say: Progress) -> dict[str, Any]:
@@ -625,8 +625,7 @@ class Resolution:
             merges,
         )
         conn.executemany("DELETE FROM profile_groups WHERE profile_id = ?", [(gone,) for _, gone in merges])
-        for hook in self.graph.merge_hooks:
-            hook(conn, merges)
+        self.graph.profiles_merged(conn, merges)
         splits = []
         for source, target in result.splits:
             moved = sorted(by_id[i].key for i in members.get(source, ()) if result.moves.get(i) == target)

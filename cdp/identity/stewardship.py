@@ -12,13 +12,14 @@ the two parts' leading identifiers, plus must-links that keep the moved part tog
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from cdp import normalize, outbox
 from cdp.errors import CDPError, InvalidInput, NotFound, UnknownProfile
+from cdp.hooks import Hook
 from cdp.identity import labels
 from cdp.identity.graph import PRIORITY, IdentityGraph, new_profile_id
 from cdp.settings import Settings
@@ -46,7 +47,7 @@ class Stewardship:
         self.store = store
         self.settings = settings
         self.graph = graph
-        self.after_change: list[Callable[[list[str]], None]] = []
+        self.profiles_changed: Hook[[list[str]]] = Hook("stewardship.profiles_changed")  # after a manual action
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -77,8 +78,7 @@ class Stewardship:
     def changed(self, profile_ids: list[str]) -> None:
         """After a manual action committed: forget cached identity facts; traits and segments follow."""
         self.graph.invalidate()
-        for hook in self.after_change:
-            hook(profile_ids)
+        self.profiles_changed(profile_ids)
 
     # -- merge -----------------------------------------------------------------------------------
 

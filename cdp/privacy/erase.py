@@ -40,6 +40,26 @@ def delete_in(conn: sqlite3.Connection, table: str, column: str, values: Sequenc
     return removed
 
 
+# The count a table's deletions add to (the consent tables count together); other tables count by their name.
+COUNTED_AS = {"profile_consent": "consent", "consent_conflicts": "consent"}
+
+
+def delete_each(
+    conn: sqlite3.Connection, counts: Counter[str], steps: Sequence[tuple[str, str, Sequence[Any]]]
+) -> None:
+    """``delete_in`` for each ``(table, column, values)`` in order, counting what each removed."""
+    for table, column, values in steps:
+        counts[COUNTED_AS.get(table, table)] += delete_in(conn, table, column, values)
+
+
+def ids_in(conn: sqlite3.Connection, table: str, column: str, values: Sequence[Any]) -> list[int]:
+    """``SELECT id FROM table WHERE column IN values``, in chunks."""
+    found: list[int] = []
+    for part in chunked(list(values)):
+        found += [int(r[0]) for r in conn.execute(f"SELECT id FROM {table} WHERE {column} IN ({marks(part)})", part)]
+    return found
+
+
 def delete_events_chunk(conn: sqlite3.Connection, profiles: Sequence[str], size: int = EVENTS_CHUNK) -> int:
     """Remove up to ``size`` of the profiles' events; 0 when none are left."""
     removed = 0
@@ -73,40 +93,43 @@ def delete_rest(conn: sqlite3.Connection, work: dict[str, Any], request_id: str)
         counts["source_records"] += conn.execute(
             "DELETE FROM source_records WHERE source = ? AND external_id = ?", (source, external_id)
         ).rowcount
-    counts["identity_links"] += delete_in(conn, "identity_links", "a", identifier_ids)
-    counts["identity_links"] += delete_in(conn, "identity_links", "b", identifier_ids)
-    counts["identity_links"] += delete_in(conn, "identity_links", "origin", nodes)
-    counts["identifier_attributes"] += delete_in(conn, "identifier_attributes", "identifier_id", identifier_ids)
-    counts["identifiers"] += delete_in(conn, "identifiers", "id", identifier_ids)
-    counts["identifiers"] += delete_in(conn, "identifiers", "profile_id", profiles)
-    counts["merges"] += delete_in(conn, "merges", "profile_id", profiles)
-    counts["merges"] += delete_in(conn, "merges", "other_id", profiles)
-    counts["identity_conflicts"] += _delete_conflicts(conn, values | set(profiles))
-    counts["match_edges"] += delete_in(conn, "match_edges", "node_l", nodes)
-    counts["match_edges"] += delete_in(conn, "match_edges", "node_r", nodes)
-    counts["profile_groups"] += delete_in(conn, "profile_groups", "profile_id", profiles)
-    counts["memberships"] += delete_in(conn, "memberships", "profile_id", profiles)
-    counts["membership_changes"] += delete_in(conn, "membership_changes", "profile_id", profiles)
-    counts["consent"] += delete_in(conn, "profile_consent", "profile_id", profiles)
-    counts["consent"] += delete_in(conn, "consent_conflicts", "profile_id", profiles)
-    counts["consent"] += delete_in(conn, "consent_conflicts", "other_id", profiles)
+    delete_each(
+        conn,
+        counts,
+        [
+            ("identity_links", "a", identifier_ids),
+            ("identity_links", "b", identifier_ids),
+            ("identity_links", "origin", nodes),
+            ("identifier_attributes", "identifier_id", identifier_ids),
+            ("identifiers", "id", identifier_ids),
+            ("identifiers", "profile_id", profiles),
+            ("merges", "profile_id", profiles),
+            ("merges", "other_id", profiles),
+            ("identity_conflicts", "id", _conflicts(conn, values | set(profiles))),
+            ("match_edges", "node_l", nodes),
+            ("match_edges", "node_r", nodes),
+            ("profile_groups", "profile_id", profiles),
+            ("memberships", "profile_id", profiles),
+            ("membership_changes", "profile_id", profiles),
+            ("profile_consent", "profile_id", profiles),
+            ("consent_conflicts", "profile_id", profiles),
+            ("consent_conflicts", "other_id", profiles),
+        ],
+    )
 
-    outbox_ids: list[int] = []
-    for part in chunked(profiles):
-        outbox_ids += [r[0] for r in conn.execute(f"SELECT id FROM outbox WHERE profile_id IN ({marks(part)})", part)]
-    deliveries: set[int] = set()
-    for part in chunked(profiles):
-        deliveries.update(
-            r[0] for r in conn.execute(f"SELECT id FROM webhook_deliveries WHERE profile_id IN ({marks(part)})", part)
-        )
-    for ids in chunked(outbox_ids):
-        deliveries.update(
-            r[0] for r in conn.execute(f"SELECT id FROM webhook_deliveries WHERE outbox_id IN ({marks(ids)})", ids)
-        )
-    counts["webhook_attempts"] += delete_in(conn, "webhook_attempts", "delivery_id", sorted(deliveries))
-    counts["webhook_deliveries"] += delete_in(conn, "webhook_deliveries", "id", sorted(deliveries))
-    counts["outbox"] += delete_in(conn, "outbox", "id", outbox_ids)
-    counts["profiles"] += delete_in(conn, "profiles", "id", profiles)
+    outbox_ids = ids_in(conn, "outbox", "profile_id", profiles)
+    deliveries = set(ids_in(conn, "webhook_deliveries", "profile_id", profiles))
+    deliveries.update(ids_in(conn, "webhook_deliveries", "outbox_id", outbox_ids))
+    delete_each(
+        conn,
+        counts,
+        [
+            ("webhook_attempts", "delivery_id", sorted(deliveries)),
+            ("webhook_deliveries", "id", sorted(deliveries)),
+            ("outbox", "id", outbox_ids),
+            ("profiles", "id", profiles),
+        ],
+    )
     counts["identity_model_terms"] += scrub_models(conn, work.get("fields", {}), values)
 
     for live in work["live"]:
@@ -160,13 +183,12 @@ def _held_elsewhere(conn: sqlite3.Connection, column: str, term: str) -> bool:
     return row is not None
 
 
-def _delete_conflicts(conn: sqlite3.Connection, needles: set[str]) -> int:
+def _conflicts(conn: sqlite3.Connection, needles: set[str]) -> list[int]:
     """Conflict rows naming one of the person's identifier values or profile ids (in any of their texts)."""
     if not needles:
-        return 0
-    doomed = [
+        return []
+    return [
         row[0]
         for row in conn.execute("SELECT id, identifier_value, profile_ids, message, origin FROM identity_conflicts")
         if any(needle in (text or "") for text in row[1:] for needle in needles)
     ]
-    return delete_in(conn, "identity_conflicts", "id", doomed)

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from cdp.errors import CDPError, InvalidInput, NotFound
+from cdp.errors import ExportExpired, ExportNotReady, InvalidInput, UnknownPrivacyRequest
 from cdp.identity.traits import profile_sources
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
 from cdp.privacy import consent, erase, export, subject, suppression
@@ -36,20 +36,6 @@ log = logging.getLogger("cdp.privacy")
 TYPES = ("delete", "suppress", "suppress_with_delete", "unsuppress", "export")
 STATUSES = ("pending", "running", "done", "failed")
 SUPPRESSIBLE = ("user_id", "email", "phone", "anonymous_id", "record")
-
-
-class UnknownPrivacyRequest(NotFound):
-    code = "unknown_privacy_request"
-
-
-class ExportNotReady(CDPError):
-    code = "export_not_ready"
-    status = 409
-
-
-class ExportExpired(CDPError):
-    code = "export_expired"
-    status = 410
 
 
 def _connect(path: Path, busy_ms: int) -> sqlite3.Connection:
@@ -139,7 +125,7 @@ class Privacy:
     def get(self, request_id: str) -> dict[str, Any]:
         rows = self.store.query("SELECT * FROM privacy_requests WHERE id = ?", (request_id,))
         if not rows:
-            raise UnknownPrivacyRequest(f"no privacy request with id {request_id!r}", {"id": request_id})
+            raise UnknownPrivacyRequest.of(request_id)
         return self._view(rows[0])
 
     def list_requests(
@@ -235,7 +221,7 @@ class Privacy:
         row: sqlite3.Row | None = conn.execute("SELECT * FROM privacy_requests WHERE id = ?", (request_id,)).fetchone()
         conn.row_factory = None
         if row is None:
-            raise UnknownPrivacyRequest(f"no privacy request with id {request_id!r}", {"id": request_id})
+            raise UnknownPrivacyRequest.of(request_id)
         return row
 
     def _save(self, conn: sqlite3.Connection, request_id: str, **fields: Any) -> None:
@@ -397,7 +383,7 @@ class Privacy:
             "SELECT type, status, export_path, expires_at FROM privacy_requests WHERE id = ?", (request_id,)
         )
         if not rows:
-            raise UnknownPrivacyRequest(f"no privacy request with id {request_id!r}", {"id": request_id})
+            raise UnknownPrivacyRequest.of(request_id)
         row = rows[0]
         if row["type"] != "export":
             raise InvalidInput(

@@ -21,13 +21,12 @@ import threading
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from cdp.errors import StoreClosed
+from cdp.errors import SecretKeyUnavailable, StoreClosed
 from cdp.settings import Settings
 from cdp.store import Store
 from cdp.timeutil import format_ts, utcnow
 from cdp.webhooks import delivery_queue, sending, signing
 from cdp.webhooks.delivery_queue import Claimed, Policy, Result
-from cdp.webhooks.errors import SecretKeyUnavailable
 from cdp.webhooks.http_client import Client
 from cdp.webhooks.vault import Vault
 

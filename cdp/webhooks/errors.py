@@ -1,26 +1,7 @@
-"""Webhook errors, named after the situation (all under :class:`cdp.errors.CDPError`)."""
+"""Webhook errors live in :mod:`cdp.errors` with the others; imported from here too (for one release)."""
 
 from __future__ import annotations
 
-from cdp.errors import CDPError, InvalidInput, NotFound
+from cdp.errors import SecretKeyUnavailable, UnknownMessage, UnknownWebhook, UnsafeURL
 
-
-class UnknownWebhook(NotFound):
-    code = "unknown_webhook"
-
-
-class UnknownMessage(NotFound):
-    code = "unknown_message"
-
-
-class UnsafeURL(InvalidInput):
-    """Not http(s), or a host on a private, loopback or link-local address."""
-
-    code = "unsafe_url"
-
-
-class SecretKeyUnavailable(CDPError):
-    """The key that encrypts stored signing secrets is missing or is not the one they were encrypted with."""
-
-    code = "secret_key_unavailable"
-    status = 500
+__all__ = ["SecretKeyUnavailable", "UnknownMessage", "UnknownWebhook", "UnsafeURL"]

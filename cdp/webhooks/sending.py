@@ -17,10 +17,10 @@ from email.utils import parsedate_to_datetime
 import h11
 import httpx
 
+from cdp.errors import UnsafeURL
 from cdp.timeutil import format_ts, utcnow
 from cdp.webhooks import signing, urls
 from cdp.webhooks.delivery_queue import Result
-from cdp.webhooks.errors import UnsafeURL
 from cdp.webhooks.http_client import Client
 
 RESPONSE_BYTES = 1024

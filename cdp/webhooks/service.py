@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from cdp import trait_picks
-from cdp.errors import InvalidInput
+from cdp.errors import InvalidInput, UnknownMessage, UnknownWebhook
 from cdp.outbox import new_message_id
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
 from cdp.settings import Settings
@@ -22,7 +22,6 @@ from cdp.timeutil import format_ts, parse_ts, utcnow
 from cdp.webhooks import sending, signing, urls
 from cdp.webhooks.delivery_queue import EVENT_TYPES, record
 from cdp.webhooks.dispatcher import Dispatcher, lease_seconds, policy
-from cdp.webhooks.errors import UnknownMessage, UnknownWebhook
 from cdp.webhooks.vault import Vault, key_file_path
 
 log = logging.getLogger("cdp.webhooks")

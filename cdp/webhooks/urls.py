@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from cdp.webhooks.errors import UnsafeURL
+from cdp.errors import UnsafeURL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_URL_LENGTH = 2048

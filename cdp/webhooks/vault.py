@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from cdp.errors import SecretKeyUnavailable
 from cdp.settings import Settings
-from cdp.webhooks.errors import SecretKeyUnavailable
 
 _VERSION = "v1"
 _INFO = b"cdp webhook signing secrets"
