@@ -21,6 +21,14 @@ MESSAGE_MAX_DEPTH = 254  # a tracking message or a record, itself level 1 (the J
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 # Only a run of 19 or more digits can be an integer outside 64 bits: the slow exact parse runs only then.
 _LONG_DIGITS = re.compile(rb"\d{19,}")
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_ZEROS = b"0" * 19
+
+
+def _long_digits(raw: bytes) -> bool:
+    """Is there a run of 19 or more ASCII digits? (A C-speed scan: the regex over every body cost about a
+    quarter of ingest's CPU per event.)"""
+    return _NINETEEN_ZEROS in raw.translate(_DIGITS_AS_ZERO) and _LONG_DIGITS.search(raw) is not None
 
 
 class NumberOutOfRange(InvalidInput):
@@ -40,7 +48,7 @@ def loads_exact(data: bytes | str) -> Any:
     """JSON as orjson parses it, except that integers beyond 64 bits come back as their exact digits (str)."""
     value = orjson.loads(data)
     raw = data.encode() if isinstance(data, str) else data
-    if _LONG_DIGITS.search(raw) is None:
+    if not _long_digits(raw):
         return value
     try:
         return json.loads(raw, parse_int=_exact_int)
@@ -111,7 +119,7 @@ def check_json_body(data: bytes) -> None:
             f"{_short(pointer(where))}",
             {"limit": MAX_DEPTH, "path": pointer(where)},
         )
-    if _LONG_DIGITS.search(data) is None:
+    if not _long_digits(data):
         return
     try:
         exact = json.loads(data)
