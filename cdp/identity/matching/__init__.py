@@ -792,8 +792,8 @@ class _Scorer:
             self.sync(new.iloc[0:0])
         new_sdf = self.session.register(new)
         table = new_sdf.physical_name
-        view = f"cdp_right_{next(Session._names)}"
-        commons = {flag: f"cdp_common_{next(Session._names)}" for flag in BLOCK_FLAGS}
+        view = Session.fresh_name("cdp_right")
+        commons = {flag: Session.fresh_name("cdp_common") for flag in BLOCK_FLAGS}
         try:
             columns, joins = self._recount_blocks(table, commons)
             self.con.execute(

@@ -77,6 +77,11 @@ class Session:
 
     _names = itertools.count()
 
+    @staticmethod
+    def fresh_name(prefix: str) -> str:
+        """A table or view name no other session of this process uses."""
+        return f"{prefix}_{next(Session._names)}"
+
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.con: duckdb.DuckDBPyConnection | None = None
