@@ -73,6 +73,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,7 @@ def phases(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_row(db: Path) -> dict[str, Any]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         version, model, metrics = conn.execute(
             "SELECT version, model, metrics FROM identity_models ORDER BY version DESC LIMIT 1"
         ).fetchone()
@@ -527,7 +528,7 @@ def missed_pairs(db: Path, truth_path: Path) -> dict[str, Any]:
     """True pairs left in different profiles, and how many of them share an email or a phone (an exact
     identifier link that merge protection refused: the attribute guard on first names and birthdays)."""
     truth = read_truth(truth_path)
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         rows = conn.execute(
             "SELECT r.source, r.external_id, coalesce(p.merged_into, r.profile_id), r.email, r.phone, r.first_name,"
             " r.birthday FROM source_records r JOIN profiles p ON p.id = r.profile_id"
@@ -675,7 +676,7 @@ def copy_store(db: Path, target: Path) -> None:
 
 def stored_records(db: Path) -> int:
     """CRM records in a store (for a reused import)."""
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         return int(conn.execute("SELECT count(*) FROM source_records").fetchone()[0])
 
 
@@ -790,7 +791,7 @@ CORPUS_RECORDS = {"typos": 1_000, "households": 5_000, "historical": 20_000}
 def cdp_threshold(db: Path) -> float:
     """The operating point of the latest stored model (``identity_models.threshold``), else 0.99."""
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
             row = conn.execute("SELECT threshold FROM identity_models ORDER BY version DESC LIMIT 1").fetchone()
     except sqlite3.Error:
         row = None

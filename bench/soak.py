@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,7 @@ def client(url: str, key: str, rate: float, until: float, seed: int, out: Any) -
 def resolutions(db: Path) -> int:
     """Resolution runs that finished so far."""
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
             return int(conn.execute("SELECT count(*) FROM resolution_runs WHERE status = 'succeeded'").fetchone()[0])
     except sqlite3.Error:
         return -1
@@ -298,7 +299,7 @@ def main() -> int:
                 failed += int(line.split()[1])
             elif line:
                 acked.add(line)
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
         stored = {row[0] for row in conn.execute("SELECT message_id FROM events")}
     lost = len(acked - stored)

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -74,7 +75,7 @@ def test_a_store_made_by_the_cli_is_complete_in_its_database_file(tmp_path: Path
     assert not wal.exists() or wal.stat().st_size == 0
     copy = tmp_path / "copy.db"
     shutil.copyfile(db, copy)  # what people do to back up SQLite: the file alone
-    with sqlite3.connect(copy) as conn:
+    with closing(sqlite3.connect(copy)) as conn:
         assert conn.execute("SELECT count(*) FROM api_keys").fetchone()[0] == 1
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
@@ -232,7 +233,7 @@ def ingest_until(port: int, write_key: str, stop: threading.Event, acked: list[s
 
 
 def stored_ids(db: Path) -> set[str]:
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         return {row[0] for row in conn.execute("SELECT message_id FROM events")}
 

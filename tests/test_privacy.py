@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cdp.segments.create(BUYERS)
         run = cdp.segments.compute("buyers")  # a propensity score for every profile
         assert run.status == "succeeded", run
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return path
 
