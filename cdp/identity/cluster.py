@@ -16,6 +16,7 @@ part that leaves a profile gets a new id.
 from __future__ import annotations
 
 import math
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -247,8 +248,6 @@ def _replay(
 def _replay_keys(graph: Graph, rows: np.ndarray, content: np.ndarray, matched: np.ndarray | None) -> np.ndarray:
     """A key for each of ``rows`` from what it holds, not its id or arrival: a match row's content hash, else a
     stable hash of its type and value (a record's value names its source, so records use their content)."""
-    import zlib
-
     types, values = graph.types[rows].tolist(), [graph.values[r] for r in rows.tolist()]
     key = np.fromiter(
         (zlib.crc32(f"{graph.type_names[t]}:{v}".encode()) for t, v in zip(types, values, strict=True)),

@@ -88,7 +88,7 @@ class Session:
         if backend == "duckdb":
             # Spill to a directory of this session's own under the system temp dir (DuckDB creates it and
             # removes it on close), not to ./.tmp in whatever directory the command was started from.
-            spill = os.path.join(tempfile.gettempdir(), f"cdp-duckdb-{os.getpid()}-{next(self._names)}")
+            spill = os.path.join(tempfile.gettempdir(), self.fresh_name(f"cdp-duckdb-{os.getpid()}"))
             self.con = duckdb.connect(
                 ":memory:",
                 config={
@@ -113,7 +113,7 @@ class Session:
         DuckDB copies them into a native table: blocking scans the input once per rule, and native
         scans are much cheaper than re-reading Arrow strings each time.
         """
-        name = f"cdp_rows_{next(self._names)}"
+        name = self.fresh_name("cdp_rows")
         table = arrow_table(prepared)
         if self.backend == "spark":
             spark = self.db_api.spark  # type: ignore[attr-defined]
@@ -127,7 +127,7 @@ class Session:
         return self.db_api.register(name, table_name=f"{name}_sdf")
 
     def register_frame(self, frame: pa.Table) -> SplinkDataFrame:
-        name = f"cdp_tf_{next(self._names)}"
+        name = self.fresh_name("cdp_tf")
         if self.backend == "spark":
             spark = self.db_api.spark  # type: ignore[attr-defined]
             return self.db_api.register(spark.createDataFrame(frame.to_pandas()), table_name=name)
