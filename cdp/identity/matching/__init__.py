@@ -402,7 +402,7 @@ def train(
         seconds["prior"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=seed)
+        _estimate_u(linker, max_pairs, seed)
         seconds["u"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -475,6 +475,19 @@ def train(
     seconds["total"] = time.perf_counter() - started
     metrics["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return model
+
+
+def _estimate_u(linker: Linker, max_pairs: float, seed: int) -> None:
+    """u by random sampling (Splink's), over the comparisons whose u is not fixed: the veto's u is fixed
+    at 1 and it is the costliest comparison to compute, so computing it on a million sampled pairs only to
+    throw the counts away is left out."""
+    owner = linker._settings_obj
+    everything = owner.comparisons
+    owner.comparisons = [c for c in everything if not all(level._fix_u_probability for level in c.comparison_levels)]
+    try:
+        linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=seed)
+    finally:
+        owner.comparisons = everything
 
 
 def _em(training: Any, fields: frozenset[str], names: list[str], n: int) -> list[dict[str, Any]]:
