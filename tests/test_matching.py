@@ -561,3 +561,54 @@ def test_the_pairs_scored_to_choose_the_threshold_are_the_pairs_predict_finds(cr
     kept = scored[0][scored[0]["match_probability"] >= model.threshold].reset_index(drop=True)
     again = matching.predict(model, rows)
     pd.testing.assert_frame_equal(kept, again, check_exact=False, atol=1e-9)
+
+
+def _damerau_levenshtein(a: str, b: str) -> int:
+    """Optimal string alignment distance (what DuckDB's damerau_levenshtein computes), by the textbook table."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
+def test_one_edit_levels_find_exactly_the_pairs_one_edit_apart() -> None:
+    """The one-edit SQL (with its cheap prefix/suffix gate for long values) against the definition."""
+    rng = random.Random(7)
+    words = ["".join(rng.choice("abc") for _ in range(rng.randint(0, 7))) for _ in range(150)]
+    words += ["".join(rng.choice("0123456789") for _ in range(10)) for _ in range(50)]
+    words += [w[:i] + w[i + 1 :] for w in words[-50:] for i in (0, 5, 9)]  # deletions at the start, middle, end
+    words += [w[:3] + w[4] + w[3] + w[5:] for w in words[150:200]]  # neighbours swapped
+    pairs = pd.DataFrame([(a, b) for a in words for b in words[::3]], columns=["v_l", "v_r"])
+    expected = [_damerau_levenshtein(a, b) <= 1 for a, b in zip(pairs["v_l"], pairs["v_r"], strict=True)]
+    con = duckdb.connect()
+    for long in (False, True):
+        sql = matching_spec._one_edit("v", long=long).format(
+            lev="levenshtein", dl="damerau_levenshtein", jw="jaro_winkler_similarity"
+        )
+        got = con.execute(f"SELECT coalesce({sql}, false) AS hit FROM pairs").fetchdf()["hit"].tolist()
+        assert got == expected, f"long={long}"
+    assert 100 < sum(expected) < len(expected) / 2
+
+
+def test_full_names_split_like_nameparser() -> None:
+    """The fast split of plain two-word names gives nameparser's answer; everything else goes to nameparser."""
+    from nameparser import HumanName
+
+    from cdp.identity.matching.prepare import simple_split
+
+    given = ["John", "mary-jane", "ÉLODIE", "o'neil", "Bob", "sir", "dr", "van", "e", "jr", "la", "st", "Ma"]
+    family = ["Smith", "O'Neil", "de", "Jr", "III", "Mc", "von", "Müller", "and", "van der", "St", "Lee-Ann"]
+    forms = [f"{g} {f}" for g in given for f in family] + [f"{f}, {g}" for g in given for f in family]
+    forms += ["Smith,George", "George Smith,", ", George", "George  Smith", "A. Smith", "J Smith", "Smith"]
+    fast = 0
+    for name in forms:
+        split = simple_split(name)
+        if split is None:
+            continue
+        fast += 1
+        parsed = HumanName(name)
+        assert split == (parsed.first, parsed.last), name
+    assert fast >= 40  # the plain given and family names above, in both orders

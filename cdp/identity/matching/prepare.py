@@ -6,7 +6,10 @@ once per distinct value, so a million rows take a few seconds.
 
 from __future__ import annotations
 
+import functools
+import re
 import unicodedata
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -250,6 +253,38 @@ def _clean_birthday(array: pa.Array) -> pa.Array:
     return _null_if(iso, bad)
 
 
+_PLAIN_WORD = re.compile(r"[^\W\d_](?:[^\W\d_]|['-])*")
+
+
+@functools.cache
+def _special_words() -> frozenset[str]:
+    from nameparser.config import CONSTANTS
+
+    sets = ("titles", "suffix_acronyms", "suffix_not_acronyms", "prefixes", "conjunctions", "first_name_titles")
+    return frozenset(word.lower() for name in sets for word in getattr(CONSTANTS, name))
+
+
+def simple_split(full_name: str) -> tuple[str, str] | None:
+    """``(given, family)`` of a full name of exactly two plain words (letters, apostrophes, hyphens), as
+    "Given Family" or "Family, Given", neither of which nameparser knows as a title, suffix, prefix or
+    conjunction -- nameparser's own answer for such a name; ``None`` for every other name (nameparser
+    splits those)."""
+    family_first = full_name.count(",") == 1
+    words = full_name.replace(",", " ").split() if family_first else full_name.split()
+    if len(words) != 2 or not all(_PLAIN_WORD.fullmatch(w) for w in words):
+        return None
+    if family_first and not all(part.strip() for part in full_name.split(",")):
+        return None
+    special = _special_words()
+    if any(w.lower() in special for w in words):
+        return None
+    return (words[1], words[0]) if family_first else (words[0], words[1])
+
+
+def _parse(name: Any) -> tuple[str | None, str | None]:
+    return name.first or None, name.last or None
+
+
 def _fill_from_full_name(first: pa.Array, last: pa.Array, full: pa.Array) -> tuple[pa.Array, pa.Array]:
     """First and last name parsed from ``full`` (``nameparser``) where they are missing."""
     pick = pc.and_(pc.or_(pc.is_null(first), pc.is_null(last)), pc.is_valid(full))
@@ -257,9 +292,12 @@ def _fill_from_full_name(first: pa.Array, last: pa.Array, full: pa.Array) -> tup
         return first, last
     from nameparser import HumanName  # only when a full-name column has to be split
 
-    parsed = [HumanName(v) for v in pc.filter(full, pick).to_pylist()]
-    firsts = _clean_name(pa.array([p.first or None for p in parsed], pa.string()), titles=True)
-    lasts = _clean_name(pa.array([p.last or None for p in parsed], pa.string()), titles=False)
+    # Each distinct full name is split once; "Given Family" with no word nameparser treats specially is split
+    # at the space (what nameparser answers, at a hundredth of its 0.2 ms a name), the rest by nameparser.
+    indices, names = _distinct(pc.filter(full, pick))
+    split = [simple_split(v) or _parse(HumanName(v)) for v in names.to_pylist()]
+    firsts = pc.take(_clean_name(pa.array([f for f, _ in split], pa.string()), titles=True), indices)
+    lasts = pc.take(_clean_name(pa.array([la for _, la in split], pa.string()), titles=False), indices)
     return (
         pc.coalesce(first, pc.replace_with_mask(pa.nulls(len(first), pa.string()), pick, firsts)),
         pc.coalesce(last, pc.replace_with_mask(pa.nulls(len(last), pa.string()), pick, lasts)),
