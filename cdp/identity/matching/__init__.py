@@ -463,10 +463,13 @@ def train(
     )
     tick = time.perf_counter()
     if threshold is None:
-        scored = predict(model, prepared, threshold=THRESHOLD_FLOOR, backend=backend)
+        keep = scores is not None and n == total
+        scored = predict(
+            model, prepared, threshold=THRESHOLD_FLOOR, backend=backend, ids=original_ids if keep else None
+        )
         chosen = choose_threshold(scored["match_probability"].to_numpy(dtype=np.float64), precision)
-        if scores is not None and n == total:
-            scores.append(_with_ids(scored, original_ids))
+        if scores is not None and keep:
+            scores.append(scored)
         metrics["threshold"] = {"method": "estimated precision", "target_precision": precision, **chosen}
         model = replace(model, threshold=chosen["value"])
     else:
@@ -728,13 +731,19 @@ def _empty_edges(model: MatchModel) -> pd.DataFrame:
 
 
 def predict(
-    model: MatchModel, df: pd.DataFrame, *, threshold: float | None = None, backend: Backend = "duckdb"
+    model: MatchModel,
+    df: pd.DataFrame,
+    *,
+    threshold: float | None = None,
+    backend: Backend = "duckdb",
+    ids: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """All candidate pairs within ``df`` scoring at/above ``threshold`` (default ``model.threshold``).
 
     Candidates are the pairs that agree on at least one of the model's blocking rules (full names held
     by more than `MAX_NAME_BLOCK` of these rows are not paired on the name alone). Returns the edge
-    frame described in the module docstring.
+    frame described in the module docstring; with ``ids`` (rows from `label_blind`), the edges name the
+    rows by ``ids[i]`` instead of ``r{i}``.
     """
     thr = _check_threshold(model.threshold if threshold is None else threshold)
     prepared = mark_common_full_names(with_extras(ensure_prepared(df), model.extras))  # counted over the rows scored
@@ -743,7 +752,49 @@ def predict(
     with Session(backend) as session:
         linker = _linker(model, session, session.register(prepared))
         scored = linker.inference.predict(threshold_match_probability=thr, warning_mode="never")
-        return _edges(model, as_pandas(scored))
+        if session.con is not None:
+            return _edges_in_duckdb(model, session.con, scored.physical_name, ids)
+        edges = _edges(model, as_pandas(scored))
+        return edges if ids is None else _with_ids(edges, ids)
+
+
+def _edges_in_duckdb(
+    model: MatchModel, con: duckdb.DuckDBPyConnection, table: str, ids: np.ndarray | None = None
+) -> pd.DataFrame:
+    """`_edges` (and `_with_ids` with ``ids``) done by DuckDB on Splink's prediction table: only the columns
+    the edge frame holds leave the database, already ordered (a fifth of the time of doing it in pandas)."""
+    present = {d[0] for d in con.execute(f"SELECT * FROM {table} LIMIT 0").description}
+    left, right = "CAST(s.unique_id_l AS VARCHAR)", "CAST(s.unique_id_r AS VARCHAR)"
+    source = f"{table} s"
+    name = Session.fresh_name("cdp_ids")
+    if ids is not None:  # `label_blind` rows: r{i} is the row whose own id is ids[i]
+        positions = pa.table({"pos": np.arange(len(ids), dtype=np.int64), "id": pa.array(ids.tolist(), pa.string())})
+        con.register(f"{name}_arrow", positions)
+        con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
+        con.unregister(f"{name}_arrow")
+        source = (
+            f"{table} s JOIN {name} il ON il.pos = CAST(substr(s.unique_id_l, 2) AS BIGINT)"
+            f" JOIN {name} ir ON ir.pos = CAST(substr(s.unique_id_r, 2) AS BIGINT)"
+        )
+        left, right = "il.id", "ir.id"
+    weights = []
+    for comparison in model.comparisons:
+        tf = f" + coalesce(CAST(s.mw_tf_adj_{comparison} AS DOUBLE), 0)" if f"mw_tf_adj_{comparison}" in present else ""
+        weights.append(f", CAST(s.mw_{comparison} AS DOUBLE){tf} AS mw_{comparison}")
+    names = "".join(f", mw_{comparison}" for comparison in model.comparisons)
+    try:
+        frame: pd.DataFrame = con.execute(
+            f"WITH e AS (SELECT least({left}, {right}) AS a, greatest({left}, {right}) AS b,"
+            f" CAST(s.match_weight AS DOUBLE) AS match_weight, CAST(s.match_probability AS DOUBLE) AS match_probability"
+            f"{''.join(weights)} FROM {source} WHERE {left} <> {right})"
+            f" SELECT DISTINCT ON (a, b) a AS unique_id_l, b AS unique_id_r, match_weight, match_probability{names}"
+            " FROM e ORDER BY a, b"
+        ).df()
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+    if frame.empty:
+        return _empty_edges(model)
+    return frame
 
 
 class _Scorer:
