@@ -85,6 +85,37 @@ def test_changed_record_splits_off_with_a_new_id(fresh_db: CDP, write_key: str) 
     assert fresh_db.identity.run()["splits"] == 0  # and it stays put
 
 
+@pytest.mark.parametrize(("source", "decoy"), [("sf", "sf:eu"), ("crm:eu", "crm")])
+def test_a_split_moves_the_record_whatever_colons_its_source_holds(
+    fresh_db: CDP, write_key: str, source: str, decoy: str
+) -> None:
+    """Record identifiers are ``source:external_id`` and a source may hold ``:``: the split moves the
+    record named and leaves alone the record of the same id in a source named like it."""
+    seed(fresh_db, write_key)
+    fresh_db.ingest.upsert_records(
+        [
+            {"source": source, "external_id": "1", "email": "ann@x.com"},
+            {"source": decoy, "external_id": "1", "email": "zed@z.com"},
+        ]
+    )
+    ann = fresh_db.profiles.lookup_id(user_id="u1")
+    assert fresh_db.profiles.lookup_id(source=source, external_id="1") == ann
+    fresh_db.ingest.upsert_records([{"source": source, "external_id": "1", "email": "ann.new@y.com"}])
+    decoy_before = fresh_db.store.query("SELECT external_id, profile_id FROM source_records WHERE source = ?", (decoy,))
+    result = fresh_db.identity.run()
+    assert result["splits"] == 1
+    moved = fresh_db.profiles.lookup_id(source=source, external_id="1")
+    assert moved != ann and fresh_db.profiles.lookup_id(email="ann.new@y.com") == moved
+    assert (
+        fresh_db.store.query("SELECT profile_id FROM source_records WHERE source = ?", (source,))[0]["profile_id"]
+        == moved
+    )
+    assert (
+        fresh_db.store.query("SELECT external_id, profile_id FROM source_records WHERE source = ?", (decoy,))
+        == decoy_before
+    )
+
+
 def test_household_and_shared_device_stay_apart_after_a_run(fresh_db: CDP, write_key: str) -> None:
     seed(fresh_db, write_key)
     fresh_db.identity.run()

@@ -16,6 +16,7 @@ import logging
 import math
 import sqlite3
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -765,8 +766,8 @@ def _edge_rows(edges: pd.DataFrame, version: int, now: str) -> list[tuple[Any, .
     if not len(edges):
         return []
     names = [c[3:] for c in edges.columns if c.startswith("mw_")]
-    weights = [[round(w, 3) for w in edges[f"mw_{name}"].astype("float64").tolist()] for name in names]
-    contributions = [orjson.dumps(dict(zip(names, row, strict=True))).decode() for row in zip(*weights, strict=True)]
+    weights = np.round(edges[[f"mw_{name}" for name in names]].to_numpy(dtype=np.float64), 3).tolist()
+    contributions = [orjson.dumps(dict(zip(names, row, strict=True))).decode() for row in weights]
     return list(
         zip(
             edges["unique_id_l"].tolist(),
@@ -794,9 +795,26 @@ def _ages(conn: sqlite3.Connection, profile_ids: Iterable[str]) -> dict[str, tup
 
 
 def _record_ids(conn: sqlite3.Connection, values: Iterable[str]) -> dict[str, int]:
-    """source_records.id of record identifier values (``source:external_id``; a source may hold ``:``)."""
+    """source_records.id of record identifier values (``source:external_id``; a source may hold ``:``).
+
+    Read source by source, many external ids a statement, split at the first ``:``; the few values not
+    found that way (a source name with ``:`` in it) are tried at each later ``:``."""
     out: dict[str, int] = {}
-    for value in values:
+    wanted = list(values)
+    by_source: dict[str, dict[str, str]] = defaultdict(dict)
+    for value in wanted:
+        source, colon, external = value.partition(":")
+        if colon:
+            by_source[source][external] = value
+    for source, externals in by_source.items():
+        for part in chunked(list(externals)):
+            for rid, external in conn.execute(
+                "SELECT id, external_id FROM source_records WHERE source = ?"
+                f" AND external_id IN ({','.join('?' * len(part))})",
+                (source, *part),
+            ):
+                out[externals[external]] = int(rid)
+    for value in (v for v in wanted if v not in out):
         for at in (i for i, ch in enumerate(value) if ch == ":"):
             found = conn.execute(
                 "SELECT id FROM source_records WHERE source = ? AND external_id = ?", (value[:at], value[at + 1 :])
