@@ -20,7 +20,7 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -449,12 +449,16 @@ def _add_edges(
     )
     parts: dict[int, list[int]] = {}  # a joined cluster's original clusters (those not joined: themselves)
 
+    members: dict[int, list[int]] = {}  # by cluster root, filled on first use and joined on merges
+
     def matchable_members(root: int) -> list[int]:
-        out: list[int] = []
-        for part in parts.get(root, (root,)):
-            lo, hi = span[part]
-            rows = by_label[lo:hi]
-            out += rows[matchable[rows]].tolist()
+        out = members.get(root)
+        if out is None:
+            out = members[root] = []
+            for part in parts.get(root, (root,)):
+                lo, hi = span[part]
+                rows = by_label[lo:hi]
+                out += rows[matchable[rows]].tolist()
         return out
 
     cluster_facts: dict[int, list[Facts]] = {}  # by cluster root, filled on first use and joined on merges
@@ -542,11 +546,8 @@ def _add_edges(
         type_counts[keep] = [i + j for i, j in zip(ca, cb, strict=True)]
         matchable_count[keep] = na + nb
         parts[keep] = parts.pop(ra, [ra]) + parts.pop(rb, [rb])
-        if ra in cluster_facts and rb in cluster_facts:
-            cluster_facts[keep] = cluster_facts.pop(ra) + cluster_facts.pop(rb)
-        else:
-            cluster_facts.pop(ra, None)
-            cluster_facts.pop(rb, None)
+        _join_cached(cluster_facts, ra, rb, keep)
+        _join_cached(members, ra, rb, keep)
         if flagged:
             joined = flagged.pop(ra, []) + flagged.pop(rb, [])
             if joined:
@@ -557,6 +558,18 @@ def _add_edges(
         remap[keys] = [find(int(k)) for k in keys.tolist()]
         label = remap[label]
     return label
+
+
+T = TypeVar("T")
+
+
+def _join_cached(cache: dict[int, list[T]], ra: int, rb: int, keep: int) -> None:
+    """Two clusters joined as ``keep``: its cached list is theirs together (if both were cached)."""
+    if ra in cache and rb in cache:
+        cache[keep] = cache.pop(ra) + cache.pop(rb)
+    else:
+        cache.pop(ra, None)
+        cache.pop(rb, None)
 
 
 Facts = tuple[str | None, str | None, str | None, str | None]
