@@ -197,21 +197,26 @@ class Store:
             self._logged_failure_at = now
             log.error("cdp cannot write its store: %s", reason)
 
-    def relieve_wal(self, timeout: float = 2.5) -> bool:
-        """For bulk writers, between two transactions: if the WAL has grown past ``TRUNCATE_BYTES``, wake the
-        checkpointer and wait (``timeout`` at most) for its attempt to fold the log back and cut it. Pacing a
-        long series of write transactions this way keeps the WAL bounded while ingest also writes. True if the
-        WAL is below the size now."""
-        if self.wal_bytes() <= self.TRUNCATE_BYTES:
-            return True
-        checkpointer = self._checkpointer
-        if checkpointer is None or not checkpointer.is_alive():
-            return False
+    def relieve_wal(self, timeout: float = 3.0) -> bool:
+        """For bulk writers, between two transactions: while the WAL is larger than ``TRUNCATE_BYTES``, wake the
+        checkpointer and wait for its attempts to fold the log back and cut it (``timeout`` seconds at most: a
+        long reader may hold the log). Pacing a long series of write transactions this way keeps the WAL bounded
+        while ingest also writes. True if the WAL is below the size now."""
+        deadline = time.monotonic() + timeout
+        while self.wal_bytes() > self.TRUNCATE_BYTES:
+            checkpointer = self._checkpointer
+            left = deadline - time.monotonic()
+            if checkpointer is None or not checkpointer.is_alive() or left <= 0 or self._stop.is_set():
+                return False
+            self._await_checkpoint(left)
+        return True
+
+    def _await_checkpoint(self, timeout: float) -> None:
+        """Wake the checkpointer and wait until it has finished one more attempt (or ``timeout``)."""
         with self._checkpoint_done:
             seen = self._checkpoints
             self._checkpoint_wake.set()
             self._checkpoint_done.wait_for(lambda: self._checkpoints > seen or self._stop.is_set(), timeout)
-        return self.wal_bytes() <= self.TRUNCATE_BYTES
 
     def wal_bytes(self) -> int:
         """The size of the WAL file beside the database (0 when there is none)."""

@@ -134,7 +134,7 @@ def test_relieve_wal_waits_for_readers_then_cuts(tmp_path: Path) -> None:
             reader.execute("BEGIN")
             assert reader.execute("SELECT count(*) FROM t").fetchone()[0] == 40  # holds a snapshot in the WAL
             grow(store)
-            assert not store.relieve_wal()  # the reader's snapshot keeps the log
+            assert not store.relieve_wal(timeout=0.5)  # the reader's snapshot keeps the log
             assert store.wal_bytes() > store.TRUNCATE_BYTES
             reader.execute("COMMIT")
         assert store.relieve_wal()  # the reader is gone: cut at the next attempt
