@@ -19,6 +19,7 @@ import orjson
 
 from cdp import CDP, Settings
 from cdp.identity.refresh import TraitRefresh, refresh_lock
+from cdp.memwatch import MemoryWatch, sqlite_mb
 from cdp.segments import rules
 from cdp.store import Store
 from cdp.timeutil import utcnow
@@ -199,3 +200,20 @@ def test_realtime_evaluation_reads_only_the_events_its_rule_can_match(fresh_db: 
         assert got_long == {ids[f"u{u}"] for u in range(20, 40) if expected(u)}
         # 80 times the events per profile, none of them one the rule can match: the same memory, give or take.
         assert large <= small * 1.5 + 64 * 1024, (rule, small, large)
+
+
+def test_memory_watch_reports_sqlites_own_memory() -> None:
+    before = sqlite_mb()
+    assert before >= 0  # the library the sqlite3 module uses was found
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (data BLOB)")
+    conn.executemany("INSERT INTO t VALUES (randomblob(4000))", [()] * 2000)  # ~8 MB of pages in its cache
+    held = sqlite_mb()
+    assert held - before > 6, (before, held)
+    conn.close()
+    assert sqlite_mb() - before < 1
+    tracemalloc.start()
+    try:
+        assert "SQLite" in MemoryWatch(60, "test").report().splitlines()[0]
+    finally:
+        tracemalloc.stop()
