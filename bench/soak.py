@@ -52,10 +52,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory in MB: all of it (VmRSS), or its anonymous part (RssAnon: heaps, arenas,
+    caches; without the shared libraries' pages, which a process maps in once as it first runs their code)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -122,13 +124,17 @@ def client(url: str, key: str, rate: float, until: float, seed: int, out: Any) -
         ids.write(f"#{acked} {failed}\n")
 
 
-def resolutions(db: Path) -> int:
-    """Resolution runs that finished so far."""
+def resolutions(db: Path) -> tuple[int, bool]:
+    """Resolution runs that finished so far, and whether one is running now."""
     try:
         with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
-            return int(conn.execute("SELECT count(*) FROM resolution_runs WHERE status = 'succeeded'").fetchone()[0])
+            done, running = conn.execute(
+                "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'running')"
+                " FROM resolution_runs"
+            ).fetchone()
+            return int(done), bool(running)
     except sqlite3.Error:
-        return -1
+        return -1, False
 
 
 class Receiver:
@@ -241,10 +247,10 @@ def main() -> int:
     ]
     for sender in senders:
         sender.start()
-    samples: list[dict[str, float]] = []
+    samples: list[dict[str, Any]] = []
     child = writer_child(server.pid)
     print(
-        f"{'min':>5} {'server MB':>10} {'writer MB':>10} {'WAL MB':>8} {'WAL max':>8} {'webhooks':>9}"
+        f"{'min':>5} {'server MB':>10} {'anon':>6} {'writer MB':>10} {'WAL MB':>8} {'WAL max':>8} {'webhooks':>9}"
         f" {'computes':>9} {'resolved':>9}"
     )
     wal = Path(f"{db}-wal")
@@ -265,20 +271,25 @@ def main() -> int:
             wal_max = max(wal_max, wal.stat().st_size / 2**20)
         if now >= next_report or now >= until:
             child = writer_child(server.pid) or child
+            resolved, resolving = resolutions(db)
             sample = {
                 "minute": round((now - started) / 60, 2),
                 "server_mb": round(rss_mb(server.pid), 1),
+                "server_anon_mb": round(rss_mb(server.pid, "RssAnon"), 1),
                 "writer_mb": round(rss_mb(child), 1) if child else 0.0,
                 "wal_mb": round(wal.stat().st_size / 2**20, 1) if wal.exists() else 0.0,
                 "wal_max_mb": round(wal_max, 1),
                 "webhooks": receiver.count,
-                "resolutions": resolutions(db),
+                "resolutions": resolved,
+                "resolving": resolving,
             }
             wal_max = 0.0
             samples.append(sample)
             print(
-                f"{sample['minute']:>5} {sample['server_mb']:>10} {sample['writer_mb']:>10} {sample['wal_mb']:>8}"
-                f" {sample['wal_max_mb']:>8} {sample['webhooks']:>9} {computes[0]:>9} {sample['resolutions']:>9}",
+                f"{sample['minute']:>5} {sample['server_mb']:>10} {sample['server_anon_mb']:>6}"
+                f" {sample['writer_mb']:>10} {sample['wal_mb']:>8} {sample['wal_max_mb']:>8}"
+                f" {sample['webhooks']:>9} {computes[0]:>9}"
+                f" {sample['resolutions']:>9}{' (running)' if resolving else ''}",
                 flush=True,
             )
             if now >= until:
@@ -311,7 +322,7 @@ def main() -> int:
         if not middle or not last:
             return True
         base = max(s[key] for s in middle)
-        return max(s[key] for s in last) <= base * 1.10
+        return bool(max(s[key] for s in last) <= base * 1.10)
 
     result = {
         "minutes": args.minutes,
@@ -321,6 +332,8 @@ def main() -> int:
         "integrity": integrity,
         "wal_max_mb": max(s["wal_max_mb"] for s in samples),
         "server_rss_mb": [s["server_mb"] for s in samples],
+        "server_anon_mb": [s["server_anon_mb"] for s in samples],
+        "sampled_during_resolution": [s["minute"] for s in samples if s["resolving"]],
         "writer_rss_mb": [s["writer_mb"] for s in samples],
         "server_rss_flat": flat("server_mb"),
         "writer_rss_flat": flat("writer_mb"),

@@ -1,16 +1,20 @@
 """A diagnostic: where a long-running process's memory goes (``CDP_TRACEMALLOC_SECONDS``).
 
 With ``Settings.tracemalloc_seconds`` above zero, ``cdp serve`` and its ingest writer process trace Python
-allocations and log, every that many seconds, their RSS, the traced total and the allocation sites that grew
-most since the first report (logger ``cdp.memory``, level WARNING so it shows at the default log level).
+allocations and log, every that many seconds, their RSS, the traced total, SQLite's own memory (page caches,
+statements: native memory tracemalloc does not see), the thread count and the allocation sites that grew most
+since the first report (logger ``cdp.memory``, level WARNING so it shows at the default log level).
 Tracing costs CPU and memory of its own: use it to find a leak, not in production.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import threading
 import tracemalloc
+from functools import cache
 from pathlib import Path
 
 log = logging.getLogger("cdp.memory")
@@ -27,6 +31,25 @@ def rss_mb() -> float:
     except OSError:
         pass
     return 0.0
+
+
+@cache
+def _sqlite_memory_used() -> object | None:
+    """SQLite's ``sqlite3_memory_used`` from the library the ``sqlite3`` module uses (None if not found)."""
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+        used = lib.sqlite3_memory_used
+    except (OSError, AttributeError):
+        return None
+    used.restype = ctypes.c_int64
+    return used
+
+
+def sqlite_mb() -> float:
+    """Memory SQLite holds in this process (page caches of every connection, statements, sorters), in MB: part of
+    the native memory tracemalloc does not see (-1 where the library cannot be found)."""
+    used = _sqlite_memory_used()
+    return -1.0 if used is None else int(used()) / 2**20  # type: ignore[operator]
 
 
 class MemoryWatch:
@@ -58,7 +81,10 @@ class MemoryWatch:
             ]
         )
         current, peak = tracemalloc.get_traced_memory()
-        lines = [f"{self.name}: RSS {rss_mb():.1f} MB, traced {current / 2**20:.1f} MB (peak {peak / 2**20:.1f} MB)"]
+        lines = [
+            f"{self.name}: RSS {rss_mb():.1f} MB, traced {current / 2**20:.1f} MB (peak {peak / 2**20:.1f} MB),"
+            f" SQLite {sqlite_mb():.1f} MB, {threading.active_count()} threads"
+        ]
         if self._first is None:
             self._first = snapshot
             top = snapshot.statistics("traceback")[:TOP]

@@ -48,7 +48,8 @@ sqlite3.register_adapter(type(None), _null)
 
 
 class Store:
-    CHECKPOINT_SECONDS = 1.0
+    CHECKPOINT_SECONDS = 1.0  # a PASSIVE checkpoint at least this often
+    CHECKPOINT_POLL_SECONDS = 0.25  # how often the checkpointer looks at the WAL's size (a stat call)
     AUTOCHECKPOINT_PAGES = 65_536
     # The WAL is folded back and cut to zero once it passes this (readers that never pause would otherwise keep
     # a PASSIVE checkpoint from ever restarting it), and SQLite trims it to JOURNAL_LIMIT whenever it restarts.
@@ -73,6 +74,9 @@ class Store:
         self._queue: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
+        self._checkpoint_wake = threading.Event()
+        self._checkpoint_done = threading.Condition()
+        self._checkpoints = 0  # checkpoint attempts finished by the checkpointer thread
         self._writer_lock = threading.Lock()
         self._closed = False
         self._stop = threading.Event()
@@ -193,6 +197,27 @@ class Store:
             self._logged_failure_at = now
             log.error("cdp cannot write its store: %s", reason)
 
+    def relieve_wal(self, timeout: float = 3.0) -> bool:
+        """For bulk writers, between two transactions: while the WAL is larger than ``TRUNCATE_BYTES``, wake the
+        checkpointer and wait for its attempts to fold the log back and cut it (``timeout`` seconds at most: a
+        long reader may hold the log). Pacing a long series of write transactions this way keeps the WAL bounded
+        while ingest also writes. True if the WAL is below the size now."""
+        deadline = time.monotonic() + timeout
+        while self.wal_bytes() > self.TRUNCATE_BYTES:
+            checkpointer = self._checkpointer
+            left = deadline - time.monotonic()
+            if checkpointer is None or not checkpointer.is_alive() or left <= 0 or self._stop.is_set():
+                return False
+            self._await_checkpoint(left)
+        return True
+
+    def _await_checkpoint(self, timeout: float) -> None:
+        """Wake the checkpointer and wait until it has finished one more attempt (or ``timeout``)."""
+        with self._checkpoint_done:
+            seen = self._checkpoints
+            self._checkpoint_wake.set()
+            self._checkpoint_done.wait_for(lambda: self._checkpoints > seen or self._stop.is_set(), timeout)
+
     def wal_bytes(self) -> int:
         """The size of the WAL file beside the database (0 when there is none)."""
         try:
@@ -243,19 +268,35 @@ class Store:
 
         Commits in WAL mode with synchronous=NORMAL only append to the log; the expensive part (copying
         pages back and fsync) is the checkpoint, which SQLite would otherwise run inside whichever
-        commit crosses the threshold. Doing it here keeps ingest latency flat.
+        commit crosses the threshold. Doing it here keeps ingest latency flat. The WAL's size is looked at
+        every ``CHECKPOINT_POLL_SECONDS`` (or at once when `relieve_wal` asks): under sustained ingest it
+        grows by 10-20 MB a second, so a truncation that a reader kept from finishing is tried again promptly.
         """
         conn = self._connect()
         conn.execute(f"PRAGMA busy_timeout={self.TRUNCATE_WAIT_MS}")
+        last = time.monotonic()
         try:
-            while not self._stop.wait(self.CHECKPOINT_SECONDS):
-                mode = "TRUNCATE" if self.wal_bytes() > self.TRUNCATE_BYTES else "PASSIVE"
-                try:
-                    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
-                except sqlite3.Error:  # busy, or the disk refused: next time
+            while not self._stop.is_set():
+                asked = self._checkpoint_wake.wait(self.CHECKPOINT_POLL_SECONDS)
+                self._checkpoint_wake.clear()
+                if self._stop.is_set():
+                    break
+                big = self.wal_bytes() > self.TRUNCATE_BYTES
+                if not (big or asked) and time.monotonic() - last < self.CHECKPOINT_SECONDS:
                     continue
+                last = time.monotonic()
+                try:
+                    conn.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if big else 'PASSIVE'})").fetchall()
+                except sqlite3.Error:  # busy, or the disk refused: next time
+                    pass
+                finally:
+                    with self._checkpoint_done:
+                        self._checkpoints += 1
+                        self._checkpoint_done.notify_all()
         finally:
             conn.close()
+            with self._checkpoint_done:
+                self._checkpoint_done.notify_all()
 
     def _run_writer(self) -> None:
         conn = self._connect()
@@ -361,6 +402,7 @@ class Store:
             return
         self._closed = True
         self._stop.set()
+        self._checkpoint_wake.set()
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join(timeout=30)

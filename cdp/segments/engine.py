@@ -161,7 +161,11 @@ class Engine:
         return MemberList(int(count), text)
 
     def members_python(self, rule: rules.Rule, profile_ids: list[str], now: datetime) -> set[str]:
-        """The reference evaluator over just these profiles' rows (real-time re-evaluation)."""
+        """The reference evaluator over just these profiles' rows (real-time re-evaluation).
+
+        Only the events the rule can match are read (by name), and their properties only where the rule reads
+        them, as in a DuckDB session: real-time runs go every couple of seconds under load, and reading every
+        event of every profile in scope made each run's memory grow with the profiles' whole history."""
         conn = self.store.reader()
         marks = ",".join("?" * len(profile_ids))
         profiles = {
@@ -171,14 +175,19 @@ class Engine:
                 profile_ids,
             )
         }
-        events = [
-            {"profile_id": pid, "type": kind, "event": name, "timestamp": ts,
-             "properties": orjson.loads(props) if props else None}
-            for pid, kind, name, ts, props in conn.execute(
-                f"SELECT profile_id, type, event, timestamp, properties FROM events WHERE profile_id IN ({marks})",
-                profile_ids,
-            )
-        ]  # fmt: skip
+        names, with_properties = rules.reads_events([rule])
+        events = []
+        if names:
+            wanted = sorted(names)
+            events = [
+                {"profile_id": pid, "type": kind, "event": name, "timestamp": ts,
+                 "properties": orjson.loads(props) if props and name in with_properties else None}
+                for pid, kind, name, ts, props in conn.execute(
+                    f"SELECT profile_id, type, event, timestamp, properties FROM events WHERE profile_id IN ({marks})"
+                    f" AND event IN ({','.join('?' * len(wanted))})",
+                    [*profile_ids, *wanted],
+                )
+            ]  # fmt: skip
         memberships: dict[str, set[str]] = {}
         for key, pid in conn.execute(
             f"SELECT segment_key, profile_id FROM memberships WHERE profile_id IN ({marks})", profile_ids
