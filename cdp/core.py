@@ -123,6 +123,7 @@ class CDP:
     def start_writer(self) -> None:
         """Start the ingest writer process, if tracking writes go through one (the server does this before its
         first request)."""
+        self.store.shared = True
         self.ingest.start_writer()
 
     def start_background(self) -> None:

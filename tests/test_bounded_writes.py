@@ -16,8 +16,10 @@ from contextlib import closing
 from pathlib import Path
 
 import orjson
+import pytest
 
 from cdp import CDP, Settings
+from cdp.identity import refresh
 from cdp.identity.refresh import TraitRefresh, refresh_lock
 from cdp.memwatch import MemoryWatch, sqlite_mb
 from cdp.segments import rules
@@ -217,3 +219,34 @@ def test_memory_watch_reports_sqlites_own_memory() -> None:
         assert "SQLite" in MemoryWatch(60, "test").report().splitlines()[0]
     finally:
         tracemalloc.stop()
+
+
+def test_a_refresh_alone_with_the_store_writes_whole_chunks_and_bounds_them_once_another_writes(
+    fresh_db: CDP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(refresh, "WRITE_PROFILES", 3)  # the bound, at the scale of this store
+    fill(fresh_db, 45, 3)
+    stale_all(fresh_db)
+    alone = TraitRefresh(fresh_db.store, fresh_db.settings)
+    assert alone.run(chunk=5, dense_chunk=10) == 45
+    assert alone.written == [10, 10, 10, 10, 5]  # no other writer: one transaction a chunk
+
+    stale_all(fresh_db)
+    # another connection (the server's ingest writer is another process) commits before the refresh writes
+    with closing(sqlite3.connect(fresh_db.settings.db)) as other:
+        other.execute("INSERT INTO resolution_state (key, value) VALUES ('other_writer', '1')")
+        other.commit()
+    shared = TraitRefresh(fresh_db.store, fresh_db.settings)
+    assert shared.run(chunk=5, dense_chunk=10) == 45
+    # The first transaction finds the other writer's commit. Its size was chosen before: a whole chunk. The
+    # next one's may have been chosen before the first ran; every one after that holds 3 profiles at most.
+    assert shared.written[0] == 10 and max(shared.written[2:]) <= 3 and sum(shared.written) == 45
+
+    stale_all(fresh_db)
+    fresh_db.store.shared = True  # what the server says when it starts its ingest writer process
+    try:
+        told = TraitRefresh(fresh_db.store, fresh_db.settings)
+        assert told.run(chunk=5, dense_chunk=10) == 45
+    finally:
+        fresh_db.store.shared = False
+    assert max(told.written) <= 3 and sum(told.written) == 45
