@@ -86,9 +86,9 @@ class Store:
         # Called (in the writer thread, inside its transaction, with its connection) when another
         # connection or process changed the database since this writer's last transaction.
         self.external_change: Hook[[sqlite3.Connection]] = Hook("store.external_change")
-        self.external_writes = 0  # transactions of this writer that found the database changed by another
-        # True when another process writes to this store while it runs (the server's ingest writer): bulk
-        # writers then keep their transactions small and let the WAL be cut between them (`relieve_wal`).
+        # True in the server, where another process (the ingest writer) writes to this store while it runs: bulk
+        # writers then keep their transactions small and let the WAL be cut between them (`relieve_wal`). Not
+        # read off PRAGMA data_version: the checkpointer's truncation of the WAL changes it too.
         self.shared = False
         with closing(self._open()) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -342,7 +342,6 @@ class Store:
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._data_version = version
-            self.external_writes += 1
             self.external_change(conn)
         # A lone job needs no savepoint: rolling back the transaction is the same thing.
         savepoints = len(jobs) > 1

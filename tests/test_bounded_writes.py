@@ -221,7 +221,7 @@ def test_memory_watch_reports_sqlites_own_memory() -> None:
         tracemalloc.stop()
 
 
-def test_a_refresh_alone_with_the_store_writes_whole_chunks_and_bounds_them_once_another_writes(
+def test_a_refresh_writes_whole_chunks_alone_and_bounded_ones_in_the_server(
     fresh_db: CDP, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(refresh, "WRITE_PROFILES", 3)  # the bound, at the scale of this store
@@ -230,17 +230,6 @@ def test_a_refresh_alone_with_the_store_writes_whole_chunks_and_bounds_them_once
     alone = TraitRefresh(fresh_db.store, fresh_db.settings)
     assert alone.run(chunk=5, dense_chunk=10) == 45
     assert alone.written == [10, 10, 10, 10, 5]  # no other writer: one transaction a chunk
-
-    stale_all(fresh_db)
-    # another connection (the server's ingest writer is another process) commits before the refresh writes
-    with closing(sqlite3.connect(fresh_db.settings.db)) as other:
-        other.execute("INSERT INTO resolution_state (key, value) VALUES ('other_writer', '1')")
-        other.commit()
-    shared = TraitRefresh(fresh_db.store, fresh_db.settings)
-    assert shared.run(chunk=5, dense_chunk=10) == 45
-    # The first transaction finds the other writer's commit. Its size was chosen before: a whole chunk. The
-    # next one's may have been chosen before the first ran; every one after that holds 3 profiles at most.
-    assert shared.written[0] == 10 and max(shared.written[2:]) <= 3 and sum(shared.written) == 45
 
     stale_all(fresh_db)
     fresh_db.store.shared = True  # what the server says when it starts its ingest writer process

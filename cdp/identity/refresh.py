@@ -4,8 +4,8 @@ Profiles go in chunks, computed while the previous chunk is written. When a larg
 stale (the first resolution of an import), their records, identify events and event aggregates are read in one
 pass each, and the chunks follow the profiles' storage order (each transaction then rewrites few pages).
 
-Writes are bounded while another process writes to the store too (the server's ingest writer: `Store.shared`,
-or another connection's commits seen since the refresh began): at most ``WRITE_PROFILES`` profiles a
+Writes are bounded in the server (`Store.shared`: its ingest writer process and its scheduled jobs write to the
+store at once): at most ``WRITE_PROFILES`` profiles a
 transaction, and before the next one, if the WAL has grown past the store's truncation size, a prompt
 checkpoint (`Store.relieve_wal`). Under sustained ingest every profile with new events is stale at every
 refresh; one transaction of 20,000 profiles wrote ~20 MB to the WAL at once, and the log could not be restarted
@@ -87,8 +87,8 @@ class TraitRefresh:
         self.store = store
         self.settings = settings
         self.write_profiles = write_profiles
-        """Profiles a write transaction holds at most; None: `WRITE_PROFILES` while another process writes to
-        the store too (`Store.shared`, or its writes seen since this refresh began), else a whole chunk."""
+        """Profiles a write transaction holds at most; None: `WRITE_PROFILES` in the server (`Store.shared`),
+        else a whole chunk."""
         self.written: list[int] = []
         """Rows each committed write transaction changed, in order (what the refresh wrote)."""
 
@@ -135,14 +135,13 @@ class TraitRefresh:
             stale = sorted(found)
             batches = (self._traits_for(conn, stale[i : i + chunk], unify, now) for i in range(0, len(stale), chunk))
         pending: Future[int] | None = None
-        seen = self.store.external_writes
         for rows in batches:
             start = 0
             while start < len(rows):
                 # Alone with the store (a `cdp resolve` after an import) a chunk is one transaction: small ones
                 # rewrite the same index pages over and over (the first refresh of 141,000 profiles took 2.7
                 # times as long in transactions of 500).
-                bounded = self.write_profiles is not None or self.store.shared or self.store.external_writes != seen
+                bounded = self.write_profiles is not None or self.store.shared
                 size = (self.write_profiles or WRITE_PROFILES) if bounded else len(rows)
                 written = self.store.submit(partial(_save_traits, rows=rows[start : start + size]))
                 start += size
