@@ -4,15 +4,14 @@ Profiles go in chunks, computed while the previous chunk is written. When a larg
 stale (the first resolution of an import), their records, identify events and event aggregates are read in one
 pass each, and the chunks follow the profiles' storage order (each transaction then rewrites few pages).
 
-Writes are bounded in the server (`Store.shared`: its ingest writer process and its scheduled jobs write to the
-store at once): at most ``WRITE_PROFILES`` profiles a
-transaction, and before the next one, if the WAL has grown past the store's truncation size, a prompt
-checkpoint (`Store.relieve_wal`). Under sustained ingest every profile with new events is stale at every
-refresh; one transaction of 20,000 profiles wrote ~20 MB to the WAL at once, and the log could not be restarted
-in between. Alone with the store (a `cdp resolve` after an import) a chunk is one transaction: small ones rewrite
-the same index pages again and again (2.7 times as long for 141,000 profiles). Either way a row is written only
-when its traits or computed traits really changed (or it was stale by ``updated_at``).
-Between two transactions a reader may see some profiles
+Writes are bounded in the server (`Store.shared`: its ingest writer process and its scheduled jobs write to
+the store at once): at most ``WRITE_PROFILES`` profiles a transaction, and before the next one, if the WAL has
+grown past the store's truncation size, a prompt checkpoint (`Store.relieve_wal`). Under sustained ingest every
+profile with new events is stale at every refresh; one transaction of 20,000 profiles wrote ~20 MB to the WAL at
+once, and the log could not be restarted in between. Alone with the store (a `cdp resolve` after an import) a
+chunk is one transaction: small ones rewrite the same index pages again and again (2.7 times as long for 141,000
+profiles). Either way a row is written only when its traits or computed traits really changed (or it was stale
+by ``updated_at``). Between two transactions a reader may see some profiles
 refreshed and others not yet: each profile row is always whole (its traits, computed traits and
 ``refreshed_at`` change together), and a profile not yet refreshed shows its previous traits, as it did before
 the refresh started. Only one refresh runs at a time per store: the real-time segments, scheduled segment runs
@@ -135,16 +134,11 @@ class TraitRefresh:
             stale = sorted(found)
             batches = (self._traits_for(conn, stale[i : i + chunk], unify, now) for i in range(0, len(stale), chunk))
         pending: Future[int] | None = None
+        bounded = self.write_profiles is not None or self.store.shared  # else a chunk a transaction
         for rows in batches:
-            start = 0
-            while start < len(rows):
-                # Alone with the store (a `cdp resolve` after an import) a chunk is one transaction: small ones
-                # rewrite the same index pages over and over (the first refresh of 141,000 profiles took 2.7
-                # times as long in transactions of 500).
-                bounded = self.write_profiles is not None or self.store.shared
-                size = (self.write_profiles or WRITE_PROFILES) if bounded else len(rows)
+            size = (self.write_profiles or WRITE_PROFILES) if bounded else max(len(rows), 1)
+            for start in range(0, len(rows), size):
                 written = self.store.submit(partial(_save_traits, rows=rows[start : start + size]))
-                start += size
                 if pending is not None:
                     self.written.append(pending.result())
                     if bounded:

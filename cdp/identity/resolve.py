@@ -28,7 +28,7 @@ import orjson
 import pandas as pd
 
 from cdp import outbox
-from cdp.chunks import chunked
+from cdp.chunks import chunked, marks
 from cdp.errors import MatchModelMissing, ResolutionFailed
 from cdp.hooks import Hook
 from cdp.identity import evaluate, labels, matching, review
@@ -809,8 +809,7 @@ def _record_ids(conn: sqlite3.Connection, values: Iterable[str]) -> dict[str, in
     for source, externals in by_source.items():
         for part in chunked(list(externals)):
             for rid, external in conn.execute(
-                "SELECT id, external_id FROM source_records WHERE source = ?"
-                f" AND external_id IN ({','.join('?' * len(part))})",
+                f"SELECT id, external_id FROM source_records WHERE source = ? AND external_id IN ({marks(part)})",
                 (source, *part),
             ):
                 out[externals[external]] = int(rid)

@@ -67,6 +67,7 @@ from cdp.identity.matching.backend import (
     extra_columns,
     fill_untrained,
     label,
+    native_table,
     no_worse_than_else,
     parameter_summary,
     register_term_frequencies,
@@ -793,9 +794,7 @@ def _edges_in_duckdb(
     name = Session.fresh_name("cdp_ids")
     if ids is not None:  # `label_blind` rows: r{i} is the row whose own id is ids[i]
         positions = pa.table({"pos": np.arange(len(ids), dtype=np.int64), "id": pa.array(ids.tolist(), pa.string())})
-        con.register(f"{name}_arrow", positions)
-        con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
-        con.unregister(f"{name}_arrow")
+        native_table(con, name, positions)
         source = (
             f"{table} s JOIN {name} il ON il.pos = CAST(substr(s.unique_id_l, 2) AS BIGINT)"
             f" JOIN {name} ir ON ir.pos = CAST(substr(s.unique_id_r, 2) AS BIGINT)"

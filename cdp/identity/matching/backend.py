@@ -121,9 +121,7 @@ class Session:
             schema = spark_schema(table.column_names)
             return self.db_api.register(spark.createDataFrame(frame, schema=schema), table_name=name)
         assert self.con is not None
-        self.con.register(f"{name}arrow_table", table)
-        self.con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}arrow_table")
-        self.con.unregister(f"{name}arrow_table")
+        native_table(self.con, name, table)
         return self.db_api.register(name, table_name=f"{name}_sdf")
 
     def register_frame(self, frame: pa.Table) -> SplinkDataFrame:
@@ -148,6 +146,13 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def native_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    """Copy an Arrow table into a native DuckDB temp table ``name``."""
+    con.register(f"{name}_arrow", table)
+    con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
+    con.unregister(f"{name}_arrow")
 
 
 def spark_api() -> DatabaseAPISubClass:
