@@ -12,6 +12,18 @@ from cdp import CDP
 from cdp.ml import cluster
 from tests.test_ml import LIKELY_BUYERS, PERSONAS_SEGMENT, planted_clusters, planted_purchases, send, ts
 
+WINDOW_DAYS = (7, 30, 90)
+"""The feature windows (``events_7d`` ...): counted as of each run's clock."""
+
+
+def off_window(days: float, margin: float = 0.05) -> float:
+    """``days`` moved at least ``margin`` days (over an hour) away from every feature window's edge: the runs of
+    one test happen seconds apart, and an event crossing a window's edge between them is a change in the data."""
+    for window in WINDOW_DAYS:
+        if abs(days - window) < margin:
+            return window + margin if days >= window else window - margin
+    return days
+
 
 def noise_profiles(cdp: CDP, key: str, users: int = 240, seed: int = 11) -> None:
     """Behaviour with no groups in it: orders, revenue and visits drawn independently per profile."""
@@ -21,11 +33,11 @@ def noise_profiles(cdp: CDP, key: str, users: int = 240, seed: int = 11) -> None
         user = f"n{u}"
         for _ in range(rng.randint(0, 6)):
             messages.append({"type": "track", "userId": user, "event": "Order Completed",
-                             "timestamp": ts(days=rng.uniform(0.5, 200)),
+                             "timestamp": ts(days=off_window(rng.uniform(0.5, 200))),
                              "properties": {"revenue": round(rng.uniform(5, 400), 2)}})  # fmt: skip
         for _ in range(rng.randint(1, 30)):
             messages.append({"type": "track", "userId": user, "event": "Product Viewed",
-                             "timestamp": ts(days=rng.uniform(0.1, 200))})  # fmt: skip
+                             "timestamp": ts(days=off_window(rng.uniform(0.1, 200)))})  # fmt: skip
     send(cdp, key, messages)
 
 
