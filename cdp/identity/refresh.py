@@ -135,7 +135,8 @@ class TraitRefresh:
             batches = (self._traits_for(conn, stale[i : i + chunk], unify, now) for i in range(0, len(stale), chunk))
         pending: Future[int] | None = None
         bounded = self.write_profiles is not None or self.store.shared  # else a chunk a transaction
-        for rows in batches:
+        for computed in batches:
+            rows = [(*row, found[row[3]]) for row in computed]  # written by rowid (see `_save_traits`)
             size = (self.write_profiles or WRITE_PROFILES) if bounded else max(len(rows), 1)
             for start in range(0, len(rows), size):
                 written = self.store.submit(partial(_save_traits, rows=rows[start : start + size]))
@@ -259,25 +260,33 @@ _RECORD_COLUMNS = ", ".join(["profile_id", *RECORD_COLUMNS])
 TraitRow = tuple[str | None, str, str, str]
 """(traits JSON, or None where only the computed traits were recomputed; computed JSON; stamp; profile id)."""
 
+SavedRow = tuple[str | None, str, str, str, int]
+"""A `TraitRow` and the profile's rowid."""
 
-def _save_traits(conn: sqlite3.Connection, rows: list[TraitRow]) -> int:
+
+def _save_traits(conn: sqlite3.Connection, rows: list[SavedRow]) -> int:
     """Write the rows that changed; the number written. A profile whose traits are unchanged keeps them (and
     the name indexes over them are not touched); one whose computed traits are unchanged too is left alone,
     unless it was stale by ``updated_at`` (then only ``refreshed_at`` moves). Rows without traits (no new
-    identify event, not stale by ``updated_at``) change the computed traits alone."""
+    identify event, not stale by ``updated_at``) change the computed traits alone.
+
+    Rows are found by rowid, which is read with the stale ids (half the cost of a write found by id, a sixth
+    of a statement that writes nothing); the id is checked too, so a rowid changed meanwhile (a ``VACUUM``)
+    writes nothing, and that profile stays stale for the next refresh."""
     before = conn.total_changes
     unified = [row for row in rows if row[0] is not None]
     conn.executemany(
-        "UPDATE profiles SET traits = ?1, computed = ?2, refreshed_at = ?3 WHERE id = ?4 AND traits IS NOT ?1",
+        "UPDATE profiles SET traits = ?1, computed = ?2, refreshed_at = ?3 WHERE rowid = ?5 AND id = ?4"
+        " AND traits IS NOT ?1",
         unified,
     )
     conn.executemany(
-        "UPDATE profiles SET computed = ?2, refreshed_at = ?3 WHERE id = ?4 AND traits IS ?1"
+        "UPDATE profiles SET computed = ?2, refreshed_at = ?3 WHERE rowid = ?5 AND id = ?4 AND traits IS ?1"
         " AND (computed IS NOT ?2 OR refreshed_at IS NULL OR updated_at > refreshed_at)",
         unified,
     )
     conn.executemany(
-        "UPDATE profiles SET computed = ?1 WHERE id = ?2 AND computed IS NOT ?1",
-        [(row[1], row[3]) for row in rows if row[0] is None],
+        "UPDATE profiles SET computed = ?1 WHERE rowid = ?3 AND id = ?2 AND computed IS NOT ?1",
+        [(row[1], row[3], row[4]) for row in rows if row[0] is None],
     )
     return conn.total_changes - before
