@@ -24,7 +24,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cdp import migrations
+from cdp import bulk_indexes, migrations
 from cdp.errors import StoreClosed, StoreUnavailable
 from cdp.hooks import Hook
 from cdp.settings import Settings
@@ -150,8 +150,20 @@ class Store:
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
     def migrate(self) -> list[migrations.Migration]:
+        """Apply the migrations not yet applied; then build again any index a bulk write set aside and
+        did not restore (a process killed meanwhile: `cdp.bulk_indexes`)."""
         with closing(self._connect()) as conn:
-            return migrations.apply(conn)
+            done = migrations.apply(conn)
+            if bulk_indexes.recorded(conn):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    restored = bulk_indexes.restore(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                log.warning("built again %d index(es) that an interrupted bulk write had set aside", restored)
+            return done
 
     def checkpoint(self, mode: str = "TRUNCATE") -> tuple[int, int, int]:
         """Fold the WAL into the database file (TRUNCATE: and cut the WAL to zero bytes).

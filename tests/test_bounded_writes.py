@@ -8,7 +8,10 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import tracemalloc
 from collections.abc import Callable
@@ -239,3 +242,82 @@ def test_a_refresh_writes_whole_chunks_alone_and_bounded_ones_in_the_server(
     finally:
         fresh_db.store.shared = False
     assert max(told.written) <= 3 and sum(told.written) == 45
+
+
+def _named(cdp: CDP, users: int) -> None:
+    """``users`` identified users with a first and last name (what the name-search indexes cover)."""
+    key = cdp.keys.create("write", "named")[1]
+    batch = [
+        {"type": "identify", "userId": f"n{u}", "traits": {"first_name": f"Ada{u}", "last_name": f"Byron{u % 7}"}}
+        for u in range(users)
+    ]
+    cdp.ingest.batch({"batch": batch}, write_key=key)
+
+
+def _traits_indexes(conn: sqlite3.Connection) -> dict[str, str]:
+    return dict(
+        conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'profiles' AND sql LIKE '%traits%'"
+        ).fetchall()
+    )
+
+
+def test_a_bulk_refresh_alone_builds_the_name_search_indexes_again(fresh_db: CDP) -> None:
+    _named(fresh_db, 60)
+    TraitRefresh(fresh_db.store, fresh_db.settings).run()
+    indexes = _traits_indexes(fresh_db.store.reader())
+    assert len(indexes) >= 3  # the name-search indexes of migration 0011
+    expected = {r["id"]: r["traits"] for r in fresh_db.store.query("SELECT id, traits FROM profiles")}
+    fresh_db.store.write(lambda c: c.execute("UPDATE profiles SET refreshed_at = NULL, traits = '{}'"))
+
+    small = TraitRefresh(fresh_db.store, fresh_db.settings)  # 60 profiles: below the default minimum
+    assert small.run() == 60
+    assert not small.set_aside
+    fresh_db.store.write(lambda c: c.execute("UPDATE profiles SET refreshed_at = NULL, traits = '{}'"))
+    bulk = TraitRefresh(fresh_db.store, fresh_db.settings, set_aside_min=50)
+    assert bulk.run() == 60
+    assert bulk.set_aside
+    conn = fresh_db.store.reader()
+    assert _traits_indexes(conn) == indexes  # the same indexes, defined the same way
+    assert conn.execute("SELECT count(*) FROM resolution_state WHERE key = 'set_aside_indexes'").fetchone()[0] == 0
+    assert {r["id"]: r["traits"] for r in fresh_db.store.query("SELECT id, traits FROM profiles")} == expected
+    plan = " ".join(
+        str(row[-1])
+        for row in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM profiles WHERE lower(json_extract(traits, '$.last_name')) >= 'byron3'"
+            " AND lower(json_extract(traits, '$.last_name')) < 'byron4'"
+        )
+    )
+    assert "profiles_search_last_name" in plan
+    found = fresh_db.profiles.search("byron3", limit=100).data
+    assert sorted(p["traits"]["first_name"] for p in found) == sorted(f"Ada{u}" for u in range(60) if u % 7 == 3)
+
+
+def test_indexes_set_aside_by_a_killed_process_are_built_again_at_the_next_open(fresh_db: CDP) -> None:
+    _named(fresh_db, 20)
+    TraitRefresh(fresh_db.store, fresh_db.settings).run()
+    indexes = _traits_indexes(fresh_db.store.reader())
+    path = fresh_db.settings.db
+    fresh_db.close()
+    # Another process sets the indexes aside, as a bulk refresh does, and is killed (-9) before restoring them.
+    script = (
+        "import os, signal, sys\n"
+        "from functools import partial\n"
+        "from cdp import CDP, Settings, bulk_indexes\n"
+        "cdp = CDP(Settings(db=sys.argv[1], scheduler_enabled=False))\n"
+        "cdp.store.write(partial(bulk_indexes.set_aside, table='profiles', column='traits'))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    with closing(sqlite3.connect(path)) as raw:
+        assert _traits_indexes(raw) == {}
+        assert raw.execute("SELECT count(*) FROM resolution_state WHERE key = 'set_aside_indexes'").fetchone()[0] == 1
+    again = CDP(Settings(db=path, scheduler_enabled=False))
+    try:
+        conn = again.store.reader()
+        assert _traits_indexes(conn) == indexes
+        assert conn.execute("SELECT count(*) FROM resolution_state WHERE key = 'set_aside_indexes'").fetchone()[0] == 0
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        again.close()

@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from cdp import bulk_indexes
 from cdp.identity.traits import (
     COMPUTED_SQL,
     COUNTS_SQL,
@@ -58,6 +59,11 @@ READ_PROFILES = 2_000
 """Profiles one read statement of a dense refresh covers (a range of ids: an index range scan)."""
 READ_ROWS = 50_000
 """Rows (of ``rowid``) one read statement of a table scan covers."""
+SET_ASIDE_MIN = 10_000
+SET_ASIDE_SHARE = 0.25
+"""A refresh alone with the store whose profiles to unify again number at least ``SET_ASIDE_MIN`` and
+``SET_ASIDE_SHARE`` of the live profiles sets the name-search indexes aside (`cdp.bulk_indexes`): keeping
+them up to date costs about 40 us a profile written, building them again about 8 us a live profile."""
 WRITE_PROFILES = 500
 """Profiles one write transaction of a refresh updates at most (a few hundred KB of WAL)."""
 
@@ -82,14 +88,18 @@ class TraitRefresh:
         store: Store,
         settings: Settings,
         write_profiles: int | None = None,
+        set_aside_min: int = SET_ASIDE_MIN,
     ) -> None:
         self.store = store
         self.settings = settings
         self.write_profiles = write_profiles
+        self.set_aside_min = set_aside_min
         """Profiles a write transaction holds at most; None: `WRITE_PROFILES` in the server (`Store.shared`),
         else a whole chunk."""
         self.written: list[int] = []
         """Rows each committed write transaction changed, in order (what the refresh wrote)."""
+        self.set_aside = False
+        """Whether the last run set the name-search indexes aside while it wrote (see `SET_ASIDE_MIN`)."""
 
     def run(self, chunk: int = 2000, dense_chunk: int = 20_000) -> int:
         """Refresh every stale profile (computed ``chunk`` ids at a time; ``dense_chunk`` when most are stale),
@@ -133,10 +143,32 @@ class TraitRefresh:
         else:
             stale = sorted(found)
             batches = (self._traits_for(conn, stale[i : i + chunk], unify, now) for i in range(0, len(stale), chunk))
-        pending: Future[int] | None = None
         bounded = self.write_profiles is not None or self.store.shared  # else a chunk a transaction
+        # Alone with the store and rewriting the traits of most profiles (the first refresh of an import), the
+        # name-search indexes over the traits are built again afterwards rather than kept up to date row by row.
+        self.set_aside = not bounded and len(unify) >= max(self.set_aside_min, live * SET_ASIDE_SHARE)
+        if self.set_aside:
+            self.store.write(partial(bulk_indexes.set_aside, table="profiles", column="traits"))
+        try:
+            self._write(batches, found, bounded)
+        finally:
+            if self.set_aside:
+                self.store.write(bulk_indexes.restore)
+        self.store.write(
+            lambda c: c.execute(
+                "INSERT INTO resolution_state (key, value) VALUES ('traits_event_id', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(last_event),),
+            )
+        )
+        return len(stale)
+
+    def _write(self, batches: Iterable[list[TraitRow]], rowids: dict[str, int], bounded: bool) -> None:
+        """Each chunk written while the next is computed; ``bounded``: `WRITE_PROFILES` a transaction, with
+        a prompt checkpoint between two."""
+        pending: Future[int] | None = None
         for computed in batches:
-            rows = [(*row, found[row[3]]) for row in computed]  # written by rowid (see `_save_traits`)
+            rows = [(*row, rowids[row[3]]) for row in computed]  # written by rowid (see `_save_traits`)
             size = (self.write_profiles or WRITE_PROFILES) if bounded else max(len(rows), 1)
             for start in range(0, len(rows), size):
                 written = self.store.submit(partial(_save_traits, rows=rows[start : start + size]))
@@ -147,14 +179,6 @@ class TraitRefresh:
                 pending = written
         if pending is not None:
             self.written.append(pending.result())
-        self.store.write(
-            lambda c: c.execute(
-                "INSERT INTO resolution_state (key, value) VALUES ('traits_event_id', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(last_event),),
-            )
-        )
-        return len(stale)
 
     def _traits_for(
         self, conn: sqlite3.Connection, profile_ids: list[str], unify: set[str], now: Any
