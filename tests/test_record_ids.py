@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -24,7 +25,9 @@ from cdp import CDP, Settings, record_ids
 from cdp import migrations as mig
 from cdp.cli import cli
 from cdp.identity.review import Doubt, keep
+from cdp.privacy.hashing import identifier_hash, salt
 from tests.conftest import LiveServer, count
+from tests.console_helpers import HTML, sign_in
 
 PEOPLE = [  # (source, external_id, email, first name, last name): three people, three sources
     ("crm:eu", "1", "anna@x.org", "Anna", "Berg"),
@@ -417,3 +420,49 @@ def test_a_store_without_such_sources_is_left_as_it_was(tmp_path: Path) -> None:
     with CDP(Settings(db=db, scheduler_enabled=False)) as cdp:
         assert [r["value"] for r in cdp.store.query("SELECT value FROM identifiers")] == ["crm:x:1"]
         assert cdp.profiles.lookup_id(source="crm", external_id="x:1") == "A"
+
+
+def test_console_split_form_names_an_escaped_record(server: LiveServer, admin_key: str) -> None:
+    cdp = server.cdp
+    load(cdp)
+    anna = cdp.profiles.lookup_id(source="crm:eu", external_id="1")
+    bob = cdp.profiles.lookup_id(source="crm", external_id="eu:1")
+    survivor = cdp.stewardship.merge(anna, bob, key_id="k")["profile_id"]
+    with server.client() as client:
+        csrf = sign_in(client, admin_key)
+        page = client.get(f"/console/people/{survivor}", headers=HTML)
+        boxes = re.findall(r'name="record" value="([^"]*)"', page.text)
+        assert sorted(boxes) == ["record:crm%3Aeu:1", "record:crm:eu:1"]
+        split = client.post(
+            f"/console/people/{survivor}/split",
+            data={"csrf_token": csrf, "record": "record:crm%3Aeu:1", "note": "two people"},
+            headers=HTML,
+            follow_redirects=False,
+        )
+        assert split.status_code == 303, split.text
+    moved = cdp.profiles.lookup_id(source="crm:eu", external_id="1")
+    assert moved != survivor and cdp.profiles.lookup_id(source="crm", external_id="eu:1") == survivor
+
+
+def test_a_record_suppressed_before_0012_stays_suppressed(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    store_at_0011(db, tmp_path)
+    conn = sqlite3.connect(db, isolation_level=None)
+    legacy = identifier_hash(salt(conn), "record", "shop:uk:9")  # as the code before 0012 hashed it
+    conn.execute(
+        "INSERT INTO privacy_suppressions (hash, type, request_id, created_at) VALUES (?, 'record', 'prq_old', ?)",
+        (legacy, NOW),
+    )
+    conn.close()
+    with CDP(Settings(db=db, scheduler_enabled=False)) as cdp:
+        again = cdp.ingest.upsert_records([{"source": "shop:uk", "external_id": "10", "email": "new@z.org"}])
+        assert again.inserted == 1  # another record of the source is not touched
+        dropped = cdp.ingest.upsert_records([{"source": "shop:uk", "external_id": "9", "email": "cara2@z.org"}])
+        assert dropped.inserted == dropped.updated == 0
+        lifted = cdp.privacy.submit(
+            "unsuppress", [{"type": "record", "value": {"source": "shop:uk", "external_id": "9"}}], background=False
+        )
+        assert lifted["status"] == "done", lifted
+        assert count(cdp, "privacy_suppressions") == 0
+        back = cdp.ingest.upsert_records([{"source": "shop:uk", "external_id": "9", "email": "cara2@z.org"}])
+        assert back.updated == 1 or back.inserted == 1
