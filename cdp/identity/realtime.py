@@ -49,9 +49,9 @@ class RealtimeMatcher:
             self._pending.update(nodes)
         self._debouncer.poke()
 
-    def on_records(self, conn: sqlite3.Connection, record_ids: list[int]) -> None:
-        marks = ",".join("?" * len(record_ids))
-        found = conn.execute(f"SELECT source, external_id FROM source_records WHERE id IN ({marks})", record_ids)
+    def on_records(self, conn: sqlite3.Connection, ids: list[int]) -> None:
+        marks = ",".join("?" * len(ids))
+        found = conn.execute(f"SELECT source, external_id FROM source_records WHERE id IN ({marks})", ids)
         self.enqueue(("record", s, e) for s, e in found)
 
     def on_events(self, rows: list[EventRow]) -> None:
