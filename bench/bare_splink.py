@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 from splink import DuckDBAPI, Linker, SettingsCreator
 
+from cdp import record_ids
 from cdp.identity.matching import EM_MAX_PAIRS, PRIOR_RECALL, prepare
 from cdp.identity.matching.backend import MAX_ITERATIONS, arrow_table
 from cdp.identity.matching.spec import (
@@ -39,7 +40,7 @@ def match_rows_from_csv(frame: pd.DataFrame, source: str = "febrl") -> pd.DataFr
     """The CSV's canonical columns as Splink match rows (unique ids as cdp names its record nodes)."""
     return pd.DataFrame(
         {
-            "unique_id": "record:" + source + ":" + frame["rec_id"],
+            "unique_id": record_ids.key(source, "") + frame["rec_id"],
             "first_name": frame["first_name"],
             "last_name": frame["last_name"],
             "birthday": frame["birthday"],
@@ -60,8 +61,9 @@ def _clusters(clustered: Any) -> dict[tuple[str, str], str]:
     frame = clustered.as_pandas_dataframe()
     out = {}
     for uid, cid in zip(frame["unique_id"].astype(str), frame["cluster_id"].astype(str), strict=True):
-        _, source, ext = uid.split(":", 2)
-        out[(source, ext)] = cid
+        found = record_ids.parse_key(uid)
+        assert found is not None, uid
+        out[found] = cid
     return out
 
 

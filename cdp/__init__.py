@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from cdp.jsonlimits import check_json_body
     from cdp.keys import KeyInfo
     from cdp.pagination import Page
+    from cdp.record_ids import parse_record_key, record_key
     from cdp.scheduler import Scheduler
     from cdp.settings import Settings
     from cdp.textsafe import clean_text
@@ -25,6 +26,8 @@ __all__ = [
     "__version__",
     "check_json_body",
     "clean_text",
+    "parse_record_key",
+    "record_key",
 ]
 
 # The public facade: what the HTTP layer (``api/``) and other programs import.
@@ -35,6 +38,8 @@ _EXPORTS = {
     "clean_text": "cdp.textsafe",
     "KeyInfo": "cdp.keys",
     "Page": "cdp.pagination",
+    "parse_record_key": "cdp.record_ids",
+    "record_key": "cdp.record_ids",
     "Scheduler": "cdp.scheduler",
     "Settings": "cdp.settings",
 }

@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from cdp import record_ids
+
 CLI_KEY = "cli"
 """Who decided, for decisions made from the terminal."""
 ANSWERS = {"y": "match", "n": "no_match", "s": "skip"}
@@ -24,12 +26,15 @@ _SHOWN = (
 
 
 def _pairs(values: tuple[str, ...], keys: tuple[str, str], shape: str, option: str) -> list[dict[str, str]]:
-    """``A:B`` option values as ``{keys[0]: A, keys[1]: B}`` (split at the first colon; both parts needed)."""
+    """``A:B`` option values as ``{keys[0]: A, keys[1]: B}`` (split at the first colon; both parts needed). A
+    record (``SOURCE:EXTERNAL_ID``) is read as `cdp.record_ids` writes it: ``%3A`` in the source is a ``:``."""
     pairs = []
     for value in values:
         first, sep, second = value.partition(":")
         if not sep or not first or not second:
             raise click.BadParameter(f"{value!r} is not {shape}", param_hint=option)
+        if keys == ("source", "external_id"):
+            first = record_ids.decode_source(first)
         pairs.append({keys[0]: first, keys[1]: second})
     return pairs
 
@@ -132,7 +137,13 @@ def add_commands(
     @identity.command("split")
     @db_option
     @click.argument("profile_id")
-    @click.option("--record", "records", multiple=True, metavar="SOURCE:EXTERNAL_ID", help="A record to move.")
+    @click.option(
+        "--record",
+        "records",
+        multiple=True,
+        metavar="SOURCE:EXTERNAL_ID",
+        help="A record to move (a ':' in the source is written %3A, a '%' as %25).",
+    )
     @click.option("--identifier", "identifiers", multiple=True, metavar="TYPE:VALUE", help="An identifier to move.")
     @click.option("--note", default=None, help="Why (kept in the audit trail).")
     def split(db: Path | None, profile_id: str, records: tuple[str, ...], identifiers: tuple[str, ...],

@@ -1,12 +1,14 @@
 """Numbered, forward-only schema migrations (``migrations/NNNN_name.sql``).
 
 Each file runs in its own transaction and is recorded in ``schema_migrations``; applying twice
-changes nothing. A file that fails leaves the schema as it was before that file.
+changes nothing. A file that fails leaves the schema as it was before that file. A migration whose rewrite
+SQL cannot express names a Python step in `STEPS`: a function run after the file's SQL, in its transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from cdp.errors import MigrationEdited, MigrationFailed
 from cdp.timeutil import now_iso
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+STEPS = {12: "cdp.identity.rekey:run"}
+"""Python steps: version -> ``module:function`` taking the connection (imported only when it runs)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ def apply(conn: sqlite3.Connection, directory: Path | None = None) -> list[Migra
     store whose applied migrations were edited since."""
     done = applied(conn)
     found = discover(directory)
+    ours = directory is None or directory.resolve() == migrations_dir()  # a test's own folder runs no step
     check_applied(conn, found)
     ran: list[Migration] = []
     for migration in found:
@@ -117,13 +122,19 @@ def apply(conn: sqlite3.Connection, directory: Path | None = None) -> list[Migra
                 continue
             for statement in split_statements(sql):
                 conn.execute(statement)
+            step = STEPS.get(migration.version) if ours else None
+            if step is not None:
+                module, _, function = step.partition(":")
+                getattr(importlib.import_module(module), function)(conn)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
                 (migration.version, migration.name, checksum(sql), now_iso()),
             )
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             conn.execute("ROLLBACK")
+            if not isinstance(exc, sqlite3.Error):
+                raise
             raise MigrationFailed(
                 f"migration {migration.path.name} failed and was rolled back: {exc}",
                 {"migration": migration.path.name},

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from cdp import normalize
+from cdp import normalize, record_ids
 from cdp.errors import InvalidInput, UnknownProfile, UnknownSegment
 from cdp.events import COLUMNS as EVENT_COLUMNS
 from cdp.events import event_dict
@@ -75,7 +75,7 @@ class Profiles:
         if source is not None or external_id is not None:
             if not (source and external_id):
                 raise InvalidInput("look up a CRM record with both source and external_id", {"field": "external_id"})
-            chosen.append(("record", f"{source}:{external_id}"))
+            chosen.append(("record", record_ids.value(source, external_id)))
         if len(chosen) != 1:
             raise InvalidInput(
                 "give exactly one of user_id, anonymous_id, email, phone, or source with external_id",

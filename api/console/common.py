@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from cdp import CDP
+from cdp import CDP, record_key
 from cdp.errors import CDPError
 
 from . import session
@@ -42,6 +42,7 @@ def _when(value: Any) -> str:
 
 TEMPLATES.filters["json"] = _json
 TEMPLATES.filters["when"] = _when
+TEMPLATES.globals["record_key"] = record_key
 TEMPLATES.filters["q"] = lambda value: quote(str(value), safe="")
 TEMPLATES.globals["qs"] = lambda **kw: urlencode({k: v for k, v in kw.items() if v not in (None, "")})
 

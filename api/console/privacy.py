@@ -31,7 +31,7 @@ IDENTIFIER_TYPES = {
     "user_id": "User id",
     "phone": "Phone",
     "anonymous_id": "Anonymous id",
-    "record": "CRM record (source:external_id)",
+    "record": "CRM record (source:external_id; a : in the source as %3A)",
 }
 STATUSES = ("pending", "running", "done", "failed")
 ERASING = ("delete", "suppress_with_delete")

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from cdp import CDP
+from cdp import CDP, parse_record_key
 from cdp.errors import InvalidInput
 
 from . import charts, session
@@ -176,9 +176,9 @@ async def split(request: Request, profile_id: str, admin: session.Admin) -> Resp
     records, identifiers = [], []
     for name, value in pairs:
         kind, _, rest = value.partition(":")
-        if name == "record" and kind == "record" and ":" in rest:
-            source, _, external_id = rest.partition(":")
-            records.append({"source": source, "external_id": external_id})
+        record = parse_record_key(value) if name == "record" else None
+        if record is not None:
+            records.append({"source": record[0], "external_id": record[1]})
         elif name == "identifier" and kind and rest:
             identifiers.append({"type": kind, "value": rest})
     if not records and not identifiers:

@@ -22,7 +22,11 @@ Status = Literal["pending", "running", "done", "failed"]
 class IdentifierIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["user_id", "email", "phone", "anonymous_id", "record"]
-    value: str = Field(description="For a record: 'source:external_id'.", min_length=1, max_length=1024)
+    value: str = Field(
+        description="For a record: 'source:external_id' (a ':' in the source written %3A, a '%' as %25).",
+        min_length=1,
+        max_length=1024,
+    )
 
 
 class PrivacyRequestIn(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cdp import record_ids
 from cdp.identity import matching
 from cdp.identity.resolve import Resolution
 
@@ -51,9 +52,9 @@ def estimate(resolution: Resolution) -> dict[str, Any]:
     usable = [(a, b, d) for a, b, d in rows if a.split(":", 1)[0] in ("record", "user_id") and b.split(":", 1)[0]
               in ("record", "user_id")]  # fmt: skip
     wanted = {k for a, b, _ in usable for k in (a, b)}
-    records = [tuple(k.split(":", 1)[1].split(":", 1)) for k in wanted if k.startswith("record:")]
+    records = [r for r in map(record_ids.parse_key, wanted) if r is not None]
     users = [k.split(":", 1)[1] for k in wanted if k.startswith("user_id:")]
-    found = resolution.match_rows(records=_record_keys(conn, records), users=users) if wanted else None
+    found = resolution.match_rows(records=records, users=users) if wanted else None
     by_id = {} if found is None else {str(r["unique_id"]): r for r in found.to_dict("records")}
     # Scores the model already gave these pairs (review items, match edges of this model version) are reused;
     # the others are scored one by one (at most MAX_EXPLAINED).
@@ -87,18 +88,4 @@ def estimate(resolution: Resolution) -> dict[str, Any]:
         out["confusion"] = {"true_positive": tp, "false_positive": fp, "false_negative": fn, "true_negative": tn}
         out["estimated_precision"] = round(tp / (tp + fp), 4) if tp + fp else None
         out["estimated_recall"] = round(tp / (tp + fn), 4) if tp + fn else None
-    return out
-
-
-def _record_keys(conn: Any, pairs: list[tuple[str, ...]]) -> list[tuple[str, str]]:
-    """(source, external_id) of record identifier values ``source:external_id`` (a source may hold ``:``)."""
-    out: list[tuple[str, str]] = []
-    for parts in pairs:
-        value = ":".join(parts)
-        for at in (i for i, ch in enumerate(value) if ch == ":"):
-            if conn.execute(
-                "SELECT 1 FROM source_records WHERE source = ? AND external_id = ?", (value[:at], value[at + 1 :])
-            ).fetchone():
-                out.append((value[:at], value[at + 1 :]))
-                break
     return out

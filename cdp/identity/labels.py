@@ -1,6 +1,7 @@
 """Human identity labels: a ``match`` is a must-link and a ``no_match`` a cannot-link between two identifiers.
 
-A label names two identifiers by their keys (``type:value``: ``record:<source>:<external_id>``,
+A label names two identifiers by their keys (``type:value``: ``record:<source>:<external_id>`` as
+`cdp.record_ids` writes it,
 ``user_id:<id>``, ``email:<address>`` ...), one label per pair (the latest decision wins), with who
 (the API key id, or ``cli``) and when. Every full run (`cdp.identity.cluster.cluster`) and the real-time
 linker honour them. Files of labels (import and export) are CSV with the columns
@@ -17,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from cdp import record_ids
 from cdp.errors import CDPError, InvalidInput
 from cdp.pagination import Page, check_limit, decode_cursor, encode_cursor
 from cdp.store import Store
@@ -42,15 +44,15 @@ def record_key(source: str, external_id: str) -> str:
     """The identifier key of a CRM record, or of another identifier written as ``@<type>``."""
     if source.startswith("@"):
         return f"{source[1:]}:{external_id}"
-    return f"record:{source}:{external_id}"
+    return record_ids.key(source, external_id)
 
 
 def split_key(key: str) -> tuple[str, str]:
     """``(source, external_id)`` of an identifier key, as label files write it."""
+    record = record_ids.parse_key(key)
+    if record is not None:
+        return record
     kind, _, value = key.partition(":")
-    if kind == "record":
-        source, _, external = value.partition(":")
-        return source, external
     return f"@{kind}", value
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cdp import normalize
+from cdp import normalize, record_ids
 from cdp.identity import names
 from cdp.identity.graph import Observation
 
@@ -71,7 +71,7 @@ def from_record(
     birthday: str | None,
     when: str,
 ) -> Observation:
-    identifiers = [("record", f"{source}:{external_id}")]
+    identifiers = [("record", record_ids.value(source, external_id))]
     if email:
         identifiers.append(("email", email))
     if phone:
@@ -82,4 +82,4 @@ def from_record(
     first = names.clean(first_name)
     if first:
         attributes.append(("first_name", first))
-    return Observation(identifiers, f"record:{source}:{external_id}", when, attributes, touch=True)
+    return Observation(identifiers, record_ids.key(source, external_id), when, attributes, touch=True)

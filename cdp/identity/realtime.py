@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pandas as pd
 
+from cdp import record_ids
 from cdp.debounce import Debouncer
 from cdp.identity import labels, matching, review
 from cdp.identity.cluster import apart, chain_support_needed
@@ -48,9 +49,9 @@ class RealtimeMatcher:
             self._pending.update(nodes)
         self._debouncer.poke()
 
-    def on_records(self, conn: sqlite3.Connection, record_ids: list[int]) -> None:
-        marks = ",".join("?" * len(record_ids))
-        found = conn.execute(f"SELECT source, external_id FROM source_records WHERE id IN ({marks})", record_ids)
+    def on_records(self, conn: sqlite3.Connection, ids: list[int]) -> None:
+        marks = ",".join("?" * len(ids))
+        found = conn.execute(f"SELECT source, external_id FROM source_records WHERE id IN ({marks})", ids)
         self.enqueue(("record", s, e) for s, e in found)
 
     def on_events(self, rows: list[EventRow]) -> None:
@@ -189,7 +190,7 @@ class RealtimeMatcher:
             found = conn.execute(
                 "SELECT type, value FROM identifiers WHERE profile_id = ? AND type IN ('record', 'user_id')", (pid,)
             ).fetchall()
-            records = [(s, e) for t, v in found if t == "record" for s, _, e in [str(v).partition(":")]]
+            records = [r for t, v in found if t == "record" and (r := record_ids.parse(str(v))) is not None]
             users = [str(v) for t, v in found if t == "user_id"]
             rows = self.resolution.match_rows(conn, records=records, users=users)
             return list(matching.person_facts(matching.prepare(rows)).values()) if len(rows) else []

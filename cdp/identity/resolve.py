@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from cdp import outbox
+from cdp import outbox, record_ids
 from cdp.chunks import chunked, marks
 from cdp.errors import MatchModelMissing, ResolutionFailed
 from cdp.hooks import Hook
@@ -159,7 +159,7 @@ class Resolution:
         """One row per CRM record and one per identified user's latest traits (all, or the ones named)."""
         conn = conn or self.store.reader()
         select = (
-            f"SELECT 'record:' || source || ':' || external_id AS unique_id, source, {', '.join(_RECORD_FIELDS)},"
+            f"SELECT {record_ids.sql_key()} AS unique_id, source, {', '.join(_RECORD_FIELDS)},"
             " traits FROM source_records"
         )
         if records is None and users is None:
@@ -795,17 +795,14 @@ def _ages(conn: sqlite3.Connection, profile_ids: Iterable[str]) -> dict[str, tup
 
 
 def _record_ids(conn: sqlite3.Connection, values: Iterable[str]) -> dict[str, int]:
-    """source_records.id of record identifier values (``source:external_id``; a source may hold ``:``).
-
-    Read source by source, many external ids a statement, split at the first ``:``; the few values not
-    found that way (a source name with ``:`` in it) are tried at each later ``:``."""
+    """source_records.id of record identifier values (`cdp.record_ids`), read source by source, many external
+    ids a statement."""
     out: dict[str, int] = {}
-    wanted = list(values)
     by_source: dict[str, dict[str, str]] = defaultdict(dict)
-    for value in wanted:
-        source, colon, external = value.partition(":")
-        if colon:
-            by_source[source][external] = value
+    for value in values:
+        parts = record_ids.parse(value)
+        if parts is not None:
+            by_source[parts[0]][parts[1]] = value
     for source, externals in by_source.items():
         for part in chunked(list(externals)):
             for rid, external in conn.execute(
@@ -813,14 +810,6 @@ def _record_ids(conn: sqlite3.Connection, values: Iterable[str]) -> dict[str, in
                 (source, *part),
             ):
                 out[externals[external]] = int(rid)
-    for value in (v for v in wanted if v not in out):
-        for at in (i for i, ch in enumerate(value) if ch == ":"):
-            found = conn.execute(
-                "SELECT id FROM source_records WHERE source = ? AND external_id = ?", (value[:at], value[at + 1 :])
-            ).fetchone()
-            if found is not None:
-                out[value] = int(found[0])
-                break
     return out
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from cdp import record_ids
 from cdp.errors import CDPError, InvalidInput, NotFound
 from cdp.identity import labels
 from cdp.identity.stewardship import Stewardship
@@ -161,7 +162,7 @@ class Review:
             where.append("reason = ?")
             params.append(reason)
         if source is not None:
-            prefix = f"record:{source}:"
+            prefix = record_ids.key(source, "")
             where.append("(substr(node_l, 1, ?) = ? OR substr(node_r, 1, ?) = ?)")
             params += [len(prefix), prefix, len(prefix), prefix]  # type: ignore[list-item]
         position = decode_cursor(cursor)
@@ -306,15 +307,17 @@ def side(conn: sqlite3.Connection, key: str, live: Callable[[sqlite3.Connection,
 
 
 def _record(conn: sqlite3.Connection, value: str) -> dict[str, Any] | None:
-    for at in (i for i, ch in enumerate(value) if ch == ":"):
-        source, external = value[:at], value[at + 1 :]
-        found = conn.execute(
-            f"SELECT {', '.join(_FIELDS)}, traits FROM source_records WHERE source = ? AND external_id = ?",
-            (source, external),
-        ).fetchone()
-        if found is not None:
-            fields = {f: found[i] for i, f in enumerate(_FIELDS) if found[i] not in (None, "")}
-            extra = orjson.loads(found[len(_FIELDS)] or "{}")
-            fields.update({k: v for k, v in extra.items() if k not in fields and isinstance(v, str | int | float)})
-            return {"source": source, "external_id": external, "fields": fields}
-    return None
+    parts = record_ids.parse(value)
+    if parts is None:
+        return None
+    source, external = parts
+    found = conn.execute(
+        f"SELECT {', '.join(_FIELDS)}, traits FROM source_records WHERE source = ? AND external_id = ?",
+        (source, external),
+    ).fetchone()
+    if found is None:
+        return None
+    fields = {f: found[i] for i, f in enumerate(_FIELDS) if found[i] not in (None, "")}
+    extra = orjson.loads(found[len(_FIELDS)] or "{}")
+    fields.update({k: v for k, v in extra.items() if k not in fields and isinstance(v, str | int | float)})
+    return {"source": source, "external_id": external, "fields": fields}

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from cdp import normalize, outbox
+from cdp import normalize, outbox, record_ids
 from cdp.errors import CDPError, InvalidInput, NotFound, UnknownProfile
 from cdp.hooks import Hook
 from cdp.identity import labels
@@ -182,7 +182,7 @@ class Stewardship:
                 raise InvalidInput(
                     f'{where} must be {{"source": ..., "external_id": ...}} with strings', {"field": where}
                 )
-            out.append(("record", f"{record['source']}:{record['external_id']}", where))
+            out.append(("record", record_ids.value(record["source"], record["external_id"]), where))
         for i, ident in enumerate(identifiers):
             where = f"identifiers[{i}]"
             if not isinstance(ident, dict) or not all(
@@ -364,16 +364,10 @@ def move(conn: sqlite3.Connection, rows: Sequence[tuple[int, str, str]], source:
     conn.executemany(
         "UPDATE events SET profile_id = ? WHERE profile_id = ? AND user_id IS NULL AND anonymous_id = ?", anons
     )
-    for _, t, v in rows:
-        if t != "record":
-            continue
-        for at in (i for i, ch in enumerate(v) if ch == ":"):
-            done = conn.execute(
-                "UPDATE source_records SET profile_id = ? WHERE source = ? AND external_id = ?",
-                (target, v[:at], v[at + 1 :]),
-            ).rowcount
-            if done:
-                break
+    records = [r for _, t, v in rows if t == "record" and (r := record_ids.parse(v)) is not None]
+    conn.executemany(
+        "UPDATE source_records SET profile_id = ? WHERE source = ? AND external_id = ?", [(target, *r) for r in records]
+    )
     # Groups follow their group calls: a group the moved events named goes along (with its first_seen), and
     # leaves the source unless one of the source's own events still names it.
     for (group_id,) in conn.execute(

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from cdp import normalize
+from cdp import normalize, record_ids
 from cdp.chunks import chunked, marks
 from cdp.hooks import Hook
 from cdp.identity.graph import IdentityGraph
@@ -313,7 +313,7 @@ class Records:
             if updated_rows:
                 # A changed record's old pairings are no longer evidence; the next full run re-clusters.
                 conn.executemany(
-                    "DELETE FROM identity_links WHERE origin = ?", [(f"record:{r[0]}:{r[1]}",) for r in updated_rows]
+                    "DELETE FROM identity_links WHERE origin = ?", [(record_ids.key(r[0], r[1]),) for r in updated_rows]
                 )
             if changed:
                 profiles = self.identity.observe(

@@ -26,7 +26,7 @@ def subject_options(fn: Any) -> Any:
             ("--email", "An email address (repeatable)."),
             ("--phone", "A phone number (repeatable)."),
             ("--anonymous-id", "An anonymous id (repeatable)."),
-            ("--record", "A CRM record as SOURCE:EXTERNAL_ID (repeatable)."),
+            ("--record", "A CRM record as SOURCE:EXTERNAL_ID; a ':' in the source is written %3A (repeatable)."),
         ]
     ):
         fn = click.option(name, multiple=True, help=help_text)(fn)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from cdp import record_ids
 from cdp.chunks import chunked, marks
 from cdp.timeutil import format_ts, utcnow
 
@@ -73,7 +74,7 @@ def record_records(
         if profile_id is None or '"consent"' not in traits:
             continue
         for category, granted in preferences(orjson.loads(traits).get("consent")).items():
-            upserts.append((profile_id, category, int(granted), now, f"record:{row[0]}:{row[1]}"))
+            upserts.append((profile_id, category, int(granted), now, record_ids.key(row[0], row[1])))
     if upserts:
         conn.executemany(_UPSERT, upserts)
 

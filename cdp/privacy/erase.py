@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from cdp import outbox
+from cdp import outbox, record_ids
 from cdp.chunks import chunked, marks
 from cdp.privacy import subject
 
@@ -82,7 +82,7 @@ def delete_rest(conn: sqlite3.Connection, work: dict[str, Any], request_id: str)
     identifier_ids: list[int] = [i[0] for i in work["identifiers"]]
     values = {i[2] for i in work["identifiers"]}
     records = [tuple(r) for r in work["records"]]
-    nodes: list[str] = [f"record:{s}:{e}" for s, e in records]
+    nodes: list[str] = [record_ids.key(s, e) for s, e in records]
     nodes += [f"{kind}:{value}" for _, kind, value in work["identifiers"] if kind == "user_id"]
     counts: Counter[str] = Counter()
     while removed := delete_events_chunk(conn, profiles):

@@ -345,6 +345,7 @@ class Privacy:
         suppressed by email is unsuppressed with every identifier that request suppressed)."""
         key = salt(conn)
         hashes = [identifier_hash(key, k, v) for k, v in given]
+        hashes += [h for k, v in given if k == "record" and (h := suppression.legacy_record_hash(conn, key, v))]
         requests = {
             r[0]
             for h in hashes

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cdp import normalize
+from cdp import normalize, record_ids
 from cdp.chunks import chunked, marks
 from cdp.errors import InvalidInput
 
@@ -36,7 +36,13 @@ def parse_identifiers(raw: object, phone_region: str) -> list[tuple[str, str]]:
                 {"field": f"{where}.type", "allowed": list(IDENTIFIER_TYPES)},
             )
         if kind == "record" and isinstance(value, Mapping):
-            value = f"{value.get('source') or ''}:{value.get('external_id') or ''}"
+            source, external_id = value.get("source"), value.get("external_id")
+            if not (isinstance(source, str) and source and isinstance(external_id, str) and external_id):
+                raise InvalidInput(
+                    f"{where}.value must name a record's source and external_id (non-empty strings)",
+                    {"field": f"{where}.value"},
+                )
+            value = record_ids.value(source, external_id)
         if not isinstance(value, str) or not value.strip():
             raise InvalidInput(f"{where}.value must be a non-empty string", {"field": f"{where}.value"})
         value = value.strip()
@@ -45,12 +51,14 @@ def parse_identifiers(raw: object, phone_region: str) -> list[tuple[str, str]]:
         elif kind == "phone":
             value = normalize.phone(value, phone_region) or value
         elif kind == "record":
-            source, sep, external_id = value.partition(":")
-            if not (sep and source and external_id):
+            stored = record_ids.canonical(value)
+            if stored is None:
                 raise InvalidInput(
-                    f'{where}.value must be \'source:external_id\' (or {{"source", "external_id"}}) for a record',
+                    f'{where}.value must be \'source:external_id\' (or {{"source", "external_id"}}) for a record;'
+                    " a source holding ':' or '%' is written with them escaped (%3A, %25)",
                     {"field": f"{where}.value"},
                 )
+            value = stored
         out.append((kind, value))
     return list(dict.fromkeys(out))
 
@@ -132,9 +140,9 @@ def find(
             conn.execute(f"SELECT source, external_id FROM source_records WHERE profile_id IN ({marks(part)})", part)
         )
     for _, kind, value in idents:
-        if kind == "record":
-            source, _, external_id = value.partition(":")
-            records.add((source, external_id))
+        record = record_ids.parse(value) if kind == "record" else None
+        if record is not None:
+            records.add(record)
     # The records' field values: stored identity models keep term frequencies of some of them.
     fields: dict[str, set[str]] = {}
     for part in chunked(profiles):

@@ -11,11 +11,13 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from cdp import record_ids
 from cdp.privacy.hashing import identifier_hash, salt
 from cdp.quality import Tally
 
 VERSION = "suppression_version"
 _cache: dict[str, tuple[str, frozenset[str]]] = {}  # database path -> (version, hashes)
+_legacy: dict[str, tuple[str, frozenset[str]]] = {}  # database path -> (version, record hashes before 0012)
 
 
 def _path(conn: sqlite3.Connection) -> str:
@@ -34,6 +36,37 @@ def suppressed_hashes(conn: sqlite3.Connection) -> frozenset[str]:
     hashes = frozenset(r[0] for r in conn.execute("SELECT hash FROM privacy_suppressions"))
     _cache[path] = (row[0], hashes)
     return hashes
+
+
+def legacy_record_hashes(conn: sqlite3.Connection) -> frozenset[str]:
+    """Record suppressions made before migration 0012, which hashed the unescaped ``source:external_id``
+    (`cdp.record_ids.legacy_value`): a hash cannot be rewritten, so a record whose source holds ``:`` or ``%``
+    is also checked against these (and only these)."""
+    row = conn.execute("SELECT value FROM privacy_state WHERE key = ?", (VERSION,)).fetchone()
+    if row is None:
+        return frozenset()
+    path = _path(conn)
+    cached = _legacy.get(path)
+    if cached is not None and cached[0] == row[0]:
+        return cached[1]
+    hashes = frozenset(
+        r[0]
+        for r in conn.execute(
+            "SELECT hash FROM privacy_suppressions WHERE type = 'record' AND created_at <"
+            " coalesce((SELECT applied_at FROM schema_migrations WHERE version = 12), '9999')"
+        )
+    )
+    _legacy[path] = (row[0], hashes)
+    return hashes
+
+
+def legacy_record_hash(conn: sqlite3.Connection, key: bytes, value: str) -> str | None:
+    """The pre-0012 suppression hash of a record identifier value, if it differs and one is stored."""
+    parts = record_ids.parse(value)
+    if parts is None or record_ids.legacy_value(*parts) == value:
+        return None
+    found = identifier_hash(key, "record", record_ids.legacy_value(*parts))
+    return found if found in legacy_record_hashes(conn) else None
 
 
 def bump(conn: sqlite3.Connection) -> None:
@@ -78,12 +111,13 @@ def drop_suppressed_records(
     key = salt(conn)
     kept = []
     for row in rows:
-        identifiers = [("record", f"{row[0]}:{row[1]}")]
+        value = record_ids.value(row[0], row[1])
+        identifiers = [("record", value)]
         if row[2]:
             identifiers.append(("email", row[2]))
         if row[3]:
             identifiers.append(("phone", row[3]))
-        if is_suppressed(key, hashes, identifiers):
+        if is_suppressed(key, hashes, identifiers) or legacy_record_hash(conn, key, value) in hashes:
             tally.add("records", row[0], "", "received")
             tally.add("records", row[0], "", "suppressed")
         else:
