@@ -218,21 +218,32 @@ class Resolution:
                 rows[column] = None
         return rows
 
-    def _snapshot(self, conn: sqlite3.Connection) -> Snapshot:
+    @staticmethod
+    def _graph_rows(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], list[Any]]:
+        """The graph's rows as they are, read inside the snapshot's transaction: only fetched here, and made into
+        columns after it ended (SQLite cannot restart the WAL while a reader holds a snapshot; building the
+        columns inside it held one for seconds when the machine was busy, while ingest kept writing)."""
+        return (
+            conn.execute("SELECT id, type, value, profile_id, shared FROM identifiers ORDER BY id").fetchall(),
+            conn.execute("SELECT a, b, kind = 'alias' FROM identity_links ORDER BY id").fetchall(),
+            conn.execute("SELECT identifier_id, type, value FROM identifier_attributes").fetchall(),
+        )
+
+    @staticmethod
+    def _snapshot(read: tuple[list[Any], list[Any], list[Any]]) -> Snapshot:
         # A run may hold millions of identifiers: they are read into columns, not objects.
-        rows = conn.execute("SELECT id, type, value, profile_id, shared FROM identifiers ORDER BY id").fetchall()
+        rows, link_rows, attrs = read
+        del read
         ids, types, values, profiles, shared = (list(c) for c in zip(*rows, strict=True)) if rows else ([],) * 5
-        del rows
+        rows.clear()
         type_codes, type_names = pd.factorize(np.array(types, dtype=object))
         profile_codes, profile_names = pd.factorize(np.array(profiles, dtype=object))
         del types, profiles
         graph_ids = np.array(ids, dtype=np.int64)
-        links = np.array(
-            conn.execute("SELECT a, b, kind = 'alias' FROM identity_links ORDER BY id").fetchall(), dtype=np.int64
-        ).reshape(-1, 3)
-        attrs = conn.execute("SELECT identifier_id, type, value FROM identifier_attributes").fetchall()
+        links = np.array(link_rows, dtype=np.int64).reshape(-1, 3)
+        link_rows.clear()
         attr_ids, attr_kinds, attr_values = (list(c) for c in zip(*attrs, strict=True)) if attrs else ([],) * 3
-        del attrs
+        attrs.clear()
         kind_codes, kind_names = pd.factorize(np.array(attr_kinds, dtype=object))
         value_codes, value_names = pd.factorize(np.array(attr_values, dtype=object))
         graph = Graph(
@@ -358,11 +369,12 @@ class Resolution:
             conn.execute("PRAGMA query_only=ON")
             conn.execute("BEGIN")
             try:
-                return self._snapshot(conn)
+                read = self._graph_rows(conn)
             finally:
                 conn.execute("COMMIT")
         finally:
             conn.close()
+        return self._snapshot(read)
 
     def _support_floor(self, model: matching.MatchModel) -> float:
         """Pairs scored from here are kept for clustering: links (at the model's threshold) and the weaker
