@@ -246,3 +246,28 @@ def test_imported_and_resolved_titles_get_their_persona(fresh_db: CDP, write_key
     send(fresh_db, write_key, [{"type": "identify", "userId": "u9", "traits": {"title": "Data Engneer"}}])
     fresh_db.identity.run()
     assert persona_of(fresh_db, "u9")[0] == "engineer"
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "gmm"])
+def test_a_profile_on_a_border_keeps_its_cluster_and_a_clear_move_still_moves(algorithm: str) -> None:
+    """`Fitted.keep_previous` (what a recompute applies): between two runs seconds apart the clock moves every
+    profile's days-since features a little; one sitting on the border between two clusters must not change
+    cluster for that, while a profile that is clearly nearer another cluster goes there."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal((0.0, 0.0), 1.0, (150, 2)), rng.normal((8.0, 0.0), 1.0, (150, 2))])
+    fitted = cluster.fit(X, cluster.check_params({"algorithm": algorithm, "k": 2, "scaler": "standard"})).fitted
+    left, right = (int(i) for i in fitted.assign(np.array([[0.0, 0.0], [8.0, 0.0]])))
+    assert left != right
+    # the point of the segment between the two clusters' centres where the assignment changes
+    lo, hi = 0.0, 8.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fitted.assign(np.array([[mid, 0.0]]))[0] == left else (lo, mid)
+    border = np.array([[hi + 1e-9, 0.0], [lo - 1e-9, 0.0], [7.5, 0.0]])  # just right, just left, clearly right
+    labels = fitted.assign(border)
+    assert labels.tolist() == [right, left, right]
+    kept = fitted.keep_previous(border, labels, np.array([left, right, left]))
+    assert kept.tolist() == [left, right, right]
+    assert fitted.keep_previous(border, labels, np.array([-1, -1, -1])).tolist() == labels.tolist()

@@ -43,6 +43,12 @@ MODEL_KEYS = ("algorithm", "k", "features", "min_cluster_share", "scaler", "seed
 # silhouette (-1..1) says how well separated the clusters are, the stability (adjusted Rand index of two fits
 # on disjoint halves, 0..1) whether the same clusters come back on other data.
 GMM_KEEP_NATS = 0.01  # a new mixture replaces the last one only when it fits this much better per profile
+STICKY_NATS = 0.01
+STICKY_DISTANCE = 1e-3
+"""A profile stays in its cluster of the last run while that cluster is about as good as the new best: its
+log-posterior at most ``STICKY_NATS`` lower (gmm), its scaled distance at most ``STICKY_DISTANCE`` longer (the
+others). Features counted from the run's clock (days since the last event) move every profile a little between
+two runs seconds apart; without this a profile sitting on a border could change cluster with no new data."""
 SILHOUETTE_FLOOR = 0.25
 STABILITY_FLOOR = 0.6
 
@@ -135,6 +141,28 @@ class Fitted:
             proba = self.gmm.predict_proba(Z)[:, self.kept]
             return np.asarray(np.argmax(proba, axis=1), dtype=np.int64)
         return nearest(Z, self.centroids)
+
+    def keep_previous(
+        self, X: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], previous: np.ndarray[Any, Any]
+    ) -> np.ndarray[Any, Any]:
+        """``labels`` with each row kept in its previous cluster (``previous``: the cluster index of the last run,
+        -1 for none) while that cluster is about as good as the new one (`STICKY_NATS`, `STICKY_DISTANCE`)."""
+        rows = np.flatnonzero((previous >= 0) & (previous != labels))
+        if not len(rows):
+            return labels
+        Z = self.scaler.transform(X[rows])
+        new, old = labels[rows], previous[rows]
+        if self.gmm is not None:
+            logp = np.log(np.clip(self.gmm.predict_proba(Z)[:, self.kept], 1e-300, None))
+            at = np.arange(len(rows))
+            keep = logp[at, old] >= logp[at, new] - STICKY_NATS
+        else:
+            d_new = np.linalg.norm(Z - self.centroids[new], axis=1)
+            d_old = np.linalg.norm(Z - self.centroids[old], axis=1)
+            keep = d_old <= d_new * (1 + STICKY_DISTANCE)
+        out = labels.copy()
+        out[rows[keep]] = old[keep]
+        return out
 
     def raw_centroids(self) -> np.ndarray[Any, Any]:
         return np.asarray(self.scaler.inverse_transform(self.centroids))

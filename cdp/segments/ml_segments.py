@@ -141,6 +141,7 @@ class MLSegments:
         old = {c["cluster"]["number"]: c["cluster"]["centroid"] for c in children if "cluster" in c}
         raw = fitted.raw_centroids()
         numbers = cluster.match(raw, spec.names, old, fitted.scaler)
+        result.labels = fitted.keep_previous(matrix.X, result.labels, self._previous_index(key, numbers, matrix.ids))
         sizes = np.bincount(result.labels, minlength=len(raw))
         names = cluster.describe(fitted.centroids, sizes.tolist(), spec.features)
         n = len(matrix.ids)
@@ -308,6 +309,21 @@ class MLSegments:
             [(segment, members)], trigger=trigger, started=started, started_at=started_at, before=before
         )
         return results
+
+    def _previous_index(self, key: str, numbers: Mapping[int, int], ids: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """For each profile of ``ids``: the index (in this run's clusters, numbered ``numbers``) of the cluster it
+        is a member of now, or -1."""
+        index_of = {f"{key}.{number}": index for index, number in numbers.items()}
+        where = {
+            pid: index_of[child]
+            for pid, child in self.store.reader().execute(
+                "SELECT m.profile_id, m.segment_key FROM memberships m JOIN segments s ON s.key = m.segment_key"
+                " WHERE s.parent_key = ?",
+                (key,),
+            )
+            if child in index_of
+        }
+        return np.fromiter((where.get(pid, -1) for pid in ids.tolist()), dtype=np.int64, count=len(ids))
 
     def _children(self, key: str) -> list[dict[str, Any]]:
         return [
