@@ -240,10 +240,8 @@ def test_privacy_export_and_suppression_of_a_record_with_a_colon(fresh_db: CDP) 
 NOW = "2026-01-01T00:00:00.000Z"
 
 
-def store_at_0011(db: Path, tmp_path: Path) -> None:
-    """A store made by migrations up to 0011, holding what the code before 0012 wrote: source ``crm:eu`` / id
-    ``1`` (Anna) and source ``crm`` / id ``eu:1`` (Bob) share identifier ``crm:eu:1``; ``shop:uk`` / ``9``
-    (Cara), ``50%`` / ``7`` (Eve) and the ordinary ``crm`` / ``5`` (Dan) have their own."""
+def migrated_to_0011(db: Path, tmp_path: Path) -> sqlite3.Connection:
+    """A connection to a new store at ``db`` made by migrations 0001-0011 only."""
     folder = tmp_path / "upto11"
     folder.mkdir()
     for path in sorted(mig.migrations_dir().glob("*.sql")):
@@ -251,6 +249,14 @@ def store_at_0011(db: Path, tmp_path: Path) -> None:
             shutil.copy(path, folder / path.name)
     conn = sqlite3.connect(db, isolation_level=None)
     mig.apply(conn, folder)
+    return conn
+
+
+def store_at_0011(db: Path, tmp_path: Path) -> None:
+    """A store made by migrations up to 0011, holding what the code before 0012 wrote: source ``crm:eu`` / id
+    ``1`` (Anna) and source ``crm`` / id ``eu:1`` (Bob) share identifier ``crm:eu:1``; ``shop:uk`` / ``9``
+    (Cara), ``50%`` / ``7`` (Eve) and the ordinary ``crm`` / ``5`` (Dan) have their own."""
+    conn = migrated_to_0011(db, tmp_path)
     assert max(v for v in mig.applied(conn)) == 11
     script = [
         ("INSERT INTO profiles (id, created_at, updated_at) VALUES (?, ?, ?)", [(p, NOW, NOW) for p in "ABCD"]),
@@ -400,13 +406,7 @@ def test_a_store_at_0011_migrates_its_record_identifiers(tmp_path: Path) -> None
 
 def test_a_store_without_such_sources_is_left_as_it_was(tmp_path: Path) -> None:
     db = tmp_path / "plain.db"
-    folder = tmp_path / "upto11"
-    folder.mkdir()
-    for path in sorted(mig.migrations_dir().glob("*.sql")):
-        if int(path.name[:4]) <= 11:
-            shutil.copy(path, folder / path.name)
-    conn = sqlite3.connect(db, isolation_level=None)
-    mig.apply(conn, folder)
+    conn = migrated_to_0011(db, tmp_path)
     conn.execute("INSERT INTO profiles (id, created_at, updated_at) VALUES ('A', ?, ?)", (NOW, NOW))
     conn.execute(
         "INSERT INTO source_records (source, external_id, content_hash, created_at, updated_at, profile_id)"
