@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from api.console.stewardship import CANDIDATES
 from cdp import CDP
 from tests.browser import browser_page, npm_package
 from tests.test_console_browser import (  # noqa: F401  (console is the module's fixture)
@@ -143,8 +144,16 @@ def test_review_queue_filters_and_decisions(console: Console) -> None:  # noqa: 
 
 def test_merge_found_by_search_then_split_and_undo(console: Console) -> None:  # noqa: F811
     cdp = console.server.cdp
-    a, b = _people_with_records(cdp, _in_review(cdp), 2)
-    b_name = f"{b['traits']['first_name']} {b['traits']['last_name']}"
+    # the other profile must be among the candidates the panel lists for its name (namesakes in the generated
+    # data -- "John Smith", "John Smithers" -- could otherwise fill the list, depending on which people are picked)
+    people = _people_with_records(cdp, _in_review(cdp), 12)
+    a = people[0]
+
+    def name(p: dict[str, Any]) -> str:
+        return f"{p['traits']['first_name']} {p['traits']['last_name']}"
+
+    b = next(p for p in people[1:] if p["id"] in {f["id"] for f in cdp.profiles.find(name(p), limit=CANDIDATES).data})
+    b_name = name(b)
     b_record = cdp.lineage.records(b["id"])[0]
     with browser_page() as (page, outside):
         sign_in(page, console, console.admin)
