@@ -141,9 +141,16 @@ class MLSegments:
         old = {c["cluster"]["number"]: c["cluster"]["centroid"] for c in children if "cluster" in c}
         raw = fitted.raw_centroids()
         numbers = cluster.match(raw, spec.names, old, fitted.scaler)
-        result.labels = fitted.keep_previous(matrix.X, result.labels, self._previous_index(key, numbers, matrix.ids))
+        was = self._previous_index(key, numbers, matrix.ids)
+        result.labels = fitted.keep_previous(matrix.X, result.labels, was)
         sizes = np.bincount(result.labels, minlength=len(raw))
         names = cluster.describe(fitted.centroids, sizes.tolist(), spec.features)
+        # A cluster whose members are those of the last run keeps its name (the clock's drift of days-since
+        # features can move a centroid across a naming threshold with no new data).
+        old_names = {c["cluster"]["number"]: c["name"] for c in children if "cluster" in c}
+        for index, number in numbers.items():
+            if number in old_names and np.array_equal(was == index, result.labels == index):
+                names[index] = old_names[number]
         n = len(matrix.ids)
         units = original_units(matrix.X, spec.features)
         now_text = format_ts(utcnow())
